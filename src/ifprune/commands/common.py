@@ -1,0 +1,52 @@
+"""Flags shared by several sub-commands, and how they turn into library objects."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..plan import width_from_keep
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="HF id, local directory or .gguf file (default: the packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin") -> None:
+    g = p.add_argument_group("channel selection")
+    g.add_argument("--selector", default=default,
+                   help=f"dense, random, magnitude, wanda, griffin (default: {default})")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept, in (0, 1]")
+    size.add_argument("--width", type=int, default=None, help="FFN channels kept per layer")
+    g.add_argument("--seed", type=int, default=None, help="seed for the random selector and for sampling")
+    g.add_argument("--calibration", default=None, help="text or JSONL file for the wanda selector")
+
+
+def load(args):
+    from ..loading import load_model
+
+    return load_model(args.model, dtype=args.dtype, device=args.device)
+
+
+def resolve_width(args, lm) -> int:
+    keep, width = args.keep, args.width
+    if keep is None and width is None and args.selector != "dense":
+        keep = 0.5
+    return width_from_keep(keep, width, lm.d_ffn)
+
+
+def selector_from_args(args):
+    from ..selectors import make_selector
+
+    return make_selector(args.selector, seed=args.seed if args.seed is not None else 0,
+                         calibration=args.calibration)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")

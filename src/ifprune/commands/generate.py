@@ -1,0 +1,58 @@
+"""`ifprune generate PROMPT`: select channels, load the compact model, answer (streamed)."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import add_model_args, add_selector_args, load, print_json, resolve_width, selector_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="answer a prompt with a prompt-pruned model",
+                       description="Pick FFN channels for the prompt, then generate with the physically smaller model.")
+    p.add_argument("prompt", help="the user prompt")
+    add_model_args(p)
+    add_selector_args(p)
+    p.add_argument("--task", default=None, help="select once from this task description instead of the prompt")
+    p.add_argument("--plan", default=None, help="use a saved plan file (.json or .safetensors) instead of a selector")
+    p.add_argument("--save-plan", default=None, help="write the plan used to this file")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    p.add_argument("--no-stream", action="store_true", help="print the answer only when it is complete")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import IfpruneError
+    from ..generation import SamplingConfig, generate
+    from ..plan import Plan
+
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    sampling.validate()
+    if not args.prompt.strip():
+        raise IfpruneError("the prompt is empty: give some text to respond to")
+    lm = load(args)
+    selector = selector_from_args(args)
+    plan = Plan.load(args.plan) if args.plan else None
+    width = None if plan is not None else resolve_width(args, lm)
+    stream = None if (args.json or args.no_stream) else sys.stdout
+    result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
+                      sampling=sampling, chat=not args.no_chat, stream=stream)
+    if args.save_plan:
+        if result.plan is None:
+            raise IfpruneError("no plan to save: the dense model was used (give --keep or --width below 1)")
+        result.plan.save(args.save_plan)
+    if args.json:
+        out = result.to_dict()
+        out["model"] = lm.source
+        print_json(out)
+    else:
+        if stream is None:
+            print(result.text)
+        print(result.summary(), file=sys.stderr)
+    return 0

@@ -1,0 +1,117 @@
+"""The compact model: a stock Hugging Face model of the full model's class whose config says
+`intermediate_size = k`. Every non-FFN tensor *is* the full model's tensor (shared, not copied);
+the FFN tensors are buffers allocated once and refilled in place by gathering a plan's channels,
+so switching plans allocates nothing and the decode loop is an ordinary dense model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from .errors import IfpruneError
+from .ffn import FFNLayout, discover
+from .plan import Plan, check_width
+
+
+def _set_width(config, attr: str, width: int):
+    cfg = copy.deepcopy(config)
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    setattr(text, attr, width)
+    return cfg
+
+
+def _share_meta_attrs(compact: nn.Module, full: nn.Module) -> None:
+    """Plain tensor attributes created on the meta device (e.g. rotary `original_inv_freq`)."""
+    for name, mod in compact.named_modules():
+        src = full.get_submodule(name)
+        for attr, val in list(vars(mod).items()):
+            if isinstance(val, torch.Tensor) and val.is_meta:
+                setattr(mod, attr, getattr(src, attr))
+
+
+class CompactModel:
+    """Holds the k-wide model built from `full`; `load(plan)` gathers a plan's channels into it."""
+
+    def __init__(self, full: nn.Module, width: int, layout: FFNLayout | None = None):
+        self.full = full
+        self.layout = layout or discover(full)
+        self.width = check_width(width, self.layout.d_ffn)
+        self.plan: Plan | None = None
+        fam = self.layout.family
+
+        cfg = _set_width(full.config, fam.width_attr, self.width)
+        with torch.device("meta"):
+            model = type(full)(cfg)
+        ffn_names = self.layout.ffn_param_names(full)
+        full_params = dict(full.named_parameters(remove_duplicate=False))
+        for name, p in model.named_parameters(remove_duplicate=False):
+            owner, attr = name.rsplit(".", 1)
+            mod = model.get_submodule(owner)
+            src = full_params[name]
+            if name in ffn_names:
+                mod._parameters[attr] = nn.Parameter(
+                    torch.empty(p.shape, dtype=src.dtype, device=src.device), requires_grad=False
+                )
+            else:
+                if p.shape != src.shape:
+                    raise IfpruneError(f"compact model tensor {name} has shape {tuple(p.shape)}, full {tuple(src.shape)}")
+                mod._parameters[attr] = src
+        full_buffers = dict(full.named_buffers(remove_duplicate=False))
+        for name, _ in model.named_buffers(remove_duplicate=False):
+            owner, attr = name.rsplit(".", 1)
+            model.get_submodule(owner)._buffers[attr] = full_buffers[name]
+        _share_meta_attrs(model, full)
+        model.generation_config = copy.deepcopy(full.generation_config)
+        model.train(full.training)
+        self.model = model
+
+        # pair each full channel tensor with its compact buffer, and check the width took effect
+        clayout = discover(model)
+        self._pairs = []
+        for fl, cl in zip(self.layout.layers, clayout.layers):
+            pairs = []
+            for fct, cct in zip(fl.channel_tensors(), cl.channel_tensors()):
+                expect = self.width * (2 if fct.fused else 1)
+                if cct.tensor.shape[cct.dim] != expect:
+                    raise IfpruneError(
+                        f"setting config.{fam.width_attr}={self.width} did not resize {cl.name}; "
+                        "this model's FFN width is set by another config field"
+                    )
+                pairs.append((fct, cct.tensor))
+            self._pairs.append(pairs)
+        self.compact_layout = clayout
+
+    def load(self, plan: Plan) -> float:
+        """Gather `plan`'s channels into the pre-allocated buffers; returns seconds (0 if already loaded)."""
+        if plan.width != self.width or plan.d_ffn != self.layout.d_ffn or plan.num_layers != self.layout.num_layers:
+            raise IfpruneError(
+                f"plan is {plan.num_layers} layers x {plan.width}/{plan.d_ffn} channels; this compact model "
+                f"holds {self.layout.num_layers} layers x {self.width}/{self.layout.d_ffn}"
+            )
+        if self.plan is not None and self.plan.hash == plan.hash:
+            return 0.0
+        t0 = time.perf_counter()
+        device = self._pairs[0][0][1].device
+        idx = plan.indices.to(device, non_blocking=True)
+        d = self.layout.d_ffn
+        with torch.no_grad():
+            for layer_pairs, rows in zip(self._pairs, idx):
+                for fct, buf in layer_pairs:
+                    torch.index_select(fct.tensor, fct.dim, fct.rows_for(rows, d), out=buf)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.plan = plan
+        return time.perf_counter() - t0
+
+    def refresh(self) -> None:
+        """Re-gather after the full model's FFN weights changed (e.g. a training step)."""
+        plan, self.plan = self.plan, None
+        if plan is not None:
+            self.load(plan)
+
+    def ffn_bytes(self) -> int:
+        return sum(buf.numel() * buf.element_size() for pairs in self._pairs for _, buf in pairs)

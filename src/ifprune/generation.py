@@ -1,0 +1,158 @@
+"""The inference path, top to bottom: encode -> select -> load plan -> generate, timed per stage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TextIO
+
+import torch
+from transformers import TextStreamer
+
+from .errors import IfpruneError
+from .plan import Plan
+from .prompting import check_length, encode_prompt
+from .selectors import Selector, make_selector
+
+
+@dataclass
+class SamplingConfig:
+    """Greedy when temperature == 0 (the default, for reproducible answers)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise IfpruneError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise IfpruneError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise IfpruneError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.repetition_penalty <= 0:
+            raise IfpruneError("top_k must be >= 0 and repetition_penalty > 0")
+
+    def generate_kwargs(self) -> dict:
+        kw = dict(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty)
+        if self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    selector: str
+    ffn_width: int
+    d_ffn: int
+    active_params: int
+    total_params: int
+    new_tokens: int
+    prompt_tokens: int
+    plan_hash: str | None
+    timings: dict = field(default_factory=dict)
+    plan: Plan | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("plan")
+        return out
+
+    def summary(self) -> str:
+        t = self.timings
+        decode_tps = (self.new_tokens - 1) / t["decode_s"] if t["decode_s"] > 0 and self.new_tokens > 1 else 0.0
+        return (
+            f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
+            f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn} | "
+            f"selection {t['selection_s'] * 1e3:.0f} ms, loading {t['loading_s'] * 1e3:.1f} ms, "
+            f"prefill {t['prefill_s'] * 1e3:.0f} ms ({self.prompt_tokens} tok), "
+            f"decode {t['decode_s']:.2f} s ({self.new_tokens} tok, {decode_tps:.1f} tok/s)"
+        )
+
+
+class _TimingStreamer(TextStreamer):
+    """Records when the first new token arrives (end of prefill) and optionally echoes text."""
+
+    def __init__(self, tokenizer, out: TextIO | None):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.out = out
+        self.first_token_at: float | None = None
+        self._seen_prompt = False
+
+    def put(self, value):
+        if self._seen_prompt and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self._seen_prompt = True
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if self.out is not None:
+            self.out.write(text + ("\n" if stream_end else ""))
+            self.out.flush()
+
+
+def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | None) -> Plan | None:
+    """None means "run the full model": dense selector, or width equal to d_ffn."""
+    if width == lm.d_ffn:
+        return None
+    return selector.select(lm, task if task is not None else prompt, width)
+
+
+def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
+             plan: Plan | None = None, task: str | None = None, sampling: SamplingConfig | None = None,
+             chat: bool = True, stream: TextIO | None = None) -> GenerationResult:
+    """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
+
+    `task`: select once from this task description instead of the prompt (per-task use; the plan
+    is cached by the selector and reused for every prompt of the task).
+    """
+    sampling = sampling or SamplingConfig()
+    sampling.validate()
+    sel = make_selector(selector) if isinstance(selector, str) else selector
+    ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
+    check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
+    ids = ids.to(lm.device)
+
+    t0 = time.perf_counter()
+    if plan is None:
+        width = lm.d_ffn if width is None else width
+        plan = resolve_plan(lm, sel, width, prompt, task)
+    selection_s = time.perf_counter() - t0
+
+    loading_s = 0.0
+    model = lm.model
+    if plan is not None and not plan.is_dense:
+        compact = lm.compact(plan.width)
+        loading_s = compact.load(plan)
+        model = compact.model
+    width = plan.width if plan is not None else lm.d_ffn
+
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    streamer = _TimingStreamer(lm.tokenizer, stream)
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                             pad_token_id=lm.tokenizer.pad_token_id, **sampling.generate_kwargs())
+    t2 = time.perf_counter()
+    first = streamer.first_token_at or t2
+    new = out[0, ids.shape[1]:]
+    return GenerationResult(
+        text=lm.tokenizer.decode(new, skip_special_tokens=True),
+        selector=plan.meta.get("selector", sel.name) if plan is not None else "dense",
+        ffn_width=width,
+        d_ffn=lm.d_ffn,
+        active_params=lm.active_params(width),
+        total_params=lm.total_params(),
+        new_tokens=int(new.numel()),
+        prompt_tokens=int(ids.shape[1]),
+        plan_hash=plan.hash if plan is not None else None,
+        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": t2 - first},
+        plan=plan,
+    )

@@ -1,0 +1,76 @@
+"""Masked execution and activation recording, both at the input of each layer's down projection.
+
+That input *is* the FFN intermediate activation in every supported family (act(gate) * up, or
+act(up)), so one hook point serves gated, fused and plain MLPs alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+
+from .errors import IfpruneError
+from .ffn import FFNLayout
+
+
+class MaskedFFN:
+    """Multiply FFN intermediate activations by per-example masks `[batch, layers, d_ffn]`.
+
+    The product is differentiable in the masks, which is what joint training needs. Masks of shape
+    `[layers, d_ffn]` apply to every example. Hooks stay registered; outside `apply` they do nothing.
+    """
+
+    def __init__(self, layout: FFNLayout):
+        self.layout = layout
+        self._masks: torch.Tensor | None = None
+        self._handles = [layer.down.register_forward_pre_hook(self._hook(layer.index)) for layer in layout.layers]
+
+    def _hook(self, index: int) -> Callable:
+        def pre_hook(module, args):
+            m = self._masks
+            if m is None:
+                return None
+            x = args[0]
+            mi = m[:, index] if m.dim() == 3 else m[index].unsqueeze(0)
+            if mi.shape[0] not in (1, x.shape[0]):
+                raise IfpruneError(f"mask batch {mi.shape[0]} does not match the input batch {x.shape[0]}")
+            mi = mi.to(dtype=x.dtype).reshape(mi.shape[0], *([1] * (x.dim() - 2)), mi.shape[-1])
+            return (x * mi, *args[1:])
+
+        return pre_hook
+
+    @contextlib.contextmanager
+    def apply(self, masks: torch.Tensor) -> Iterator[None]:
+        L, d = self.layout.num_layers, self.layout.d_ffn
+        if masks.shape[-2:] != (L, d) or masks.dim() not in (2, 3):
+            raise IfpruneError(f"masks must be [batch, {L}, {d}] or [{L}, {d}], got {tuple(masks.shape)}")
+        prev, self._masks = self._masks, masks
+        try:
+            yield
+        finally:
+            self._masks = prev
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+@contextlib.contextmanager
+def record_intermediates(layout: FFNLayout, fn: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+    """Call `fn(layer_index, activation)` with each layer's FFN intermediate activation [..., d_ffn]."""
+
+    def make(index: int):
+        def pre_hook(module, args):
+            fn(index, args[0].detach())
+
+        return pre_hook
+
+    handles = [layer.down.register_forward_pre_hook(make(layer.index)) for layer in layout.layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

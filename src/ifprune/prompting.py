@@ -1,0 +1,30 @@
+"""Turn a user prompt into model input ids, the same way for selection and for generation."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import IfpruneError
+
+
+def encode_prompt(tokenizer, prompt: str, *, chat: bool = True, system: str | None = None) -> torch.Tensor:
+    """[1, T] input ids; the chat template is applied when the tokenizer has one and `chat` is set."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise IfpruneError("the prompt is empty: give some text to respond to")
+    if chat and getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    else:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        raise IfpruneError("the prompt encodes to zero tokens")
+    return ids
+
+
+def check_length(n_prompt: int, max_new_tokens: int, context: int | None) -> None:
+    if context is not None and n_prompt + max_new_tokens > context:
+        raise IfpruneError(
+            f"prompt of {n_prompt} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
+            f"{context} tokens: shorten the prompt or lower --max-new-tokens"
+        )

@@ -1,0 +1,253 @@
+"""Selectors turn a prompt (or a task description) into a plan. All share one interface:
+`scores(lm, text) -> [layers, d_ffn]`, and `select(lm, text, width)` keeps each layer's top-k.
+
+Static selectors ignore the text and compute their scores once per model; per-prompt selectors
+(GRIFFIN, the trained predictor) read it. `select` caches plans by (model, text, width), which is
+what per-task use needs: one plan from a task description, reused for many prompts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import IfpruneError
+from .hooks import record_intermediates
+from .plan import Plan, check_width
+from .prompting import encode_prompt
+
+
+class Selector:
+    name = "base"
+    per_prompt = False
+
+    def __init__(self, cache_size: int = 256):
+        self._plans: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._static: dict = {}
+
+    def scores(self, lm, text: str | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """What, besides the name, determines the plans (recorded in plan metadata)."""
+        return {}
+
+    def select(self, lm, text: str | None, width: int) -> Plan:
+        check_width(width, lm.d_ffn)
+        key = (lm.fingerprint(), text if self.per_prompt else None, width)
+        plan = self._plans.get(key)
+        if plan is None:
+            if self.per_prompt and text is not None and not text.strip():
+                raise IfpruneError("the prompt is empty: give some text to select channels from")
+            plan = Plan.from_scores(self.scores(lm, text), width, {"selector": self.name, **self.options()})
+            self._plans[key] = plan
+            if len(self._plans) > self._cache_size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
+    def _static_scores(self, lm, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        key = lm.fingerprint()
+        if key not in self._static:
+            self._static[key] = compute()
+        return self._static[key]
+
+
+class DenseSelector(Selector):
+    """Keeps every channel (width must be d_ffn); the reference point."""
+
+    name = "dense"
+
+    def scores(self, lm, text):
+        return torch.ones(lm.num_layers, lm.d_ffn)
+
+    def select(self, lm, text, width):
+        if width != lm.d_ffn:
+            raise IfpruneError(f"the dense selector keeps all {lm.d_ffn} channels; drop --keep/--width or pick another selector")
+        return Plan.dense(lm.num_layers, lm.d_ffn)
+
+
+class RandomSelector(Selector):
+    """Uniform random channels per layer, fixed by the seed (static)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0, **kw):
+        super().__init__(**kw)
+        self.seed = seed
+
+    def options(self):
+        return {"seed": self.seed}
+
+    def scores(self, lm, text):
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.rand(lm.num_layers, lm.d_ffn, generator=g)
+
+
+def _channel_weight_norms(lm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer and channel: L2 norm of its up-like rows (gate and up together) and of its down column."""
+    ups, downs = [], []
+    d = lm.d_ffn
+    for layer in lm.layout.layers:
+        up_sq = torch.zeros(d)
+        for ct in layer.channel_tensors():
+            t = ct.tensor.detach().float().cpu()
+            if ct.module is layer.down:
+                down = t.norm(dim=1 - ct.dim) if t.dim() == 2 else t.abs()
+                continue
+            if ct.attr == "bias":
+                continue
+            sq = t.pow(2).sum(dim=1 - ct.dim)
+            up_sq += sq.view(2, d).sum(0) if ct.fused else sq
+        ups.append(up_sq.sqrt())
+        downs.append(down)
+    return torch.stack(ups), torch.stack(downs)
+
+
+class MagnitudeSelector(Selector):
+    """Static: norm of a channel's gate/up rows times norm of its down column."""
+
+    name = "magnitude"
+
+    def scores(self, lm, text):
+        def compute():
+            up, down = _channel_weight_norms(lm)
+            return up * down
+
+        return self._static_scores(lm, compute)
+
+
+def read_calibration_text(path: str | Path, max_chars: int = 2_000_000) -> list[str]:
+    """Plain text (one document per blank-line block) or JSONL (field "text", else the first string field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IfpruneError(f"calibration file not found: {path} (e.g. ../shared/data/pretrain/wikitext2/wiki.test.raw)")
+    docs: list[str] = []
+    total = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise IfpruneError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                text = row.get("text") if isinstance(row, dict) else None
+                if not isinstance(text, str) and isinstance(row, dict):
+                    text = next((v for v in row.values() if isinstance(v, str)), None)
+                if text:
+                    docs.append(text)
+                    total += len(text)
+                if total >= max_chars:
+                    break
+        else:
+            docs = [b for b in f.read(max_chars).split("\n\n") if b.strip()]
+    if not docs:
+        raise IfpruneError(f"calibration file {path} holds no text")
+    return docs
+
+
+class WandaSelector(Selector):
+    """Static, activation-aware: ||down column j|| x RMS of channel j's activation on calibration text."""
+
+    name = "wanda"
+
+    def __init__(self, calibration: str | Path | None = None, max_tokens: int = 8192, seq_len: int = 256, **kw):
+        super().__init__(**kw)
+        if calibration is None:
+            raise IfpruneError("the wanda selector needs calibration text: pass --calibration FILE (text or JSONL)")
+        self.calibration = Path(calibration)
+        self.max_tokens, self.seq_len = max_tokens, seq_len
+
+    def options(self):
+        return {"calibration": self.calibration.name, "max_tokens": self.max_tokens}
+
+    def scores(self, lm, text):
+        def compute():
+            sq = torch.zeros(lm.num_layers, lm.d_ffn, dtype=torch.float64)
+            counted = 0
+            docs = read_calibration_text(self.calibration)
+            ids = lm.tokenizer("\n\n".join(docs), return_tensors="pt")["input_ids"][0][: self.max_tokens]
+            chunks = ids.split(self.seq_len)
+
+            def acc(i, x):
+                sq[i] += x.reshape(-1, x.shape[-1]).double().pow(2).sum(0).cpu()
+
+            with torch.no_grad(), record_intermediates(lm.layout, acc):
+                for c in chunks:
+                    lm.model(c.unsqueeze(0).to(lm.device))
+                    counted += c.numel()
+            rms = (sq / counted).sqrt().float()
+            _, down = _channel_weight_norms(lm)
+            return down * rms
+
+        return self._static_scores(lm, compute)
+
+
+class GriffinSelector(Selector):
+    """Per prompt, training-free (GRIFFIN): run the dense model on the prompt, unit-normalise each
+    token's FFN activation vector, score channel j by the L2 norm of column j over prompt tokens."""
+
+    name = "griffin"
+    per_prompt = True
+
+    def __init__(self, chat: bool = True, **kw):
+        super().__init__(**kw)
+        self.chat = chat
+
+    def scores(self, lm, text):
+        if text is None:
+            raise IfpruneError("griffin selects per prompt: give a prompt or a task description")
+        ids = encode_prompt(lm.tokenizer, text, chat=self.chat).to(lm.device)
+        return self.scores_from_ids(lm, ids)
+
+    @staticmethod
+    def scores_from_ids(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Batched form: [batch, layers, d_ffn] for a batch, padding excluded via attention_mask."""
+        batch = ids.shape[0]
+        out = torch.zeros(batch, lm.num_layers, lm.d_ffn)
+        keep = attention_mask.to(ids.device).unsqueeze(-1) if attention_mask is not None else None
+
+        def acc(i, x):
+            x = x.float()
+            x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            if keep is not None:
+                x = x * keep
+            out[:, i] = x.pow(2).sum(1).sqrt().cpu()
+
+        with torch.no_grad(), record_intermediates(lm.layout, acc):
+            lm.model(ids, attention_mask=attention_mask)
+        return out[0] if batch == 1 and attention_mask is None else out
+
+
+SELECTORS: dict[str, Callable[..., Selector]] = {
+    "dense": DenseSelector,
+    "random": RandomSelector,
+    "magnitude": MagnitudeSelector,
+    "wanda": WandaSelector,
+    "griffin": GriffinSelector,
+}
+
+
+def register_selector(name: str, factory: Callable[..., Selector]) -> None:
+    """Plug in another selector (the trained predictor registers itself this way)."""
+    SELECTORS[name] = factory
+
+
+def make_selector(name: str, **options) -> Selector:
+    """Build a selector by name; options it does not take (or that are None) are ignored, so a CLI
+    can pass all of its selector flags through."""
+    if name not in SELECTORS:
+        raise IfpruneError(f"unknown selector {name!r}; choose from {', '.join(sorted(SELECTORS))}")
+    factory = SELECTORS[name]
+    params = inspect.signature(factory).parameters
+    accepted = {k: v for k, v in options.items() if v is not None and k in params}
+    return factory(**accepted)
