@@ -207,6 +207,14 @@ def _gguf_cache(path: Path) -> Path:
         f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}|{CACHE_FORMAT}".encode()
     ).hexdigest()[:16]
     entry = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    return cached_model_dir(entry, lambda: _load_gguf(path, torch.float32), source=str(path.resolve()))
+
+
+def cached_model_dir(entry: Path, build, source: str) -> Path:
+    """Return `entry` if it holds a verified model; otherwise (absent or corrupt) `build()` one into it.
+
+    `build` returns (model, tokenizer). The entry is written atomically with a checksum manifest.
+    """
     manifest = entry / "ifprune-cache.json"
     if entry.exists():
         try:
@@ -215,22 +223,22 @@ def _gguf_cache(path: Path) -> Path:
             if weights.stat().st_size == info["size"] and _checksum(weights) == info["crc32"]:
                 return entry
             reason = "checksum mismatch"
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             reason = f"{type(e).__name__}: {e}"
         log.warning("cache entry %s is corrupt (%s); rebuilding it", entry, reason)
         shutil.rmtree(entry, ignore_errors=True)
-    log.info("dequantising %s once; later loads use the cache at %s", path.name, entry)
-    model, tok = _load_gguf(path, torch.float32)
+    log.info("building cache entry %s (once; later loads read it)", entry)
+    model, tok = build()
     with atomic_path(entry) as tmp:
         from safetensors.torch import save_model
 
         tmp.mkdir()
-        model.config.save_pretrained(tmp)  # quantization_config already dropped
+        model.config.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         weights = tmp / "model.safetensors"
         save_model(model, str(weights), metadata={"format": "pt"})
-        info = {"format": CACHE_FORMAT, "source": str(path.resolve()), "weights": weights.name,
+        info = {"format": CACHE_FORMAT, "source": source, "weights": weights.name,
                 "size": weights.stat().st_size, "crc32": _checksum(weights)}
         (tmp / manifest.name).write_text(json.dumps(info, indent=2) + "\n")
     return entry

@@ -54,3 +54,33 @@ def tiny_model(arch: str = "llama", *, seed: int = 0, **kw):
             if p.dim() >= 2:
                 p.normal_(0, 0.2)
     return model.eval()
+
+
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer(vocab: int = 128):
+    """A character-level fast tokenizer (printable ASCII) with a chat template, built in-process."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    tokens = (specials + chars)[:vocab]
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", additional_special_tokens=specials[4:])
+    fast.chat_template = _CHAT_TEMPLATE
+    return fast
+
+
+def tiny_lm(arch: str = "llama", *, seed: int = 0, **kw):
+    """A LoadedModel (model + tokenizer + layout) around a tiny random model."""
+    from .loading import LoadedModel
+
+    return LoadedModel(tiny_model(arch, seed=seed, **kw), tiny_tokenizer(kw.get("vocab", 128)), f"tiny-{arch}")
