@@ -1,0 +1,97 @@
+"""Per-task export: bake one plan into a standard Hugging Face checkpoint.
+
+The compact model already *is* a stock model of the base class whose config says
+`intermediate_size = k` (`n_inner` for GPT-2), so exporting is `save_pretrained` of it plus the
+tokenizer, chat template and a model card. Anything that loads the base architecture (plain
+transformers, vLLM, llama.cpp converters) loads the result; no ifprune import is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import IfpruneError
+from .paths import atomic_path
+from .plan import Plan
+
+
+@dataclass
+class ExportInfo:
+    out: str
+    base_model: str
+    task: str | None
+    selector: str
+    width: int
+    d_ffn: int
+    plan_hash: str
+    active_params: int
+    total_params: int
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def _card(info: ExportInfo, arch: str, width_attr: str) -> str:
+    task = info.task if info.task is not None else "(from a saved plan; no task description)"
+    return f"""---
+base_model: {info.base_model}
+library_name: transformers
+tags: [ifprune, pruned, instruction-following-pruning]
+---
+# {Path(info.out).name}
+
+A task-specific pruned copy of **{info.base_model}**, written by `ifprune export`.
+
+- Task: {task}
+- FFN width: {info.width} of {info.d_ffn} channels per layer (`config.{width_attr} = {info.width}`)
+- Selector: {info.selector}
+- Plan hash: `{info.plan_hash}` (the kept channels are in `ifprune_plan.json`)
+- Parameters: {info.active_params:,} of the base model's {info.total_params:,}
+- Architecture: stock `{arch}`; load it with `AutoModelForCausalLM.from_pretrained` (no ifprune needed).
+
+Every FFN layer keeps the same channels-per-layer count, so the checkpoint is a plain dense model of
+the base architecture with a narrower MLP; every non-FFN tensor is the base model's, unchanged.
+Quality outside the task above is not guaranteed.
+"""
+
+
+def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False) -> ExportInfo:
+    """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically)."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (overwrite or not any(out.iterdir()))):
+        raise IfpruneError(f"{out} already exists and is not empty: pick another --out or pass --overwrite")
+    if plan.num_layers != lm.num_layers or plan.d_ffn != lm.d_ffn:
+        raise IfpruneError(f"plan is for {plan.num_layers} layers x {plan.d_ffn} channels; this model has "
+                           f"{lm.num_layers} x {lm.d_ffn}: use a plan made for this model")
+    width_attr = lm.layout.family.width_attr
+    if plan.is_dense:
+        model = lm.model
+    else:
+        compact = lm.compact(plan.width)
+        compact.load(plan)
+        model = compact.model
+    info = ExportInfo(out=str(out), base_model=lm.source, task=task, selector=str(plan.meta.get("selector", "plan")),
+                      width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
+                      active_params=lm.active_params(plan.width), total_params=lm.total_params())
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        model.save_pretrained(tmp, safe_serialization=True)
+        if lm.tokenizer is not None:
+            lm.tokenizer.save_pretrained(tmp)
+        plan.save(tmp / "ifprune_plan.json")
+        (tmp / "ifprune_export.json").write_text(json.dumps(info.to_dict() | {"out": out.name}, indent=2) + "\n")
+        (tmp / "README.md").write_text(_card(info, type(model).__name__, width_attr))
+    return info
+
+
+def export_task(lm, selector, task: str, width: int, out: str | Path, *, overwrite: bool = False) -> ExportInfo:
+    """Select once from the task description, then export that plan."""
+    if not isinstance(task, str) or not task.strip():
+        raise IfpruneError("the task description is empty: pass --task \"what the model will be used for\"")
+    with torch.no_grad():
+        plan = selector.select(lm, task, width)
+    return export_plan(lm, plan, out, task=task, overwrite=overwrite)

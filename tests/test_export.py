@@ -1,0 +1,98 @@
+"""Export round trip: plain transformers (no ifprune objects involved in loading) reproduces the
+compact model's logits, for several families and for the real default model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ifprune.cli import main
+from ifprune.errors import IfpruneError
+from ifprune.export import export_plan, export_task
+from ifprune.plan import Plan
+from ifprune.selectors import make_selector
+from ifprune.serve.tiny import tiny_lm
+
+TASK = "write a python function"
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3", "gpt_neox", "gpt2", "gemma2"])
+def test_export_roundtrip_matches_compact(tmp_path, arch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = tiny_lm(arch)
+    info = export_task(lm, make_selector("griffin"), TASK, 20, tmp_path / "out")
+    out = tmp_path / "out"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg[lm.layout.family.width_attr] == 20
+    card = (out / "README.md").read_text()
+    assert "tiny-" + arch in card and TASK in card and "20 of 48" in card and info.plan_hash in card
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template and tok.eos_token == "</s>"
+    ids = tok.apply_chat_template([{"role": "user", "content": "def add(a, b):"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    compact = lm.compact(20)
+    compact.load(Plan.load(out / "ifprune_plan.json"))
+    with torch.no_grad():
+        exported, ours, full = model(ids).logits, compact.model(ids).logits, lm.model(ids).logits
+    torch.testing.assert_close(exported, ours, rtol=0, atol=1e-5)
+    assert (exported - full).abs().max() > 1e-3  # really pruned
+    assert sum(p.numel() for p in model.parameters()) == info.active_params
+
+
+def test_export_loads_in_a_process_without_ifprune(tmp_path):
+    lm = tiny_lm("llama")
+    plan = make_selector("random").select(lm, None, 12)
+    export_plan(lm, plan, tmp_path / "m")
+    code = ("import sys, json, transformers; m = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]);"
+            "assert 'ifprune' not in sys.modules; print(json.dumps(m.config.intermediate_size))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "12"
+
+
+def test_export_refuses_bad_input(tmp_path):
+    lm = tiny_lm("llama")
+    plan = make_selector("random").select(lm, None, 12)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("keep me")
+    with pytest.raises(IfpruneError, match="already exists"):
+        export_plan(lm, plan, tmp_path / "busy")
+    assert (tmp_path / "busy" / "x").read_text() == "keep me"
+    with pytest.raises(IfpruneError, match="task description is empty"):
+        export_task(lm, make_selector("griffin"), "  ", 12, tmp_path / "o")
+    with pytest.raises(IfpruneError, match="plan is for"):
+        export_plan(lm, Plan.dense(3, 48), tmp_path / "o")
+    export_plan(lm, plan, tmp_path / "busy", overwrite=True)
+    assert not (tmp_path / "busy" / "x").exists() and (tmp_path / "busy" / "config.json").exists()
+
+
+def test_cli_export_errors(tmp_path, capsys):
+    assert main(["export", "--plan", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "plan file not found" in capsys.readouterr().err
+    assert main(["export", "--task", " ", "--out", str(tmp_path / "o")]) == 2
+    assert "task description is empty" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_cli_export_real_model(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from ifprune.loading import load_model
+
+    out = tmp_path / "code"
+    assert main(["export", "--task", "Write Python code", "--keep", "0.25", "--out", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["width"] == 384 and info["selector"] == "griffin"
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert model.config.intermediate_size == 384
+    lm = load_model()
+    compact = lm.compact(384)
+    compact.load(Plan.load(out / "ifprune_plan.json"))
+    ids = lm.tokenizer("def fib(n):", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, compact.model(ids).logits, rtol=0, atol=1e-4)
