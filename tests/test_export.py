@@ -15,7 +15,7 @@ from ifprune.errors import IfpruneError
 from ifprune.export import export_plan, export_task
 from ifprune.plan import Plan
 from ifprune.selectors import make_selector
-from ifprune.serve.tiny import tiny_lm
+from ifprune.tiny import tiny_lm
 
 TASK = "write a python function"
 
