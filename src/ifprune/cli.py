@@ -37,6 +37,10 @@ def _quiet_libraries(verbose: bool) -> None:
         import warnings
 
         warnings.filterwarnings("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

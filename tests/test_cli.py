@@ -1,0 +1,85 @@
+"""The CLI on real (tiny) model directories: output contract and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ifprune.cli import main
+from ifprune.tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(d)
+    tiny_tokenizer().save_pretrained(d)
+    return d
+
+
+def test_generate_json_contract(tiny_dir, capsys):
+    rc = main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--max-new-tokens", "5", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("text", "selector", "ffn_width", "active_params", "total_params", "timings", "new_tokens"):
+        assert key in out
+    assert out["selector"] == "griffin" and out["ffn_width"] == 24 and out["new_tokens"] == 5
+    assert set(out["timings"]) == {"selection_s", "loading_s", "prefill_s", "decode_s"}
+    assert out["active_params"] < out["total_params"]
+
+
+def test_generate_text_summary_and_plan_round_trip(tiny_dir, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--width", "10", "--selector", "magnitude",
+                 "--max-new-tokens", "4", "--save-plan", str(plan), "--no-stream"]) == 0
+    err = capsys.readouterr().err
+    assert "[magnitude]" in err and "FFN width 10/48" in err and "decode" in err
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", str(plan), "--max-new-tokens", "4",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ffn_width"] == 10 and out["selector"] == "magnitude"
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--keep", "0"], r"keep ratio 0.0 is out of range"),
+    (["--keep", "1.5"], r"keep ratio 1.5 is out of range"),
+    (["--width", "0"], r"FFN width 0 is out of range: use 1..48"),
+    (["--width", "49"], r"FFN width 49 is out of range: use 1..48"),
+    (["--selector", "bogus"], r"unknown selector 'bogus'"),
+    (["--max-new-tokens", "400"], r"exceeds the model's context of 256 tokens"),
+])
+def test_bad_flags_give_one_line_errors(tiny_dir, capsys, extra, match):
+    rc = main(["generate", "hello", "--model", str(tiny_dir), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("ifprune: error:") and len(err.splitlines()) == 1
+    assert __import__("re").search(match, err), err
+
+
+def test_model_errors(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, OPTConfig
+
+    opt = tmp_path / "opt"
+    AutoModelForCausalLM.from_config(OPTConfig(vocab_size=128, hidden_size=16, ffn_dim=32, num_hidden_layers=2,
+                                               num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(opt)
+    tiny_tokenizer().save_pretrained(opt)
+    cases = [
+        (["--model", str(opt)], "unsupported architecture OPTForCausalLM"),
+        (["--model", "no-such-org/no-such-model"], "not a local path"),
+        (["--model", str(tmp_path / "x.gguf")], "GGUF file not found"),
+    ]
+    for extra, match in cases:
+        assert main(["generate", "hello", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, err
+    assert main(["generate", "  "]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
+
+
+def test_console_script_has_help_and_exits_non_zero_without_traceback(tiny_dir):
+    exe = [sys.executable, "-m", "ifprune.cli"]
+    help_out = subprocess.run([*exe, "generate", "--help"], capture_output=True, text=True)
+    assert help_out.returncode == 0 and "--keep" in help_out.stdout and "--json" in help_out.stdout
+    bad = subprocess.run([*exe, "generate", "hi", "--model", str(tiny_dir), "--keep", "2"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "keep ratio 2.0" in bad.stderr

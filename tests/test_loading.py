@@ -1,0 +1,70 @@
+import logging
+
+import pytest
+import torch
+
+from ifprune.errors import IfpruneError
+from ifprune.loading import cached_model_dir, load_model
+from ifprune.tiny import tiny_model, tiny_tokenizer
+
+
+def build_tiny():
+    return tiny_model("llama"), tiny_tokenizer()
+
+
+def test_cache_entry_is_built_once_then_reused(tmp_path):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return build_tiny()
+
+    entry = tmp_path / "entry"
+    assert cached_model_dir(entry, build, "src") == entry
+    assert cached_model_dir(entry, build, "src") == entry
+    assert len(calls) == 1
+    lm = load_model(entry)
+    ref = tiny_model("llama")
+    ids = torch.tensor([[5, 6, 7]])
+    torch.testing.assert_close(lm.model(ids).logits, ref(ids).logits)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "manifest"])
+def test_corrupt_cache_entry_is_rebuilt_not_trusted(tmp_path, caplog, damage):
+    entry = tmp_path / "entry"
+    cached_model_dir(entry, build_tiny, "src")
+    weights = entry / "model.safetensors"
+    if damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        (entry / "ifprune-cache.json").write_text("{not json")
+    calls = []
+
+    def build():
+        calls.append(1)
+        return build_tiny()
+
+    with caplog.at_level(logging.WARNING, logger="ifprune.loading"):
+        cached_model_dir(entry, build, "src")
+    assert calls == [1] and "corrupt" in caplog.text
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(load_model(entry).model(ids).logits, tiny_model("llama")(ids).logits)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(IfpruneError, match="not a local path and is not in the Hugging Face cache"):
+        load_model("no-such-org/no-such-model")
+    with pytest.raises(IfpruneError, match="GGUF file not found"):
+        load_model(tmp_path / "missing.gguf")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IfpruneError, match="cannot load a causal LM from"):
+        load_model(tmp_path / "empty")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(IfpruneError, match="cannot read GGUF file"):
+        load_model(bad, use_cache=False)
