@@ -1,0 +1,345 @@
+"""Compression pipeline (2:4 pruning, then weight-only quantization), its on-disk format, plans on
+compressed models, and a minimal accuracy scorer (NLL per token, multiple choice).
+
+On disk (`save_compressed`), a directory that is also a Hugging Face checkpoint:
+- `config.json`, tokenizer files, `model.safetensors`: every tensor that is *not* quantized, in
+  dense format (2:4 weights as dense matrices with zeros). Without quantization this is the whole
+  model and stock `AutoModelForCausalLM.from_pretrained` loads it and computes what ifprune does.
+- `ifprune-compress.safetensors`: int codes and scales of quantized linears, the FFN activation
+  norms that re-impose 2:4 on down after a plan, and (policy "regather", no quantization) the dense
+  down weights.
+- `ifprune-compress.json`: recipe, tensor specs and the sha256 of both weight files, so a corrupted
+  or mismatched file is refused instead of loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import IfpruneError
+from .paths import atomic_path
+from .quant import INT4_GROUPS, SCHEMES, QuantizedWeight, quantize, quantize_linears
+from .sparsity import (DOWN_POLICIES, METHODS, down_names, impose_down_2_4, pattern_report, prunable_linears,
+                       prune_2_4, sparsify_compact)
+
+FORMAT = "ifprune-compress/1"
+MANIFEST = "ifprune-compress.json"
+EXTRA = "ifprune-compress.safetensors"
+
+
+@dataclass
+class CompressConfig:
+    """A recipe. `sparsity` None or "2:4"; `quant` None, "int8" or "int4" (group-wise)."""
+
+    sparsity: str | None = "2:4"
+    method: str = "sparsegpt"
+    down: str = "regather"
+    quant: str | None = None
+    group_size: int = 128
+    calibration: str | None = None
+    calib_tokens: int = 4096
+    seq_len: int = 256
+
+    def validate(self) -> "CompressConfig":
+        if self.sparsity not in (None, "2:4"):
+            raise IfpruneError(f"unsupported sparsity {self.sparsity!r}: use 2:4 (or none)")
+        if self.method not in METHODS:
+            raise IfpruneError(f"unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.down not in DOWN_POLICIES:
+            raise IfpruneError(f"unknown down policy {self.down!r}; choose from {', '.join(DOWN_POLICIES)}")
+        if self.quant not in (None, *SCHEMES):
+            raise IfpruneError(f"unknown quantization {self.quant!r}; choose from none, {', '.join(SCHEMES)}")
+        if self.quant == "int4" and self.group_size not in INT4_GROUPS:
+            raise IfpruneError(f"int4 group size {self.group_size} is not supported; use one of {INT4_GROUPS}")
+        if self.sparsity is None and self.quant is None:
+            raise IfpruneError("nothing to do: give --sparsity 2:4 and/or --quant int8|int4")
+        if self.sparsity and not self.calibration:
+            raise IfpruneError("2:4 pruning needs calibration text: pass --calibration FILE "
+                               "(e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
+        if self.sparsity and not Path(self.calibration).is_file():
+            raise IfpruneError(f"calibration file not found: {self.calibration}")
+        return self
+
+
+@dataclass
+class Compressed:
+    """What a compressed model carries beyond its (dense-format) weights."""
+
+    config: CompressConfig
+    linears: list[str]
+    down_names: list[str]
+    act_norm: torch.Tensor | None = None
+    down_dense: list[torch.Tensor] | None = None
+    qweights: dict[str, QuantizedWeight] = field(default_factory=dict)
+
+    def compact(self, lm, plan):
+        """The compact model of `plan`, with down made 2:4 again when the model is 2:4."""
+        compact = lm.compact(plan.width)
+        compact.plan = None  # always re-gather: the buffers may hold another recipe's down
+        compact.load(plan)
+        if self.config.sparsity:
+            sparsify_compact(compact, plan, self.act_norm, self.down_dense)
+        return compact
+
+    def pattern(self, model) -> dict:
+        return pattern_report(model, self.linears)
+
+
+def _all_linears(lm) -> list[str]:
+    return [n for block in prunable_linears(lm.model, lm.layout) for n, _ in block]
+
+
+@torch.no_grad()
+def compress(lm, config: CompressConfig, progress=None) -> Compressed:
+    """Compress `lm.model` in place: 2:4 prune (sequentially, with calibration), then quantize."""
+    cfg = config.validate()
+    linears = _all_linears(lm)
+    dnames = down_names(lm.model, lm.layout)
+    comp = Compressed(cfg, linears, dnames)
+    if cfg.sparsity:
+        res = prune_2_4(lm, cfg.calibration, method=cfg.method, down=cfg.down, tokens=cfg.calib_tokens,
+                        seq_len=cfg.seq_len, progress=progress)
+        comp.act_norm, comp.down_dense = res.act_norm, res.down_dense
+    if cfg.quant:
+        rest = [n for n in linears if not (comp.down_dense is not None and n in dnames)]
+        comp.qweights = quantize_linears(lm.model, rest, cfg.quant, cfg.group_size)
+        if comp.down_dense is not None:  # quantize the dense down; the model holds its 2:4 part
+            for i, n in enumerate(dnames):
+                qw = quantize(comp.down_dense[i], cfg.quant, cfg.group_size, name=n)
+                comp.qweights[n] = qw
+                _set_down(lm.model.get_submodule(n).weight, qw.dequantize(), comp, i)
+    return comp
+
+
+def _set_down(weight: torch.Tensor, dense: torch.Tensor, comp: Compressed, i: int) -> None:
+    dense = dense.to(weight.device, weight.dtype)
+    comp.down_dense[i] = dense
+    weight.copy_(dense * impose_down_2_4(dense, comp.act_norm[i]))
+
+
+# --- on disk ------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_compressed(lm, comp: Compressed, out: str | Path, overwrite: bool = False) -> dict:
+    """Write the directory described in the module docstring, atomically. Returns the manifest."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise IfpruneError(f"{out} exists and is not empty: pass --overwrite or choose another --out")
+    model = lm.model
+    quantized = {f"{n}.weight" for n in comp.qweights}
+    sd = {k: v for k, v in model.state_dict().items() if k not in quantized}
+    extra: dict[str, torch.Tensor] = {}
+    if comp.act_norm is not None:
+        extra["ffn_act_norm"] = comp.act_norm.float().contiguous()
+    for n, qw in comp.qweights.items():
+        extra.update(qw.tensors(n))
+    if comp.down_dense is not None and not comp.qweights:
+        for n, w in zip(comp.down_names, comp.down_dense):
+            extra[f"{n}.dense"] = w.detach().cpu().contiguous()
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        model.save_pretrained(tmp, state_dict=sd)
+        lm.tokenizer.save_pretrained(tmp)
+        save_file(extra or {"empty": torch.zeros(1)}, str(tmp / EXTRA), metadata={"format": FORMAT})
+        weights = sorted(p.name for p in tmp.glob("*.safetensors"))
+        manifest = {
+            "format": FORMAT,
+            "config": asdict(comp.config),
+            "model_class": type(model).__name__,
+            "d_ffn": lm.d_ffn,
+            "num_layers": lm.num_layers,
+            "linears": comp.linears,
+            "down_names": comp.down_names,
+            "quantized": {n: qw.spec() for n, qw in comp.qweights.items()},
+            "sha256": {name: _sha256(tmp / name) for name in weights},
+            "bytes": {name: (tmp / name).stat().st_size for name in weights},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise IfpruneError(f"{path} is not an ifprune compressed model (no {MANIFEST}); create one with ifprune compress")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise IfpruneError(f"{mf} is not valid JSON ({e.msg}): the directory is corrupted") from None
+    if manifest.get("format") != FORMAT:
+        raise IfpruneError(f"{mf} has format {manifest.get('format')!r}; this ifprune reads {FORMAT}")
+    return manifest
+
+
+@torch.no_grad()
+def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "cpu", verify: bool = True):
+    """(LoadedModel, Compressed) from a `save_compressed` directory; checksums and shapes verified."""
+    from safetensors import safe_open
+
+    from .loading import LoadedModel, _dtype, _from_pretrained
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    for name, digest in manifest.get("sha256", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise IfpruneError(f"{f} is missing: the compressed model is incomplete; re-run ifprune compress")
+        if verify and _sha256(f) != digest:
+            raise IfpruneError(f"{f} does not match its checksum in {MANIFEST}: the file is corrupted or was "
+                               "replaced; re-run ifprune compress")
+    try:
+        cfg = CompressConfig(**manifest["config"])
+    except TypeError as e:
+        raise IfpruneError(f"{MANIFEST} has an unknown recipe ({e}); re-run ifprune compress") from None
+    dt = _dtype(dtype)
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # quantized weights are absent from model.safetensors by design
+    hf_logging.disable_progress_bar()
+    try:
+        model, tok = _from_pretrained(str(path), dt, local_only=True)
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+    if type(model).__name__ != manifest["model_class"]:
+        raise IfpruneError(f"{path} holds a {type(model).__name__}, its manifest says {manifest['model_class']}")
+    lm_ = LoadedModel(model.to(device).eval(), tok, str(path))
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    if (lm_.d_ffn, lm_.num_layers) != (manifest["d_ffn"], manifest["num_layers"]):
+        raise IfpruneError(f"{path}: model has {lm_.num_layers} layers x {lm_.d_ffn} FFN channels, manifest "
+                           f"{manifest['num_layers']} x {manifest['d_ffn']}: mismatched files")
+    with safe_open(str(path / EXTRA), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    comp = Compressed(cfg, manifest["linears"], manifest["down_names"])
+    if cfg.sparsity:
+        if "ffn_act_norm" not in tensors or tuple(tensors["ffn_act_norm"].shape) != (lm_.num_layers, lm_.d_ffn):
+            raise IfpruneError(f"{EXTRA} lacks ffn_act_norm [{lm_.num_layers}, {lm_.d_ffn}]: mismatched files")
+        comp.act_norm = tensors["ffn_act_norm"].float()
+        if cfg.down == "regather":
+            comp.down_dense = [None] * lm_.num_layers
+    for n, spec in manifest["quantized"].items():
+        qw = QuantizedWeight.from_tensors(n, spec, tensors)
+        try:
+            w = model.get_submodule(n).weight
+        except AttributeError:
+            raise IfpruneError(f"quantized layer {n} does not exist in {manifest['model_class']}: mismatched files") from None
+        if tuple(w.shape) != qw.shape:
+            raise IfpruneError(f"{n}: quantized shape {qw.shape} != model shape {tuple(w.shape)}: mismatched files")
+        comp.qweights[n] = qw
+        if comp.down_dense is not None and n in comp.down_names:
+            _set_down(w, qw.dequantize(), comp, comp.down_names.index(n))
+        else:
+            w.copy_(qw.dequantize(w.dtype).to(w.device))
+    if comp.down_dense is not None and not comp.qweights:
+        for i, n in enumerate(comp.down_names):
+            key = f"{n}.dense"
+            w = model.get_submodule(n).weight
+            if key not in tensors or tensors[key].shape != w.shape:
+                raise IfpruneError(f"{EXTRA} lacks {key} with shape {tuple(w.shape)}: mismatched files")
+            comp.down_dense[i] = tensors[key].to(w.device, w.dtype)
+    return lm_, comp
+
+
+def packed_bytes(comp: Compressed, model, value_bits: int = 16) -> dict:
+    """What the linears would take in a packed deployment format: 2:4 stores half the values plus 2
+    bits of position per kept value (NVIDIA's metadata); quantized values take their bit width
+    plus one fp16 scale per group. Dense fp16 is the reference."""
+    dense = packed = 0
+    for n in comp.linears:
+        w = model.get_submodule(n).weight
+        numel = w.numel()
+        dense += numel * value_bits / 8
+        bits = comp.qweights[n].bits if n in comp.qweights else value_bits
+        kept = numel / 2 if comp.config.sparsity else numel
+        meta = kept * 2 if comp.config.sparsity else 0
+        scales = (numel / comp.qweights[n].group_size * 16) if n in comp.qweights else 0
+        packed += (kept * bits + meta + scales) / 8
+    return {"linear_bytes_dense_fp16": int(dense), "linear_bytes_packed": int(packed),
+            "ratio": packed / dense if dense else math.nan}
+
+
+# --- a minimal scorer ---------------------------------------------------------------------------
+@torch.no_grad()
+def nll_per_token(model, tokenizer, texts: list[str], max_len: int = 512) -> dict:
+    """Mean negative log-likelihood per predicted token over `texts` (one sequence each)."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for t in texts:
+        ids = tokenizer(t, return_tensors="pt")["input_ids"][:, :max_len].to(device)
+        if ids.shape[1] < 2:
+            continue
+        logits = model(ids).logits[0, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        count += ids.shape[1] - 1
+    if count == 0:
+        raise IfpruneError("no text to score: every text encodes to fewer than 2 tokens")
+    return {"nll": total / count, "ppl": math.exp(total / count), "tokens": count, "texts": len(texts)}
+
+
+@torch.no_grad()
+def mc_accuracy(model, tokenizer, items: list[dict]) -> dict:
+    """Multiple choice by log-likelihood of each choice after the query ("acc": summed log-prob,
+    "acc_norm": per character). Items: {"query", "choices", "gold"} (llm-foundry icl_eval format)."""
+    device = next(model.parameters()).device
+    right = right_norm = 0
+    for it in items:
+        ctx = tokenizer(it["query"] + "\nAnswer:", return_tensors="pt")["input_ids"][0]
+        scores, norms = [], []
+        for ch in it["choices"]:
+            cont = tokenizer(" " + ch, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+            ids = torch.cat([ctx, cont]).unsqueeze(0).to(device)
+            logp = model(ids).logits[0, len(ctx) - 1:-1].float().log_softmax(-1)
+            s = float(logp.gather(1, cont.to(device).unsqueeze(1)).sum())
+            scores.append(s)
+            norms.append(s / max(len(ch), 1))
+        right += int(max(range(len(scores)), key=scores.__getitem__) == it["gold"])
+        right_norm += int(max(range(len(norms)), key=norms.__getitem__) == it["gold"])
+    n = max(len(items), 1)
+    return {"acc": right / n, "acc_norm": right_norm / n, "n": len(items)}
+
+
+def heldout_texts(data_dir: str | Path, n_each: int = 50) -> list[str]:
+    """The last `n_each` GSM8K-train and Alpaca examples: training data, never test splits."""
+    data_dir = Path(data_dir)
+    gsm = data_dir / "gsm8k" / "train.jsonl"
+    alp = data_dir / "instruct" / "alpaca" / "alpaca_5000.json"
+    for f in (gsm, alp):
+        if not f.is_file():
+            raise IfpruneError(f"{f} not found: set IFPRUNE_DATA to the shared data folder")
+    rows = [json.loads(line) for line in gsm.read_text().splitlines() if line.strip()][-n_each:]
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
+    for r in json.loads(alp.read_text())[-n_each:]:
+        prompt = r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
+        texts.append(f"{prompt}\n\n{r['output']}")
+    return texts
+
+
+def mc_items(path: str | Path, limit: int = 100) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise IfpruneError(f"{path} not found: set IFPRUNE_DATA to the shared data folder")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:limit]
+
+
+def timed(fn, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t0
