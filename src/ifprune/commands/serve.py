@@ -1,0 +1,70 @@
+"""`ifprune serve`: OpenAI-compatible HTTP server with per-input and per-task plans."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import add_model_args, add_selector_args, load, selector_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, /v1/completions)",
+                       description="Serve the model over an OpenAI-compatible API. model 'ifprune' selects per "
+                                   "input (or per `task` field), 'ifprune-<task>' uses a cached per-task plan, "
+                                   "'ifprune-dense' does not prune.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
+    add_model_args(p)
+    add_selector_args(p)
+    p.add_argument("--task-alias", action="append", default=None, metavar="NAME=DESCRIPTION",
+                   help="serve model ifprune-NAME with a plan selected from DESCRIPTION (repeatable; "
+                        "default: code, math, writing, qa)")
+    p.add_argument("--policy", default="group", help="mixed-task batching: group (by plan, default) or fifo")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
+    p.add_argument("--max-tokens-limit", type=int, default=1024)
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--drain-seconds", type=float, default=30.0, help="on Ctrl-C, finish running work this long")
+    p.set_defaults(func=run)
+
+
+def parse_aliases(items: list[str] | None) -> dict[str, str] | None:
+    from ..errors import IfpruneError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, desc = item.partition("=")
+        if not sep or not name.strip() or not desc.strip() or not name.replace("-", "").replace("_", "").isalnum():
+            raise IfpruneError(f"bad --task-alias {item!r}: use NAME=DESCRIPTION, e.g. code='Write Python code'")
+        out[name.strip()] = desc.strip()
+    return out
+
+
+def run(args) -> int:
+    from ..serve import IfpruneServer, ServeConfig
+
+    tasks = parse_aliases(args.task_alias)
+    cfg = ServeConfig(host=args.host, port=args.port, tasks=tasks, policy=args.policy, max_batch=args.max_batch,
+                      max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
+                      max_body_bytes=args.max_body_bytes)
+    cfg.validate()
+    lm = load(args)
+    selector = selector_from_args(args)
+    if args.selector == "dense":
+        args.keep, args.width = None, lm.d_ffn
+    from .common import resolve_width
+
+    cfg.width = resolve_width(args, lm)
+    server = IfpruneServer(lm, selector, cfg)
+    print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}) on "
+          f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"ifprune: shutting down (finishing running requests, up to {args.drain_seconds:g} s)",
+              file=sys.stderr, flush=True)
+    finally:
+        server.close(drain_s=args.drain_seconds)
+    return 0
