@@ -1,0 +1,221 @@
+"""The paper's latency protocol, dense and compact side by side: batch 1, a long prompt, a fixed
+number of new tokens, several samples per query; time split into selection, loading, prefill,
+time to first token and per-token decode.
+
+Selection and loading happen once per query (the plan is then reused for every sample, as in the
+paper); prefill and decode are measured per sample with `fastdecode.StaticDecoder` for both models,
+so the comparison isolates the FFN width. Works on a real model or on random weights of any HF
+config shape (e.g. Llama-3.1-8B), built directly on the target device.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import IfpruneError
+from .fastdecode import StaticDecoder
+from .paths import write_json, write_text
+from .plan import Plan, width_from_keep
+
+PRESETS = {  # HF config fields of well-known shapes (random weights; no download)
+    "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=False),
+    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=True),
+    "llama-0.3b": dict(model_type="llama", hidden_size=1024, intermediate_size=4096, num_hidden_layers=16,
+                       num_attention_heads=16, num_key_value_heads=4, vocab_size=32000,
+                       max_position_embeddings=8192, tie_word_embeddings=True),
+}
+
+
+@dataclass
+class BenchConfig:
+    prompt_tokens: int = 4096
+    new_tokens: int = 100
+    samples: int = 4
+    queries: int = 1
+    keep: float | None = 0.25
+    width: int | None = None
+    selector: str = "griffin"
+    compile: bool | None = None  # None: on CUDA only
+    seed: int = 0
+
+    @classmethod
+    def for_device(cls, device: str, **overrides) -> "BenchConfig":
+        """The paper's protocol on a GPU; a smaller one on CPU so a run takes minutes, not hours."""
+        base = cls() if str(device).startswith("cuda") else cls(prompt_tokens=512, new_tokens=32, samples=4)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(base, k, v)
+        return base
+
+    def validate(self) -> None:
+        for name in ("prompt_tokens", "new_tokens", "samples", "queries"):
+            if getattr(self, name) < 1:
+                raise IfpruneError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def random_model(config: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0):
+    """A LoadedModel with random weights of a preset name or a config.json path, built on `device`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .loading import LoadedModel
+
+    if str(config) in PRESETS:
+        fields = dict(PRESETS[str(config)])
+        cfg = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    elif Path(config).is_file() or (Path(config) / "config.json").is_file():
+        cfg = AutoConfig.from_pretrained(str(config))
+    else:
+        raise IfpruneError(f"unknown config {config!r}: use a preset ({', '.join(PRESETS)}) or a config.json path")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return LoadedModel(model.eval(), None, f"random:{config}")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _select(lm, selector: str, ids: torch.Tensor, width: int, seed: int) -> Plan:
+    from .selectors import GriffinSelector, make_selector
+
+    if selector == "griffin":  # select from the prompt's token ids (random-weight models have no tokenizer)
+        with torch.inference_mode():
+            return Plan.from_scores(GriffinSelector.scores_from_ids(lm, ids), width, {"selector": "griffin"})
+    return make_selector(selector, seed=seed).select(lm, None, width)
+
+
+def run_bench(lm, cfg: BenchConfig) -> dict:
+    """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
+    cfg.validate()
+    width = width_from_keep(cfg.keep, cfg.width, lm.d_ffn)
+    if width == lm.d_ffn:
+        raise IfpruneError("the compact width equals the full FFN width: pass --keep below 1 or --width below d_ffn")
+    ctx = lm.context_length()
+    if ctx is not None and cfg.prompt_tokens + cfg.new_tokens > ctx:
+        raise IfpruneError(f"prompt {cfg.prompt_tokens} + {cfg.new_tokens} new tokens exceed the context of {ctx}: "
+                           "lower --prompt-tokens")
+    device = lm.device
+    vocab = lm.model.config.get_text_config().vocab_size
+    g = torch.Generator().manual_seed(cfg.seed)
+    max_len = cfg.prompt_tokens + cfg.new_tokens
+    compact = lm.compact(width)
+    dense_dec = StaticDecoder(lm.model, max_len, compile=cfg.compile)
+    compact_dec = StaticDecoder(compact.model, max_len, compile=cfg.compile)
+
+    # warm-up: compile / allocate once on a throwaway plan and prompt (not timed)
+    warm = torch.randint(3, vocab, (1, cfg.prompt_tokens), generator=g).to(device)
+    compact.load(_select(lm, "random", warm, width, cfg.seed + 999))
+    for dec in (dense_dec, compact_dec):
+        dec.generate(warm, min(cfg.new_tokens, 4))
+
+    rows = []
+    for q in range(cfg.queries):
+        ids = torch.randint(3, vocab, (1, cfg.prompt_tokens), generator=g).to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        plan = _select(lm, cfg.selector, ids, width, cfg.seed + q)
+        _sync(device)
+        selection_s = time.perf_counter() - t0
+        compact.plan = None  # force the gather even if the plan repeats
+        loading_s = compact.load(plan)
+        for s in range(cfg.samples):
+            for name, dec in (("dense", dense_dec), ("compact", compact_dec)):
+                _, t = dec.generate(ids, cfg.new_tokens)
+                extra = selection_s + loading_s if name == "compact" and s == 0 else 0.0
+                rows.append({"query": q, "sample": s, "model": name, "prefill_s": t.prefill_s,
+                             "ttft_s": t.prefill_s + extra, "decode_s": t.decode_s, "per_token_s": t.per_token_s,
+                             "selection_s": selection_s if name == "compact" else 0.0,
+                             "loading_s": loading_s if name == "compact" else 0.0})
+    summary = {}
+    for name in ("dense", "compact"):
+        rs = [r for r in rows if r["model"] == name]
+        med = {k: statistics.median(r[k] for r in rs) for k in ("prefill_s", "decode_s", "per_token_s")}
+        first = [r for r in rs if r["sample"] == 0]
+        med["ttft_s"] = statistics.median(r["ttft_s"] for r in first)
+        med["selection_s"] = statistics.median(r["selection_s"] for r in first)
+        med["loading_s"] = statistics.median(r["loading_s"] for r in first)
+        gen = med["prefill_s"] + med["decode_s"]
+        med["generation_s"] = gen
+        med["query_s"] = med["selection_s"] + med["loading_s"] + cfg.samples * gen
+        med["selection_loading_share_of_generation"] = (med["selection_s"] + med["loading_s"]) / gen
+        med["selection_loading_share_of_query"] = (med["selection_s"] + med["loading_s"]) / med["query_s"]
+        summary[name] = med
+    summary["decode_speedup"] = summary["dense"]["per_token_s"] / summary["compact"]["per_token_s"]
+    summary["prefill_speedup"] = summary["dense"]["prefill_s"] / summary["compact"]["prefill_s"]
+    summary["query_speedup"] = summary["dense"]["query_s"] / summary["compact"]["query_s"]
+    return {
+        "model": lm.source, "device": str(device), "device_name": device_name(device),
+        "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""),
+        "platform": platform.platform(), "cpu_count": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
+        "total_params": lm.total_params(), "active_params": lm.active_params(width),
+        "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
+    }
+
+
+def to_markdown(res: dict, command: str | None = None) -> str:
+    s, cfg = res["summary"], res["config"]
+    ms = lambda v: f"{v * 1e3:.1f}"  # noqa: E731
+    lines = [
+        f"# Latency: {res['model']} on {res['device_name']} ({res['device']}, {res['dtype']})",
+        "",
+        f"Batch 1, {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new tokens, {cfg['samples']} samples "
+        f"per query, {cfg['queries']} quer{'y' if cfg['queries'] == 1 else 'ies'}; compact FFN width "
+        f"{res['width']}/{res['d_ffn']} ({res['active_params'] / 1e6:.1f}M of {res['total_params'] / 1e6:.1f}M "
+        f"params), selector {cfg['selector']}; static KV cache, compiled: {res['compiled']}. Medians.",
+        "",
+        "| model | selection ms | loading ms | prefill ms | TTFT ms | decode ms/token | generation s | query s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("dense", "compact"):
+        m = s[name]
+        lines.append(f"| {name} | {ms(m['selection_s'])} | {ms(m['loading_s'])} | {ms(m['prefill_s'])} | "
+                     f"{ms(m['ttft_s'])} | {ms(m['per_token_s'])} | {m['generation_s']:.2f} | {m['query_s']:.2f} |")
+    c = s["compact"]
+    lines += ["", f"- decode speed-up {s['decode_speedup']:.2f}x, prefill {s['prefill_speedup']:.2f}x, "
+                  f"whole query {s['query_speedup']:.2f}x",
+              f"- selection + loading = {c['selection_loading_share_of_generation']:.1%} of one generation, "
+              f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples)",
+              f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, {res['date']}"]
+    if command:
+        lines.append(f"- command: `{command}`")
+    return "\n".join(lines) + "\n"
+
+
+def save(res: dict, out_dir: str | Path, stem: str, command: str | None = None) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    if command:
+        res = dict(res, command=command)
+    write_json(out_dir / f"{stem}.json", res)
+    write_text(out_dir / f"{stem}.md", to_markdown(res, command))
+    return out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+
+
+def load_result(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

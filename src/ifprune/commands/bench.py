@@ -1,0 +1,69 @@
+"""`ifprune bench`: the paper's latency breakdown (selection, loading, prefill, TTFT, decode), dense vs compact."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from .common import add_model_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="latency breakdown, dense and compact side by side",
+                       description="Batch-1 latency per the paper's protocol (GPU defaults: 4096-token prompt, 100 new "
+                                   "tokens, 4 samples; CPU defaults: 512, 32, 4).")
+    add_model_args(p)
+    p.add_argument("--config", default=None,
+                   help="random weights of this shape instead of --model: a preset (llama-3.1-8b, llama-3.2-1b, "
+                        "llama-0.3b) or a config.json path")
+    p.add_argument("--prompt-tokens", type=int, default=None)
+    p.add_argument("--new-tokens", type=int, default=None)
+    p.add_argument("--samples", type=int, default=None, help="samples per query (selection/loading once per query)")
+    p.add_argument("--queries", type=int, default=None)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept (default 0.25)")
+    size.add_argument("--width", type=int, default=None)
+    p.add_argument("--selector", default=None, help="griffin (default, from the prompt) or a static selector")
+    compile_ = p.add_mutually_exclusive_group()
+    compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
+                          help="torch.compile the decode step (default: on CUDA only)")
+    compile_.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (default: print only)")
+    p.add_argument("--name", default=None, help="file stem (default: derived from model and device)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..bench import BenchConfig, random_model, run_bench, save, to_markdown
+    from ..errors import IfpruneError
+    from ..loading import _dtype
+
+    if args.config and args.model:
+        raise IfpruneError("give either --model (real weights) or --config (random weights), not both")
+    cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
+                                 samples=args.samples, queries=args.queries, selector=args.selector,
+                                 compile=args.compile)
+    if args.keep is not None or args.width is not None:
+        cfg.keep, cfg.width = args.keep, args.width
+    cfg.validate()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise IfpruneError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.config:
+        lm = random_model(args.config, dtype=_dtype(args.dtype), device=args.device)
+    else:
+        from .common import load
+
+        lm = load(args)
+    res = run_bench(lm, cfg)
+    command = "ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+    if args.out:
+        stem = args.name or f"{(args.config or lm.source).replace('/', '_').replace(':', '_')}-{res['device'].split(':')[0]}"
+        json_path, md_path = save(res, args.out, stem, command)
+        print(f"ifprune: wrote {json_path} and {md_path}", file=sys.stderr)
+    print(to_markdown(res, command))
+    return 0

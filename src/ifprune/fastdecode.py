@@ -1,0 +1,93 @@
+"""Fast batch-1 decoding: a static KV cache and a compiled single-token step.
+
+Shapes never change between steps (the cache is pre-allocated to `max_cache_len`), so the step
+compiles once; with `mode="reduce-overhead"` on CUDA it is replayed as a CUDA graph. Switching plans
+does not recompile: `CompactModel.load` gathers channels *in place* into the same parameter storage,
+so the compiled graph (and the graph's captured pointers) simply read the new weights.
+
+CUDA is touched only when the model is on a CUDA device; importing this module never initialises it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .errors import IfpruneError
+
+
+@dataclass
+class DecodeTimings:
+    prefill_s: float  # prompt forward + first token (time to first token of the generation itself)
+    decode_s: float  # the remaining new_tokens - 1 tokens
+    new_tokens: int
+
+    @property
+    def per_token_s(self) -> float:
+        return self.decode_s / max(1, self.new_tokens - 1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StaticDecoder:
+    """Greedy generation for one model with a reusable `StaticCache`.
+
+    `compile`: None = compile on CUDA only (CPU inductor compiles slowly and gains little at batch 1);
+    `backend`/`mode` are passed to `torch.compile` (tests use backend="eager" to check recompiles).
+    """
+
+    def __init__(self, model, max_cache_len: int, *, compile: bool | None = None, backend: str = "inductor",
+                 mode: str | None = "reduce-overhead", batch_size: int = 1):
+        from transformers import StaticCache
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.max_cache_len = max_cache_len
+        self.cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
+        self.batch_size = batch_size
+        compile = self.device.type == "cuda" if compile is None else compile
+        self.compiled = compile
+        step = self._step
+        if compile:
+            kw = {"fullgraph": True, "backend": backend}
+            if backend == "inductor" and mode:
+                kw["mode"] = mode
+            step = torch.compile(step, **kw)
+        self.step = step
+
+    def _step(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=token, past_key_values=self.cache, cache_position=pos, use_cache=True)
+        return out.logits[:, -1].argmax(-1, keepdim=True)
+
+    @torch.inference_mode()
+    def generate(self, ids: torch.Tensor, max_new_tokens: int) -> tuple[torch.Tensor, DecodeTimings]:
+        if ids.dim() != 2 or ids.shape[0] != self.batch_size:
+            raise IfpruneError(f"input ids must be [{self.batch_size}, T], got {tuple(ids.shape)}")
+        T = ids.shape[1]
+        if T + max_new_tokens > self.max_cache_len:
+            raise IfpruneError(f"prompt {T} + {max_new_tokens} new tokens exceed the static cache of "
+                               f"{self.max_cache_len}: build the decoder with a larger max_cache_len")
+        ids = ids.to(self.device)
+        self.cache.reset()
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.model(input_ids=ids, past_key_values=self.cache,
+                         cache_position=torch.arange(T, device=self.device), use_cache=True)
+        tok = out.logits[:, -1].argmax(-1, keepdim=True)
+        toks = [tok]
+        _sync(self.device)
+        t1 = time.perf_counter()
+        for i in range(max_new_tokens - 1):
+            pos = torch.tensor([T + i], device=self.device)
+            tok = self.step(tok, pos)
+            if self.compiled and self.device.type == "cuda":
+                tok = tok.clone()  # CUDA-graph outputs are overwritten by the next replay
+            toks.append(tok)
+        _sync(self.device)
+        t2 = time.perf_counter()
+        return torch.cat(toks, dim=1), DecodeTimings(t1 - t0, t2 - t1, max_new_tokens)
