@@ -1,0 +1,195 @@
+"""Training recipes as typed dataclasses, read from YAML or JSON with unknown keys refused.
+
+One `TrainConfig` is one stage ("pretrain" = stage 1, "sft" = stage 2) of one method ("predictor"
+= IFPruning, "static" = the learned-static baseline trained by the same loop on the same data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import IfpruneError
+
+
+def default_data_dir() -> Path:
+    """`$IFPRUNE_DATA`, else the project's shared data folder next to the repository."""
+    if env := os.environ.get("IFPRUNE_DATA"):
+        return Path(env)
+    return Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None  # None: default_data_dir()
+    # stage 1: packed documents of num_chunks x chunk_tokens tokens
+    pretrain_files: list[str] = field(default_factory=lambda: [
+        "pretrain/wikitext2/wiki.test.raw", "pretrain/llamafactory/c4_demo.jsonl",
+        "pretrain/llamafactory/wiki_demo.txt", "pretrain/openai_evals/owt_5.jsonl",
+        "pretrain/openai_evals/wikipedia_5.jsonl", "pretrain/sotu/sotu.jsonl"])
+    local_text_chars: int = 2_000_000  # text gathered from installed Python sources and Debian docs (0: none)
+    chunk_tokens: int = 64
+    num_chunks: int = 4
+    pretrain_val_docs: int = 16
+    # stage 2: SFT mixture
+    families: list[str] = field(default_factory=lambda: ["gsm8k", "math", "mbpp", "code", "general", "t0"])
+    max_per_family: int = 2000
+    val_per_family: int = 24
+    max_seq_len: int = 384
+    max_prompt_tokens: int = 256
+
+    def root(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "sft"  # "pretrain" (stage 1) or "sft" (stage 2)
+    method: str = "predictor"  # "predictor" (IFPruning) or "static" (learned-static baseline)
+    model: str | None = None  # load_model spec; None: the packaged default model
+    keep: float | None = 0.5
+    width: int | None = None
+    llm: str = "lora"  # "lora", "full" or "frozen"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lr_predictor: float = 1e-3
+    lr_llm: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eps: float = 0.1  # SoftTopK epsilon (scores are standardised per layer)
+    iterations: int = 20  # SoftTopK coordinate-descent rounds
+    prior: str = "griffin"  # initial scores: "griffin" (mean over training prompts), "magnitude", "zero"
+    prior_prompts: int = 64
+    backbone_layers: int | None = None  # None: last layer
+    head_hidden: int = 128
+    distill: bool = False  # add KL to the frozen dense model's logits
+    distill_weight: float = 1.0
+    init_from: str | None = None  # artifact dir of an earlier stage to continue from
+    output_dir: str = "runs/train"
+    resume: bool = True
+    checkpoint_every: int = 50
+    max_minutes: float | None = None  # stop (checkpoint + artifact) after this much wall time
+    collapse_threshold: float = 0.98
+    bf16: bool = True  # autocast on GPU only
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> "TrainConfig":
+        def bad(msg):
+            raise IfpruneError(f"config: {msg}")
+
+        if self.stage not in ("pretrain", "sft"):
+            bad(f"stage must be 'pretrain' or 'sft', got {self.stage!r}")
+        if self.method not in ("predictor", "static"):
+            bad(f"method must be 'predictor' or 'static', got {self.method!r}")
+        if self.llm not in ("lora", "full", "frozen"):
+            bad(f"llm must be 'lora', 'full' or 'frozen', got {self.llm!r}")
+        if self.prior not in ("griffin", "magnitude", "zero"):
+            bad(f"prior must be 'griffin', 'magnitude' or 'zero', got {self.prior!r}")
+        if self.keep is not None and self.width is not None:
+            bad("give keep or width, not both")
+        if self.keep is not None and not 0 < self.keep <= 1:
+            bad(f"keep {self.keep} is out of range: use a fraction in (0, 1]")
+        if self.width is not None and self.width < 1:
+            bad(f"width {self.width} must be >= 1")
+        for name in ("lr_predictor", "lr_llm", "weight_decay"):
+            if getattr(self, name) < 0:
+                bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("steps", "batch_size", "grad_accum", "iterations", "lora_r", "checkpoint_every", "head_hidden"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            bad(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.eps > 0:
+            bad(f"eps must be > 0, got {self.eps}")
+        d = self.data
+        if d.num_chunks < 2:
+            bad(f"data.num_chunks must be >= 2 (chunk k predicts the mask for chunk k+1), got {d.num_chunks}")
+        if d.chunk_tokens < 1 or d.max_seq_len < 8 or d.val_per_family < 0 or d.max_per_family < 1:
+            bad("data sizes must be positive (chunk_tokens >= 1, max_seq_len >= 8, max_per_family >= 1)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, obj: dict, where: str):
+    if not isinstance(obj, dict):
+        raise IfpruneError(f"config{where}: expected a mapping, got {type(obj).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(obj) - set(fields))
+    if unknown:
+        raise IfpruneError(f"config{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}")
+    kw = {}
+    for k, v in obj.items():
+        if k == "data" and cls is TrainConfig:
+            kw[k] = _build(DataConfig, v, ".data")
+        else:
+            kw[k] = v
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise IfpruneError(f"config{where}: {e}") from None
+
+
+def config_from_dict(obj: dict) -> TrainConfig:
+    cfg = _build(TrainConfig, obj, "")
+    _check_types(cfg)
+    return cfg.validate()
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    for obj, where in ((cfg, ""), (cfg.data, "data.")):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            t = str(f.type)
+            if v is None or f.name == "data":
+                continue
+            ok = True
+            if t.startswith("int"):
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            elif t.startswith("float"):
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            elif t.startswith("bool"):
+                ok = isinstance(v, bool)
+            elif t.startswith("str"):
+                ok = isinstance(v, str)
+            elif t.startswith("list"):
+                ok = isinstance(v, list)
+            if not ok:
+                raise IfpruneError(f"config: {where}{f.name} should be {t}, got {v!r}")
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML (.yaml/.yml) or JSON recipe; `overrides` (dotted keys allowed) win over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IfpruneError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            obj = yaml.safe_load(text) or {}
+        else:
+            obj = json.loads(text)
+    except Exception as e:
+        raise IfpruneError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+    for key, value in (overrides or {}).items():
+        node = obj
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return config_from_dict(obj)

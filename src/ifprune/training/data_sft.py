@@ -1,0 +1,178 @@
+"""Stage-2 data: an SFT mixture from the local data sets, each example tagged with its task family.
+
+Only training splits are read (GSM8K train, the MATH 4500 outside MATH-500, MBPP task_ids
+601-974, instruction and code sets); each family's validation slice is held out from those, never
+from a test split. Examples are formatted with the chat template; the predictor reads the first
+user message (encoded exactly as at inference) and the loss falls on the response tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import IfpruneError
+from ..prompting import encode_prompt
+
+# One task description per family: what per-task selection reads instead of each prompt.
+FAMILY_TASKS = {
+    "gsm8k": "Solve a grade-school math word problem step by step and give the final number.",
+    "math": "Solve a competition mathematics problem with a worked solution in LaTeX.",
+    "mbpp": "Write a Python function that solves the described programming problem and passes the tests.",
+    "code": "Write or explain code for a programming instruction.",
+    "general": "Follow a general user instruction: answer, rewrite, classify or write text.",
+    "t0": "Answer a natural-language task about a given passage: question answering, classification or summary.",
+}
+
+
+@dataclass
+class SFTExample:
+    family: str
+    prompt: str  # the first user message: what the predictor reads
+    response: str
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise IfpruneError(f"data file not found: {path} (set IFPRUNE_DATA or data.data_dir to the data folder)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise IfpruneError(f"{path}:{n}: malformed JSON line ({e.msg}); fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise IfpruneError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def read_json_list(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise IfpruneError(f"data file not found: {path} (set IFPRUNE_DATA or data.data_dir to the data folder)")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise IfpruneError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(rows, list):
+        raise IfpruneError(f"{path}: expected a JSON list of objects")
+    return rows
+
+
+def _need(row: dict, keys: tuple[str, ...], path: Path, n: int) -> list[str]:
+    out = []
+    for k in keys:
+        v = row.get(k)
+        if not isinstance(v, str):
+            raise IfpruneError(f"{path}:{n}: missing text field {k!r} (has {', '.join(sorted(row)) or 'nothing'})")
+        out.append(v)
+    return out
+
+
+def _instruction(instr: str, inp: str) -> str:
+    return f"{instr}\n\n{inp}" if inp.strip() else instr
+
+
+def load_family(root: Path, family: str) -> list[SFTExample]:
+    """All training examples of one family, in file order."""
+    ex: list[SFTExample] = []
+    if family == "gsm8k":
+        p = root / "gsm8k/train.jsonl"
+        for n, r in enumerate(read_jsonl(p), 1):
+            q, a = _need(r, ("question", "answer"), p, n)
+            ex.append(SFTExample(family, q, a))
+    elif family == "math":
+        p = root / "math/math_test_minus500.jsonl"
+        for n, r in enumerate(read_jsonl(p), 1):
+            q, a = _need(r, ("problem", "solution"), p, n)
+            ex.append(SFTExample(family, q, a))
+    elif family == "mbpp":
+        p = root / "mbpp/mbpp.jsonl"
+        for n, r in enumerate(read_jsonl(p), 1):
+            tid = r.get("task_id")
+            if not isinstance(tid, int):
+                raise IfpruneError(f"{p}:{n}: missing integer task_id")
+            if not 601 <= tid <= 974:  # the standard MBPP train split; 11-510 is test
+                continue
+            text, code = _need(r, ("text", "code"), p, n)
+            tests = "\n".join(r.get("test_list") or [])
+            ex.append(SFTExample(family, f"{text}\nYour code should pass these tests:\n{tests}",
+                                 code.replace("\r\n", "\n")))
+    elif family == "code":
+        p = root / "instruct/codealpaca/code_alpaca_2k.json"
+        for n, r in enumerate(read_json_list(p), 1):
+            i, x, o = _need(r, ("instruction", "input", "output"), p, n)
+            ex.append(SFTExample(family, _instruction(i, x), o))
+        p = root / "instruct/gpteacher/codegen-instruct.json"
+        for n, r in enumerate(read_json_list(p), 1):
+            i, x, o = _need(r, ("instruction", "input", "response"), p, n)
+            ex.append(SFTExample(family, _instruction(i, x), o))
+    elif family == "general":
+        p = root / "instruct/alpaca/alpaca_5000.json"
+        for n, r in enumerate(read_json_list(p), 1):
+            i, x, o = _need(r, ("instruction", "input", "output"), p, n)
+            ex.append(SFTExample(family, _instruction(i, x), o))
+        for name in ("instruct/self_instruct/user_oriented_instructions.jsonl", "instruct/alpaca/seed_tasks.jsonl"):
+            p = root / name
+            for n, r in enumerate(read_jsonl(p), 1):
+                (i,) = _need(r, ("instruction",), p, n)
+                for inst in r.get("instances") or []:
+                    if isinstance(inst, dict) and isinstance(inst.get("output"), str):
+                        ex.append(SFTExample(family, _instruction(i, inst.get("input") or ""), inst["output"]))
+    elif family == "t0":
+        d = root / "instruct/self_instruct/t0_train_50k"
+        files = sorted(d.glob("*.jsonl")) if d.is_dir() else []
+        if not files:
+            raise IfpruneError(f"data folder not found or empty: {d}")
+        for p in files:
+            for n, r in enumerate(read_jsonl(p), 1):
+                q, a = _need(r, ("prompt", "completion"), p, n)
+                ex.append(SFTExample(family, q.strip(), a.replace("<|endoftext|>", "").strip()))
+    else:
+        raise IfpruneError(f"unknown task family {family!r}; choose from {', '.join(FAMILY_TASKS)}")
+    return [e for e in ex if e.prompt.strip() and e.response.strip()]
+
+
+def sft_splits(root: Path, families: list[str], *, max_per_family: int, val_per_family: int,
+               seed: int = 0) -> tuple[list[SFTExample], list[SFTExample]]:
+    """(train, validation): per family a seeded shuffle, the first `val_per_family` held out."""
+    train, val = [], []
+    for fam in families:
+        ex = load_family(root, fam)
+        random.Random(f"{seed}:{fam}").shuffle(ex)
+        val += ex[:val_per_family]
+        train += ex[val_per_family: val_per_family + max_per_family]
+    random.Random(seed).shuffle(train)
+    return train, val
+
+
+@dataclass
+class TokenizedSFT:
+    family: str
+    prompt: str
+    input_ids: torch.Tensor  # [T] prompt + response
+    labels: torch.Tensor  # [T], -100 on the prompt
+
+
+def tokenize_sft(tokenizer, ex: SFTExample, *, max_seq_len: int, max_prompt_tokens: int) -> TokenizedSFT:
+    """Chat-formatted ids; the prompt part is encoded exactly as generation encodes it."""
+    p_ids = encode_prompt(tokenizer, ex.prompt)[0][-max_prompt_tokens:]
+    if getattr(tokenizer, "chat_template", None):
+        msgs = [{"role": "user", "content": ex.prompt}]
+        head = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": ex.response}], tokenize=False)
+        tail = full[len(head):] if full.startswith(head) else ex.response
+    else:
+        tail = " " + ex.response + (tokenizer.eos_token or "")
+    r_ids = tokenizer(tail, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    r_ids = r_ids[: max(1, max_seq_len - len(p_ids))]
+    ids = torch.cat([p_ids, r_ids])
+    labels = torch.cat([torch.full_like(p_ids, -100), r_ids])
+    return TokenizedSFT(ex.family, ex.prompt, ids, labels)

@@ -1,0 +1,477 @@
+"""The joint training loop of predictor (or learned-static scores) and LLM, on `accelerate`.
+
+One loop serves both stages and both methods:
+- stage "pretrain": blocks of K chunks; the mask predicted from chunk k is the mask under which the
+  LLM, reading the whole prefix (chunks 1..k+1), is scored on chunk k+1. The K-1 prefixes of a block
+  are K-1 examples of one batch, each with its own mask (per-example masks of MaskedFFN).
+- stage "sft": the predictor reads the first user message; the loss is on response tokens only.
+- method "static": one learned score matrix for every input, otherwise identical.
+
+Masks are SoftTopK(scores) = lambda * TopK(lambda, k), applied at each layer's down-projection input
+by `ifprune.hooks.MaskedFFN`, so the loss is differentiable in the predictor's scores.
+Data order is a function of (seed, example position), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import IfpruneError
+from ..ffn import discover
+from ..hooks import MaskedFFN
+from ..paths import atomic_path
+from ..plan import width_from_keep
+from ..predictor import PredictorHead, StaticScores, encode_batch, pooled_hidden
+from ..softtopk import pairwise_overlap, soft_topk
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    families: list[str]
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor
+    labels: torch.Tensor  # [B, T], -100 where no loss
+    pred_ids: torch.Tensor | None  # predictor input (None for static)
+    pred_mask: torch.Tensor | None
+
+
+def _pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+    T = max(len(r) for r in rows)
+    out = torch.full((len(rows), T), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def sft_batch(tokenizer, examples, cfg: TrainConfig) -> Batch:
+    from .data_sft import tokenize_sft
+
+    toks = [tokenize_sft(tokenizer, e, max_seq_len=cfg.data.max_seq_len, max_prompt_tokens=cfg.data.max_prompt_tokens)
+            for e in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = _pad([t.input_ids for t in toks], pad)
+    att = _pad([torch.ones_like(t.input_ids) for t in toks], 0)
+    labels = _pad([t.labels for t in toks], -100)
+    pids, patt = encode_batch(tokenizer, [e.prompt for e in examples], max_tokens=cfg.data.max_prompt_tokens)
+    return Batch([e.family for e in examples], ids, att, labels, pids, patt)
+
+
+def pretrain_batch(blocks: torch.Tensor, cfg: TrainConfig) -> Batch:
+    """Each block of K chunks gives K-1 examples: prefix up to chunk k+1, loss on chunk k+1, mask from chunk k."""
+    C, K = cfg.data.chunk_tokens, cfg.data.num_chunks
+    ids, labels, pids = [], [], []
+    for blk in blocks:
+        for k in range(1, K):
+            prefix = blk[: (k + 1) * C]
+            lab = torch.full_like(prefix, -100)
+            lab[k * C:] = prefix[k * C:]
+            ids.append(prefix)
+            labels.append(lab)
+            pids.append(blk[(k - 1) * C: k * C])
+    att = _pad([torch.ones_like(r) for r in ids], 0)
+    pid = torch.stack(pids)
+    return Batch(["pretrain"] * len(ids), _pad(ids, 0), att, _pad(labels, -100), pid, torch.ones_like(pid))
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example summed next-token CE and token counts."""
+    lg = logits[:, :-1].float()
+    lb = labels[:, 1:]
+    ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), ignore_index=-100, reduction="none")
+    ce = ce.view(lb.shape)
+    return ce.sum(1), (lb != -100).sum(1)
+
+
+def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    on = labels[:, 1:] != -100
+    s = F.log_softmax(student[:, :-1].float(), -1)[on]
+    t = F.log_softmax(teacher[:, :-1].float(), -1)[on]
+    return (t.exp() * (t - s)).sum(-1).mean()
+
+
+def compute_prior(lm, cfg: TrainConfig, texts: list[str] | None, chunk_ids: torch.Tensor | None) -> torch.Tensor:
+    """Initial scores: mean GRIFFIN scores over some training inputs, the magnitude scores, or zeros."""
+    from ..prompting import encode_prompt
+    from ..selectors import GriffinSelector, MagnitudeSelector
+
+    if cfg.prior == "zero":
+        return torch.zeros(lm.num_layers, lm.d_ffn)
+    if cfg.prior == "magnitude":
+        return MagnitudeSelector().scores(lm, None)
+    acc = torch.zeros(lm.num_layers, lm.d_ffn)
+    n = 0
+    if texts is not None:
+        for t in texts[: cfg.prior_prompts]:
+            ids = encode_prompt(lm.tokenizer, t)[:, -cfg.data.max_prompt_tokens:].to(lm.device)
+            acc += GriffinSelector.scores_from_ids(lm, ids)
+            n += 1
+    else:
+        for c in chunk_ids[: cfg.prior_prompts]:
+            acc += GriffinSelector.scores_from_ids(lm, c.unsqueeze(0).to(lm.device))
+            n += 1
+    return acc / max(n, 1)
+
+
+def _optimizer_to_safetensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        meta["state"][str(pid)] = []
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"{pid}.{key}"] = val.detach().cpu().contiguous()
+                meta["state"][str(pid)].append(key)
+    return tensors, meta
+
+
+def _optimizer_from_safetensors(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    state = {int(pid): {k: tensors[f"{pid}.{k}"] for k in keys} for pid, keys in meta["state"].items()}
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Trainer:
+    """Builds everything from a config; `run()` trains, checkpoints, and writes the artifact."""
+
+    def __init__(self, cfg: TrainConfig, *, lm=None, sft_data=None, pretrain_blocks=None):
+        from accelerate import Accelerator
+
+        from ..loading import load_model
+
+        self.cfg = cfg.validate()
+        torch.manual_seed(cfg.seed)
+        self.lm = lm if lm is not None else load_model(cfg.model)
+        lm = self.lm
+        self.width = width_from_keep(cfg.keep if cfg.width is None else None, cfg.width, lm.d_ffn)
+        self.base_fingerprint = lm.fingerprint()
+        self.out = Path(cfg.output_dir)
+        self.ckpt = self.out / "checkpoint"
+        self.log_path = self.out / "log.jsonl"
+
+        # data
+        self.val = []
+        if cfg.stage == "sft":
+            if sft_data is None:
+                from .data_sft import sft_splits
+
+                sft_data, self.val = sft_splits(cfg.data.root(), cfg.data.families, max_per_family=cfg.data.max_per_family,
+                                                val_per_family=cfg.data.val_per_family, seed=cfg.seed)
+            if not sft_data:
+                raise IfpruneError("the SFT training set is empty: check data.families and data.max_per_family")
+            self.train_set = sft_data
+        else:
+            if pretrain_blocks is None:
+                from .data_pretrain import pretrain_corpus
+
+                pretrain_blocks, _ = pretrain_corpus(
+                    lm.tokenizer, cfg.data.root(), cfg.data.pretrain_files, local_text_chars=cfg.data.local_text_chars,
+                    num_chunks=cfg.data.num_chunks, chunk_tokens=cfg.data.chunk_tokens,
+                    val_docs=cfg.data.pretrain_val_docs, seed=cfg.seed)
+            need = cfg.data.num_chunks * cfg.data.chunk_tokens
+            if pretrain_blocks.dim() != 2 or pretrain_blocks.shape[1] != need:
+                raise IfpruneError(f"pre-training blocks must be [N, {need}] (num_chunks x chunk_tokens)")
+            self.train_set = pretrain_blocks
+
+        # predictor (or static scores), with its prior
+        init = None
+        if cfg.init_from:
+            from .artifact import load_artifact
+
+            init = load_artifact(cfg.init_from)
+            if init.config["base_fingerprint"] != self.base_fingerprint:
+                raise IfpruneError(f"init_from artifact {cfg.init_from} was trained on another base model "
+                                   f"(fingerprint {init.config['base_fingerprint']}, this one {self.base_fingerprint})")
+            if init.kind != cfg.method:
+                raise IfpruneError(f"init_from artifact {cfg.init_from} is a {init.kind} artifact; this run trains {cfg.method}")
+        hidden = lm.model.config.get_text_config().hidden_size
+        if cfg.method == "predictor":
+            self.predictor = PredictorHead(hidden, lm.num_layers, lm.d_ffn, cfg.head_hidden)
+        else:
+            self.predictor = StaticScores(lm.num_layers, lm.d_ffn)
+        if init is not None:
+            self.predictor.load_state_dict((init.head or init.static).state_dict())
+        elif cfg.prior != "zero":
+            texts = [e.prompt for e in self.train_set] if cfg.stage == "sft" else None
+            chunks = None if cfg.stage == "sft" else self.train_set[:, : cfg.data.chunk_tokens]
+            self.predictor.set_prior(compute_prior(lm, cfg, texts, chunks))
+
+        # the LLM: LoRA (peft), full, or frozen
+        self.peft = None
+        self.base_state = None
+        self.teacher = None
+        if cfg.llm == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            names = {n.rsplit(".", 1)[-1] for n, _ in lm.model.named_modules()}
+            targets = [t for t in cfg.lora_targets if t in names]
+            if not targets:
+                raise IfpruneError(f"none of lora_targets {cfg.lora_targets} is a module of this model")
+            if init is not None and init.config["llm"] == "lora":
+                targets = json.loads((init.path / "llm" / "adapter_config.json").read_text())["target_modules"]
+            self.model = get_peft_model(lm.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                              target_modules=sorted(targets)))
+            if init is not None and init.config["llm"] == "lora":
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                sd = load_file(str(init.path / "llm" / "adapter_model.safetensors"))
+                set_peft_model_state_dict(self.model, {k: v.float() for k, v in sd.items()})
+            self.peft = self.model
+        else:
+            if init is not None and init.config["llm"] != "none":
+                from .artifact import apply_llm_change
+
+                apply_llm_change(lm.model, init.path / "llm", init.config["llm"])
+            self.model = lm.model
+            for p in self.model.parameters():
+                p.requires_grad_(cfg.llm == "full")
+            if cfg.llm == "full":
+                self.base_state = {n: p.detach().clone().cpu() for n, p in self.model.named_parameters()}
+                if cfg.distill:
+                    self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.model.train()
+        self.masked = MaskedFFN(discover(self.model))
+
+        llm_params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": list(self.predictor.parameters()), "lr": cfg.lr_predictor}]
+        if llm_params:
+            groups.append({"params": llm_params, "lr": cfg.lr_llm})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        from transformers import get_cosine_schedule_with_warmup
+
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
+        cuda = torch.cuda.is_available()
+        self.acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not cuda,
+                               mixed_precision="bf16" if (cuda and cfg.bf16) else "no")
+        self.model, self.predictor, self.opt, self.sched = self.acc.prepare(
+            self.model, self.predictor, self.optimizer, self.scheduler)
+        self.step = 0
+        self.tokens = 0
+        self.elapsed = 0.0
+        self.last_good = None
+
+    # data order ------------------------------------------------------------------------------
+    def _example(self, pos: int):
+        n = len(self.train_set)
+        epoch, i = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
+        return self.train_set[int(perm[i])]
+
+    def micro_batch(self, step: int, micro: int) -> Batch:
+        B = self.cfg.batch_size
+        start = (step * self.cfg.grad_accum + micro) * B
+        rank, world = self.acc.process_index, self.acc.num_processes
+        items = [self._example(start + j) for j in range(rank, B, world)]
+        if self.cfg.stage == "sft":
+            return sft_batch(self.lm.tokenizer, items, self.cfg)
+        return pretrain_batch(torch.stack(items), self.cfg)
+
+    # one micro-batch --------------------------------------------------------------------------
+    def scores(self, batch: Batch) -> torch.Tensor:
+        dev = self.acc.device
+        if self.cfg.method == "static":
+            return self.predictor(batch.input_ids.shape[0])
+        if self.cfg.stage == "pretrain":
+            pooled = pooled_hidden(self.model, batch.pred_ids.to(dev), batch.pred_mask.to(dev), self.cfg.backbone_layers)
+            return self.predictor(pooled)
+        pooled = pooled_hidden(self.model, batch.pred_ids.to(dev), batch.pred_mask.to(dev), self.cfg.backbone_layers)
+        return self.predictor(pooled)
+
+    def forward(self, batch: Batch):
+        dev = self.acc.device
+        was = self.model.training
+        self.model.eval()  # the backbone reads the prompt dense and deterministic
+        z = self.scores(batch)
+        self.model.train(was)
+        masks = soft_topk(z, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations)
+        ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
+        with self.masked.apply(masks):
+            logits = self.model(input_ids=ids, attention_mask=att).logits
+        sums, counts = token_losses(logits, labels)
+        loss = sums.sum() / counts.sum().clamp_min(1)
+        kl = None
+        if self.cfg.distill:
+            with torch.no_grad():
+                if self.peft is not None:
+                    with self.peft.disable_adapter():
+                        t_logits = self.model(input_ids=ids, attention_mask=att).logits
+                else:
+                    teacher = self.teacher if self.teacher is not None else self.model
+                    t_logits = teacher(input_ids=ids, attention_mask=att).logits
+            kl = kl_to_teacher(logits, t_logits, labels)
+            loss = loss + self.cfg.distill_weight * kl
+        return loss, masks, sums.detach(), counts, kl
+
+    # checkpoints -----------------------------------------------------------------------------
+    def _trainable_state(self) -> dict:
+        pred = self.acc.unwrap_model(self.predictor)
+        out = {f"predictor.{k}": v.detach().cpu().contiguous() for k, v in pred.state_dict().items()}
+        model = self.acc.unwrap_model(self.model)
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                out[f"llm.{n}"] = p.detach().cpu().contiguous()
+        return out
+
+    def save_checkpoint(self) -> None:
+        from safetensors.torch import save_file
+
+        if not self.acc.is_main_process:
+            return
+        with atomic_path(self.ckpt) as tmp:
+            tmp.mkdir()
+            save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+            tensors, meta = _optimizer_to_safetensors(self.optimizer)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            state = {"step": self.step, "tokens": self.tokens, "elapsed_s": self.elapsed,
+                     "scheduler": self.scheduler.state_dict(), "optimizer": meta, "config": self.cfg.to_dict()}
+            (tmp / "state.json").write_text(json.dumps(state, default=str) + "\n")
+        self.last_good = self.step
+
+    def load_checkpoint(self) -> bool:
+        from safetensors.torch import load_file
+
+        if not (self.ckpt / "state.json").is_file():
+            return False
+        state = json.loads((self.ckpt / "state.json").read_text())
+        old = state["config"]
+        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed"):
+            if old.get(key) != getattr(self.cfg, key):
+                raise IfpruneError(f"checkpoint in {self.ckpt} was made with {key}={old.get(key)!r}, the config says "
+                                   f"{getattr(self.cfg, key)!r}: use another output_dir or set resume: false")
+        tensors = load_file(str(self.ckpt / "trainable.safetensors"))
+        pred = self.acc.unwrap_model(self.predictor)
+        pred.load_state_dict({k[len("predictor."):]: v for k, v in tensors.items() if k.startswith("predictor.")})
+        params = dict(self.acc.unwrap_model(self.model).named_parameters())
+        with torch.no_grad():
+            for k, v in tensors.items():
+                if k.startswith("llm."):
+                    params[k[4:]].copy_(v)
+        _optimizer_from_safetensors(self.optimizer, load_file(str(self.ckpt / "optimizer.safetensors")), state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed_s"]
+        self.last_good = self.step
+        return True
+
+    # the loop --------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = cfg.resume and self.load_checkpoint()
+        if not resumed and self.log_path.exists():
+            self.log_path.unlink()
+        bar = None
+        if cfg.progress and self.acc.is_main_process:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.stage}/{cfg.method}", unit="step")
+        t_start = time.perf_counter() - self.elapsed
+        stopped_early = False
+        collapse_warned = False
+        while self.step < cfg.steps:
+            fam_sum, fam_cnt = {}, {}
+            loss_total, kl_total, overlap, lam = 0.0, 0.0, [], []
+            for micro in range(cfg.grad_accum):
+                batch = self.micro_batch(self.step, micro)
+                with self.acc.accumulate(self.model, self.predictor):
+                    loss, masks, sums, counts, kl = self.forward(batch)
+                    if not torch.isfinite(loss):
+                        where = (f"the last good checkpoint is {self.ckpt} (step {self.last_good})"
+                                 if self.last_good is not None else "no checkpoint was written yet")
+                        self._log({"step": self.step + 1, "event": "nan_loss", "loss": float(loss)})
+                        raise IfpruneError(f"loss became {float(loss)} at step {self.step + 1}: training stopped; {where}. "
+                                           "Lower the learning rates (lr_predictor, lr_llm) or check the data")
+                    self.acc.backward(loss)
+                    if self.acc.sync_gradients and cfg.max_grad_norm > 0:
+                        self.acc.clip_grad_norm_(
+                            [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+                    self.opt.step()
+                    self.sched.step()
+                    self.opt.zero_grad()
+                loss_total += float(loss) / cfg.grad_accum
+                if kl is not None:
+                    kl_total += float(kl) / cfg.grad_accum
+                for f, s, c in zip(batch.families, sums.tolist(), counts.tolist()):
+                    fam_sum[f] = fam_sum.get(f, 0.0) + s
+                    fam_cnt[f] = fam_cnt.get(f, 0) + c
+                self.tokens += int(batch.attention_mask.sum())
+                overlap.append(pairwise_overlap(masks))
+                lam.append(masks.detach()[masks.detach() != 0])
+            self.step += 1
+            kept = torch.cat(lam)
+            ov = float(sum(overlap) / len(overlap))
+            rec = {"step": self.step, "loss": loss_total,
+                   "family_loss": {f: fam_sum[f] / max(fam_cnt[f], 1) for f in sorted(fam_sum)},
+                   "lr_predictor": self.optimizer.param_groups[0]["lr"],
+                   "lr_llm": self.optimizer.param_groups[1]["lr"] if len(self.optimizer.param_groups) > 1 else 0.0,
+                   "mask_overlap": ov, "lambda_mean": float(kept.mean()), "lambda_min": float(kept.min()),
+                   "lambda_frac_above_0.9": float((kept > 0.9).float().mean()),
+                   "tokens": self.tokens, "elapsed_s": round(time.perf_counter() - t_start, 2)}
+            if kl is not None:
+                rec["kl"] = kl_total
+            if cfg.method == "predictor" and ov > cfg.collapse_threshold:
+                rec["warning"] = "mask_collapse"
+                if not collapse_warned:
+                    log.warning("masks are collapsing: mean pairwise overlap %.3f > %.2f at step %d (every input gets "
+                                "nearly the same mask)", ov, cfg.collapse_threshold, self.step)
+                    collapse_warned = True
+            self._log(rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_total:.3f}", overlap=f"{ov:.2f}")
+            self.elapsed = time.perf_counter() - t_start
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+            if cfg.max_minutes is not None and self.elapsed > cfg.max_minutes * 60 and self.step < cfg.steps:
+                stopped_early = True
+                self.save_checkpoint()
+                log.warning("stopping at step %d of %d: max_minutes=%s reached", self.step, cfg.steps, cfg.max_minutes)
+                break
+        if bar is not None:
+            bar.close()
+        summary = {"steps": self.step, "planned_steps": cfg.steps, "stopped_early": stopped_early,
+                   "tokens": self.tokens, "wall_s": round(self.elapsed, 1), "width": self.width,
+                   "d_ffn": self.lm.d_ffn, "device": str(self.acc.device)}
+        if self.acc.is_main_process:
+            self.save_artifact(summary)
+        return summary
+
+    def _log(self, rec: dict) -> None:
+        if self.acc.is_main_process:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def save_artifact(self, stats: dict) -> Path:
+        from .artifact import save_artifact
+
+        recipe = self.cfg.to_dict()
+        path = self.out / "artifact"
+        save_artifact(path, lm=self.lm, kind=self.cfg.method, width=self.width,
+                      module=self.acc.unwrap_model(self.predictor),
+                      llm="none" if self.cfg.llm == "frozen" else self.cfg.llm,
+                      peft_model=self.acc.unwrap_model(self.model), base_state=self.base_state, recipe=recipe,
+                      stats=stats, base_fingerprint=self.base_fingerprint)
+        return path
+
+
+def train(cfg: TrainConfig, **kw) -> dict:
+    """Run one stage from a config; returns a summary (steps, tokens, wall time, artifact path)."""
+    trainer = Trainer(cfg, **kw)
+    summary = trainer.run()
+    summary["artifact"] = str(Path(cfg.output_dir) / "artifact")
+    summary["log"] = str(trainer.log_path)
+    return summary
