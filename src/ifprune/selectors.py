@@ -251,3 +251,6 @@ def make_selector(name: str, **options) -> Selector:
     params = inspect.signature(factory).parameters
     accepted = {k: v for k, v in options.items() if v is not None and k in params}
     return factory(**accepted)
+
+
+from . import predictor as _predictor  # noqa: E402,F401  registers the trained "predictor" selector
