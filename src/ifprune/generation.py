@@ -25,6 +25,7 @@ class SamplingConfig:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False  # always produce max_new_tokens (benchmarks)
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -38,6 +39,8 @@ class SamplingConfig:
 
     def generate_kwargs(self) -> dict:
         kw = dict(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty)
+        if self.ignore_eos:
+            kw["min_new_tokens"] = self.max_new_tokens
         if self.temperature > 0:
             kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
         else:
