@@ -18,13 +18,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin") -> None:
     g = p.add_argument_group("channel selection")
-    g.add_argument("--selector", default=default,
-                   help=f"dense, random, magnitude, wanda, griffin (default: {default})")
+    g.add_argument("--selector", default=None,
+                   help=f"dense, random, magnitude, wanda, griffin, predictor "
+                        f"(default: predictor with --checkpoint, else {default})")
+    g.add_argument("--checkpoint", default=None, help="trained IFPruning artifact directory (predictor selector)")
+    p.set_defaults(selector_default=default)
     size = g.add_mutually_exclusive_group()
     size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept, in (0, 1]")
     size.add_argument("--width", type=int, default=None, help="FFN channels kept per layer")
     g.add_argument("--seed", type=int, default=None, help="seed for the random selector and for sampling")
     g.add_argument("--calibration", default=None, help="text or JSONL file for the wanda selector")
+
+
+def _selector_name(args) -> str:
+    if args.selector is None:
+        args.selector = "predictor" if getattr(args, "checkpoint", None) else args.selector_default
+    return args.selector
 
 
 def load(args):
@@ -35,7 +44,7 @@ def load(args):
 
 def resolve_width(args, lm) -> int:
     keep, width = args.keep, args.width
-    if keep is None and width is None and args.selector != "dense":
+    if keep is None and width is None and _selector_name(args) != "dense":
         keep = 0.5
     return width_from_keep(keep, width, lm.d_ffn)
 
@@ -43,8 +52,8 @@ def resolve_width(args, lm) -> int:
 def selector_from_args(args):
     from ..selectors import make_selector
 
-    return make_selector(args.selector, seed=args.seed if args.seed is not None else 0,
-                         calibration=args.calibration)
+    return make_selector(_selector_name(args), seed=args.seed if args.seed is not None else 0,
+                         calibration=args.calibration, checkpoint=getattr(args, "checkpoint", None))
 
 
 def print_json(obj) -> None:
