@@ -8,6 +8,7 @@ what per-task use needs: one plan from a task description, reused for many promp
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 from collections import OrderedDict
@@ -237,6 +238,10 @@ SELECTORS: dict[str, Callable[..., Selector]] = {
 }
 
 
+# selectors defined in modules with heavier imports, loaded on first use (they call register_selector)
+_PLUGINS = {"predictor": "ifprune.predictor"}
+
+
 def register_selector(name: str, factory: Callable[..., Selector]) -> None:
     """Plug in another selector (the trained predictor registers itself this way)."""
     SELECTORS[name] = factory
@@ -245,12 +250,12 @@ def register_selector(name: str, factory: Callable[..., Selector]) -> None:
 def make_selector(name: str, **options) -> Selector:
     """Build a selector by name; options it does not take (or that are None) are ignored, so a CLI
     can pass all of its selector flags through."""
+    if name not in SELECTORS and name in _PLUGINS:
+        importlib.import_module(_PLUGINS[name])
     if name not in SELECTORS:
-        raise IfpruneError(f"unknown selector {name!r}; choose from {', '.join(sorted(SELECTORS))}")
+        raise IfpruneError(f"unknown selector {name!r}; choose from {', '.join(sorted({*SELECTORS, *_PLUGINS}))}")
     factory = SELECTORS[name]
     params = inspect.signature(factory).parameters
     accepted = {k: v for k, v in options.items() if v is not None and k in params}
     return factory(**accepted)
 
-
-from . import predictor as _predictor  # noqa: E402,F401  registers the trained "predictor" selector
