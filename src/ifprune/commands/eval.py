@@ -1,0 +1,156 @@
+"""`ifprune eval SUITE ...` and `ifprune eval compare ...`: benchmark pruned models from the local
+data copies; per-example results are cached so an interrupted run resumes."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from .common import add_model_args, add_selector_args, load, print_json, resolve_width, selector_from_args
+
+SUITE_CHOICES = ("nll", "gsm8k", "math500", "humaneval", "mbpp", "ifeval", "mc")
+
+
+def _common(p) -> None:
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples (mc: per task)")
+    p.add_argument("--data-dir", default=None, help="benchmark data directory (default: $IFPRUNE_DATA or ../shared/data)")
+    p.add_argument("--strict", action="store_true", help="fail on a malformed data row (with its line number) instead of skipping it")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per example (suite default otherwise)")
+    p.add_argument("--mc-tasks", nargs="+", default=None, help="mc sub-tasks (default: all of mmlu arc_easy arc_challenge piqa winogrande boolq)")
+    p.add_argument("--cache-dir", default=None, help="per-example result cache (default: $IFPRUNE_CACHE/eval)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the per-example cache")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="run benchmark suites, or compare selectors (`eval compare`)",
+                       description="Evaluate a pruned model on a suite: " + ", ".join(SUITE_CHOICES)
+                       + "; or `ifprune eval compare` for a table over suites x selectors x keep ratios.")
+    p.add_argument("suite", help=f"one of {', '.join(SUITE_CHOICES)}, or 'compare'")
+    add_model_args(p)
+    add_selector_args(p, default="dense")
+    p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
+    p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")
+    _common(p)
+    g = p.add_argument_group("compare")
+    g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
+    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only)")
+    g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
+    g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
+                   help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")
+    g.add_argument("--out", default=None, help="compare: output directory for results.json/.md and plots")
+    g.add_argument("--no-plots", action="store_true", help="compare: skip the PNG plots")
+    p.set_defaults(func=run)
+
+
+def _cache_dir(args):
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return args.cache_dir
+    from ..paths import cache_dir
+
+    return str(cache_dir() / "eval")
+
+
+def run(args) -> int:
+    from ..errors import IfpruneError
+
+    if args.suite == "compare":
+        return run_compare(args)
+    if args.suite not in SUITE_CHOICES:
+        raise IfpruneError(f"unknown suite {args.suite!r}; choose from {', '.join(SUITE_CHOICES)} or 'compare'")
+    from ..eval import Scorer, make_suite, run_suite
+
+    suite = make_suite(args.suite, data_dir=args.data_dir, data=args.data, strict=args.strict,
+                       max_new_tokens=args.max_new_tokens, tasks=args.mc_tasks)
+    lm = load(args)
+    width = resolve_width(args, lm)
+    scorer = Scorer(lm, selector_from_args(args), width, task=args.task)
+    res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
+    if args.json:
+        print_json(res.to_dict())
+        return 0
+    print(f"{res.suite}: {res.selector} keep {res.keep:.3f} ({res.width}/{res.d_ffn}), "
+          f"active params {res.active_params / 1e6:.1f}M of {res.total_params / 1e6:.1f}M, "
+          f"{res.examples} examples ({res.cached} from cache, {res.skipped_rows} malformed rows skipped), {res.wall_s:.1f} s")
+    for name, m in res.metrics.items():
+        print(f"  {name:28s} {m['value']:.4f}  95% CI [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]  n={m['n']}")
+    return 0
+
+
+def _limits(args) -> dict:
+    from ..errors import IfpruneError
+
+    limits = {s: args.limit for s in args.suites}
+    for item in args.limits or []:
+        name, _, n = item.partition("=")
+        if name not in SUITE_CHOICES or not n.isdigit() or int(n) < 1:
+            raise IfpruneError(f"bad --limits entry {item!r}: use SUITE=N with N >= 1, e.g. gsm8k=10")
+        limits[name] = int(n)
+    return limits
+
+
+def run_compare(args) -> int:
+    from ..errors import IfpruneError
+    from ..eval.compare import CompareConfig, run_compare as compare, write_report
+
+    if not (args.suites and args.selectors and args.keeps and args.out):
+        raise IfpruneError("eval compare needs --suites, --selectors, --keeps and --out")
+    for s in args.suites:
+        if s not in SUITE_CHOICES:
+            raise IfpruneError(f"unknown suite {s!r}; choose from {', '.join(SUITE_CHOICES)}")
+    cfg = CompareConfig(suites=args.suites, selectors=args.selectors, keeps=args.keeps, limits=_limits(args),
+                        data_dir=args.data_dir, calibration=args.calibration, seed=args.seed or 0,
+                        max_new_tokens=args.max_new_tokens, mc_tasks=args.mc_tasks, cache_dir=_cache_dir(args),
+                        command="ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    cfg.validate()
+    lm = load(args)
+
+    def show(r):
+        m = r["metrics"][r["primary"]]
+        print(f"{r['suite']:10s} {r['selector']:10s} keep {r['keep']:.3f}  {r['primary']} {m['value']:.4f} "
+              f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] n={m['n']} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+
+    report = compare(lm, cfg, progress=not args.no_progress, on_result=show)
+    js, md = write_report(report, args.out)
+    if not args.no_plots:
+        report["plots"] = [str(p) for p in emit_plots(lm, report, cfg, args.out)]
+        write_report(report, args.out)
+    if args.json:
+        print_json(report)
+    else:
+        print(md.read_text())
+        print(f"wrote {js} and {md}", file=sys.stderr)
+    return 0
+
+
+def emit_plots(lm, report, cfg, out) -> list:
+    """Metric vs active params for every suite; plan-overlap plots for each per-prompt selector, on
+    the prompts of the nll validation mix (train data), 12 prompts per family."""
+    from pathlib import Path
+
+    from ..eval.nll import validation_mix
+    from ..eval.data import default_data_dir
+    from ..eval.plots import family_plans, overlap_analysis, plot_heatmap, plot_metric_vs_params, plot_overlap
+    from ..paths import write_json
+    from ..plan import width_from_keep
+    from ..selectors import make_selector
+
+    out = Path(out)
+    paths = plot_metric_vs_params(report, out)
+    prompts: dict[str, list[str]] = {}
+    for row in validation_mix(Path(cfg.data_dir) if cfg.data_dir else default_data_dir(), per_family=12):
+        prompts.setdefault(row["family"], []).append(row["prompt"])
+    for sel in cfg.selectors:
+        selector = make_selector(sel, seed=cfg.seed, calibration=cfg.calibration)
+        if not selector.per_prompt:
+            continue
+        width = width_from_keep(min(cfg.keeps), None, lm.d_ffn)
+        analysis = overlap_analysis(family_plans(lm, selector, width, prompts))
+        write_json(out / f"overlap_{sel}.json", analysis)
+        paths.append(plot_overlap(analysis, out / f"overlap_{sel}_per_layer.png",
+                                  f"{sel} plans (keep {width}/{lm.d_ffn}): overlap per layer"))
+        paths.append(plot_heatmap(analysis, out / f"overlap_{sel}_families.png", f"{sel}: overlap across families"))
+    return paths

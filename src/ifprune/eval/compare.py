@@ -1,0 +1,116 @@
+"""One command's worth of comparison: chosen suites x selectors x keep ratios on one model, written
+as JSON (every number, with intervals, hashes and timings) and a markdown table."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import IfpruneError
+from ..paths import write_json, write_text
+from ..plan import width_from_keep
+from ..selectors import make_selector
+from . import make_suite
+from .base import machine_info, run_suite
+from .scorer import Scorer
+
+
+@dataclass
+class CompareConfig:
+    suites: list[str]
+    selectors: list[str]
+    keeps: list[float]
+    limits: dict[str, int | None] = field(default_factory=dict)  # per suite; missing = all examples
+    data_dir: str | None = None
+    calibration: str | None = None
+    seed: int = 0
+    max_new_tokens: int | None = None
+    mc_tasks: list[str] | None = None
+    cache_dir: str | None = None
+    command: str = ""
+
+    def validate(self) -> None:
+        if not self.suites or not self.selectors or not self.keeps:
+            raise IfpruneError("compare needs at least one suite, one selector and one keep ratio")
+        for k in self.keeps:
+            if not 0 < k <= 1:
+                raise IfpruneError(f"keep ratio {k} is out of range: use fractions in (0, 1], e.g. 0.5 0.333")
+
+
+def configurations(cfg: CompareConfig, d_ffn: int) -> list[tuple[str, int]]:
+    """(selector, width) pairs; dense runs once, at full width, whatever the keeps."""
+    out = []
+    for sel in cfg.selectors:
+        widths = [d_ffn] if sel == "dense" else [width_from_keep(k, None, d_ffn) for k in cfg.keeps]
+        out += [(sel, w) for w in dict.fromkeys(widths)]
+    return out
+
+
+def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None) -> dict:
+    cfg.validate()
+    for s in cfg.suites:  # fail on a bad suite name before any work
+        make_suite(s, data_dir=cfg.data_dir, tasks=cfg.mc_tasks)
+    results = []
+    t0 = time.perf_counter()
+    for sel_name, width in configurations(cfg, lm.d_ffn):
+        selector = make_selector(sel_name, seed=cfg.seed, calibration=cfg.calibration)
+        for suite_name in cfg.suites:
+            suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens, tasks=cfg.mc_tasks)
+            res = run_suite(suite, Scorer(lm, selector, width), limit=cfg.limits.get(suite_name),
+                            cache_dir=cfg.cache_dir, progress=progress).to_dict()
+            results.append(res)
+            if on_result:
+                on_result(res)
+    return {"format": "ifprune-compare/1", "command": cfg.command, "model": lm.source, "model_hash": lm.fingerprint(),
+            "total_params": lm.total_params(), "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
+            "limits": cfg.limits, "keeps": cfg.keeps, "selectors": cfg.selectors, "suites": cfg.suites,
+            "wall_s": time.perf_counter() - t0, "machine": machine_info(), "results": results}
+
+
+def _fmt(v: float, m: dict) -> str:
+    lo, hi = m["ci95"]
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def markdown(report: dict) -> str:
+    res = report["results"]
+    suites = report["suites"]
+    mach = report["machine"]
+    lines = [f"# Selector comparison: {report['model']}", "",
+             f"- model hash `{report['model_hash']}`, {report['total_params'] / 1e6:.1f}M parameters, "
+             f"{report['num_layers']} layers, FFN width {report['d_ffn']}",
+             f"- machine: {mach['platform']}, {mach['cpus']} CPUs ({mach['threads']} torch threads), torch {mach['torch']}, {mach['date']}",
+             f"- command: `{report['command']}`",
+             "- limits (examples per suite; mc: per task): " + ", ".join(f"{s}={report['limits'].get(s) or 'all'}" for s in suites),
+             f"- total wall time {report['wall_s'] / 60:.1f} min", "",
+             "Primary metric per suite, with 95% bootstrap interval over examples (nll: lower is better; others: higher).", ""]
+    keyset = []
+    for r in res:
+        k = (r["selector"], r["width"])
+        if k not in keyset:
+            keyset.append(k)
+    head = ["selector", "keep", "active params"] + [f"{s} ({next((r['primary'] for r in res if r['suite'] == s), '')})" for s in suites]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for sel, width in keyset:
+        rows = {r["suite"]: r for r in res if r["selector"] == sel and r["width"] == width}
+        any_r = next(iter(rows.values()))
+        cells = [sel, f"{any_r['keep']:.3f} ({width}/{any_r['d_ffn']})", f"{any_r['active_params'] / 1e6:.1f}M"]
+        for s in suites:
+            r = rows.get(s)
+            cells.append(_fmt(r["metrics"][r["primary"]]["value"], r["metrics"][r["primary"]]) if r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## All metrics", "", "| suite | selector | keep | metric | value [95% CI] | n | wall s | data hash | config |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in res:
+        for name, m in r["metrics"].items():
+            lines.append(f"| {r['suite']} | {r['selector']} | {r['keep']:.3f} | {name} | {_fmt(m['value'], m)} | {m['n']} | "
+                         f"{r['wall_s']:.0f} | `{r['data_hash']}` | `{r['config_hash']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    write_json(out / "results.json", report)
+    write_text(out / "results.md", markdown(report))
+    return out / "results.json", out / "results.md"

