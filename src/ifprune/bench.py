@@ -11,6 +11,7 @@ config shape (e.g. Llama-3.1-8B), built directly on the target device.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -172,6 +173,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "model": lm.source, "device": str(device), "device_name": device_name(device),
         "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""),
         "platform": platform.platform(), "cpu_count": torch.get_num_threads() if device.type == "cpu" else None,
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
@@ -202,7 +204,8 @@ def to_markdown(res: dict, command: str | None = None) -> str:
                   f"whole query {s['query_speedup']:.2f}x",
               f"- selection + loading = {c['selection_loading_share_of_generation']:.1%} of one generation, "
               f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples)",
-              f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, {res['date']}"]
+              f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, "
+              f"1-min load average at the end {res.get('load_average_1m')}, {res['date']}"]
     if command:
         lines.append(f"- command: `{command}`")
     return "\n".join(lines) + "\n"
