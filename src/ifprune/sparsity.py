@@ -172,7 +172,20 @@ def wanda_scores(weight: torch.Tensor, act_norm: torch.Tensor) -> torch.Tensor:
 def sparsegpt_2_4(weight: torch.Tensor, hessian: torch.Tensor, block_size: int = 128,
                   damp: float = 0.01) -> torch.Tensor:
     """2:4-prune `weight` [out, in] with SparseGPT's optimal-brain-surgeon update: each pruned weight's
-    error is spread over the not-yet-visited columns through the inverse Hessian of the layer input."""
+    error is spread over the not-yet-visited columns through the inverse Hessian of the layer input.
+
+    Runs on one CPU thread: the column loop is thousands of tiny ops, which multi-threading slows
+    down ~10x on a busy machine."""
+    threads = torch.get_num_threads()
+    if weight.device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _sparsegpt(weight, hessian, block_size, damp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sparsegpt(weight, hessian, block_size, damp):
     W = weight.detach().double().clone()
     H = hessian.double().clone().to(W.device)
     cols = W.shape[1]
