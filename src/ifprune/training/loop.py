@@ -392,8 +392,8 @@ class Trainer:
                     if not torch.isfinite(loss):
                         where = (f"the last good checkpoint is {self.ckpt} (step {self.last_good})"
                                  if self.last_good is not None else "no checkpoint was written yet")
-                        self._log({"step": self.step + 1, "event": "nan_loss", "loss": float(loss)})
-                        raise IfpruneError(f"loss became {float(loss)} at step {self.step + 1}: training stopped; {where}. "
+                        self._log({"step": self.step + 1, "event": "nan_loss", "loss": str(float(loss.detach()))})
+                        raise IfpruneError(f"loss became {float(loss.detach())} at step {self.step + 1}: training stopped; {where}. "
                                            "Lower the learning rates (lr_predictor, lr_llm) or check the data")
                     self.acc.backward(loss)
                     if self.acc.sync_gradients and cfg.max_grad_norm > 0:
@@ -402,9 +402,9 @@ class Trainer:
                     self.opt.step()
                     self.sched.step()
                     self.opt.zero_grad()
-                loss_total += float(loss) / cfg.grad_accum
+                loss_total += float(loss.detach()) / cfg.grad_accum
                 if kl is not None:
-                    kl_total += float(kl) / cfg.grad_accum
+                    kl_total += float(kl.detach()) / cfg.grad_accum
                 for f, s, c in zip(batch.families, sums.tolist(), counts.tolist()):
                     fam_sum[f] = fam_sum.get(f, 0.0) + s
                     fam_cnt[f] = fam_cnt.get(f, 0) + c

@@ -1,0 +1,190 @@
+"""Joint training on a tiny in-process model with an in-process character tokenizer (no downloads)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifprune.errors import IfpruneError
+from ifprune.loading import LoadedModel
+from ifprune.selectors import make_selector
+from ifprune.tiny import tiny_model
+from ifprune.training.artifact import load_artifact
+from ifprune.training.config import config_from_dict, load_config
+from ifprune.training.data_sft import SFTExample, load_family, sft_splits, tokenize_sft
+from ifprune.training.loop import Trainer, pretrain_batch, train
+
+DATA = Path(os.environ.get("IFPRUNE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def char_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    chars = [chr(i) for i in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+    fast.chat_template = ("{% for m in messages %}<s>{{ m['role'][0] }}:{{ m['content'] }}</s>{% endfor %}"
+                          "{% if add_generation_prompt %}<s>a:{% endif %}")
+    return fast
+
+
+def tiny_lm(seed=0):
+    return LoadedModel(tiny_model("llama", seed=seed, vocab=128, d_ffn=48, layers=2), char_tokenizer(), f"tiny-llama-{seed}")
+
+
+EXAMPLES = [SFTExample("math", f"add {a} and {b}", f"{a + b}") for a in range(4) for b in range(3)] + \
+           [SFTExample("code", f"write def f{a}", f"def f{a}(): return {a}") for a in range(6)]
+
+
+def base_cfg(tmp_path, **kw):
+    cfg = dict(stage="sft", method="predictor", keep=0.5, llm="lora", lora_r=4, lr_predictor=1e-2, lr_llm=1e-2,
+               warmup_steps=0, steps=12, batch_size=4, prior="griffin", prior_prompts=8, checkpoint_every=4,
+               progress=False, output_dir=str(tmp_path / "run"), data={"max_seq_len": 64, "max_prompt_tokens": 32})
+    cfg.update(kw)
+    return config_from_dict(cfg)
+
+
+def test_sft_loss_goes_down_and_predictor_masks_differ_by_prompt(tmp_path):
+    torch.manual_seed(0)
+    summary = train(base_cfg(tmp_path, steps=12), lm=tiny_lm(), sft_data=EXAMPLES)
+    rows = [json.loads(line) for line in open(summary["log"])]
+    assert len(rows) == 12
+    first = sum(r["loss"] for r in rows[:4]) / 4
+    last = sum(r["loss"] for r in rows[-4:]) / 4
+    assert last < 0.8 * first, (first, last)
+    for r in rows:
+        assert {"loss", "family_loss", "lr_predictor", "lr_llm", "mask_overlap", "lambda_mean"} <= set(r)
+        assert 0 < r["lambda_mean"] <= 1
+    # the artifact, on a fresh copy of the same base model, selects different channels for different prompts
+    art = tmp_path / "run" / "artifact"
+    assert json.loads((art / "config.json").read_text())["kind"] == "predictor"
+    sel = make_selector("predictor", checkpoint=str(art))
+    lm = tiny_lm()
+    plans = {sel.select(lm, p, 24).hash for p in ("add 1 and 2", "write def f3", "zzzz qqq", "hello world")}
+    assert len(plans) >= 2
+    assert sel.select(lm, "add 1 and 2", 24).width == 24
+
+
+def test_static_method_and_resume_gives_same_result(tmp_path):
+    straight = train(base_cfg(tmp_path / "a", method="static", steps=4, checkpoint_every=2), lm=tiny_lm(),
+                     sft_data=EXAMPLES)
+    cfg = base_cfg(tmp_path / "b", method="static", steps=4, checkpoint_every=2)
+    t = Trainer(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    t.cfg.steps = 2  # an interrupted run (the schedule was built for 4 steps)
+    t.run()
+    cfg.steps = 4
+    resumed = train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    assert straight["steps"] == resumed["steps"] == 4
+    a = load_artifact(tmp_path / "a" / "run" / "artifact").static.scores
+    b = load_artifact(tmp_path / "b" / "run" / "artifact").static.scores
+    torch.testing.assert_close(a, b, atol=1e-2, rtol=0)  # bf16-stored; same batches, same updates
+    # static: every prompt gets the same plan
+    sel = make_selector("predictor", checkpoint=str(tmp_path / "a" / "run" / "artifact"))
+    lm = tiny_lm()
+    assert sel.select(lm, "add 1 and 2", 24) == sel.select(lm, "write def f3", 24)
+
+
+def test_pretrain_stage_chunks(tmp_path):
+    cfg = base_cfg(tmp_path, stage="pretrain", steps=3, batch_size=2, data={"chunk_tokens": 8, "num_chunks": 4})
+    blocks = torch.randint(4, 100, (6, 32))
+    b = pretrain_batch(blocks[:1], cfg)
+    assert b.input_ids.shape == (3, 32)
+    for k in range(1, 4):  # example k-1: prefix of k+1 chunks, loss on chunk k+1 only, mask from chunk k
+        row = b.labels[k - 1]
+        assert (row[: k * 8] == -100).all() and torch.equal(row[k * 8: (k + 1) * 8], blocks[0, k * 8: (k + 1) * 8])
+        assert b.attention_mask[k - 1].sum() == (k + 1) * 8
+        assert torch.equal(b.pred_ids[k - 1], blocks[0, (k - 1) * 8: k * 8])
+    summary = train(cfg, lm=tiny_lm(), pretrain_blocks=blocks)
+    assert summary["steps"] == 3 and summary["tokens"] > 0
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    lm = tiny_lm()
+    cfg = base_cfg(tmp_path, steps=2, checkpoint_every=1)
+    t = Trainer(cfg, lm=lm, sft_data=EXAMPLES)
+    t.run()
+    with torch.no_grad():  # poison a frozen base weight (not in the checkpoint) so step 3 is NaN
+        lm.model.get_input_embeddings().weight.fill_(float("nan"))
+    t.cfg.steps = 4
+    with pytest.raises(IfpruneError, match=r"step 3.*last good checkpoint.*step 2"):
+        t.run()
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"foo": 1}, "unknown key"),
+    ({"data": {"chunk_size": 3}}, "unknown key"),
+    ({"lr_llm": -1e-4}, "lr_llm must be >= 0"),
+    ({"keep": 1.5}, "keep 1.5 is out of range"),
+    ({"stage": "rl"}, "stage must be"),
+    ({"steps": "ten"}, "steps should be int"),
+])
+def test_bad_config(bad, match):
+    with pytest.raises(IfpruneError, match=match):
+        config_from_dict(bad)
+
+
+def test_width_larger_than_d_ffn(tmp_path):
+    with pytest.raises(IfpruneError, match="out of range"):
+        Trainer(base_cfg(tmp_path, keep=None, width=100), lm=tiny_lm(), sft_data=EXAMPLES)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(IfpruneError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "c.yaml"
+    p.write_text("stage: sft\nlearning_rate: 1\n")
+    with pytest.raises(IfpruneError, match="unknown key.*learning_rate"):
+        load_config(p)
+    p.write_text("stage: sft\nsteps: 3\n")
+    assert load_config(p, {"data.max_seq_len": 99}).data.max_seq_len == 99
+
+
+def test_missing_and_malformed_data(tmp_path):
+    with pytest.raises(IfpruneError, match="data file not found"):
+        load_family(tmp_path, "gsm8k")
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "train.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": oops}\n')
+    with pytest.raises(IfpruneError, match=r"train.jsonl:2: malformed JSON"):
+        load_family(tmp_path, "gsm8k")
+    (tmp_path / "gsm8k" / "train.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": "q"}\n')
+    with pytest.raises(IfpruneError, match=r"train.jsonl:2: missing text field 'answer'"):
+        load_family(tmp_path, "gsm8k")
+    with pytest.raises(IfpruneError, match="unknown task family"):
+        load_family(tmp_path, "poetry")
+
+
+def test_artifact_refuses_another_base_model(tmp_path):
+    train(base_cfg(tmp_path, steps=1), lm=tiny_lm(), sft_data=EXAMPLES)
+    sel = make_selector("predictor", checkpoint=str(tmp_path / "run" / "artifact"))
+    with pytest.raises(IfpruneError, match="was trained on base model"):
+        sel.select(tiny_lm(seed=1), "add 1 and 2", 24)
+    with pytest.raises(IfpruneError, match="no trained artifact"):
+        make_selector("predictor", checkpoint=str(tmp_path))
+    with pytest.raises(IfpruneError, match="needs a trained artifact"):
+        make_selector("predictor")
+
+
+def test_sft_tokenization_masks_the_prompt():
+    tok = char_tokenizer()
+    t = tokenize_sft(tok, SFTExample("math", "add 1 and 2", "3"), max_seq_len=64, max_prompt_tokens=32)
+    assert tok.decode(t.input_ids[t.labels != -100]) == "3</s>"
+    assert tok.decode(t.input_ids[t.labels == -100]).endswith("<s>a:")
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
+def test_real_sft_mixture_families_and_splits():
+    train_set, val = sft_splits(DATA, ["gsm8k", "mbpp", "t0"], max_per_family=50, val_per_family=5)
+    assert {e.family for e in val} == {"gsm8k", "mbpp", "t0"} and len(val) == 15
+    assert not {e.prompt for e in val} & {e.prompt for e in train_set}
+    mbpp = load_family(DATA, "mbpp")
+    assert len(mbpp) == 374  # task_ids 601-974 only: the MBPP train split
