@@ -188,3 +188,13 @@ def test_real_sft_mixture_families_and_splits():
     assert not {e.prompt for e in val} & {e.prompt for e in train_set}
     mbpp = load_family(DATA, "mbpp")
     assert len(mbpp) == 374  # task_ids 601-974 only: the MBPP train split
+
+
+def test_cli_bad_config_exits_2(tmp_path, capsys):
+    from ifprune.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text("stage: sft\nlr_predictor: -0.1\n")
+    assert main(["train", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "lr_predictor must be >= 0" in err and len(err.strip().splitlines()) == 1
