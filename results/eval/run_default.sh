@@ -8,6 +8,6 @@ exec .venv/bin/ifprune eval compare \
   --selectors dense random magnitude wanda griffin \
   --keeps 0.5 0.333 \
   --calibration ../shared/data/pretrain/llamafactory/c4_demo.jsonl \
-  --limits nll=24 mc=4 ifeval=3 humaneval=3 mbpp=3 gsm8k=3 \
-  --max-new-tokens 128 --no-progress \
+  --limits nll=16 mc=3 ifeval=2 humaneval=2 mbpp=2 gsm8k=2 \
+  --max-new-tokens 96 --no-progress \
   --out results/eval/default "$@"

@@ -108,7 +108,8 @@ def run_compare(args) -> int:
     cfg.validate()
     lm = load(args)
 
-    def show(r):
+    def show(r, partial):
+        write_report(partial, args.out)
         m = r["metrics"][r["primary"]]
         print(f"{r['suite']:10s} {r['selector']:10s} keep {r['keep']:.3f}  {r['primary']} {m['value']:.4f} "
               f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] n={m['n']} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)

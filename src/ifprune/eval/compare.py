@@ -48,11 +48,20 @@ def configurations(cfg: CompareConfig, d_ffn: int) -> list[tuple[str, int]]:
 
 
 def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None) -> dict:
+    """`on_result(result, report_so_far)` after each (selector, width, suite), e.g. to write a
+    partial table that an interrupted run leaves behind (`report["complete"]` is False there)."""
     cfg.validate()
     for s in cfg.suites:  # fail on a bad suite name before any work
         make_suite(s, data_dir=cfg.data_dir, tasks=cfg.mc_tasks)
     results = []
     t0 = time.perf_counter()
+
+    def report(complete: bool) -> dict:
+        return {"format": "ifprune-compare/1", "complete": complete, "command": cfg.command, "model": lm.source,
+                "model_hash": lm.fingerprint(), "total_params": lm.total_params(), "d_ffn": lm.d_ffn,
+                "num_layers": lm.num_layers, "limits": cfg.limits, "keeps": cfg.keeps, "selectors": cfg.selectors,
+                "suites": cfg.suites, "wall_s": time.perf_counter() - t0, "machine": machine_info(),
+                "results": list(results)}
     for sel_name, width in configurations(cfg, lm.d_ffn):
         selector = make_selector(sel_name, seed=cfg.seed, calibration=cfg.calibration)
         for suite_name in cfg.suites:
@@ -61,11 +70,8 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
                             cache_dir=cfg.cache_dir, progress=progress).to_dict()
             results.append(res)
             if on_result:
-                on_result(res)
-    return {"format": "ifprune-compare/1", "command": cfg.command, "model": lm.source, "model_hash": lm.fingerprint(),
-            "total_params": lm.total_params(), "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
-            "limits": cfg.limits, "keeps": cfg.keeps, "selectors": cfg.selectors, "suites": cfg.suites,
-            "wall_s": time.perf_counter() - t0, "machine": machine_info(), "results": results}
+                on_result(res, report(False))
+    return report(True)
 
 
 def _fmt(v: float, m: dict) -> str:
@@ -83,7 +89,10 @@ def markdown(report: dict) -> str:
              f"- machine: {mach['platform']}, {mach['cpus']} CPUs ({mach['threads']} torch threads), torch {mach['torch']}, {mach['date']}",
              f"- command: `{report['command']}`",
              "- limits (examples per suite; mc: per task): " + ", ".join(f"{s}={report['limits'].get(s) or 'all'}" for s in suites),
-             f"- total wall time {report['wall_s'] / 60:.1f} min", "",
+             f"- total wall time {report['wall_s'] / 60:.1f} min (per-example results reused from the resume cache count as 0 s)",
+             *([] if report.get("complete", True) else
+               ["", "**PARTIAL: the run was interrupted; only the configurations below are done. Re-run the same "
+                "command to finish (completed examples are read from the cache).**"]), "",
              "Primary metric per suite, with 95% bootstrap interval over examples (nll: lower is better; others: higher).", ""]
     keyset = []
     for r in res:

@@ -63,7 +63,8 @@ class Scorer:
         """For each (context ids, continuation ids): (sum log p(continuation), its tokens, greedy?).
 
         One padded batch per call (right padding, so positions are unaffected); contexts are cut from
-        the left if context + continuation exceed the model's context length.
+        the left if context + continuation exceed the model's context length, and a continuation that
+        alone fills the context is scored on its first (context length - 1) tokens.
         """
         if not pairs:
             return []
@@ -73,10 +74,12 @@ class Scorer:
         for ctx, cont in pairs:
             if not cont:
                 raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
-            seq = (list(ctx) + list(cont))[-limit:]
+            cont = list(cont)[: limit - 1]
+            seq = (list(ctx)[-1:] if not ctx else list(ctx))
+            seq = (seq + cont)[-limit:]
             start = len(seq) - len(cont)
             if start < 1:
-                raise IfpruneError(f"a continuation of {len(cont)} tokens does not fit the context of {limit}")
+                raise IfpruneError("a continuation needs at least one context token before it")
             seqs.append(seq)
             spans.append((start, len(seq)))
         width = max(len(s) for s in seqs)

@@ -1,0 +1,62 @@
+"""The `ifprune` lm-eval model, run offline by lm-eval itself on task YAMLs over local JSONL files
+(loglikelihood via multiple_choice, loglikelihood_rolling, generate_until)."""
+
+import json
+
+import pytest
+import torch
+
+lm_eval = pytest.importorskip("lm_eval")
+
+
+def _write_tasks(tmp_path):
+    rows = [{"q": "Is fire hot?", "choices": ["yes", "no"], "gold": 0, "text": "The sky is blue."},
+            {"q": "Is ice hot?", "choices": ["yes", "no"], "gold": 1, "text": "Water is wet and cold."},
+            {"q": "Is snow cold?", "choices": ["yes", "no"], "gold": 0, "text": "Grass grows in spring."}]
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+    (tmp_path / "mc.yaml").write_text(
+        "task: ifprune_tiny_mc\n" + common + "output_type: multiple_choice\ndoc_to_text: \"Question: {{q}}\\nAnswer:\"\n"
+        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n")
+    (tmp_path / "ppl.yaml").write_text(
+        "task: ifprune_tiny_ppl\n" + common + "output_type: loglikelihood_rolling\ndoc_to_text: \"\"\n"
+        "doc_to_target: \"{{text}}\"\nmetric_list:\n  - metric: word_perplexity\n")
+    (tmp_path / "gen.yaml").write_text(
+        "task: ifprune_tiny_gen\n" + common + "output_type: generate_until\ndoc_to_text: \"Question: {{q}}\\nAnswer:\"\n"
+        "doc_to_target: \"{{choices[gold]}}\"\ngeneration_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 5\n"
+        "metric_list:\n  - metric: exact_match\n")
+
+
+@pytest.mark.parametrize("selector,keep", [("griffin", 0.5)])  # one run: lm-eval itself takes ~30 s
+def test_lm_eval_runs_ifprune_on_local_tasks(tmp_path, selector, keep):
+    from lm_eval import simple_evaluate
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    import ifprune.lm_eval_adapter  # noqa: F401  (registers "ifprune")
+    from ifprune.tiny import tiny_lm
+
+    torch.set_num_threads(1)
+    _write_tasks(tmp_path)
+    cls = get_model("ifprune")
+    model = cls(lm=tiny_lm("llama"), selector=selector, keep=keep)
+    out = simple_evaluate(model=model, tasks=["ifprune_tiny_mc", "ifprune_tiny_ppl", "ifprune_tiny_gen"],
+                          task_manager=TaskManager(include_path=str(tmp_path)), limit=3)
+    res = out["results"]
+    assert 0 <= res["ifprune_tiny_mc"]["acc,none"] <= 1
+    assert res["ifprune_tiny_ppl"]["word_perplexity,none"] > 1
+    assert 0 <= res["ifprune_tiny_gen"]["exact_match,none"] <= 1
+    assert model.scorer.width == (48 if keep is None else round(keep * 48))
+
+
+def test_model_args_string_and_errors():
+    from ifprune.errors import IfpruneError
+    from ifprune.lm_eval_adapter import IfpruneLM
+    from ifprune.tiny import tiny_lm
+
+    lm = tiny_lm("llama")
+    with pytest.raises(IfpruneError, match="needs keep=R or width=K"):
+        IfpruneLM(lm=lm, selector="griffin")
+    m = IfpruneLM(lm=lm, selector="random", width=12, seed=3)
+    assert m.scorer.width == 12 and m.scorer.selector.seed == 3
