@@ -198,3 +198,16 @@ def test_cli_bad_config_exits_2(tmp_path, capsys):
     assert main(["train", str(p)]) == 2
     err = capsys.readouterr().err
     assert "lr_predictor must be >= 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_attach_merges_lora_in_place_and_keeps_the_layout(tmp_path):
+    train(base_cfg(tmp_path, steps=1), lm=tiny_lm(), sft_data=EXAMPLES)
+    lm = tiny_lm()
+    fp = lm.fingerprint()
+    before = lm.layout.layers[0].down.weight.detach().clone()
+    art = load_artifact(tmp_path / "run" / "artifact")
+    art.attach(lm)
+    art.attach(lm)  # idempotent
+    assert lm.layout.layers[0].down is lm.model.model.layers[0].mlp.down_proj  # masks still hook the live module
+    assert not torch.equal(before, lm.layout.layers[0].down.weight)
+    assert lm.fingerprint() != fp

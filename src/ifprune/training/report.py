@@ -62,6 +62,7 @@ def run_report(*, predictor: str | None, static: str | None, keep: float, famili
     if static:
         lm = load_model()
         st = make_selector("predictor", checkpoint=static)
+        st.artifact.attach(lm)
         timed("learned_static", lambda: family_nll(lm, val, lambda e: st.select(lm, None, width), **kw))
     return {"keep": keep, "width": width, "d_ffn": lm.d_ffn, "val_examples": len(val),
             "val_per_family": val_per_family, "nll": results, "eval_seconds": timing, "mask_overlap": overlaps,
