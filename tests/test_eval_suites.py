@@ -147,3 +147,16 @@ def test_batched_loglikelihoods_equal_one_at_a_time(lm):
     single = [sc.loglikelihoods(None, [p])[0] for p in pairs]
     for (a, na, _), (b, nb, _) in zip(both, single):
         assert a == pytest.approx(b, abs=1e-4) and na == nb
+
+
+@pytest.mark.integration
+def test_cli_on_the_default_model(data_dir, tmp_path, capsys):
+    from ifprune.cli import main
+
+    assert main(["eval", "nll", "--limit", "2", "--selector", "griffin", "--keep", "0.5", "--data-dir", str(data_dir),
+                 "--cache-dir", str(tmp_path), "--no-progress", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["suite"] == "nll" and out["width"] == 768 and 0 < out["metrics"]["nll_per_token"]["value"] < 10
+    assert main(["eval", "humaneval", "--limit", "1", "--max-new-tokens", "48", "--data-dir", str(data_dir),
+                 "--cache-dir", str(tmp_path), "--no-progress"]) == 0
+    assert "pass@1" in capsys.readouterr().out
