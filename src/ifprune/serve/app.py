@@ -83,6 +83,9 @@ def _message_text(content, i: int) -> str:
     raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts", param="messages")
 
 
+_DISCARD_LIMIT = 64 << 20  # oversized bodies up to this size are drained before answering 413
+
+
 class IfpruneServer:
     """`start()` serves in a background thread (tests); `serve_forever()` blocks (CLI); `close()` drains."""
 
@@ -110,6 +113,8 @@ class IfpruneServer:
         self._closed = False
         self._conns: set = set()  # open client sockets, closed on shutdown so no handler thread lingers
         self._conns_lock = threading.Lock()
+        self._inflight = 0  # accepted requests whose response is still being written
+        self._inflight_cv = threading.Condition()
         self.created = int(time.time())
 
     @property
@@ -140,6 +145,8 @@ class IfpruneServer:
             self.httpd.shutdown()
             self._thread.join()
         self.scheduler.stop(drain_s)
+        with self._inflight_cv:  # let handlers write the last chunks of finished requests
+            self._inflight_cv.wait_for(lambda: self._inflight == 0, timeout=max(1.0, min(drain_s, 10.0)))
         self.httpd.server_close()
         with self._conns_lock:
             conns = list(self._conns)
@@ -277,6 +284,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise ApiError(400, f"bad Content-Length {length!r}") from None
         if n > self.app.config.max_body_bytes:
+            if n <= _DISCARD_LIMIT:  # read it away so the client sees the 413, not a broken pipe
+                left = n
+                while left > 0 and (chunk := self.rfile.read(min(left, 1 << 20))):
+                    left -= len(chunk)
             raise ApiError(413, f"request body of {n} bytes exceeds the limit of {self.app.config.max_body_bytes}")
         raw = self.rfile.read(n)
         try:
@@ -332,6 +343,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         t0 = time.perf_counter()
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        with self.app._inflight_cv:
+            self.app._inflight += 1
         try:
             if body.get("stream"):
                 self._stream(req, rid, model, chat, t0)
@@ -341,6 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
             req.cancelled.set()
             self.app.metrics.inc("client_disconnects_total")
             self.close_connection = True
+        finally:
+            with self.app._inflight_cv:
+                self.app._inflight -= 1
+                self.app._inflight_cv.notify_all()
 
     def _next(self, req: GenRequest):
         try:
