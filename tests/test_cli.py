@@ -83,3 +83,37 @@ def test_console_script_has_help_and_exits_non_zero_without_traceback(tiny_dir):
     bad = subprocess.run([*exe, "generate", "hi", "--model", str(tiny_dir), "--keep", "2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "keep ratio 2.0" in bad.stderr
+
+
+def test_generate_with_a_trained_checkpoint(tmp_path, capsys):
+    """--checkpoint picks the predictor, attaches its LLM change and defaults to the artifact's width."""
+    import torch
+
+    from ifprune.loading import LoadedModel
+    from ifprune.training.config import config_from_dict
+    from ifprune.training.data_sft import SFTExample
+    from ifprune.training.loop import train
+
+    model_dir = tmp_path / "base"
+    tiny_model("llama").save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    from ifprune.loading import load_model
+
+    lm = load_model(model_dir)
+    examples = [SFTExample("math", f"add {a} and {b}", f"{a + b}") for a in range(4) for b in range(3)]
+    cfg = config_from_dict(dict(stage="sft", method="predictor", keep=0.25, llm="lora", lora_r=4, steps=2,
+                                batch_size=4, warmup_steps=0, prior="magnitude", checkpoint_every=2,
+                                progress=False, output_dir=str(tmp_path / "run"),
+                                data={"max_seq_len": 64, "max_prompt_tokens": 32}))
+    torch.manual_seed(0)
+    train(cfg, lm=lm, sft_data=examples)
+    art = tmp_path / "run" / "artifact"
+    assert main(["generate", "add 1 and 2", "--model", str(model_dir), "--checkpoint", str(art),
+                 "--max-new-tokens", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["selector"] == "predictor" and out["ffn_width"] == 12
+    other = tmp_path / "other"
+    tiny_model("llama", seed=5).save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    assert main(["generate", "hi", "--model", str(other), "--checkpoint", str(art)]) == 2
+    assert "was trained on base model" in capsys.readouterr().err

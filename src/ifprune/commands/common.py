@@ -42,18 +42,27 @@ def load(args):
     return load_model(args.model, dtype=args.dtype, device=args.device)
 
 
-def resolve_width(args, lm) -> int:
+def resolve_width(args, lm, selector=None) -> int:
+    """--keep/--width, else the trained artifact's width, else keep 0.5 (dense: every channel)."""
     keep, width = args.keep, args.width
+    artifact = getattr(selector, "artifact", None)
+    if keep is None and width is None and artifact is not None:
+        width = int(artifact.config["width"])
     if keep is None and width is None and _selector_name(args) != "dense":
         keep = 0.5
     return width_from_keep(keep, width, lm.d_ffn)
 
 
-def selector_from_args(args):
+def selector_from_args(args, lm=None):
+    """The selector the flags name; a trained artifact is attached to `lm` at once (its LLM change
+    applies even when the model then runs dense, and before any plan is cached)."""
     from ..selectors import make_selector
 
-    return make_selector(_selector_name(args), seed=args.seed if args.seed is not None else 0,
+    selector = make_selector(_selector_name(args), seed=args.seed if args.seed is not None else 0,
                          calibration=args.calibration, checkpoint=getattr(args, "checkpoint", None))
+    if lm is not None and getattr(selector, "artifact", None) is not None:
+        selector.artifact.attach(lm)
+    return selector
 
 
 def print_json(obj) -> None:

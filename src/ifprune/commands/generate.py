@@ -37,9 +37,9 @@ def run(args) -> int:
     if not args.prompt.strip():
         raise IfpruneError("the prompt is empty: give some text to respond to")
     lm = load(args)
-    selector = selector_from_args(args)
+    selector = selector_from_args(args, lm)
     plan = Plan.load(args.plan) if args.plan else None
-    width = None if plan is not None else resolve_width(args, lm)
+    width = None if plan is not None else resolve_width(args, lm, selector)
     stream = None if (args.json or args.no_stream) else sys.stdout
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
                       sampling=sampling, chat=not args.no_chat, stream=stream)
