@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/cpu_decode")
     args = ap.parse_args(argv)
 
+    started = machine()
     lm = load_model(args.model)
     ids = lm.tokenizer(PASSAGE * 20)["input_ids"][: args.prompt_tokens - 40]
     prompt = "Summarise this text in one paragraph:\n" + lm.tokenizer.decode(ids)
@@ -85,11 +86,16 @@ def main(argv=None) -> int:
         compact_model = lm.model if width == lm.d_ffn else lm.compact(width).model
         flops = linear_flops_per_token(compact_model)
         tps = statistics.median(x["decode_tok_s"] for x in runs[name])
+        # gathering a *new* plan (the timed runs reuse one static plan, whose reload is a no-op)
+        gather = []
+        if width < lm.d_ffn:
+            for seed in range(5):
+                gather.append(lm.compact(width).load(make_selector("random", seed=100 + seed).select(lm, None, width)))
         ratio = dense_flops / flops
         rows.append({
             "config": name, "ffn_width": width, "active_params": lm.active_params(width),
             "median_decode_tok_s": tps, "median_prefill_s": statistics.median(x["prefill_s"] for x in runs[name]),
-            "median_loading_s": statistics.median(x["loading_s"] for x in runs[name]),
+            "median_new_plan_loading_s": statistics.median(gather) if gather else 0.0,
             "speedup_vs_dense": tps / dense_tps, "weight_flops_per_token": flops, "flops_ratio_dense_over_this": ratio,
             "speedup_over_flops_ratio": (tps / dense_tps) / ratio,
             "runs": runs[name],
@@ -99,7 +105,7 @@ def main(argv=None) -> int:
         "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
         "model": lm.source, "selector": args.selector, "batch": 1, "prompt_tokens": rows[0]["runs"][0]["prompt_tokens"],
         "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": str(next(lm.model.parameters()).dtype),
-        "machine": {**machine(), "loadavg_end": os.getloadavg()}, "rows": rows,
+        "machine": {**started, "loadavg_end": os.getloadavg()}, "rows": rows,
     }
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "cpu_decode.json"), result)
@@ -108,12 +114,12 @@ def main(argv=None) -> int:
              f"median of {args.repeats}; {result['machine']['platform']}, {result['machine']['cpu_count']} CPUs, "
              f"torch {torch.__version__}, load average {result['machine']['loadavg_start'][0]:.1f} at start. "
              f"Command: `{result['command']}`", "",
-             "| config | FFN width | active params | decode tok/s | speed-up | FLOPs ratio | speed-up / FLOPs ratio | prefill ms | loading ms |",
+             "| config | FFN width | active params | decode tok/s | speed-up | FLOPs ratio | speed-up / FLOPs ratio | prefill ms | loading a new plan, ms |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['ffn_width']} | {r['active_params'] / 1e6:.1f}M | {r['median_decode_tok_s']:.2f} | "
                      f"{r['speedup_vs_dense']:.2f}x | {r['flops_ratio_dense_over_this']:.2f} | {r['speedup_over_flops_ratio']:.2f} | "
-                     f"{r['median_prefill_s'] * 1e3:.0f} | {r['median_loading_s'] * 1e3:.1f} |")
+                     f"{r['median_prefill_s'] * 1e3:.0f} | {r['median_new_plan_loading_s'] * 1e3:.1f} |")
     write_text(os.path.join(args.out, "cpu_decode.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
