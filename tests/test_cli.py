@@ -89,7 +89,6 @@ def test_generate_with_a_trained_checkpoint(tmp_path, capsys):
     """--checkpoint picks the predictor, attaches its LLM change and defaults to the artifact's width."""
     import torch
 
-    from ifprune.loading import LoadedModel
     from ifprune.training.config import config_from_dict
     from ifprune.training.data_sft import SFTExample
     from ifprune.training.loop import train

@@ -41,7 +41,7 @@ def test_wanda_uses_calibration_activations(lm, tmp_path):
         make_selector("wanda")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{not json\n')
-    with pytest.raises(IfpruneError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(IfpruneError, match=r"bad.jsonl:2: malformed JSON line"):
         make_selector("wanda", calibration=bad).select(lm, None, 8)
 
 

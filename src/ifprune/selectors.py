@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ import torch
 
 from .errors import IfpruneError
 from .hooks import record_intermediates
+from .jsonl import iter_jsonl
 from .plan import Plan, check_width
 from .prompting import encode_prompt
 
@@ -134,15 +134,9 @@ def read_calibration_text(path: str | Path, max_chars: int = 2_000_000) -> list[
     total = 0
     with open(path, encoding="utf-8", errors="replace") as f:
         if path.suffix == ".jsonl":
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise IfpruneError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                text = row.get("text") if isinstance(row, dict) else None
-                if not isinstance(text, str) and isinstance(row, dict):
+            for _, row in iter_jsonl(path):
+                text = row.get("text")
+                if not isinstance(text, str):
                     text = next((v for v in row.values() if isinstance(v, str)), None)
                 if text:
                     docs.append(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import IfpruneError
+from ..jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +97,13 @@ def read_rows(path: Path, check: Callable[[Any], str | None], *, strict: bool, r
             report.read += 1
             yield n, row
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad(n, f"not valid JSON: {e.msg}")
-                continue
-            why = "not an object" if not isinstance(row, dict) else check(row)
-            if why:
-                bad(n, why)
-                continue
-            report.read += 1
-            yield n, row
+    for n, row in iter_jsonl(path, on_bad=bad):
+        why = check(row)
+        if why:
+            bad(n, why)
+            continue
+        report.read += 1
+        yield n, row
 
 
 def need(*keys: str, types: tuple = (str,)) -> Callable[[dict], str | None]:

@@ -11,11 +11,10 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..errors import IfpruneError
-from ..prompting import encode_prompt
 from .engine import Engine, GenRequest
 from .metrics import Metrics
 from .scheduler import POLICIES, QueueFull, Scheduler, ShuttingDown

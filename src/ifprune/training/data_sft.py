@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import IfpruneError
+from ..jsonl import iter_jsonl
 from ..prompting import encode_prompt
 
 # One task description per family: what per-task selection reads instead of each prompt.
@@ -39,19 +40,7 @@ class SFTExample:
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise IfpruneError(f"data file not found: {path} (set IFPRUNE_DATA or data.data_dir to the data folder)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise IfpruneError(f"{path}:{n}: malformed JSON line ({e.msg}); fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise IfpruneError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def read_json_list(path: Path) -> list[dict]:
