@@ -117,7 +117,7 @@ def test_default_model_2_4_int4_keeps_it_usable(default_lm, data_dir, tmp_path):
     texts = heldout_texts(data_dir, 2)
     dense = nll_per_token(default_lm.model, default_lm.tokenizer, texts)["nll"]
     lm = load_model()
-    comp = compress(lm, CompressConfig(method="wanda", quant="int4", calib_tokens=1024, seq_len=256,
+    comp = compress(lm, CompressConfig(method="wanda", quant="int4", group_size=64, calib_tokens=1024, seq_len=256,
                                        calibration=str(data_dir / "pretrain" / "llamafactory" / "c4_demo.jsonl")))
     assert comp.pattern(lm.model)["all_2_4"] and len(comp.linears) == 7 * 30
     nll = nll_per_token(lm.model, lm.tokenizer, texts)["nll"]
