@@ -110,14 +110,14 @@ def test_cli_compress_and_errors(calib, tmp_path, capsys):
 @pytest.mark.integration
 def test_default_model_2_4_int4_keeps_it_usable(default_lm, data_dir, tmp_path):
     """Real model: Wanda 2:4 + int4 on a small calibration slice; pattern everywhere, NLL finite and
-    worse than dense but not destroyed (bounded run: 1024 calibration tokens, 4 texts)."""
+    worse than dense but not destroyed (bounded run: 256 calibration tokens, 2 texts)."""
     from ifprune.compress import heldout_texts
     from ifprune.loading import load_model
 
-    texts = heldout_texts(data_dir, 2)
+    texts = heldout_texts(data_dir, 1)
     dense = nll_per_token(default_lm.model, default_lm.tokenizer, texts)["nll"]
     lm = load_model()
-    comp = compress(lm, CompressConfig(method="wanda", quant="int4", group_size=64, calib_tokens=1024, seq_len=256,
+    comp = compress(lm, CompressConfig(method="wanda", quant="int4", group_size=64, calib_tokens=256, seq_len=128,
                                        calibration=str(data_dir / "pretrain" / "llamafactory" / "c4_demo.jsonl")))
     assert comp.pattern(lm.model)["all_2_4"] and len(comp.linears) == 7 * 30
     nll = nll_per_token(lm.model, lm.tokenizer, texts)["nll"]

@@ -35,8 +35,8 @@ VARIANTS = [  # name, recipe (None = dense)
     ("2:4 sparsegpt down-reprune", dict(sparsity="2:4", method="sparsegpt", down="reprune")),
     ("2:4 wanda", dict(sparsity="2:4", method="wanda")),
     ("int8", dict(sparsity=None, quant="int8")),
-    ("int4 g128", dict(sparsity=None, quant="int4")),
-    ("2:4 sparsegpt + int4 g128", dict(sparsity="2:4", method="sparsegpt", quant="int4")),
+    ("int4 g64", dict(sparsity=None, quant="int4", group_size=64)),
+    ("2:4 sparsegpt + int4 g64", dict(sparsity="2:4", method="sparsegpt", quant="int4", group_size=64)),
     ("2:4 sparsegpt + int8", dict(sparsity="2:4", method="sparsegpt", quant="int8")),
 ]
 
@@ -56,6 +56,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--rows", default=str(HERE / "rows.jsonl"),
+                    help="one JSON row per finished variant; rows already there are kept, not re-run")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     texts = heldout_texts(DATA, args.nll_each)
@@ -63,10 +65,12 @@ def main(argv=None):
     dense_lm = load_model()
     width = width_from_keep(args.keep, None, dense_lm.d_ffn)
     plan = MagnitudeSelector().select(dense_lm, None, width)
-    rows = []
+    rows_path = Path(args.rows)
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()] if rows_path.is_file() else []
+    done = {r["variant"] for r in rows}
     wanted = set(args.only.split(",")) if args.only else None
     for name, recipe in VARIANTS:
-        if wanted and name not in wanted:
+        if (wanted and name not in wanted) or name in done:
             continue
         lm = load_model()
         t0 = time.perf_counter()
@@ -97,6 +101,8 @@ def main(argv=None):
         row["total_s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
+        with open(rows_path, "a") as f:  # one line per finished variant: a crash keeps what was done
+            f.write(json.dumps(row) + "\n")
     meta = {
         "platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "threads": args.threads, "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -116,6 +122,7 @@ def main(argv=None):
 def table(meta, rows) -> str:
     lines = [
         "# Compression accuracy on the default model (CPU)", "",
+        f"- rows: `rows.jsonl` (one per variant, appended as each finishes; earlier rows may come from an earlier invocation of the same script)",
         f"- machine: {meta['platform']}, {meta['cpus']} CPUs, torch {meta['torch']}, {meta['threads']} threads, {meta['date']}",
         f"- command: `{meta['command']}`",
         f"- NLL: {meta['nll_data']} (training data, held out from nothing we tuned); MC: {meta['mc_data']}",
@@ -128,7 +135,8 @@ def table(meta, rows) -> str:
         "| variant | NLL full | ARC-e acc full | NLL plan k=1/2 | ARC-e acc plan | down 2:4 after plan | down density after plan | packed/fp16 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    order = [name for name, _ in VARIANTS]
+    for r in sorted(rows, key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99):
         packed = f"{r['packed']['ratio']:.3f}" if "packed" in r else "1.000"
         lines.append(
             f"| {r['variant']} | {r['full']['nll']:.4f} | {r['full']['mc_acc']:.2f} | {r['plan']['nll']:.4f} | "

@@ -42,7 +42,7 @@ class CompressConfig:
     method: str = "sparsegpt"
     down: str = "regather"
     quant: str | None = None
-    group_size: int = 128
+    group_size: int = 64
     calibration: str | None = None
     calib_tokens: int = 4096
     seq_len: int = 256

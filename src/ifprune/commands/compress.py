@@ -19,7 +19,7 @@ def register(sub) -> None:
                    help="how down stays 2:4 under plans: regather (default; keeps dense down + saliency) or "
                         "reprune (re-groups the pruned columns; smaller, less accurate)")
     p.add_argument("--quant", default="none", help="none (default), int8 (per row) or int4 (group-wise)")
-    p.add_argument("--group-size", type=int, default=128, help="int4 group size: 32, 64, 128 (default) or 256")
+    p.add_argument("--group-size", type=int, default=64, help="int4 group size: 32, 64 (default; divides SmolLM2's 576), 128 or 256")
     p.add_argument("--calibration", default=None, help="local text or JSONL file for 2:4 pruning "
                                                        "(e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
     p.add_argument("--calib-tokens", type=int, default=4096, help="calibration tokens (default 4096)")
