@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TextIO
 
 import torch
@@ -63,8 +63,8 @@ class GenerationResult:
     plan: Plan | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("plan")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "plan"}
+        out["timings"] = dict(self.timings)
         return out
 
     def summary(self) -> str:
