@@ -27,3 +27,16 @@ def iter_jsonl(path: str | Path, on_bad: Callable[[int, str], None] | None = Non
                 on_bad(n, why)
             else:
                 raise IfpruneError(f"{path}:{n}: malformed JSON line ({why}); fix or remove that line")
+
+
+def read_json_array(path: str | Path) -> list:
+    """A file holding one JSON array (Alpaca-style data sets); errors name the line."""
+    from .errors import IfpruneError
+
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise IfpruneError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(rows, list):
+        raise IfpruneError(f"{path}: expected a JSON array of objects")
+    return rows

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import IfpruneError
-from ..jsonl import iter_jsonl
+from ..jsonl import iter_jsonl, read_json_array
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +82,7 @@ def read_rows(path: Path, check: Callable[[Any], str | None], *, strict: bool, r
             report.skipped_lines.append(n)
 
     if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise IfpruneError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(rows, list):
-            raise IfpruneError(f"{path}: expected a JSON array of objects")
-        for n, row in enumerate(rows, 1):
+        for n, row in enumerate(read_json_array(path), 1):
             why = "not an object" if not isinstance(row, dict) else check(row)
             if why:
                 bad(n, why)

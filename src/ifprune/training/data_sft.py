@@ -8,7 +8,6 @@ user message (encoded exactly as at inference) and the loss falls on the respons
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import IfpruneError
-from ..jsonl import iter_jsonl
+from ..jsonl import iter_jsonl, read_json_array
 from ..prompting import encode_prompt
 
 # One task description per family: what per-task selection reads instead of each prompt.
@@ -46,13 +45,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def read_json_list(path: Path) -> list[dict]:
     if not path.is_file():
         raise IfpruneError(f"data file not found: {path} (set IFPRUNE_DATA or data.data_dir to the data folder)")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise IfpruneError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(rows, list):
-        raise IfpruneError(f"{path}: expected a JSON list of objects")
-    return rows
+    return read_json_array(path)
 
 
 def _need(row: dict, keys: tuple[str, ...], path: Path, n: int) -> list[str]:
