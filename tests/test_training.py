@@ -211,3 +211,32 @@ def test_attach_merges_lora_in_place_and_keeps_the_layout(tmp_path):
     assert lm.layout.layers[0].down is lm.model.model.layers[0].mlp.down_proj  # masks still hook the live module
     assert not torch.equal(before, lm.layout.layers[0].down.weight)
     assert lm.fingerprint() != fp
+
+
+def test_warm_start_fits_head_to_griffin_per_prompt(tmp_path):
+    from ifprune.selectors import GriffinSelector
+    from ifprune.training.warmstart import topk_agreement
+
+    prompts = [f"add {a} and {b}" for a in range(10) for b in range(4)] + [f"write def f{a}" for a in range(20)]
+    data = [SFTExample("x", p, "1") for p in prompts]
+    t = Trainer(base_cfg(tmp_path, warmstart_prompts=60, warmstart_epochs=40, warmstart_lr=3e-3), lm=tiny_lm(),
+                sft_data=data)
+    ws = t.warmstart
+    assert ws["prompts"] == 60 and ws["val_prompts"] == 6
+    # the fitted head agrees with GRIFFIN on held-out prompts better than one mean mask does
+    assert ws["val_topk_agreement"] > ws["mean_mask_topk_agreement"], ws
+    assert json.loads((tmp_path / "run" / "warmstart.json").read_text())["best_epoch"] == ws["best_epoch"]
+    # and its masks differ by prompt
+    lm = tiny_lm()
+    from ifprune.predictor import encode_batch, pooled_hidden
+
+    ids, att = encode_batch(lm.tokenizer, ["add 1 and 2", "write def f3"])
+    z = t.predictor(pooled_hidden(lm.model, ids, att))
+    g = torch.stack([GriffinSelector().scores(lm, p) for p in ("add 1 and 2", "write def f3")])
+    assert not torch.equal(z[0].topk(24).indices.sort().values, z[1].topk(24).indices.sort().values)
+    assert topk_agreement(z, g, 24) > 0.5
+
+
+def test_warm_start_is_for_the_predictor_only(tmp_path):
+    with pytest.raises(IfpruneError, match="method 'predictor' only"):
+        base_cfg(tmp_path, method="static", warmstart_prompts=8)

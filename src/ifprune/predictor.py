@@ -82,8 +82,12 @@ def pooled_hidden(backbone: nn.Module, ids: torch.Tensor, attention_mask: torch.
     """[batch, hidden]: the backbone's hidden state at each prompt's last real token (no gradient)."""
     with torch.no_grad():
         out = backbone(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True)
-    hs = out.hidden_states
-    h = hs[-1] if backbone_layers is None else hs[min(backbone_layers, len(hs) - 1)]
+    return pool_last(out.hidden_states, attention_mask, backbone_layers)
+
+
+def pool_last(hidden_states, attention_mask: torch.Tensor, backbone_layers: int | None = None) -> torch.Tensor:
+    """Hidden state after `backbone_layers` layers (all: None) at each row's last real token."""
+    h = hidden_states[-1] if backbone_layers is None else hidden_states[min(backbone_layers, len(hidden_states) - 1)]
     last = attention_mask.sum(1) - 1
     return h[torch.arange(h.shape[0], device=h.device), last.to(h.device)].float()
 

@@ -205,8 +205,11 @@ class GriffinSelector(Selector):
         return self.scores_from_ids(lm, ids)
 
     @staticmethod
-    def scores_from_ids(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Batched form: [batch, layers, d_ffn] for a batch, padding excluded via attention_mask."""
+    def scores_from_ids(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                        hidden_states: bool = False):
+        """Batched form: [batch, layers, d_ffn] for a batch, padding excluded via attention_mask.
+        With hidden_states=True also the forward's hidden states (the predictor's warm start reads
+        both from one pass)."""
         batch = ids.shape[0]
         out = torch.zeros(batch, lm.num_layers, lm.d_ffn)
         keep = attention_mask.to(ids.device).unsqueeze(-1) if attention_mask is not None else None
@@ -219,8 +222,9 @@ class GriffinSelector(Selector):
             out[:, i] = x.pow(2).sum(1).sqrt().cpu()
 
         with torch.no_grad(), record_intermediates(lm.layout, acc):
-            lm.model(ids, attention_mask=attention_mask)
-        return out[0] if batch == 1 and attention_mask is None else out
+            res = lm.model(ids, attention_mask=attention_mask, output_hidden_states=hidden_states)
+        scores = out[0] if batch == 1 and attention_mask is None else out
+        return (scores, res.hidden_states) if hidden_states else scores
 
 
 SELECTORS: dict[str, Callable[..., Selector]] = {

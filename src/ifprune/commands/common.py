@@ -16,13 +16,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
-def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin") -> None:
+def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin", trained_default: bool = False) -> None:
     g = p.add_argument_group("channel selection")
+    shipped = ("; on the packaged default model in float32: predictor with the shipped artifact"
+               if trained_default else "")
     g.add_argument("--selector", default=None,
                    help=f"dense, random, magnitude, wanda, griffin, predictor "
-                        f"(default: predictor with --checkpoint, else {default})")
+                        f"(default: predictor with --checkpoint{shipped}; else {default})")
     g.add_argument("--checkpoint", default=None, help="trained IFPruning artifact directory (predictor selector)")
-    p.set_defaults(selector_default=default)
+    p.set_defaults(selector_default=default, trained_default=trained_default)
     size = g.add_mutually_exclusive_group()
     size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept, in (0, 1]")
     size.add_argument("--width", type=int, default=None, help="FFN channels kept per layer")
@@ -32,6 +34,11 @@ def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin") -> N
 
 def _selector_name(args) -> str:
     if args.selector is None:
+        if not getattr(args, "checkpoint", None) and getattr(args, "trained_default", False):
+            from ..artifacts import packaged_artifact
+
+            shipped = packaged_artifact(getattr(args, "model", None), getattr(args, "dtype", "float32"))
+            args.checkpoint = str(shipped) if shipped else None
         args.selector = "predictor" if getattr(args, "checkpoint", None) else args.selector_default
     return args.selector
 

@@ -66,8 +66,8 @@ def run(args) -> int:
     suite = make_suite(args.suite, data_dir=args.data_dir, data=args.data, strict=args.strict,
                        max_new_tokens=args.max_new_tokens, tasks=args.mc_tasks)
     lm = load(args)
-    width = resolve_width(args, lm)
-    scorer = Scorer(lm, selector_from_args(args), width, task=args.task)
+    selector = selector_from_args(args, lm)
+    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task)
     res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
     if args.json:
         print_json(res.to_dict())

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     add_model_args(p)
-    add_selector_args(p)
+    add_selector_args(p, trained_default=True)
     p.set_defaults(func=run)
 
 
@@ -31,7 +31,8 @@ def run(args) -> int:
     if plan is not None:
         info = export_plan(lm, plan, args.out, overwrite=args.overwrite)
     else:
-        info = export_task(lm, selector_from_args(args), args.task, resolve_width(args, lm), args.out,
+        selector = selector_from_args(args, lm)
+        info = export_task(lm, selector, args.task, resolve_width(args, lm, selector), args.out,
                            overwrite=args.overwrite)
     print_json(info.to_dict())
     return 0

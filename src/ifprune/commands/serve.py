@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     add_model_args(p)
-    add_selector_args(p)
+    add_selector_args(p, trained_default=True)
     p.add_argument("--task-alias", action="append", default=None, metavar="NAME=DESCRIPTION",
                    help="serve model ifprune-NAME with a plan selected from DESCRIPTION (repeatable; "
                         "default: code, math, writing, qa)")
@@ -51,12 +51,12 @@ def run(args) -> int:
                       max_body_bytes=args.max_body_bytes)
     cfg.validate()
     lm = load(args)
-    selector = selector_from_args(args)
+    selector = selector_from_args(args, lm)
     if args.selector == "dense":
         args.keep, args.width = None, lm.d_ffn
     from .common import resolve_width
 
-    cfg.width = resolve_width(args, lm)
+    cfg.width = resolve_width(args, lm, selector)
     server = IfpruneServer(lm, selector, cfg)
     print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}) on "
           f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)

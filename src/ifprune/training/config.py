@@ -71,6 +71,9 @@ class TrainConfig:
     iterations: int = 20  # SoftTopK coordinate-descent rounds
     prior: str = "griffin"  # initial scores: "griffin" (mean over training prompts), "magnitude", "zero"
     prior_prompts: int = 64
+    warmstart_prompts: int = 0  # predictor: first fit the head to GRIFFIN's scores on this many training prompts
+    warmstart_epochs: int = 30
+    warmstart_lr: float = 1e-3
     backbone_layers: int | None = None  # None: last layer
     head_hidden: int = 128
     distill: bool = False  # add KL to the frozen dense model's logits
@@ -103,7 +106,12 @@ class TrainConfig:
             bad(f"keep {self.keep} is out of range: use a fraction in (0, 1]")
         if self.width is not None and self.width < 1:
             bad(f"width {self.width} must be >= 1")
-        for name in ("lr_predictor", "lr_llm", "weight_decay"):
+        if self.warmstart_prompts < 0 or self.warmstart_epochs < 1:
+            bad("warmstart_prompts must be >= 0 and warmstart_epochs >= 1")
+        if self.warmstart_prompts and self.method != "predictor":
+            bad("warmstart_prompts fits the predictor head: it applies to method 'predictor' only "
+                "(the static baseline starts from the griffin prior, the mean of the same scores)")
+        for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "grad_accum", "iterations", "lora_r", "checkpoint_every", "head_hidden"):

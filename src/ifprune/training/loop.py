@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from ..errors import IfpruneError
 from ..ffn import discover
 from ..hooks import MaskedFFN
-from ..paths import atomic_path
+from ..paths import atomic_path, write_json
 from ..plan import width_from_keep
+from ..prompting import encode_prompt
 from ..predictor import PredictorHead, StaticScores, encode_batch, pooled_hidden
 from ..softtopk import pairwise_overlap, soft_topk
 from .config import TrainConfig
@@ -102,7 +103,6 @@ def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Te
 
 def compute_prior(lm, cfg: TrainConfig, texts: list[str] | None, chunk_ids: torch.Tensor | None) -> torch.Tensor:
     """Initial scores: mean GRIFFIN scores over some training inputs, the magnitude scores, or zeros."""
-    from ..prompting import encode_prompt
     from ..selectors import GriffinSelector, MagnitudeSelector
 
     if cfg.prior == "zero":
@@ -202,10 +202,15 @@ class Trainer:
             self.predictor = PredictorHead(hidden, lm.num_layers, lm.d_ffn, cfg.head_hidden)
         else:
             self.predictor = StaticScores(lm.num_layers, lm.d_ffn)
+        self.warmstart = None
         if init is not None:
             self.predictor.load_state_dict((init.head or init.static).state_dict())
+        elif cfg.warmstart_prompts and not (cfg.resume and (self.ckpt / "state.json").is_file()):
+            self.warmstart = self._warm_start()
         elif cfg.prior != "zero":
-            texts = [e.prompt for e in self.train_set] if cfg.stage == "sft" else None
+            # the first inputs in data order: the same ones a predictor warm start would read
+            first = range(min(cfg.prior_prompts, len(self.train_set)))
+            texts = [self._example(i).prompt for i in first] if cfg.stage == "sft" else None
             chunks = None if cfg.stage == "sft" else self.train_set[:, : cfg.data.chunk_tokens]
             self.predictor.set_prior(compute_prior(lm, cfg, texts, chunks))
 
@@ -263,6 +268,26 @@ class Trainer:
         self.tokens = 0
         self.elapsed = 0.0
         self.last_good = None
+
+    def _warm_start(self) -> dict:
+        """Fit the head to GRIFFIN's scores of the first training inputs in data order (training.warmstart)."""
+        from .warmstart import collect_targets, fit_head
+
+        cfg, lm = self.cfg, self.lm
+        n = min(cfg.warmstart_prompts, len(self.train_set))
+        if cfg.stage == "sft":
+            rows = [encode_prompt(lm.tokenizer, self._example(i).prompt)[0][-cfg.data.max_prompt_tokens:]
+                    for i in range(n)]
+        else:
+            rows = [self._example(i)[: cfg.data.chunk_tokens] for i in range(n)]
+        t0 = time.perf_counter()
+        pooled, targets = collect_targets(lm, rows, backbone_layers=cfg.backbone_layers, progress=cfg.progress)
+        stats = fit_head(self.predictor, pooled, targets, width=self.width, epochs=cfg.warmstart_epochs,
+                         lr=cfg.warmstart_lr, seed=cfg.seed)
+        stats["wall_s"] = round(time.perf_counter() - t0, 1)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "warmstart.json", stats)
+        return stats
 
     # data order ------------------------------------------------------------------------------
     def _example(self, pos: int):
@@ -445,6 +470,9 @@ class Trainer:
         summary = {"steps": self.step, "planned_steps": cfg.steps, "stopped_early": stopped_early,
                    "tokens": self.tokens, "wall_s": round(self.elapsed, 1), "width": self.width,
                    "d_ffn": self.lm.d_ffn, "device": str(self.acc.device)}
+        if (self.out / "warmstart.json").is_file():
+            ws = json.loads((self.out / "warmstart.json").read_text())
+            summary["warmstart"] = {k: v for k, v in ws.items() if k != "history"}
         if self.acc.is_main_process:
             self.save_artifact(summary)
         return summary
