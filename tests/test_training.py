@@ -240,3 +240,30 @@ def test_warm_start_fits_head_to_griffin_per_prompt(tmp_path):
 def test_warm_start_is_for_the_predictor_only(tmp_path):
     with pytest.raises(IfpruneError, match="method 'predictor' only"):
         base_cfg(tmp_path, method="static", warmstart_prompts=8)
+
+
+def test_compare_runs_trained_artifacts_on_fresh_models(tmp_path):
+    """eval compare: predictor:DIR per input, predictor-task:DIR per task description, learned-static."""
+    from ifprune.eval.compare import CompareConfig, SelectorSpec, run_compare
+
+    train(base_cfg(tmp_path / "p", steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
+    train(base_cfg(tmp_path / "s", method="static", steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
+    pred, stat = tmp_path / "p" / "run" / "artifact", tmp_path / "s" / "run" / "artifact"
+    data = tmp_path / "val.jsonl"
+    data.write_text("".join(json.dumps({"prompt": e.prompt, "response": e.response, "family": e.family}) + "\n"
+                            for e in EXAMPLES[::3]))
+    base = tiny_lm()
+    before = base.fingerprint()
+    cfg = CompareConfig(suites=["nll"], selectors=["dense", f"predictor:{pred}", f"predictor-task:{pred}",
+                                                   f"predictor:{stat}"],
+                        keeps=[0.5], nll_data=str(data), cache_dir=str(tmp_path / "cache"))
+    report = run_compare(base, cfg, progress=False, load_fresh=tiny_lm)
+    labels = [r["selector"] for r in report["results"]]
+    assert labels == ["dense", "ifpruning", "ifpruning-task", "learned-static"]
+    assert all(r["width"] == 24 for r in report["results"][1:])
+    assert base.fingerprint() == before  # artifacts were attached to fresh copies, not to the shared model
+    assert report["results"][1]["model_hash"] != before
+    with pytest.raises(IfpruneError, match="not a trained artifact"):
+        SelectorSpec.parse(f"predictor:{tmp_path}")
+    with pytest.raises(IfpruneError, match="name the artifact"):
+        SelectorSpec.parse("predictor-task")

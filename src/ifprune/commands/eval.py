@@ -35,7 +35,7 @@ def register(sub) -> None:
     _common(p)
     g = p.add_argument_group("compare")
     g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
-    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only)")
+    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description)")
     g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
     g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
                    help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")
@@ -104,6 +104,7 @@ def run_compare(args) -> int:
     cfg = CompareConfig(suites=args.suites, selectors=args.selectors, keeps=args.keeps, limits=_limits(args),
                         data_dir=args.data_dir, calibration=args.calibration, seed=args.seed or 0,
                         max_new_tokens=args.max_new_tokens, mc_tasks=args.mc_tasks, cache_dir=_cache_dir(args),
+                        nll_data=args.data,
                         command="ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     cfg.validate()
     lm = load(args)
@@ -114,7 +115,7 @@ def run_compare(args) -> int:
         print(f"{r['suite']:10s} {r['selector']:10s} keep {r['keep']:.3f}  {r['primary']} {m['value']:.4f} "
               f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] n={m['n']} ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
 
-    report = compare(lm, cfg, progress=not args.no_progress, on_result=show)
+    report = compare(lm, cfg, progress=not args.no_progress, on_result=show, load_fresh=lambda: load(args))
     js, md = write_report(report, args.out)
     if not args.no_plots:
         report["plots"] = [str(p) for p in emit_plots(lm, report, cfg, args.out)]
@@ -137,19 +138,21 @@ def emit_plots(lm, report, cfg, out) -> list:
     from ..eval.plots import family_plans, overlap_analysis, plot_heatmap, plot_metric_vs_params, plot_overlap
     from ..paths import write_json
     from ..plan import width_from_keep
-    from ..selectors import make_selector
+    from ..eval.compare import build_selector, configurations
 
     out = Path(out)
     paths = plot_metric_vs_params(report, out)
     prompts: dict[str, list[str]] = {}
     for row in validation_mix(Path(cfg.data_dir) if cfg.data_dir else default_data_dir(), per_family=12):
         prompts.setdefault(row["family"], []).append(row["prompt"])
-    for sel in cfg.selectors:
-        selector = make_selector(sel, seed=cfg.seed, calibration=cfg.calibration)
-        if not selector.per_prompt:
+    for spec, width in configurations(cfg, lm.d_ffn):
+        selector, model = build_selector(spec, lm, cfg, lambda: load(args))
+        if not selector.per_prompt or spec.per_task or width == lm.d_ffn:
             continue
-        width = width_from_keep(min(cfg.keeps), None, lm.d_ffn)
-        analysis = overlap_analysis(family_plans(lm, selector, width, prompts))
+        if not spec.checkpoint and width != width_from_keep(min(cfg.keeps), None, lm.d_ffn):
+            continue  # one overlap analysis per training-free selector, at the smallest keep
+        sel = spec.label()
+        analysis = overlap_analysis(family_plans(model, selector, width, prompts))
         write_json(out / f"overlap_{sel}.json", analysis)
         paths.append(plot_overlap(analysis, out / f"overlap_{sel}_per_layer.png",
                                   f"{sel} plans (keep {width}/{lm.d_ffn}): overlap per layer"))

@@ -28,6 +28,7 @@ class Suite:
     higher_is_better = True
     generation = False
     files: tuple[str, ...] = ()  # relative to the data directory
+    task = "Respond to the user's request."  # what per-task selection reads (`task_for`)
 
     def __init__(self, data_dir: str | Path | None = None, data: str | Path | None = None, strict: bool = False,
                  max_new_tokens: int | None = None):
@@ -52,6 +53,10 @@ class Suite:
 
     def evaluate(self, scorer: Scorer, ex: Example) -> dict:
         raise NotImplementedError
+
+    def task_for(self, ex: Example) -> str:
+        """The task description a per-task selector selects from for this example."""
+        return self.task
 
     def take(self, examples: list[Example], limit: int | None) -> list[Example]:
         """The first `limit` examples (suites with sub-tasks apply it per task)."""
@@ -122,10 +127,11 @@ def run_suite(suite: Suite, scorer: Scorer, *, limit: int | None = None, cache_d
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 
-    label = f"{suite.name} {scorer.selector.name} {scorer.width}/{scorer.lm.d_ffn}"
+    label = f"{suite.name} {scorer.label or scorer.selector.name} {scorer.width}/{scorer.lm.d_ffn}"
     for ex in tqdm(examples, desc=label, disable=not progress, leave=False):
         row = cache.get(ex.id)
         if row is None:
+            scorer.example_task = suite.task_for(ex)
             row = {"id": ex.id, **suite.evaluate(scorer, ex)}
             cache.put(row)
         else:
@@ -134,7 +140,7 @@ def run_suite(suite: Suite, scorer: Scorer, *, limit: int | None = None, cache_d
     wall = time.perf_counter() - t0
     lm = scorer.lm
     return SuiteResult(
-        suite=suite.name, selector=scorer.selector.name, width=scorer.width, d_ffn=lm.d_ffn,
+        suite=suite.name, selector=scorer.label or scorer.selector.name, width=scorer.width, d_ffn=lm.d_ffn,
         keep=scorer.width / lm.d_ffn, active_params=lm.active_params(scorer.width), total_params=lm.total_params(),
         primary=suite.primary, higher_is_better=suite.higher_is_better, metrics=suite.metrics(rows),
         examples=len(rows), cached=cached, skipped_rows=sum(r.skipped for r in suite.reports), wall_s=wall,

@@ -27,6 +27,7 @@ class CompareConfig:
     seed: int = 0
     max_new_tokens: int | None = None
     mc_tasks: list[str] | None = None
+    nll_data: str | None = None  # JSONL for the nll suite instead of its validation mix
     cache_dir: str | None = None
     command: str = ""
 
@@ -38,18 +39,76 @@ class CompareConfig:
                 raise IfpruneError(f"keep ratio {k} is out of range: use fractions in (0, 1], e.g. 0.5 0.333")
 
 
-def configurations(cfg: CompareConfig, d_ffn: int) -> list[tuple[str, int]]:
-    """(selector, width) pairs; dense runs once, at full width, whatever the keeps."""
+@dataclass
+class SelectorSpec:
+    """One `--selectors` entry: a selector name, or a trained artifact as `predictor:DIR` (per input;
+    a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description)."""
+
+    spec: str
+    name: str
+    checkpoint: str | None = None
+    per_task: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> "SelectorSpec":
+        name, sep, path = spec.partition(":")
+        if name in ("predictor", "predictor-task"):
+            if not sep or not path:
+                raise IfpruneError(f"selector {spec!r}: name the artifact, e.g. {name}:runs/x/artifact")
+            if not (Path(path) / "config.json").is_file():
+                raise IfpruneError(f"selector {spec!r}: {path} is not a trained artifact (no config.json there)")
+            return cls(spec, "predictor", path, per_task=name == "predictor-task")
+        if sep:
+            raise IfpruneError(f"selector {spec!r}: only predictor:DIR and predictor-task:DIR take a path")
+        return cls(spec, name)
+
+    def artifact_config(self) -> dict | None:
+        import json
+
+        return json.loads((Path(self.checkpoint) / "config.json").read_text()) if self.checkpoint else None
+
+    def label(self) -> str:
+        """Name in tables: ifpruning / ifpruning-task / learned-static for artifacts."""
+        art = self.artifact_config()
+        if art is None:
+            return self.name
+        if art["kind"] == "static":
+            return "learned-static"
+        return "ifpruning-task" if self.per_task else "ifpruning"
+
+
+def configurations(cfg: CompareConfig, d_ffn: int) -> list[tuple[SelectorSpec, int]]:
+    """(selector, width) pairs; dense runs once, at full width, whatever the keeps; an artifact runs
+    at the width it was trained for."""
     out = []
-    for sel in cfg.selectors:
-        widths = [d_ffn] if sel == "dense" else [width_from_keep(k, None, d_ffn) for k in cfg.keeps]
-        out += [(sel, w) for w in dict.fromkeys(widths)]
+    for spec in map(SelectorSpec.parse, cfg.selectors):
+        if spec.name == "dense":
+            widths = [d_ffn]
+        elif spec.checkpoint:
+            widths = [int(spec.artifact_config()["width"])]
+        else:
+            widths = [width_from_keep(k, None, d_ffn) for k in cfg.keeps]
+        out += [(spec, w) for w in dict.fromkeys(widths)]
     return out
 
 
-def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None) -> dict:
+def build_selector(spec: SelectorSpec, lm, cfg: CompareConfig, load_fresh=None):
+    """(selector, model): an artifact changes its model's weights (LoRA merged), so it gets a fresh
+    copy of the base model from `load_fresh()`; every other selector shares `lm`."""
+    selector = make_selector(spec.name, seed=cfg.seed, calibration=cfg.calibration, checkpoint=spec.checkpoint)
+    if spec.checkpoint is None:
+        return selector, lm
+    if load_fresh is None:
+        raise IfpruneError(f"selector {spec.spec} needs a way to load a fresh base model (load_fresh)")
+    model = load_fresh()
+    selector.artifact.attach(model)
+    return selector, model
+
+
+def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None, load_fresh=None) -> dict:
     """`on_result(result, report_so_far)` after each (selector, width, suite), e.g. to write a
-    partial table that an interrupted run leaves behind (`report["complete"]` is False there)."""
+    partial table that an interrupted run leaves behind (`report["complete"]` is False there).
+    `load_fresh()` loads another copy of the base model, for trained artifacts."""
     cfg.validate()
     for s in cfg.suites:  # fail on a bad suite name before any work
         make_suite(s, data_dir=cfg.data_dir, tasks=cfg.mc_tasks)
@@ -62,12 +121,14 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
                 "num_layers": lm.num_layers, "limits": cfg.limits, "keeps": cfg.keeps, "selectors": cfg.selectors,
                 "suites": cfg.suites, "wall_s": time.perf_counter() - t0, "machine": machine_info(),
                 "results": list(results)}
-    for sel_name, width in configurations(cfg, lm.d_ffn):
-        selector = make_selector(sel_name, seed=cfg.seed, calibration=cfg.calibration)
+    for spec, width in configurations(cfg, lm.d_ffn):
+        selector, model = build_selector(spec, lm, cfg, load_fresh)
         for suite_name in cfg.suites:
-            suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens, tasks=cfg.mc_tasks)
-            res = run_suite(suite, Scorer(lm, selector, width), limit=cfg.limits.get(suite_name),
-                            cache_dir=cfg.cache_dir, progress=progress).to_dict()
+            suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens, tasks=cfg.mc_tasks,
+                               data=cfg.nll_data if suite_name == "nll" else None)
+            scorer = Scorer(model, selector, width, per_task=spec.per_task, label=spec.label())
+            res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
+                            progress=progress).to_dict()
             results.append(res)
             if on_result:
                 on_result(res, report(False))

@@ -42,6 +42,7 @@ def extract_answer(text: str) -> str | None:
 
 class GSM8KSuite(Suite):
     name = "gsm8k"
+    task = "Solve a grade-school math word problem step by step and give the final number."
     primary = "exact_match"
     generation = True
     max_new_tokens = 256

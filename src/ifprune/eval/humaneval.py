@@ -15,6 +15,7 @@ STOP = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\n```"]
 
 class HumanEvalSuite(Suite):
     name = "humaneval"
+    task = "Complete a Python function from its signature and docstring."
     primary = "pass@1"
     generation = True
     max_new_tokens = 256

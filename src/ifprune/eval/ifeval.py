@@ -60,6 +60,7 @@ def score_response(row: dict, response: str) -> dict:
 
 class IFEvalSuite(Suite):
     name = "ifeval"
+    task = "Follow the user's instruction exactly, respecting every format, length and content constraint."
     primary = "prompt_strict"
     generation = True
     max_new_tokens = 256

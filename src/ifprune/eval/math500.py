@@ -59,6 +59,7 @@ def extract(text: str) -> str | None:
 
 class Math500Suite(Suite):
     name = "math500"
+    task = "Solve a competition mathematics problem with a worked solution in LaTeX."
     primary = "exact_match"
     generation = True
     max_new_tokens = 384

@@ -28,6 +28,7 @@ def prompt_for(row: dict) -> str:
 
 class MBPPSuite(Suite):
     name = "mbpp"
+    task = "Write a Python function that solves the described programming problem and passes the tests."
     primary = "pass@1"
     generation = True
     max_new_tokens = 256

@@ -41,8 +41,19 @@ def _check_choice(row):
     return None
 
 
+MC_TASKS = {  # what a per-task selector reads for each sub-task
+    "mmlu": "Answer a multiple-choice question on an academic subject.",
+    "arc_easy": "Answer a grade-school science multiple-choice question.",
+    "arc_challenge": "Answer a hard grade-school science multiple-choice question.",
+    "piqa": "Choose the more sensible way to reach an everyday physical goal.",
+    "winogrande": "Decide which option a blank in a sentence refers to, using common sense.",
+    "boolq": "Answer a yes/no question about a passage.",
+}
+
+
 class MCSuite(Suite):
     name = "mc"
+    task = "Answer a multiple-choice question."
     primary = "acc"
 
     def __init__(self, *a, tasks: list[str] | None = None, **kw):
@@ -106,6 +117,9 @@ class MCSuite(Suite):
 
     def load(self):
         return [ex for t in self.tasks for ex in (self._mmlu() if t == "mmlu" else self._icl(t))]
+
+    def task_for(self, ex):
+        return MC_TASKS.get(ex.data["task"], self.task)
 
     def take(self, examples, limit):
         if limit is None:

@@ -21,6 +21,12 @@ VALIDATION_SOURCES = {
     "code_instruct": "instruct/codealpaca/code_alpaca_2k.json",
 }
 PER_FAMILY = 100
+FAMILY_TASKS = {  # what a per-task selector reads for each family of the validation mix
+    "math": "Solve a grade-school math word problem step by step and give the final number.",
+    "code": "Write a Python function that solves the described programming problem and passes the tests.",
+    "general": "Follow a general user instruction: answer, rewrite, classify or write text.",
+    "code_instruct": "Write or explain code for a programming instruction.",
+}
 
 
 def _instruction(row: dict) -> str:
@@ -77,6 +83,13 @@ class NLLSuite(Suite):
         return [Example(str(row.get("id", n)), {"prompt": row["prompt"], "response": row["response"],
                                                 "family": str(row.get("family", "all"))})
                 for n, row in read_rows(path, check, strict=self.strict, report=rep)]
+
+    def task_for(self, ex):
+        """The family's description (those of the training mixture for its families, see data_sft)."""
+        from ..training.data_sft import FAMILY_TASKS as SFT_TASKS
+
+        fam = ex.data.get("family", "all")
+        return FAMILY_TASKS.get(fam) or SFT_TASKS.get(fam) or self.task
 
     def evaluate(self, scorer, ex):
         d = ex.data

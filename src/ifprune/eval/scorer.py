@@ -24,6 +24,9 @@ class Scorer:
     selector: Selector
     width: int
     task: str | None = None  # per-task mode: one plan from this description for every example
+    per_task: bool = False  # per-task mode with the suite's own description of each example's task
+    label: str | None = None  # the name results are reported under (default: the selector's name)
+    example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
     plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
@@ -32,15 +35,20 @@ class Scorer:
         return self.width == self.lm.d_ffn
 
     def config(self) -> dict:
-        return {"selector": self.selector.name, "options": self.selector.options(), "width": self.width,
-                "d_ffn": self.lm.d_ffn, "task": self.task, "model": self.lm.fingerprint()}
+        out = {"selector": self.selector.name, "options": self.selector.options(), "width": self.width,
+               "d_ffn": self.lm.d_ffn, "task": self.task, "model": self.lm.fingerprint()}
+        if self.per_task:
+            out["per_task"] = True
+        return out
 
     def plan_for(self, text: str | None) -> Plan | None:
         """None means the full model. Static selectors ignore `text`; the selector caches plans."""
         if self.dense:
             return None
         t0 = time.perf_counter()
-        source = self.task if self.task is not None else text
+        source = self.task if self.task is not None else (self.example_task if self.per_task else text)
+        if source is None and self.per_task:
+            raise IfpruneError("per-task selection needs a task description: run the suite through run_suite")
         plan = self.selector.select(self.lm, source if self.selector.per_prompt else None, self.width)
         self.timings["selection_s"] += time.perf_counter() - t0
         return plan
