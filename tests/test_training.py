@@ -188,6 +188,12 @@ def test_real_sft_mixture_families_and_splits():
     assert not {e.prompt for e in val} & {e.prompt for e in train_set}
     mbpp = load_family(DATA, "mbpp")
     assert len(mbpp) == 374  # task_ids 601-974 only: the MBPP train split
+    # the eval nll suite's validation mix (gsm8k train tail, Alpaca tail, ...) never reaches training
+    from ifprune.training.data_sft import reserved_prompts
+
+    big, _ = sft_splits(DATA, ["gsm8k", "general"], max_per_family=100000, val_per_family=5)
+    reserved = reserved_prompts(DATA)
+    assert len(reserved) > 100 and not reserved & {e.prompt for e in big}
 
 
 def test_cli_bad_config_exits_2(tmp_path, capsys):

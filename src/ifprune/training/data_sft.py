@@ -122,15 +122,28 @@ def load_family(root: Path, family: str) -> list[SFTExample]:
     return [e for e in ex if e.prompt.strip() and e.response.strip()]
 
 
+def reserved_prompts(root: Path) -> set[str]:
+    """Prompts of the eval nll suite's validation mix (empty if its files are absent)."""
+    from ..eval.nll import validation_mix
+
+    try:
+        return {r["prompt"] for r in validation_mix(root)}
+    except (IfpruneError, OSError, ValueError, KeyError):
+        return set()
+
+
 def sft_splits(root: Path, families: list[str], *, max_per_family: int, val_per_family: int,
                seed: int = 0) -> tuple[list[SFTExample], list[SFTExample]]:
-    """(train, validation): per family a seeded shuffle, the first `val_per_family` held out."""
+    """(train, validation): per family a seeded shuffle, the first `val_per_family` held out. Prompts
+    of `ifprune eval nll`'s validation mix are also kept out of train (after the split, so the
+    validation slices do not depend on it), so that suite stays unseen by trained predictors."""
     train, val = [], []
+    reserved = reserved_prompts(root)
     for fam in families:
         ex = load_family(root, fam)
         random.Random(f"{seed}:{fam}").shuffle(ex)
         val += ex[:val_per_family]
-        train += ex[val_per_family: val_per_family + max_per_family]
+        train += [e for e in ex[val_per_family:] if e.prompt not in reserved][:max_per_family]
     random.Random(seed).shuffle(train)
     return train, val
 
