@@ -41,6 +41,7 @@ class DataConfig:
     val_per_family: int = 24
     max_seq_len: int = 384
     max_prompt_tokens: int = 256
+    exclude_eval_prompts: bool = True  # keep `ifprune eval nll`'s validation mix out of training
 
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()

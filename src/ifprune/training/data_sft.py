@@ -133,12 +133,12 @@ def reserved_prompts(root: Path) -> set[str]:
 
 
 def sft_splits(root: Path, families: list[str], *, max_per_family: int, val_per_family: int,
-               seed: int = 0) -> tuple[list[SFTExample], list[SFTExample]]:
+               seed: int = 0, exclude_eval_prompts: bool = True) -> tuple[list[SFTExample], list[SFTExample]]:
     """(train, validation): per family a seeded shuffle, the first `val_per_family` held out. Prompts
     of `ifprune eval nll`'s validation mix are also kept out of train (after the split, so the
     validation slices do not depend on it), so that suite stays unseen by trained predictors."""
     train, val = [], []
-    reserved = reserved_prompts(root)
+    reserved = reserved_prompts(root) if exclude_eval_prompts else set()
     for fam in families:
         ex = load_family(root, fam)
         random.Random(f"{seed}:{fam}").shuffle(ex)

@@ -169,7 +169,8 @@ class Trainer:
                 from .data_sft import sft_splits
 
                 sft_data, self.val = sft_splits(cfg.data.root(), cfg.data.families, max_per_family=cfg.data.max_per_family,
-                                                val_per_family=cfg.data.val_per_family, seed=cfg.seed)
+                                                val_per_family=cfg.data.val_per_family, seed=cfg.seed,
+                                                exclude_eval_prompts=cfg.data.exclude_eval_prompts)
             if not sft_data:
                 raise IfpruneError("the SFT training set is empty: check data.families and data.max_per_family")
             self.train_set = sft_data
