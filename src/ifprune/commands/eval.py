@@ -118,7 +118,7 @@ def run_compare(args) -> int:
     report = compare(lm, cfg, progress=not args.no_progress, on_result=show, load_fresh=lambda: load(args))
     js, md = write_report(report, args.out)
     if not args.no_plots:
-        report["plots"] = [str(p) for p in emit_plots(lm, report, cfg, args.out)]
+        report["plots"] = [str(p) for p in emit_plots(lm, report, cfg, args.out, load_fresh=lambda: load(args))]
         write_report(report, args.out)
     if args.json:
         print_json(report)
@@ -128,7 +128,7 @@ def run_compare(args) -> int:
     return 0
 
 
-def emit_plots(lm, report, cfg, out) -> list:
+def emit_plots(lm, report, cfg, out, load_fresh=None) -> list:
     """Metric vs active params for every suite; plan-overlap plots for each per-prompt selector, on
     the prompts of the nll validation mix (train data), 12 prompts per family."""
     from pathlib import Path
@@ -146,7 +146,7 @@ def emit_plots(lm, report, cfg, out) -> list:
     for row in validation_mix(Path(cfg.data_dir) if cfg.data_dir else default_data_dir(), per_family=12):
         prompts.setdefault(row["family"], []).append(row["prompt"])
     for spec, width in configurations(cfg, lm.d_ffn):
-        selector, model = build_selector(spec, lm, cfg, lambda: load(args))
+        selector, model = build_selector(spec, lm, cfg, load_fresh)
         if not selector.per_prompt or spec.per_task or width == lm.d_ffn:
             continue
         if not spec.checkpoint and width != width_from_keep(min(cfg.keeps), None, lm.d_ffn):

@@ -8,6 +8,7 @@ user message (encoded exactly as at inference) and the loss falls on the respons
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +172,38 @@ def tokenize_sft(tokenizer, ex: SFTExample, *, max_seq_len: int, max_prompt_toke
     ids = torch.cat([p_ids, r_ids])
     labels = torch.cat([torch.full_like(p_ids, -100), r_ids])
     return TokenizedSFT(ex.family, ex.prompt, ids, labels)
+
+
+def write_validation(out: Path, root: Path, families: list[str], *, val_per_family: int, seed: int = 0) -> int:
+    """The held-out validation slices as JSONL rows {"prompt", "response", "family"} for `ifprune eval
+    nll --data` / `eval compare --data`: the examples a trained artifact never saw."""
+    from ..paths import write_text
+
+    _, val = sft_splits(root, families, max_per_family=1, val_per_family=val_per_family, seed=seed,
+                        exclude_eval_prompts=False)
+    write_text(out, "".join(json.dumps({"id": f"{e.family}-{i}", "prompt": e.prompt, "response": e.response,
+                                        "family": e.family}) + "\n" for i, e in enumerate(val)))
+    return len(val)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from .config import DataConfig
+
+    d = DataConfig()
+    p = argparse.ArgumentParser(description="Write the SFT validation slices (held out from training) as JSONL.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", default=None, help="data folder (default: $IFPRUNE_DATA or ../shared/data)")
+    p.add_argument("--families", default=",".join(d.families))
+    p.add_argument("--val-per-family", type=int, default=d.val_per_family)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    root = Path(a.data_dir) if a.data_dir else d.root()
+    n = write_validation(Path(a.out), root, a.families.split(","), val_per_family=a.val_per_family, seed=a.seed)
+    print(f"wrote {n} validation examples to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
