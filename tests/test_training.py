@@ -273,3 +273,20 @@ def test_compare_runs_trained_artifacts_on_fresh_models(tmp_path):
         SelectorSpec.parse(f"predictor:{tmp_path}")
     with pytest.raises(IfpruneError, match="name the artifact"):
         SelectorSpec.parse("predictor-task")
+
+
+def test_lm_eval_adapter_takes_a_trained_artifact(tmp_path):
+    pytest.importorskip("lm_eval")
+    from ifprune.lm_eval_adapter import IfpruneLM
+
+    train(base_cfg(tmp_path, steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
+    lm = tiny_lm()
+    model = IfpruneLM(lm=lm, checkpoint=str(tmp_path / "run" / "artifact"))
+    assert model.scorer.selector.name == "predictor" and model.scorer.width == 24  # the artifact's width
+    assert lm._ifprune_artifact  # LoRA merged before any request
+
+    class Req:
+        args = ("add 1 and 2", " 3")
+
+    (lp, greedy), = model.loglikelihood([Req()])
+    assert lp < 0 and isinstance(greedy, bool)

@@ -7,7 +7,7 @@ and `python -m ifprune.lm_eval_adapter ARGS` runs lm-eval's own CLI with it regi
 
 model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
-generate_until). Per-prompt selectors pick a plan from each request's context; static ones use
+generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width). Per-prompt selectors pick a plan from each request's context; static ones use
 one plan for the run.
 """
 
@@ -26,7 +26,7 @@ class IfpruneLM(LM):
     def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str = "dense",
                  keep: float | None = None, width: int | None = None, seed: int = 0, calibration: str | None = None,
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
-                 max_gen_toks: int = 256, lm=None, **_ignored):
+                 max_gen_toks: int = 256, checkpoint: str | None = None, lm=None, **_ignored):
         super().__init__()
         from .eval.scorer import Scorer
         from .loading import load_model
@@ -34,11 +34,19 @@ class IfpruneLM(LM):
         from .selectors import make_selector
 
         self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=device)
+        if checkpoint and selector == "dense":
+            selector = "predictor"
+        sel = make_selector(selector, seed=int(seed), calibration=calibration, checkpoint=checkpoint)
+        artifact = getattr(sel, "artifact", None)
+        if artifact is not None:
+            artifact.attach(self.lm)  # the artifact's LLM change applies to every request
+            if keep is None and width is None:
+                width = artifact.width
         if keep is None and width is None and selector != "dense":
             raise IfpruneError(f"selector {selector} needs keep=R or width=K in --model_args")
         w = width_from_keep(float(keep) if keep is not None else None, int(width) if width is not None else None,
                             self.lm.d_ffn)
-        self.scorer = Scorer(self.lm, make_selector(selector, seed=int(seed), calibration=calibration), w, task=task)
+        self.scorer = Scorer(self.lm, sel, w, task=task)
         self.chat, self.max_gen_toks = bool(chat), int(max_gen_toks)
 
     @property
