@@ -21,9 +21,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# dense, then the default: the shipped trained IFPruning predictor at keep 1/2, then GRIFFIN at keep 1/2
 demo: $(STAMP)
 	$(BIN)/ifprune generate "$(PROMPT)" --selector dense --max-new-tokens 48
-	$(BIN)/ifprune generate "$(PROMPT)" --selector griffin --keep 0.75 --max-new-tokens 48
+	$(BIN)/ifprune generate "$(PROMPT)" --max-new-tokens 48
+	$(BIN)/ifprune generate "$(PROMPT)" --selector griffin --keep 0.5 --max-new-tokens 48
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra

@@ -51,3 +51,25 @@ def test_real_model_masked_equals_compact(default_lm):
     # fp32 sums over 512 vs 1536 (zero-masked) terms differ in rounding order across 30 layers
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-3)
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_shipped_artifact_is_the_default_of_generate(capsys):
+    """`ifprune generate` on the packaged model uses the shipped trained predictor (keep 1/2), and the
+    artifact fits the size budget; --selector griffin still overrides it."""
+    from pathlib import Path
+
+    from ifprune.artifacts import DEFAULT_MODEL_ARTIFACT, packaged_artifact
+    from ifprune.cli import main
+
+    if packaged_artifact(None) is None:
+        pytest.skip("no artifact shipped")
+    size = sum(p.stat().st_size for p in Path(DEFAULT_MODEL_ARTIFACT).rglob("*") if p.is_file())
+    assert size < 30e6, size
+    assert packaged_artifact("HuggingFaceTB/SmolLM2-135M-Instruct") is None and packaged_artifact(None, "bfloat16") is None
+    import json
+
+    assert main(["generate", QUESTION, "--max-new-tokens", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["selector"] == "predictor" and out["ffn_width"] == 768 and out["text"].strip()
+    assert main(["generate", QUESTION, "--max-new-tokens", "4", "--json", "--selector", "griffin"]) == 0
+    assert json.loads(capsys.readouterr().out)["selector"] == "griffin"

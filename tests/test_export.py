@@ -87,10 +87,18 @@ def test_cli_export_real_model(tmp_path, capsys):
     out = tmp_path / "code"
     assert main(["export", "--task", "Write Python code", "--keep", "0.25", "--out", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["width"] == 384 and info["selector"] == "griffin"
+    from ifprune.artifacts import packaged_artifact
+
+    shipped = packaged_artifact(None)
+    # the default selector is the shipped trained predictor (its LoRA merged into the export), else griffin
+    assert info["width"] == 384 and info["selector"] == ("predictor" if shipped else "griffin")
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert model.config.intermediate_size == 384
     lm = load_model()
+    if shipped:
+        from ifprune.training.artifact import load_artifact
+
+        load_artifact(shipped).attach(lm)
     compact = lm.compact(384)
     compact.load(Plan.load(out / "ifprune_plan.json"))
     ids = lm.tokenizer("def fib(n):", return_tensors="pt")["input_ids"]

@@ -84,6 +84,16 @@ def apply_llm_change(model: torch.nn.Module, llm_dir: Path, kind: str) -> None:
                 params[name].add_(d.to(params[name].dtype))
 
 
+def clean_adapter_dir(llm_dir: Path, base_model: str) -> None:
+    """peft records the base model's local path (a cache directory of this machine) and writes an
+    empty model card: name the base model instead and drop the card (the artifact's config says it)."""
+    cfg_path = llm_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base_model
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (llm_dir / "README.md").unlink(missing_ok=True)
+
+
 def save_artifact(path: str | Path, *, lm, kind: str, width: int, module: torch.nn.Module,
                   llm: str, peft_model=None, base_state: dict | None = None, recipe: dict,
                   stats: dict | None = None, base_fingerprint: str) -> Path:
@@ -112,6 +122,7 @@ def save_artifact(path: str | Path, *, lm, kind: str, width: int, module: torch.
             f = tmp / "llm" / "adapter_model.safetensors"
             save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(f)).items()}, str(f),
                       metadata={"format": "pt"})
+            clean_adapter_dir(tmp / "llm", lm.source)
         elif llm == "full":
             cur = dict(peft_model.named_parameters())
             delta = {n: (cur[n].detach().float().cpu() - base_state[n].float()).to(torch.bfloat16).contiguous()
