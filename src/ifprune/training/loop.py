@@ -30,7 +30,7 @@ from ..hooks import MaskedFFN
 from ..paths import atomic_path, write_json
 from ..plan import width_from_keep
 from ..prompting import encode_prompt
-from ..predictor import PredictorHead, StaticScores, encode_batch, pooled_hidden
+from ..predictor import PredictorHead, StaticScores, encode_batch, length_batches, pooled_hidden
 from ..softtopk import pairwise_overlap, soft_topk
 from .config import TrainConfig
 
@@ -109,18 +109,14 @@ def compute_prior(lm, cfg: TrainConfig, texts: list[str] | None, chunk_ids: torc
         return torch.zeros(lm.num_layers, lm.d_ffn)
     if cfg.prior == "magnitude":
         return MagnitudeSelector().scores(lm, None)
-    acc = torch.zeros(lm.num_layers, lm.d_ffn)
-    n = 0
     if texts is not None:
-        for t in texts[: cfg.prior_prompts]:
-            ids = encode_prompt(lm.tokenizer, t)[:, -cfg.data.max_prompt_tokens:].to(lm.device)
-            acc += GriffinSelector.scores_from_ids(lm, ids)
-            n += 1
+        rows = [encode_prompt(lm.tokenizer, t)[0, -cfg.data.max_prompt_tokens:] for t in texts[: cfg.prior_prompts]]
     else:
-        for c in chunk_ids[: cfg.prior_prompts]:
-            acc += GriffinSelector.scores_from_ids(lm, c.unsqueeze(0).to(lm.device))
-            n += 1
-    return acc / max(n, 1)
+        rows = list(chunk_ids[: cfg.prior_prompts])
+    acc = torch.zeros(lm.num_layers, lm.d_ffn)
+    for _, ids, att in length_batches(rows, lm.tokenizer.pad_token_id or 0, batch_size=8):
+        acc += GriffinSelector.scores_from_ids(lm, ids.to(lm.device), att.to(lm.device)).sum(0)
+    return acc / max(len(rows), 1)
 
 
 def _optimizer_to_safetensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -31,26 +31,18 @@ def collect_targets(lm, rows: list[torch.Tensor], *, backbone_layers: int | None
                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled [N, hidden], standardised GRIFFIN scores [N, layers, d_ffn] in bf16) for prompts given as
     1-D token-id rows, from one dense forward per batch (batched by length, results in input order)."""
-    from ..predictor import pool_last, standardise
+    from ..predictor import length_batches, pool_last, standardise
 
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     hidden = lm.model.config.get_text_config().hidden_size
     pooled = torch.zeros(len(rows), hidden)
     targets = torch.zeros(len(rows), lm.num_layers, lm.d_ffn, dtype=torch.bfloat16)
-    starts = range(0, len(rows), batch_size)
+    batches = length_batches(rows, pad, batch_size)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="warm start: GRIFFIN targets", unit="batch")
-    for s in starts:
-        idx = order[s:s + batch_size]
-        T = max(len(rows[i]) for i in idx)
-        ids = torch.full((len(idx), T), pad, dtype=torch.long)
-        att = torch.zeros((len(idx), T), dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, : len(rows[i])] = rows[i]
-            att[j, : len(rows[i])] = 1
+        batches = tqdm(batches, total=-(-len(rows) // batch_size), desc="warm start: GRIFFIN targets", unit="batch")
+    for idx, ids, att in batches:
         ids, att = ids.to(lm.device), att.to(lm.device)
         scores, hs = GriffinSelector.scores_from_ids(lm, ids, att, hidden_states=True)
         pooled[idx] = pool_last(hs, att, backbone_layers).cpu()
