@@ -2,7 +2,7 @@
 # The CPU training run behind the shipped artifact (docs/training.md, results/training/README.md):
 # stage 2 (SFT) at keep 1/2 for IFPruning (head warm-started on GRIFFIN scores) and for the
 # learned-static baseline (same data, steps and recipe), then the validation report.
-# On 2 CPU cores: ~34 + ~25 min of training, ~10 min of evaluation.
+# On 2 CPU cores: ~34 + ~25 min of training and ~10 min of evaluation at keep 1/2; about half that at 1/3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-/tmp/ifpc} HF_HUB_OFFLINE=1
@@ -16,3 +16,9 @@ cp -r runs/cpu/keep50-sft-predictor/artifact/. "$ART"/
 rm -rf "$STATIC" && cp -r runs/cpu/keep50-sft-static/artifact "$STATIC"
 .venv/bin/python -m ifprune.training.report --predictor "$ART" --static "$STATIC" --keep 0.5 \
     --val-per-family 24 --out results/training --name cpu_keep50
+# keep 1/3: 150 steps each (half the keep-1/2 budget), artifacts not shipped
+.venv/bin/ifprune train configs/smollm2-keep33-sft-cpu.yaml --set progress=false
+.venv/bin/ifprune train configs/smollm2-keep33-static-sft-cpu.yaml --set progress=false
+.venv/bin/python -m ifprune.training.report --predictor runs/cpu/keep33-sft-predictor/artifact \
+    --static runs/cpu/keep33-sft-static/artifact --keep 0.333 --val-per-family 24 \
+    --out results/training --name cpu_keep33
