@@ -105,6 +105,15 @@ def test_cli_compress_and_errors(calib, tmp_path, capsys):
     assert "group size" in capsys.readouterr().err
     assert main(["compress", "--model", str(src), "--sparsity", "1:8", "--out", str(tmp_path / "z")]) == 2
     assert "unsupported sparsity" in capsys.readouterr().err
+    assert main(["compress", "--model", str(src), "--sparsity", "none", "--quant", "int8", "--recover-steps", "3",
+                 "--recover-data", calib, "--out", str(tmp_path / "r")]) == 2
+    assert "for 2:4-pruned models" in capsys.readouterr().err
+    rc = main(["compress", "--model", str(src), "--method", "wanda", "--calibration", calib, "--calib-tokens", "512",
+               "--seq-len", "64", "--recover-steps", "2", "--recover-data", calib, "--recover-batch-size", "1",
+               "--recover-seq-len", "32", "--out", str(tmp_path / "rec")])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["all_2_4"] and info["density"] == 0.5 and info["recovery"]["steps"] == 2
 
 
 @pytest.mark.integration

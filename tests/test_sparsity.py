@@ -147,3 +147,67 @@ def test_semi_structured_refuses_cpu_and_wrong_dtype():
     lm = small_lm()
     with pytest.raises(IfpruneError, match="CUDA"):
         to_semi_structured(lm.model, names_of(lm))
+
+
+@pytest.mark.parametrize("mode", ["masked", "peft"])
+def test_recovery_fine_tuning_keeps_positions_and_lowers_loss(calib, mode):
+    from ifprune.compress import nll_per_token
+    from ifprune.sparsity import calibration_chunks
+
+    lm = small_lm(seed=4)
+    cfg = CompressConfig(method="wanda", calibration=calib, calib_tokens=512, seq_len=64)
+    comp = compress(lm, cfg)
+    before = {n: lm.model.get_submodule(n).weight.detach().clone() for n in comp.linears}
+    grads = {n: p.requires_grad for n, p in lm.model.named_parameters()}
+    text = [lm.tokenizer.decode(c[0]) for c in calibration_chunks(lm.tokenizer, calib, 512, 64)]
+    nll0 = nll_per_token(lm.model, lm.tokenizer, text)["nll"]
+    from ifprune.recovery import RecoveryConfig, recover
+
+    rec = recover(lm, comp, RecoveryConfig(data=calib, steps=12, lr=1e-2, rank=4, alpha=8, batch_size=2, seq_len=64,
+                                           warmup_steps=2, mode=mode))
+    assert rec["steps"] == 12 and rec["tokens"] == 12 * 2 * 64 and rec["loss_last"] < rec["loss_first"]
+    assert nll_per_token(lm.model, lm.tokenizer, text)["nll"] < nll0
+    changed = 0
+    for n in comp.linears:
+        w = lm.model.get_submodule(n).weight
+        assert torch.equal(w != 0, before[n] != 0), n  # the same non-zero positions: still 2:4, same density
+        changed += int(not torch.equal(w, before[n]))
+    assert changed == len(comp.linears)
+    assert {n: p.requires_grad for n, p in lm.model.named_parameters()} == grads  # no adapters left, flags restored
+    for i, n in enumerate(comp.down_names):  # "regather" keeps the dense down consistent with the model
+        w = lm.model.get_submodule(n).weight
+        torch.testing.assert_close(w, comp.down_dense[i] * (w != 0))
+    plan = Plan.from_scores(torch.rand(2, 64, generator=torch.Generator().manual_seed(5)), 24)
+    compact = comp.compact(lm, plan)
+    assert all(is_2_4(layer.down.weight) for layer in compact.compact_layout.layers)
+
+
+def test_recovery_inside_compress_runs_before_quantization(calib, tmp_path):
+    from ifprune.compress import load_compressed, save_compressed
+
+    lm = small_lm(seed=5)
+    comp = compress(lm, CompressConfig(method="wanda", calibration=calib, calib_tokens=512, seq_len=64, quant="int8",
+                                       recover_steps=3, recover_data=calib, recover_lr=1e-3, recover_rank=2,
+                                       recover_batch_size=1, recover_seq_len=32))
+    assert comp.recovery["steps"] == 3 and comp.pattern(lm.model)["all_2_4"]
+    manifest = save_compressed(lm, comp, tmp_path / "c")
+    assert manifest["recovery"]["tokens"] == 96
+    lm2, comp2 = load_compressed(tmp_path / "c")
+    assert comp2.config.recover_steps == 3 and comp2.pattern(lm2.model)["all_2_4"]
+
+
+def test_recovery_bad_input(calib, tmp_path):
+    from ifprune.recovery import RecoveryConfig, recover
+
+    with pytest.raises(IfpruneError, match="for 2:4-pruned models"):
+        CompressConfig(sparsity=None, quant="int8", recover_steps=5, recover_data=calib).validate()
+    with pytest.raises(IfpruneError, match="recovery text not found"):
+        CompressConfig(calibration=calib, recover_steps=5, recover_data=str(tmp_path / "nope.txt")).validate()
+    with pytest.raises(IfpruneError, match="unknown recovery mode"):
+        RecoveryConfig(data=calib, mode="dense").validate()
+    with pytest.raises(IfpruneError, match="learning rate"):
+        RecoveryConfig(data=calib, lr=-1.0).validate()
+    lm = small_lm()
+    comp = compress(lm, CompressConfig(sparsity=None, quant="int8"))
+    with pytest.raises(IfpruneError, match="2:4-pruned"):
+        recover(lm, comp, RecoveryConfig(data=calib, steps=1))

@@ -1,8 +1,8 @@
-"""Accuracy of dense / 2:4 / int8 / int4 / 2:4+int4, each also under a magnitude plan at keep 1/2, on
-the default model. NLL on held-out *training* text (GSM8K-train and Alpaca tails), multiple choice
-on ARC-easy (icl_eval). Writes accuracy.json and accuracy.md next to this file.
+"""Accuracy of dense / 2:4 / int8 / int4 / 2:4+int4 / 2:4 + LoRA recovery, each also under a static plan
+(wanda or magnitude) at keep 1/2, on the default model. NLL on held-out *training* text (GSM8K-train and
+Alpaca tails), multiple choice on ARC-easy (icl_eval). Writes accuracy_<plan>.json/.md next to this file.
 
-    IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python results/compression/run_accuracy.py
+    IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python results/compression/run_accuracy.py --plan wanda
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ifprune.compress import (CompressConfig, compress, heldout_texts, mc_accura
 from ifprune.loading import load_model
 from ifprune.paths import write_json, write_text
 from ifprune.plan import width_from_keep
-from ifprune.selectors import MagnitudeSelector
+from ifprune.selectors import MagnitudeSelector, WandaSelector
 from ifprune.sparsity import is_2_4
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +38,11 @@ VARIANTS = [  # name, recipe (None = dense)
     ("int4 g64", dict(sparsity=None, quant="int4", group_size=64)),
     ("2:4 sparsegpt + int4 g64", dict(sparsity="2:4", method="sparsegpt", quant="int4", group_size=64)),
     ("2:4 sparsegpt + int8", dict(sparsity="2:4", method="sparsegpt", quant="int8")),
+    # LoRA recovery on a text disjoint from calibration and evaluation (wiki_demo.txt); steps set by --recover-steps
+    ("2:4 sparsegpt + recovery", dict(sparsity="2:4", method="sparsegpt", recover_mode="masked")),
+    ("2:4 sparsegpt + recovery (peft; masked at merge)", dict(sparsity="2:4", method="sparsegpt", recover_mode="peft")),
+    ("2:4 sparsegpt + recovery + int4 g64", dict(sparsity="2:4", method="sparsegpt", recover_mode="masked",
+                                                 quant="int4", group_size=64)),
 ]
 
 
@@ -53,19 +58,30 @@ def main(argv=None):
     ap.add_argument("--nll-each", type=int, default=50)
     ap.add_argument("--mc-limit", type=int, default=100)
     ap.add_argument("--keep", type=float, default=0.5)
+    ap.add_argument("--plan", default="wanda", choices=["wanda", "magnitude"],
+                    help="static plan applied to every variant (wanda: calibrated on --calibration)")
+    ap.add_argument("--recover-data", default=str(DATA / "pretrain" / "llamafactory" / "wiki_demo.txt"))
+    ap.add_argument("--recover-steps", type=int, default=100)
+    ap.add_argument("--recover-lr", type=float, default=2e-4)
+    ap.add_argument("--recover-batch-size", type=int, default=4)
+    ap.add_argument("--recover-seq-len", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--rows", default=str(HERE / "rows.jsonl"),
-                    help="one JSON row per finished variant; rows already there are kept, not re-run")
+    ap.add_argument("--rows", default=None,
+                    help="one JSON row per finished variant (default rows_<plan>.jsonl); rows already there are "
+                         "kept, not re-run")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     texts = heldout_texts(DATA, args.nll_each)
     items = mc_items(DATA / "icl_eval" / "world_knowledge" / "arc_easy.jsonl", args.mc_limit)
     dense_lm = load_model()
     width = width_from_keep(args.keep, None, dense_lm.d_ffn)
-    plan = MagnitudeSelector().select(dense_lm, None, width)
-    rows_path = Path(args.rows)
+    if args.plan == "wanda":
+        plan = WandaSelector(calibration=args.calibration).select(dense_lm, None, width)
+    else:
+        plan = MagnitudeSelector().select(dense_lm, None, width)
+    rows_path = Path(args.rows or HERE / f"rows_{args.plan}.jsonl")
     rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()] if rows_path.is_file() else []
     done = {r["variant"] for r in rows}
     wanted = set(args.only.split(",")) if args.only else None
@@ -78,8 +94,15 @@ def main(argv=None):
         if recipe is None:
             comp = None
         else:
+            if "recover_mode" in recipe:
+                recipe = {**recipe, "recover_steps": args.recover_steps, "recover_data": args.recover_data,
+                          "recover_lr": args.recover_lr, "recover_batch_size": args.recover_batch_size,
+                          "recover_seq_len": args.recover_seq_len}
+                row["recipe"] = recipe
             comp = compress(lm, CompressConfig(**recipe, calibration=args.calibration,
                                                calib_tokens=args.calib_tokens, seq_len=args.seq_len))
+            if comp.recovery:
+                row["recovery"] = comp.recovery
             row["compress_s"] = round(time.perf_counter() - t0, 1)
             row["full_pattern"] = {k: v for k, v in comp.pattern(lm.model).items() if k != "not_2_4"}
             row["packed"] = packed_bytes(comp, lm.model)
@@ -108,27 +131,30 @@ def main(argv=None):
         "threads": args.threads, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python results/compression/run_accuracy.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": dense_lm.source, "plan": {"selector": "magnitude", "keep": args.keep, "width": width,
+        "model": dense_lm.source, "plan": {"selector": args.plan, "keep": args.keep, "width": width,
                                              "d_ffn": dense_lm.d_ffn, "hash": plan.hash},
         "nll_data": f"last {args.nll_each} of gsm8k/train.jsonl + last {args.nll_each} of alpaca_5000.json",
         "mc_data": f"icl_eval/world_knowledge/arc_easy.jsonl, first {args.mc_limit}",
         "calibration": f"{Path(args.calibration).name}, {args.calib_tokens} tokens in chunks of {args.seq_len}",
+        "recovery": f"{Path(args.recover_data).name}, {args.recover_steps} steps x {args.recover_batch_size} x "
+                    f"{args.recover_seq_len} tokens, lr {args.recover_lr}, LoRA r=16 alpha=32 on every pruned linear",
     }
     out = Path(args.out)
-    write_json(out / "accuracy.json", {"meta": meta, "rows": rows})
-    write_text(out / "accuracy.md", table(meta, rows))
+    write_json(out / f"accuracy_{args.plan}.json", {"meta": meta, "rows": rows})
+    write_text(out / f"accuracy_{args.plan}.md", table(meta, rows))
 
 
 def table(meta, rows) -> str:
     lines = [
         "# Compression accuracy on the default model (CPU)", "",
-        f"- rows: `rows.jsonl` (one per variant, appended as each finishes; earlier rows may come from an earlier invocation of the same script)",
+        f"- rows: `rows_{meta['plan']['selector']}.jsonl` (one per variant, appended as each finishes; earlier rows may come from an earlier invocation of the same script)",
         f"- machine: {meta['platform']}, {meta['cpus']} CPUs, torch {meta['torch']}, {meta['threads']} threads, {meta['date']}",
         f"- command: `{meta['command']}`",
         f"- NLL: {meta['nll_data']} (training data, held out from nothing we tuned); MC: {meta['mc_data']}",
         f"- plan: {meta['plan']['selector']} at keep {meta['plan']['keep']} ({meta['plan']['width']}/{meta['plan']['d_ffn']} channels), "
         "computed once on the dense model and applied to every variant",
         f"- calibration: {meta['calibration']}",
+        *([f"- recovery: {meta['recovery']}; recovery seconds per row in the JSON"] if "recovery" in meta else []),
         "- packed = linear-layer bytes in a packed format (2:4: half the values + 2 bits index each; int: bits + fp16 "
         "scale per group) relative to dense fp16; computed, not a file size",
         "- no speed was measured: this session had no GPU; on CPU the 2:4 model runs as a dense model with zeros", "",

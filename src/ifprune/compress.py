@@ -46,6 +46,21 @@ class CompressConfig:
     calibration: str | None = None
     calib_tokens: int = 4096
     seq_len: int = 256
+    # LoRA recovery fine-tuning between pruning and quantization (0 steps = none); see recovery.py
+    recover_steps: int = 0
+    recover_data: str | None = None
+    recover_lr: float = 2e-4
+    recover_rank: int = 16
+    recover_mode: str = "masked"
+    recover_batch_size: int = 4
+    recover_seq_len: int = 256
+
+    def recovery(self):
+        from .recovery import RecoveryConfig
+
+        return RecoveryConfig(data=self.recover_data, steps=self.recover_steps, lr=self.recover_lr,
+                              rank=self.recover_rank, alpha=2.0 * self.recover_rank, mode=self.recover_mode,
+                              batch_size=self.recover_batch_size, seq_len=self.recover_seq_len)
 
     def validate(self) -> "CompressConfig":
         if self.sparsity not in (None, "2:4"):
@@ -65,6 +80,13 @@ class CompressConfig:
                                "(e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
         if self.sparsity and not Path(self.calibration).is_file():
             raise IfpruneError(f"calibration file not found: {self.calibration}")
+        if self.recover_steps < 0:
+            raise IfpruneError(f"recover steps must be >= 0, got {self.recover_steps}")
+        if self.recover_steps:
+            if not self.sparsity:
+                raise IfpruneError("recovery fine-tuning is for 2:4-pruned models: add --sparsity 2:4 or drop "
+                                   "--recover-steps")
+            self.recovery().validate()
         return self
 
 
@@ -78,6 +100,7 @@ class Compressed:
     act_norm: torch.Tensor | None = None
     down_dense: list[torch.Tensor] | None = None
     qweights: dict[str, QuantizedWeight] = field(default_factory=dict)
+    recovery: dict | None = None  # what recovery fine-tuning did (steps, tokens, losses), if it ran
 
     def compact(self, lm, plan):
         """The compact model of `plan`, with down made 2:4 again when the model is 2:4."""
@@ -107,6 +130,11 @@ def compress(lm, config: CompressConfig, progress=None) -> Compressed:
         res = prune_2_4(lm, cfg.calibration, method=cfg.method, down=cfg.down, tokens=cfg.calib_tokens,
                         seq_len=cfg.seq_len, progress=progress)
         comp.act_norm, comp.down_dense = res.act_norm, res.down_dense
+    if cfg.recover_steps:
+        from .recovery import recover
+
+        with torch.enable_grad():
+            comp.recovery = recover(lm, comp, cfg.recovery(), progress=progress is not None)
     if cfg.quant:
         rest = [n for n in linears if not (comp.down_dense is not None and n in dnames)]
         comp.qweights = quantize_linears(lm.model, rest, cfg.quant, cfg.group_size)
@@ -166,6 +194,7 @@ def save_compressed(lm, comp: Compressed, out: str | Path, overwrite: bool = Fal
             "linears": comp.linears,
             "down_names": comp.down_names,
             "quantized": {n: qw.spec() for n, qw in comp.qweights.items()},
+            "recovery": comp.recovery,
             "sha256": {name: _sha256(tmp / name) for name in weights},
             "bytes": {name: (tmp / name).stat().st_size for name in weights},
         }

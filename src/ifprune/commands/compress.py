@@ -24,6 +24,17 @@ def register(sub) -> None:
                                                        "(e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
     p.add_argument("--calib-tokens", type=int, default=4096, help="calibration tokens (default 4096)")
     p.add_argument("--seq-len", type=int, default=256, help="calibration chunk length (default 256)")
+    p.add_argument("--recover-steps", type=int, default=0,
+                   help="LoRA recovery fine-tuning steps after 2:4 pruning, before quantization (default 0 = none); "
+                        "the merged update keeps the 2:4 pattern")
+    p.add_argument("--recover-data", default=None, help="local text or JSONL file for recovery (e.g. "
+                                                         "../shared/data/pretrain/llamafactory/wiki_demo.txt)")
+    p.add_argument("--recover-lr", type=float, default=2e-4, help="recovery learning rate (default 2e-4)")
+    p.add_argument("--recover-rank", type=int, default=16, help="LoRA rank, alpha = 2 x rank (default 16)")
+    p.add_argument("--recover-mode", default="masked",
+                   help="masked (default: delta masked to the pattern while training) or peft (masked at merge)")
+    p.add_argument("--recover-batch-size", type=int, default=4, help="sequences per step (default 4)")
+    p.add_argument("--recover-seq-len", type=int, default=256, help="tokens per sequence (default 256)")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.set_defaults(func=run)
@@ -39,18 +50,32 @@ def run(args) -> int:
     none = lambda v: None if v in (None, "none", "") else v  # noqa: E731
     cfg = CompressConfig(sparsity=none(args.sparsity), method=args.method, down=args.down, quant=none(args.quant),
                          group_size=args.group_size, calibration=args.calibration, calib_tokens=args.calib_tokens,
-                         seq_len=args.seq_len).validate()
+                         seq_len=args.seq_len, recover_steps=args.recover_steps, recover_data=args.recover_data,
+                         recover_lr=args.recover_lr, recover_rank=args.recover_rank, recover_mode=args.recover_mode,
+                         recover_batch_size=args.recover_batch_size,
+                         recover_seq_len=args.recover_seq_len).validate()
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise IfpruneError(f"{out} exists and is not empty: pass --overwrite or choose another --out")
     lm = load(args)
     t0 = time.perf_counter()
-    comp = compress(lm, cfg)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="pruning", unit="layer", disable=not cfg.sparsity)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    comp = compress(lm, cfg, progress=progress)
+    bar.close()
     seconds = time.perf_counter() - t0
     manifest = save_compressed(lm, comp, out, overwrite=args.overwrite)
     report = comp.pattern(lm.model)
     print_json({"out": str(out), "recipe": manifest["config"], "seconds": round(seconds, 1),
                 "linears": report["layers"], "all_2_4": report["all_2_4"] if cfg.sparsity else None,
                 "density": round(report["density"], 4), "files_bytes": manifest["bytes"],
-                "packed": packed_bytes(comp, lm.model)})
+                "packed": packed_bytes(comp, lm.model), "recovery": comp.recovery})
     return 0
