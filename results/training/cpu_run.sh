@@ -22,3 +22,9 @@ rm -rf "$STATIC" && cp -r runs/cpu/keep50-sft-static/artifact "$STATIC"
 .venv/bin/python -m ifprune.training.report --predictor runs/cpu/keep33-sft-predictor/artifact \
     --static runs/cpu/keep33-sft-static/artifact --keep 0.333 --val-per-family 24 \
     --out results/training --name cpu_keep33
+
+# self-distillation ablation at keep 1/2 (same data, order and steps as the shipped run, plus KL to the
+# dense model; not shipped)
+.venv/bin/ifprune train configs/smollm2-keep50-sft-distill-cpu.yaml --set progress=false
+.venv/bin/python -m ifprune.training.report --predictor runs/cpu/keep50-sft-distill/artifact \
+    --keep 0.5 --val-per-family 24 --out results/training --name cpu_keep50_distill
