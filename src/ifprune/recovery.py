@@ -98,6 +98,8 @@ def batches(tokenizer, path: str, steps: int, batch_size: int, seq_len: int) -> 
 
 
 def _schedule(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up from 1/warmup (not from 0, unlike transformers' cosine schedule: with tens of steps
+    a zero-LR first step is a real loss), then cosine to 0. results/compression was measured with it."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
