@@ -126,6 +126,7 @@ def main(argv=None):
         rows.append(row)
         with open(rows_path, "a") as f:  # one line per finished variant: a crash keeps what was done
             f.write(json.dumps(row) + "\n")
+    rec = CompressConfig(recover_data=args.recover_data).recovery()
     meta = {
         "platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "threads": args.threads, "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -137,7 +138,8 @@ def main(argv=None):
         "mc_data": f"icl_eval/world_knowledge/arc_easy.jsonl, first {args.mc_limit}",
         "calibration": f"{Path(args.calibration).name}, {args.calib_tokens} tokens in chunks of {args.seq_len}",
         "recovery": f"{Path(args.recover_data).name}, {args.recover_steps} steps x {args.recover_batch_size} x "
-                    f"{args.recover_seq_len} tokens, lr {args.recover_lr}, LoRA r=16 alpha=32 on every pruned linear",
+                    f"{args.recover_seq_len} tokens, lr {args.recover_lr}, LoRA r={rec.rank} alpha={rec.alpha:g} on every "
+                    "pruned linear",
     }
     out = Path(args.out)
     write_json(out / f"accuracy_{args.plan}.json", {"meta": meta, "rows": rows})

@@ -83,17 +83,11 @@ class MaskedLowRank(nn.Module):
 def batches(tokenizer, path: str, steps: int, batch_size: int, seq_len: int) -> tuple[list[torch.Tensor], int]:
     """`steps` batches [batch_size, seq_len] of consecutive tokens from `path`, cycling the text if it is
     short; returns (batches, epochs over the text)."""
-    from .selectors import read_calibration_text
+    from .sparsity import calibration_chunks
 
-    need = steps * batch_size * seq_len
-    docs = read_calibration_text(path, max_chars=need * 12)
-    ids = tokenizer("\n\n".join(docs), return_tensors="pt")["input_ids"][0]
-    if ids.numel() < seq_len:
-        raise IfpruneError(f"recovery text {path} has {ids.numel()} tokens, fewer than seq_len={seq_len}")
-    n_chunks = ids.numel() // seq_len
-    chunks = ids[: n_chunks * seq_len].view(n_chunks, seq_len)
-    order = torch.arange(steps * batch_size) % n_chunks
-    epochs = math.ceil(steps * batch_size / n_chunks)
+    chunks = torch.cat(calibration_chunks(tokenizer, path, tokens=steps * batch_size * seq_len, seq_len=seq_len))
+    order = torch.arange(steps * batch_size) % len(chunks)
+    epochs = math.ceil(steps * batch_size / len(chunks))
     return list(chunks[order].split(batch_size)), epochs
 
 
@@ -165,17 +159,15 @@ def recover(lm, comp, config: RecoveryConfig, progress: bool = False) -> dict:
     with torch.no_grad():
         if cfg.mode == "masked":
             deltas = {n: adapters[n].delta().detach() for n in names}
-            for n in names:  # back to the original Parameter objects (shared with compact models), then add
+            for n in names:  # back to the original Parameter objects (shared with compact models)
                 parametrize.remove_parametrizations(model.get_submodule(n), "weight", leave_parametrized=False)
-                model.get_submodule(n).weight.add_(deltas[n].to(model.get_submodule(n).weight.dtype))
         else:
-            deltas = {}
-            for n in names:
-                layer = net.base_model.model.get_submodule(n)
-                deltas[n] = layer.get_delta_weight("default").detach() * masks[n]
-            net.unload()  # drop the adapters unmerged; the masked deltas are added below
-            for n in names:
-                model.get_submodule(n).weight.add_(deltas[n].to(model.get_submodule(n).weight.dtype))
+            deltas = {n: net.base_model.model.get_submodule(n).get_delta_weight("default").detach() * masks[n]
+                      for n in names}
+            net.unload()  # drop the adapters unmerged
+        for n in names:  # merge: the masked delta, in place
+            w = model.get_submodule(n).weight
+            w.add_(deltas[n].to(w.dtype))
         if comp.down_dense is not None:  # "regather": the dense down gets the same (masked) update
             for i, n in enumerate(comp.down_names):
                 comp.down_dense[i] += deltas[n].to(comp.down_dense[i].device, comp.down_dense[i].dtype)

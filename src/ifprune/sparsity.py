@@ -109,7 +109,7 @@ def calibration_chunks(tokenizer, path: str | Path, tokens: int = 4096, seq_len:
     ids = tokenizer("\n\n".join(docs), return_tensors="pt")["input_ids"][0][:tokens]
     n = ids.numel() // seq_len
     if n == 0:
-        raise IfpruneError(f"calibration file {path} has fewer than {seq_len} tokens")
+        raise IfpruneError(f"text file {path} has fewer than {seq_len} tokens")
     return [c.unsqueeze(0) for c in ids[: n * seq_len].split(seq_len)]
 
 

@@ -66,8 +66,6 @@ def run(args) -> int:
     def progress(done, total):
         bar.total = total
         bar.update(done - bar.n)
-        if done == total:
-            bar.close()
 
     comp = compress(lm, cfg, progress=progress)
     bar.close()
