@@ -79,3 +79,18 @@ def test_cli_bench_random_config(tmp_path, capsys):
     assert "unknown config" in capsys.readouterr().err
     assert main(["bench", "--config", "llama-0.3b", "--model", "x"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_bench_times_an_untrained_predictor_head_and_its_early_exit():
+    lm = tiny_lm("llama", layers=4, d_ffn=48)
+    cfg = BenchConfig(prompt_tokens=16, new_tokens=3, samples=1, selector="predictor", backbone_layers=2)
+    res = run_bench(lm, cfg)
+    assert res["width"] == 12 and "timing stand-in" in res["selection"] and "backbone 2 of 4" in res["selection"]
+    c = res["summary"]["compact"]
+    assert c["selection_s"] > 0 and c["loading_share_of_generation"] == pytest.approx(
+        c["loading_s"] / c["generation_s"])
+    assert "per-task plan" in to_markdown(res)
+    with pytest.raises(IfpruneError, match=r"backbone_layers must be in 1\.\.4"):
+        run_bench(lm, BenchConfig(prompt_tokens=16, new_tokens=2, selector="predictor", backbone_layers=9))
+    with pytest.raises(IfpruneError, match="go with --selector predictor"):
+        run_bench(lm, BenchConfig(prompt_tokens=16, new_tokens=2, selector="griffin", backbone_layers=2))

@@ -290,3 +290,21 @@ def test_lm_eval_adapter_takes_a_trained_artifact(tmp_path):
 
     (lp, greedy), = model.loglikelihood([Req()])
     assert lp < 0 and isinstance(greedy, bool)
+
+
+def test_bench_times_a_trained_predictor_at_its_own_width(tmp_path):
+    from ifprune.bench import BenchConfig, run_bench
+
+    torch.manual_seed(0)
+    train(base_cfg(tmp_path, steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
+    art = str(tmp_path / "run" / "artifact")
+    res = run_bench(tiny_lm(), BenchConfig(prompt_tokens=12, new_tokens=2, samples=1, selector="predictor",
+                                           checkpoint=art))
+    assert res["width"] == 24 and res["selection"].startswith("predictor (predictor, artifact)")
+    assert res["summary"]["compact"]["selection_s"] > 0
+    with pytest.raises(IfpruneError, match="trained at width 24"):
+        run_bench(tiny_lm(), BenchConfig(prompt_tokens=12, new_tokens=2, selector="predictor", checkpoint=art,
+                                         keep=0.25))
+    with pytest.raises(IfpruneError, match="fixed by the artifact"):
+        run_bench(tiny_lm(), BenchConfig(prompt_tokens=12, new_tokens=2, selector="predictor", checkpoint=art,
+                                         backbone_layers=1))

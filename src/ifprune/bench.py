@@ -24,6 +24,7 @@ from .errors import IfpruneError
 from .fastdecode import StaticDecoder
 from .paths import write_json, write_text
 from .plan import Plan, width_from_keep
+from .selectors import GriffinSelector, make_selector
 
 PRESETS = {  # HF config fields of well-known shapes (random weights; no download)
     "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -44,9 +45,11 @@ class BenchConfig:
     new_tokens: int = 100
     samples: int = 4
     queries: int = 1
-    keep: float | None = 0.25
+    keep: float | None = None  # None and no width: 0.25, or a trained artifact's own width
     width: int | None = None
     selector: str = "griffin"
+    checkpoint: str | None = None  # trained artifact for selector "predictor"
+    backbone_layers: int | None = None  # untrained "predictor": read out after this many layers
     compile: bool | None = None  # None: on CUDA only
     seed: int = 0
 
@@ -101,19 +104,77 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _select(lm, selector: str, ids: torch.Tensor, width: int, seed: int) -> Plan:
-    from .selectors import GriffinSelector, make_selector
+class PromptSelection:
+    """What the benchmark times as "selection": prompt token ids -> plan.
 
-    if selector == "griffin":  # select from the prompt's token ids (random-weight models have no tokenizer)
-        with torch.inference_mode():
-            return Plan.from_scores(GriffinSelector.scores_from_ids(lm, ids), width, {"selector": "griffin"})
-    return make_selector(selector, seed=seed).select(lm, None, width)
+    griffin and predictor read the prompt (one dense pass of the decoder body, no LM head; the
+    predictor stops after its read-out layer); other selectors are static and ignore it. Without a
+    trained artifact, "predictor" is an untrained head of the published shape: the same cost, a
+    meaningless plan, so it is labelled a timing stand-in.
+    """
+
+    def __init__(self, lm, cfg: "BenchConfig"):
+        self.lm, self.cfg, self.label = lm, cfg, cfg.selector
+        self.head, self.layers, self.selector = None, cfg.backbone_layers, None
+        if cfg.selector == "predictor":
+            if cfg.checkpoint:
+                from .predictor import PredictorSelector
+
+                self.selector = PredictorSelector(checkpoint=cfg.checkpoint)
+                if self.layers is not None and self.layers != self.selector.artifact.backbone_layers:
+                    raise IfpruneError("--backbone-layers is fixed by the artifact; leave it out with --checkpoint")
+                self.selector.artifact.attach(lm)  # before any compact model exists: attach resets them
+                self.layers = self.selector.artifact.backbone_layers
+                self.label = f"predictor ({self.selector.artifact.kind}, {Path(cfg.checkpoint).name})"
+            else:
+                from .predictor import PredictorHead
+
+                hidden = lm.model.config.get_text_config().hidden_size
+                torch.manual_seed(cfg.seed)
+                self.head = PredictorHead(hidden, lm.num_layers, lm.d_ffn).to(lm.device).eval()
+                self.label = "predictor (untrained head: timing stand-in)"
+            if self.layers is not None:
+                self.label += f", backbone {self.layers} of {lm.num_layers} layers"
+        elif cfg.checkpoint or cfg.backbone_layers is not None:
+            raise IfpruneError("--checkpoint and --backbone-layers go with --selector predictor")
+        elif cfg.selector != "griffin":
+            self.selector = make_selector(cfg.selector, seed=cfg.seed)
+            if getattr(self.selector, "per_prompt", False):
+                raise IfpruneError(f"selector {cfg.selector!r} needs prompt text, which random-token prompts do "
+                                   "not have: use griffin, predictor or a static selector")
+
+    def width(self) -> int:
+        art = getattr(self.selector, "artifact", None)
+        if art is not None and art.kind == "predictor":
+            if self.cfg.keep is None and self.cfg.width is None:
+                return art.width
+            w = width_from_keep(self.cfg.keep, self.cfg.width, self.lm.d_ffn)
+            if w != art.width:
+                raise IfpruneError(f"artifact {self.cfg.checkpoint} was trained at width {art.width}, not {w}: "
+                                   "leave out --keep/--width")
+            return w
+        return width_from_keep(0.25 if self.cfg.keep is None and self.cfg.width is None else self.cfg.keep,
+                               self.cfg.width, self.lm.d_ffn)
+
+    def __call__(self, ids: torch.Tensor, width: int) -> Plan:
+        meta = {"selector": self.cfg.selector}
+        if self.cfg.selector == "griffin":
+            with torch.inference_mode():
+                return Plan.from_scores(GriffinSelector.scores_from_ids(self.lm, ids), width, meta)
+        if self.head is not None:
+            from .predictor import head_scores
+
+            return Plan.from_scores(head_scores(self.head, self.lm.model, ids, None, self.layers)[0], width, meta)
+        if self.cfg.selector == "predictor":
+            return Plan.from_scores(self.selector.scores_from_ids(self.lm, ids)[0], width, meta)
+        return self.selector.select(self.lm, None, width)
 
 
 def run_bench(lm, cfg: BenchConfig) -> dict:
     """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
     cfg.validate()
-    width = width_from_keep(cfg.keep, cfg.width, lm.d_ffn)
+    select = PromptSelection(lm, cfg)
+    width = select.width()
     if width == lm.d_ffn:
         raise IfpruneError("the compact width equals the full FFN width: pass --keep below 1 or --width below d_ffn")
     ctx = lm.context_length()
@@ -130,7 +191,8 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
 
     # warm-up: compile / allocate once on a throwaway plan and prompt (not timed)
     warm = torch.randint(3, vocab, (1, cfg.prompt_tokens), generator=g).to(device)
-    compact.load(_select(lm, "random", warm, width, cfg.seed + 999))
+    select(warm, width)  # warms the selection path too (first-call allocations are not selection)
+    compact.load(make_selector("random", seed=cfg.seed + 999).select(lm, None, width))
     for dec in (dense_dec, compact_dec):
         dec.generate(warm, min(cfg.new_tokens, 4))
 
@@ -139,7 +201,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         ids = torch.randint(3, vocab, (1, cfg.prompt_tokens), generator=g).to(device)
         _sync(device)
         t0 = time.perf_counter()
-        plan = _select(lm, cfg.selector, ids, width, cfg.seed + q)
+        plan = select(ids, width)
         _sync(device)
         selection_s = time.perf_counter() - t0
         compact.plan = None  # force the gather even if the plan repeats
@@ -165,6 +227,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         med["query_s"] = med["selection_s"] + med["loading_s"] + cfg.samples * gen
         med["selection_loading_share_of_generation"] = (med["selection_s"] + med["loading_s"]) / gen
         med["selection_loading_share_of_query"] = (med["selection_s"] + med["loading_s"]) / med["query_s"]
+        med["loading_share_of_generation"] = med["loading_s"] / gen  # per-task plan: selection cached
         summary[name] = med
     summary["decode_speedup"] = summary["dense"]["per_token_s"] / summary["compact"]["per_token_s"]
     summary["prefill_speedup"] = summary["dense"]["prefill_s"] / summary["compact"]["prefill_s"]
@@ -177,7 +240,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
-        "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
+        "selection": select.label, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
     }
 
 
@@ -190,7 +253,7 @@ def to_markdown(res: dict, command: str | None = None) -> str:
         f"Batch 1, {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new tokens, {cfg['samples']} samples "
         f"per query, {cfg['queries']} quer{'y' if cfg['queries'] == 1 else 'ies'}; compact FFN width "
         f"{res['width']}/{res['d_ffn']} ({res['active_params'] / 1e6:.1f}M of {res['total_params'] / 1e6:.1f}M "
-        f"params), selector {cfg['selector']}; static KV cache, compiled: {res['compiled']}. Medians.",
+        f"params), selector {res.get('selection', cfg['selector'])}; static KV cache, compiled: {res['compiled']}. Medians.",
         "",
         "| model | selection ms | loading ms | prefill ms | TTFT ms | decode ms/token | generation s | query s |",
         "|---|---|---|---|---|---|---|---|",
@@ -203,7 +266,8 @@ def to_markdown(res: dict, command: str | None = None) -> str:
     lines += ["", f"- decode speed-up {s['decode_speedup']:.2f}x, prefill {s['prefill_speedup']:.2f}x, "
                   f"whole query {s['query_speedup']:.2f}x",
               f"- selection + loading = {c['selection_loading_share_of_generation']:.1%} of one generation, "
-              f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples)",
+              f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples); with a per-task plan "
+              f"(selection cached) loading alone = {c['loading_share_of_generation']:.1%} of one generation",
               f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, "
               f"1-min load average at the end {res.get('load_average_1m')}, {res['date']}"]
     if command:

@@ -69,6 +69,7 @@ class FFNLayer:
     up: tuple[nn.Module, ...]
     down: nn.Module
     family: FFNFamily
+    block: nn.Module | None = None  # the decoder block that holds the MLP (early exit reads its output)
 
     def channel_tensors(self) -> list[ChannelTensor]:
         out = []
@@ -134,7 +135,7 @@ def discover(model: nn.Module) -> FFNLayout:
                 up = tuple(getattr(mlp, c) for c in fam.up)
                 down = getattr(mlp, fam.down)
                 qual = ".".join(p for p in (list_name, str(i), mlp_name) if p)
-                layers.append(FFNLayer(i, qual, mlp, up, down, fam))
+                layers.append(FFNLayer(i, qual, mlp, up, down, fam, blocks[i]))
             widths = {_in_features(layer.down) for layer in layers}
             if len(widths) != 1:
                 raise IfpruneError(

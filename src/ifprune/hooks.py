@@ -1,7 +1,8 @@
 """Masked execution and activation recording, both at the input of each layer's down projection.
 
 That input *is* the FFN intermediate activation in every supported family (act(gate) * up, or
-act(up)), so one hook point serves gated, fused and plain MLPs alike.
+act(up)), so one hook point serves gated, fused and plain MLPs alike. Also: stopping a forward
+early, for passes that only need the first blocks (sequential pruning, a predictor's read-out).
 """
 
 from __future__ import annotations
@@ -74,3 +75,28 @@ def record_intermediates(layout: FFNLayout, fn: Callable[[int, torch.Tensor], No
     finally:
         for h in handles:
             h.remove()
+
+
+class _Stop(Exception):
+    pass
+
+
+def forward_until(block: torch.nn.Module, forward: Callable[[], object]) -> torch.Tensor:
+    """Run `forward()` (a model call) only until `block` has run; returns the block's output hidden
+    states. Raises IfpruneError if the block never ran."""
+    seen: list[torch.Tensor] = []
+
+    def stop(module, args, output):
+        seen.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    handle = block.register_forward_hook(stop)
+    try:
+        forward()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not seen:
+        raise IfpruneError("the forward pass never reached the block it should stop after")
+    return seen[0]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import IfpruneError
+from .prompt_pass import prompt_hidden
 from .prompting import encode_prompt
 from .selectors import Selector, register_selector
 
@@ -91,10 +92,11 @@ def length_batches(rows: list[torch.Tensor], pad: int, batch_size: int):
 
 def pooled_hidden(backbone: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor,
                   backbone_layers: int | None = None) -> torch.Tensor:
-    """[batch, hidden]: the backbone's hidden state at each prompt's last real token (no gradient)."""
-    with torch.no_grad():
-        out = backbone(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True)
-    return pool_last(out.hidden_states, attention_mask, backbone_layers)
+    """[batch, hidden]: the backbone's hidden state at each prompt's last real token (no gradient;
+    no LM head, and no layers past `backbone_layers`: see prompt_pass)."""
+    h = prompt_hidden(backbone, ids, attention_mask, backbone_layers)
+    last = attention_mask.sum(1) - 1
+    return h[torch.arange(h.shape[0], device=h.device), last.to(h.device)].float()
 
 
 def pool_last(hidden_states, attention_mask: torch.Tensor, backbone_layers: int | None = None) -> torch.Tensor:
@@ -137,9 +139,21 @@ class PredictorSelector(Selector):
         if text is None:
             raise IfpruneError("the predictor selects per prompt: give a prompt or a task description")
         ids, att = encode_batch(lm.tokenizer, [text], chat=self.chat)
-        pooled = pooled_hidden(lm.model, ids.to(lm.device), att.to(lm.device), art.backbone_layers)
-        with torch.no_grad():
-            return art.head.to(pooled.device)(pooled)[0].float().cpu()
+        return self.scores_from_ids(lm, ids.to(lm.device), att.to(lm.device))[0]
+
+    def scores_from_ids(self, lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, layers, d_ffn] for already-encoded prompts (the latency benchmark's path)."""
+        self.artifact.attach(lm)
+        return head_scores(self.artifact.head, lm.model, ids, attention_mask, self.artifact.backbone_layers)
+
+
+def head_scores(head: PredictorHead, backbone: nn.Module, ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, backbone_layers: int | None = None) -> torch.Tensor:
+    """[batch, layers, d_ffn] scores of a predictor head on the backbone's pooled prompt state."""
+    att = torch.ones_like(ids) if attention_mask is None else attention_mask
+    pooled = pooled_hidden(backbone, ids, att, backbone_layers)
+    with torch.no_grad():
+        return head.to(pooled.device)(pooled).float().cpu()
 
 
 register_selector("predictor", PredictorSelector)

@@ -20,6 +20,7 @@ from .errors import IfpruneError
 from .hooks import record_intermediates
 from .jsonl import iter_jsonl
 from .plan import Plan, check_width
+from .prompt_pass import decoder_body
 from .prompting import encode_prompt
 
 
@@ -221,8 +222,9 @@ class GriffinSelector(Selector):
                 x = x * keep
             out[:, i] = x.pow(2).sum(1).sqrt().cpu()
 
-        with torch.no_grad(), record_intermediates(lm.layout, acc):
-            res = lm.model(ids, attention_mask=attention_mask, output_hidden_states=hidden_states)
+        with torch.no_grad(), record_intermediates(lm.layout, acc):  # no LM head, no cache: prompt_pass
+            res = decoder_body(lm.model)(input_ids=ids, attention_mask=attention_mask,
+                                         output_hidden_states=hidden_states, use_cache=False)
         scores = out[0] if batch == 1 and attention_mask is None else out
         return (scores, res.hidden_states) if hidden_states else scores
 

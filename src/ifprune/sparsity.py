@@ -16,7 +16,6 @@ down's weights; docs/compression.md measures both.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from .errors import IfpruneError
 from .ffn import Conv1D, FFNLayout
+from .hooks import forward_until
 
 METHODS = ("wanda", "sparsegpt")
 DOWN_POLICIES = ("regather", "reprune")
@@ -113,10 +113,6 @@ def calibration_chunks(tokenizer, path: str | Path, tokens: int = 4096, seq_len:
     return [c.unsqueeze(0) for c in ids[: n * seq_len].split(seq_len)]
 
 
-class _Stop(Exception):
-    pass
-
-
 @dataclass
 class _Stats:
     sq: torch.Tensor  # sum of squared inputs per input feature
@@ -147,15 +143,10 @@ def _block_stats(model, block, mods, chunks, hessian: bool) -> dict[str, _Stats]
                              torch.zeros(m.in_features, m.in_features, dtype=torch.float64) if hessian else None)
         handles.append(m.register_forward_pre_hook(hook_for(name)))
 
-    def stop(module, args, output):
-        raise _Stop
-
-    handles.append(block.register_forward_hook(stop))
     device = next(model.parameters()).device
     try:
         for c in chunks:
-            with contextlib.suppress(_Stop):
-                model(c.to(device), use_cache=False)
+            forward_until(block, lambda: model(c.to(device), use_cache=False))
     finally:
         for h in handles:
             h.remove()

@@ -23,7 +23,13 @@ def register(sub) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept (default 0.25)")
     size.add_argument("--width", type=int, default=None)
-    p.add_argument("--selector", default=None, help="griffin (default, from the prompt) or a static selector")
+    p.add_argument("--selector", default=None,
+                   help="griffin (default, from the prompt), predictor, or a static selector (magnitude, random, ...)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained artifact for --selector predictor (default width: the artifact's); without it the "
+                        "predictor is an untrained head of the same shape, timed as a stand-in")
+    p.add_argument("--backbone-layers", type=int, default=None,
+                   help="untrained predictor: read the prompt's hidden state after this many layers (stops there)")
     compile_ = p.add_mutually_exclusive_group()
     compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
                           help="torch.compile the decode step (default: on CUDA only)")
@@ -43,7 +49,8 @@ def run(args) -> int:
         raise IfpruneError("give either --model (real weights) or --config (random weights), not both")
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
-                                 compile=args.compile)
+                                 compile=args.compile, checkpoint=args.checkpoint,
+                                 backbone_layers=args.backbone_layers)
     if args.keep is not None or args.width is not None:
         cfg.keep, cfg.width = args.keep, args.width
     cfg.validate()
