@@ -94,3 +94,49 @@ def test_bench_times_an_untrained_predictor_head_and_its_early_exit():
         run_bench(lm, BenchConfig(prompt_tokens=16, new_tokens=2, selector="predictor", backbone_layers=9))
     with pytest.raises(IfpruneError, match="go with --selector predictor"):
         run_bench(lm, BenchConfig(prompt_tokens=16, new_tokens=2, selector="griffin", backbone_layers=2))
+
+
+def test_kernel_bench_times_each_format_against_its_reference():
+    from ifprune.bench import shape_config
+    from ifprune.kernel_bench import KernelBenchConfig, block_shapes, int4_group, run_kernel_bench
+    from ifprune.kernel_bench import to_markdown as kernels_md
+
+    config = tiny_config("llama", hidden=64, d_ffn=256)
+    shapes, layers, d_ffn = block_shapes(config, 64)
+    assert (layers, d_ffn) == (2, 256)
+    parts = {s.part for s in shapes}
+    assert parts == {"attention", "ffn", "ffn-compact"}
+    down = [s for s in shapes if s.part == "ffn-compact" and s.in_features == 64 and s.out_features == 64]
+    assert down, "the compact down takes the plan's width as input"
+    cfg = KernelBenchConfig(prompt_tokens=4, batches=(1, 2), keep=0.25, budget_s=0.001, min_reps=1)
+    res = run_kernel_bench(config, cfg, dtype=torch.float32, source="tiny")
+    assert "2:4" in res["unavailable"] and "CUDA" in res["unavailable"]["2:4"]  # never a silent dense run on CPU
+    assert not any(r["format"] == "2:4" for r in res["rows"])
+    assert {r["format"] for r in res["rows"]} == {"dense", "int8", "int4"}
+    assert all(r["ok"] for r in res["rows"]), [r for r in res["rows"] if not r["ok"]]
+    assert set(res["summary"]) == {"decode b1", "decode b2", "prefill b1", "prefill b2"}
+    assert res["summary"]["decode b1"]["dense"]["speedup"] == pytest.approx(1.0)
+    assert res["summary"]["prefill b2"]["int8"]["linears"] == len(shapes)
+    md = kernels_md(res)
+    assert "| decode b1 | int4 |" in md and "2:4: not measured" in md
+    assert int4_group(576, 128) == 64 and int4_group(4096, 128) == 128
+    with pytest.raises(IfpruneError, match="no int4 group size"):
+        int4_group(100, 128)
+    with pytest.raises(IfpruneError, match="unknown format"):
+        run_kernel_bench(shape_config("smollm2-135m"), KernelBenchConfig(formats=("fp8",)))
+
+
+def test_cli_bench_kernels(tmp_path, capsys):
+    cfg = tiny_config("llama", hidden=64, d_ffn=128)
+    cfg.save_pretrained(tmp_path / "cfg")
+    code = main(["bench-kernels", "--config", str(tmp_path / "cfg"), "--dtype", "float32", "--batches", "1",
+                 "--prompt-tokens", "2", "--formats", "dense,int8", "--budget", "0.001", "--out",
+                 str(tmp_path / "res"), "--name", "k"])
+    assert code == 0
+    res = json.loads((tmp_path / "res" / "k.json").read_text())
+    assert {r["format"] for r in res["rows"]} == {"dense", "int8"} and res["dtype"] == "float32"
+    capsys.readouterr()
+    assert main(["bench-kernels", "--config", str(tmp_path / "cfg"), "--batches", "1,x"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["bench-kernels", "--config", str(tmp_path / "cfg"), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

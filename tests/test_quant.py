@@ -43,6 +43,24 @@ def test_int4_kernel_falls_back_for_odd_rows():
     assert QuantLinear(quantize(torch.randn(8, 64), "int4", 32), None).kernel == "dequant"
 
 
+def test_a_kernel_that_disagrees_or_fails_is_not_used(monkeypatch):
+    qw = quantize(torch.randn(32, 64), "int8")
+    assert "checked against the reference" in QuantLinear(qw, None).kernel_note
+    real = torch._weight_int8pack_mm
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda x, w, s: real(x, w, s) * 1.5)
+    wrong = QuantLinear(qw, None)
+    assert wrong.kernel == "dequant" and "disagrees with the reference" in wrong.kernel_note
+
+    def refuse(*a):
+        raise RuntimeError("Could not run '_weight_int8pack_mm' with arguments from this backend")
+
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", refuse)
+    missing = QuantLinear(qw, None)
+    assert missing.kernel == "dequant" and "int8pack unavailable: RuntimeError" in missing.kernel_note
+    x = torch.randn(2, 64)
+    torch.testing.assert_close(missing(x), x @ qw.dequantize().t())
+
+
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_model_with_quant_linears_matches_fake_quant_model(scheme):
     model = tiny_model("llama", hidden=64, d_ffn=64, layers=2)

@@ -33,6 +33,9 @@ PRESETS = {  # HF config fields of well-known shapes (random weights; no downloa
     "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                          num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                          max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=True),
+    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, head_dim=64,
+                         max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True),
     "llama-0.3b": dict(model_type="llama", hidden_size=1024, intermediate_size=4096, num_hidden_layers=16,
                        num_attention_heads=16, num_key_value_heads=4, vocab_size=32000,
                        max_position_embeddings=8192, tie_word_embeddings=True),
@@ -68,19 +71,25 @@ class BenchConfig:
                 raise IfpruneError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def random_model(config: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0):
-    """A LoadedModel with random weights of a preset name or a config.json path, built on `device`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from .loading import LoadedModel
+def shape_config(config: str | Path):
+    """The HF config of a preset name or of a config.json path (or a directory holding one)."""
+    from transformers import AutoConfig
 
     if str(config) in PRESETS:
         fields = dict(PRESETS[str(config)])
-        cfg = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    elif Path(config).is_file() or (Path(config) / "config.json").is_file():
-        cfg = AutoConfig.from_pretrained(str(config))
-    else:
-        raise IfpruneError(f"unknown config {config!r}: use a preset ({', '.join(PRESETS)}) or a config.json path")
+        return AutoConfig.for_model(fields.pop("model_type"), **fields)
+    if Path(config).is_file() or (Path(config) / "config.json").is_file():
+        return AutoConfig.from_pretrained(str(config))
+    raise IfpruneError(f"unknown config {config!r}: use a preset ({', '.join(PRESETS)}) or a config.json path")
+
+
+def random_model(config: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0):
+    """A LoadedModel with random weights of a preset name or a config.json path, built on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    from .loading import LoadedModel
+
+    cfg = shape_config(config)
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)

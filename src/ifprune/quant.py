@@ -9,8 +9,9 @@ so gathered columns keep their own stored scale (exact in the dequantizing path;
 for a compact down would need a requantization, see docs/compression.md).
 
 Two execution paths: the dequantizing reference (`QuantizedWeight.dequantize`, any device), and the
-int matmul kernels the installed PyTorch offers on CPU (`torch._weight_int8pack_mm`,
-`torch._weight_int4pack_mm_for_cpu`), used by `QuantLinear` and checked against the reference.
+weight-only int matmuls the installed PyTorch offers (`torch._weight_int8pack_mm`,
+`torch._weight_int4pack_mm_for_cpu`, on CUDA `torch._weight_int4pack_mm`), used by `QuantLinear`
+only after they reproduce the reference on a probe input.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class QuantizedWeight:
         out, inp = self.shape
         q = self.int_codes().float().reshape(out, inp // self.group_size, self.group_size)
         return (q * self.scales.float().unsqueeze(-1)).reshape(out, inp).to(dtype)
+
+    def to(self, device) -> "QuantizedWeight":
+        return QuantizedWeight(self.bits, self.group_size, self.shape, self.codes.to(device), self.scales.to(device))
 
     def nbytes(self) -> int:
         return self.codes.numel() * self.codes.element_size() + self.scales.numel() * self.scales.element_size()
@@ -111,9 +115,14 @@ def quantize(weight: torch.Tensor, scheme: str, group_size: int = 128, name: str
 
 
 class QuantLinear(nn.Module):
-    """A linear layer that stores only codes and scales. `kernel` says which path runs:
-    "int8pack"/"int4pack-cpu" (PyTorch's int matmul kernels) or "dequant" (reference; used when the
-    kernel is missing or the shape does not fit it, e.g. int4 with out_features not a multiple of 16)."""
+    """A linear layer that stores only codes and scales. `kernel` says which path runs: "int8pack",
+    "int4pack-cpu", "int4pack-cuda" (PyTorch's weight-only int matmuls) or "dequant" (the reference).
+
+    Kernels are prepared for the device the codes are on (build it there: packed layouts are
+    device-specific) and each one is checked once against the dequantizing reference on a probe
+    input; a kernel that is missing, refuses the shape or disagrees is not used, and `kernel_note`
+    says why. So a wrong guess about a private op's layout costs speed, never correctness.
+    """
 
     def __init__(self, qw: QuantizedWeight, bias: torch.Tensor | None, use_kernel: bool = True):
         super().__init__()
@@ -122,34 +131,74 @@ class QuantLinear(nn.Module):
         self.register_buffer("codes", qw.codes, persistent=False)
         self.register_buffer("scales", qw.scales, persistent=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.kernel = "dequant"
+        self.kernel, self.kernel_note = "dequant", "kernels off" if not use_kernel else ""
         if use_kernel:
             self._prepare_kernel()
 
-    def _prepare_kernel(self) -> None:
+    def _candidates(self) -> list[str]:
+        qw, dev = self.qw, self.qw.codes.device.type
+        if qw.bits == 8:
+            return ["int8pack"] if hasattr(torch, "_weight_int8pack_mm") else []
+        if qw.group_size not in INT4_GROUPS or qw.shape[0] % 16:
+            return []
+        if dev == "cpu" and hasattr(torch, "_weight_int4pack_mm_for_cpu"):
+            return ["int4pack-cpu"]
+        if dev == "cuda" and hasattr(torch, "_weight_int4pack_mm"):
+            return ["int4pack-cuda"]
+        return []
+
+    def _pack(self, kernel: str) -> None:
         qw = self.qw
-        if qw.bits == 8 and hasattr(torch, "_weight_int8pack_mm"):
+        if kernel == "int8pack":
             self._int8 = qw.codes.contiguous()
             self._scale8 = qw.scales.reshape(-1).contiguous()
-            self.kernel = "int8pack"
-        elif (qw.bits == 4 and hasattr(torch, "_weight_int4pack_mm_for_cpu") and qw.codes.device.type == "cpu"
-              and qw.group_size in INT4_GROUPS and qw.shape[0] % 16 == 0):
-            unsigned = (qw.int_codes().to(torch.int32) + 8).contiguous()
+            return
+        unsigned = (qw.int_codes().to(torch.int32) + 8).contiguous()  # the kernels' codes are 0..15
+        # both compute (code - 8) * scale + zero per group; symmetric => zero = 0
+        s = qw.scales.t().contiguous()
+        self._sz = torch.stack([s, torch.zeros_like(s)], dim=-1).contiguous()
+        if kernel == "int4pack-cpu":
             self._int4 = torch._convert_weight_to_int4pack_for_cpu(unsigned, 1)
-            # kernel computes (code - 8) * scale + zero per group; symmetric => zero = 0
-            s = qw.scales.t().contiguous()
-            self._sz = torch.stack([s, torch.zeros_like(s)], dim=-1).contiguous()
-            self.kernel = "int4pack-cpu"
+        else:  # tinygemm: uint8 [out, in/2], even input in the high nibble; bf16 scales
+            packed = ((unsigned[:, 0::2] << 4) | unsigned[:, 1::2]).to(torch.uint8)
+            self._int4 = torch._convert_weight_to_int4pack(packed.contiguous(), 8)
+            self._sz = self._sz.to(torch.bfloat16)
+
+    def _prepare_kernel(self) -> None:
+        notes = []
+        for kernel in self._candidates():
+            try:
+                self._pack(kernel)
+                self.kernel = kernel
+                x = torch.randn(3, self.in_features, generator=torch.Generator().manual_seed(0))
+                x = x.to(self.qw.codes.device, self._probe_dtype())
+                got, want = self._matmul(x).float(), x.float() @ self.qw.dequantize().to(x.device).t()
+                err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
+                if err <= 2e-2:
+                    self.kernel_note = f"checked against the reference: max error {err:.1e} of the output's max"
+                    return
+                notes.append(f"{kernel} disagrees with the reference (max error {err:.2g} of the output's max)")
+            except Exception as e:  # a private op may be missing for this device, dtype or shape
+                notes.append(f"{kernel} unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+            self.kernel = "dequant"
+        self.kernel_note = "; ".join(notes) or "no int kernel for this device/shape in this PyTorch"
+
+    def _probe_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.kernel == "int4pack-cuda" else torch.float32
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "int8pack":
+            return torch._weight_int8pack_mm(x2, self._int8, self._scale8.to(x2.dtype))
+        if self.kernel == "int4pack-cpu":
+            return torch._weight_int4pack_mm_for_cpu(x2, self._int4, self.qw.group_size, self._sz.to(x2.dtype))
+        if self.kernel == "int4pack-cuda":  # tinygemm takes bfloat16 only
+            return torch._weight_int4pack_mm(x2.to(torch.bfloat16), self._int4, self.qw.group_size,
+                                             self._sz).to(x2.dtype)
+        return x2 @ self.qw.dequantize(x2.dtype).to(x2.device).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        if self.kernel == "int8pack":
-            y = torch._weight_int8pack_mm(x2, self._int8, self._scale8.to(x2.dtype))
-        elif self.kernel == "int4pack-cpu":
-            y = torch._weight_int4pack_mm_for_cpu(x2, self._int4, self.qw.group_size, self._sz.to(x2.dtype))
-        else:
-            y = x2 @ self.qw.dequantize(x2.dtype).to(x2.device).t()
+        y = self._matmul(x.reshape(-1, shape[-1]))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)
@@ -181,7 +230,7 @@ def swap_in_quant_linears(model: nn.Module, qweights: dict[str, QuantizedWeight]
         old = getattr(parent, attr)
         if tuple(old.weight.shape) != qw.shape:
             raise IfpruneError(f"{n} has shape {tuple(old.weight.shape)} but its quantized weight is {qw.shape}")
-        new = QuantLinear(qw, old.bias, use_kernel)
+        new = QuantLinear(qw.to(old.weight.device), old.bias, use_kernel)  # kernels are packed per device
         setattr(parent, attr, new)
         used[new.kernel] = used.get(new.kernel, 0) + 1
     return used
