@@ -129,10 +129,10 @@ def _prepare(fmt: str, w: torch.Tensor, group_size: int):
     if fmt == "2:4":
         w24 = w * mask_2_4(w.abs())
         holder = torch.nn.Module()
-        holder.lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
-        holder.lin.weight = torch.nn.Parameter(w24, requires_grad=False)
-        to_semi_structured(holder, ["lin"])  # raises (CPU, dtype, shape) rather than running dense
-        ws = holder.lin.weight
+        holder.linear = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+        holder.linear.weight = torch.nn.Parameter(w24, requires_grad=False)
+        to_semi_structured(holder, ["linear"])  # raises (CPU, dtype, shape) rather than running dense
+        ws = holder.linear.weight
         stored = sum(t.numel() * t.element_size() for t in (getattr(ws, a, None) for a in
                      ("packed", "meta", "packed_t", "meta_t")) if isinstance(t, torch.Tensor))
         return (lambda x: F.linear(x, ws)), w24, stored, f"semi-structured ({type(ws).__name__})"
