@@ -55,6 +55,34 @@ def test_export_loads_in_a_process_without_ifprune(tmp_path):
     assert res.stdout.strip() == "12"
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt_neox"])
+def test_export_has_exactly_the_stock_layout(tmp_path, arch):
+    """What vLLM (or any stock loader) relies on: the config and tensors a stock model of the exported
+    config would save, names, shapes and dtypes, a stock architecture and no custom code."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    lm = tiny_lm(arch)
+    export_plan(lm, make_selector("random").select(lm, None, 16), tmp_path / "m")
+    cfg = AutoConfig.from_pretrained(tmp_path / "m")
+    stock = AutoModelForCausalLM.from_config(cfg)
+    stock.save_pretrained(tmp_path / "stock")
+
+    def tensors(d):
+        out = {}
+        for f in sorted(d.glob("*.safetensors")):
+            with safe_open(str(f), "pt") as st:
+                out.update({k: (tuple(st.get_slice(k).get_shape()), st.get_slice(k).get_dtype()) for k in st.keys()})
+        return out
+
+    assert tensors(tmp_path / "m") == tensors(tmp_path / "stock")
+    ours = json.loads((tmp_path / "m" / "config.json").read_text())
+    theirs = json.loads((tmp_path / "stock" / "config.json").read_text())
+    assert set(ours) == set(theirs) and "auto_map" not in ours
+    assert ours["architectures"] == [type(lm.model).__name__]
+    assert ours[lm.layout.family.width_attr] == 16
+
+
 def test_export_refuses_bad_input(tmp_path):
     lm = tiny_lm("llama")
     plan = make_selector("random").select(lm, None, 12)
