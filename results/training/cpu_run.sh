@@ -28,3 +28,11 @@ rm -rf "$STATIC" && cp -r runs/cpu/keep50-sft-static/artifact "$STATIC"
 .venv/bin/ifprune train configs/smollm2-keep50-sft-distill-cpu.yaml --set progress=false
 .venv/bin/python -m ifprune.training.report --predictor runs/cpu/keep50-sft-distill/artifact \
     --keep 0.5 --val-per-family 24 --out results/training --name cpu_keep50_distill
+
+# backbone read-out ablation at keep 1/2: the predictor reads the hidden state after 8 of 30 layers
+# (selection ~1/3 of the full pass, results/bench/smollm2-135m-cpu-predictor-8layers.md); not shipped
+.venv/bin/ifprune train configs/smollm2-keep50-sft-bb8-cpu.yaml --set progress=false
+.venv/bin/python -m ifprune.training.report --predictor runs/cpu/keep50-sft-predictor-bb8/artifact \
+    --keep 0.5 --val-per-family 24 --out results/training --name cpu_keep50_bb8
+.venv/bin/ifprune bench --threads 1 --selector predictor --checkpoint runs/cpu/keep50-sft-predictor-bb8/artifact \
+    --out results/bench --name smollm2-135m-cpu-predictor-bb8
