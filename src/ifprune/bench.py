@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import IfpruneError
-from .fastdecode import StaticDecoder
-from .paths import write_json, write_text
+from .fastdecode import StaticDecoder, sync_device
 from .plan import Plan, width_from_keep
 from .selectors import GriffinSelector, make_selector
 
@@ -106,11 +105,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class PromptSelection:
@@ -208,10 +202,10 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
     rows = []
     for q in range(cfg.queries):
         ids = torch.randint(3, vocab, (1, cfg.prompt_tokens), generator=g).to(device)
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         plan = select(ids, width)
-        _sync(device)
+        sync_device(device)
         selection_s = time.perf_counter() - t0
         compact.plan = None  # force the gather even if the plan repeats
         loading_s = compact.load(plan)
@@ -282,15 +276,6 @@ def to_markdown(res: dict, command: str | None = None) -> str:
     if command:
         lines.append(f"- command: `{command}`")
     return "\n".join(lines) + "\n"
-
-
-def save(res: dict, out_dir: str | Path, stem: str, command: str | None = None) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    if command:
-        res = dict(res, command=command)
-    write_json(out_dir / f"{stem}.json", res)
-    write_text(out_dir / f"{stem}.md", to_markdown(res, command))
-    return out_dir / f"{stem}.json", out_dir / f"{stem}.md"
 
 
 def load_result(path: str | Path) -> dict:

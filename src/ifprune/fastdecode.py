@@ -29,7 +29,8 @@ class DecodeTimings:
         return self.decode_s / max(1, self.new_tokens - 1)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings mean something (no-op off CUDA)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -74,13 +75,13 @@ class StaticDecoder:
                                f"{self.max_cache_len}: build the decoder with a larger max_cache_len")
         ids = ids.to(self.device)
         self.cache.reset()
-        _sync(self.device)
+        sync_device(self.device)
         t0 = time.perf_counter()
         out = self.model(input_ids=ids, past_key_values=self.cache,
                          cache_position=torch.arange(T, device=self.device), use_cache=True)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
         toks = [tok]
-        _sync(self.device)
+        sync_device(self.device)
         t1 = time.perf_counter()
         for i in range(max_new_tokens - 1):
             pos = torch.tensor([T + i], device=self.device)
@@ -88,6 +89,6 @@ class StaticDecoder:
             if self.compiled and self.device.type == "cuda":
                 tok = tok.clone()  # CUDA-graph outputs are overwritten by the next replay
             toks.append(tok)
-        _sync(self.device)
+        sync_device(self.device)
         t2 = time.perf_counter()
         return torch.cat(toks, dim=1), DecodeTimings(t1 - t0, t2 - t1, max_new_tokens)

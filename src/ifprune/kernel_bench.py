@@ -15,14 +15,13 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .bench import device_name
+from .fastdecode import sync_device
 from .errors import IfpruneError
-from .paths import write_json, write_text
 from .plan import width_from_keep
 from .quant import INT4_GROUPS, QuantLinear, quantize
 from .sparsity import mask_2_4, to_semi_structured
@@ -94,25 +93,20 @@ def block_shapes(config, width: int) -> tuple[list[LinearShape], int, int]:
     return shapes + compact, layout.num_layers, layout.d_ffn
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_call(fn, device: torch.device, budget_s: float, min_reps: int) -> tuple[float, int]:
     """Median seconds per call and repetitions; on CUDA each repetition is 10 calls between syncs,
     so launch latency is amortised the way a captured decode step amortises it."""
     inner = 10 if device.type == "cuda" else 1
     for _ in range(2):
         fn()
-    _sync(device)
+    sync_device(device)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 200):
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
-        _sync(device)
+        sync_device(device)
         times.append((time.perf_counter() - t0) / inner)
     return statistics.median(times), len(times)
 
@@ -261,13 +255,3 @@ def to_markdown(res: dict, command: str | None = None) -> str:
     if command:
         lines.append(f"- command: `{command}`")
     return "\n".join(lines) + "\n"
-
-
-def save(res: dict, out_dir: str | Path, stem: str, command: str | None = None) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    if command:
-        res = dict(res, command=command)
-    write_json(out_dir / f"{stem}.json", res)
-    write_text(out_dir / f"{stem}.md", to_markdown(res, command))
-    return out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-

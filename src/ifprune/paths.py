@@ -47,6 +47,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def save_report(res: dict, out_dir: str | os.PathLike, stem: str, render, command: str | None = None) -> tuple[Path, Path]:
+    """`<stem>.json` (raw result, with the command that made it) and `<stem>.md` (`render(res, command)`)."""
+    out_dir = Path(out_dir)
+    if command:
+        res = dict(res, command=command)
+    write_json(out_dir / f"{stem}.json", res)
+    write_text(out_dir / f"{stem}.md", render(res, command))
+    return out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

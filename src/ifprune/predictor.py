@@ -94,14 +94,17 @@ def pooled_hidden(backbone: nn.Module, ids: torch.Tensor, attention_mask: torch.
                   backbone_layers: int | None = None) -> torch.Tensor:
     """[batch, hidden]: the backbone's hidden state at each prompt's last real token (no gradient;
     no LM head, and no layers past `backbone_layers`: see prompt_pass)."""
-    h = prompt_hidden(backbone, ids, attention_mask, backbone_layers)
-    last = attention_mask.sum(1) - 1
-    return h[torch.arange(h.shape[0], device=h.device), last.to(h.device)].float()
+    return last_token(prompt_hidden(backbone, ids, attention_mask, backbone_layers), attention_mask)
 
 
 def pool_last(hidden_states, attention_mask: torch.Tensor, backbone_layers: int | None = None) -> torch.Tensor:
     """Hidden state after `backbone_layers` layers (all: None) at each row's last real token."""
     h = hidden_states[-1] if backbone_layers is None else hidden_states[min(backbone_layers, len(hidden_states) - 1)]
+    return last_token(h, attention_mask)
+
+
+def last_token(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, hidden] float: each right-padded row's state at its last real token."""
     last = attention_mask.sum(1) - 1
     return h[torch.arange(h.shape[0], device=h.device), last.to(h.device)].float()
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
-
 from .common import add_model_args
 
 
@@ -41,9 +38,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench import BenchConfig, random_model, run_bench, save, to_markdown
+    from ..bench import BenchConfig, random_model, run_bench, to_markdown
     from ..errors import IfpruneError
     from ..loading import _dtype
+    from .common import report, set_threads
 
     if args.config and args.model:
         raise IfpruneError("give either --model (real weights) or --config (random weights), not both")
@@ -54,12 +52,7 @@ def run(args) -> int:
     if args.keep is not None or args.width is not None:
         cfg.keep, cfg.width = args.keep, args.width
     cfg.validate()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise IfpruneError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.config:
         lm = random_model(args.config, dtype=_dtype(args.dtype), device=args.device)
     else:
@@ -67,10 +60,6 @@ def run(args) -> int:
 
         lm = load(args)
     res = run_bench(lm, cfg)
-    command = "ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
-    if args.out:
-        stem = args.name or f"{(args.config or lm.source).replace('/', '_').replace(':', '_')}-{res['device'].split(':')[0]}"
-        json_path, md_path = save(res, args.out, stem, command)
-        print(f"ifprune: wrote {json_path} and {md_path}", file=sys.stderr)
-    print(to_markdown(res, command))
+    stem = args.name or f"{(args.config or lm.source).replace('/', '_').replace(':', '_')}-{res['device'].split(':')[0]}"
+    report(res, to_markdown, command_name="bench", out=args.out, stem=stem)
     return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -44,8 +42,9 @@ def run(args) -> int:
 
     from ..bench import shape_config
     from ..errors import IfpruneError
-    from ..kernel_bench import KernelBenchConfig, run_kernel_bench, save, to_markdown
+    from ..kernel_bench import KernelBenchConfig, run_kernel_bench, to_markdown
     from ..loading import _dtype
+    from .common import report, set_threads
 
     cfg = KernelBenchConfig.for_device(
         args.device, prompt_tokens=args.prompt_tokens, group_size=args.group_size, budget_s=args.budget,
@@ -54,10 +53,7 @@ def run(args) -> int:
     if args.keep is not None or args.width is not None:
         cfg.keep, cfg.width = args.keep, args.width
     cfg.validate()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise IfpruneError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise IfpruneError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
     dtype = _dtype(args.dtype or "bfloat16")
@@ -71,10 +67,6 @@ def run(args) -> int:
 
         res = run_kernel_bench(config, cfg, device=args.device, dtype=dtype, source=str(args.config),
                                progress=progress)
-    command = "ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "bench-kernels" in sys.argv[1:3] else None
-    if args.out:
-        stem = args.name or f"kernels-{str(args.config).replace('/', '_')}-{args.device.split(':')[0]}-{res['dtype']}"
-        json_path, md_path = save(res, args.out, stem, command)
-        print(f"ifprune: wrote {json_path} and {md_path}", file=sys.stderr)
-    print(to_markdown(res, command))
+    stem = args.name or f"kernels-{str(args.config).replace('/', '_')}-{args.device.split(':')[0]}-{res['dtype']}"
+    report(res, to_markdown, command_name="bench-kernels", out=args.out, stem=stem)
     return 0

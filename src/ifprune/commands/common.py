@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
+from ..errors import IfpruneError
 from ..plan import width_from_keep
 
 
@@ -70,6 +72,30 @@ def selector_from_args(args, lm=None):
     if lm is not None and getattr(selector, "artifact", None) is not None:
         selector.artifact.attach(lm)
     return selector
+
+
+def set_threads(threads: int | None) -> None:
+    """--threads: torch's CPU thread count (None: torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise IfpruneError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def report(res: dict, render, *, command_name: str, out: str | None, stem: str) -> None:
+    """Print `render(res)`; with --out also save it as JSON + markdown, recording the command line
+    when the CLI was really invoked as `ifprune COMMAND_NAME ...`."""
+    command = ("ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+               if command_name in sys.argv[1:3] else None)
+    if out:
+        from ..paths import save_report
+
+        json_path, md_path = save_report(res, out, stem, render, command)
+        print(f"ifprune: wrote {json_path} and {md_path}", file=sys.stderr)
+    print(render(res, command))
 
 
 def print_json(obj) -> None:
