@@ -36,11 +36,13 @@ def _share_meta_attrs(compact: nn.Module, full: nn.Module) -> None:
 class CompactModel:
     """Holds the k-wide model built from `full`; `load(plan)` gathers a plan's channels into it."""
 
-    def __init__(self, full: nn.Module, width: int, layout: FFNLayout | None = None):
+    def __init__(self, full: nn.Module, width: int, layout: FFNLayout | None = None, compensator=None):
         self.full = full
         self.layout = layout or discover(full)
         self.width = check_width(width, self.layout.d_ffn)
         self.plan: Plan | None = None
+        self.compensator = compensator  # calibration.Compensator: refit the down projection on load
+        self._loaded_key = None
         fam = self.layout.family
 
         cfg = _set_width(full.config, fam.width_attr, self.width)
@@ -85,14 +87,18 @@ class CompactModel:
             self._pairs.append(pairs)
         self.compact_layout = clayout
 
-    def load(self, plan: Plan) -> float:
-        """Gather `plan`'s channels into the pre-allocated buffers; returns seconds (0 if already loaded)."""
+    def load(self, plan: Plan, prompt=None) -> float:
+        """Gather `plan`'s channels into the pre-allocated buffers and, with a compensator, write the
+        refit down projection over the gathered one; returns seconds (0 if already loaded).
+        `prompt`: the prompt's own activation moments (compensation mode "prompt")."""
         if plan.width != self.width or plan.d_ffn != self.layout.d_ffn or plan.num_layers != self.layout.num_layers:
             raise IfpruneError(
                 f"plan is {plan.num_layers} layers x {plan.width}/{plan.d_ffn} channels; this compact model "
                 f"holds {self.layout.num_layers} layers x {self.width}/{self.layout.d_ffn}"
             )
-        if self.plan is not None and self.plan.hash == plan.hash:
+        comp = self.compensator
+        key = (plan.hash, getattr(prompt, "key", None) if comp is not None and comp.config.mode == "prompt" else None)
+        if self.plan is not None and self._loaded_key == key:
             return 0.0
         t0 = time.perf_counter()
         device = self._pairs[0][0][1].device
@@ -102,14 +108,28 @@ class CompactModel:
             for layer_pairs, rows in zip(self._pairs, idx):
                 for fct, buf in layer_pairs:
                     torch.index_select(fct.tensor, fct.dim, fct.rows_for(rows, d), out=buf)
+            if comp is not None and not plan.is_dense:
+                self._write_refit(comp.refit(plan, prompt))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         self.plan = plan
+        self._loaded_key = key
         return time.perf_counter() - t0
+
+    def _write_refit(self, refits) -> None:
+        from .ffn import Conv1D
+
+        for fl, cl, (W_s, b_s) in zip(self.layout.layers, self.compact_layout.layers, refits):
+            down = cl.down
+            down.weight.copy_(W_s.T if isinstance(down, Conv1D) else W_s)
+            if b_s is not None:
+                if down.bias is fl.down.bias:  # shared with the full model: the refit needs its own
+                    down._parameters["bias"] = nn.Parameter(down.bias.detach().clone(), requires_grad=False)
+                down.bias.copy_(b_s)
 
     def refresh(self) -> None:
         """Re-gather after the full model's FFN weights changed (e.g. a training step)."""
-        plan, self.plan = self.plan, None
+        plan, self.plan, self._loaded_key = self.plan, None, None
         if plan is not None:
             self.load(plan)
 

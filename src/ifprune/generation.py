@@ -60,6 +60,7 @@ class GenerationResult:
     prompt_tokens: int
     plan_hash: str | None
     timings: dict = field(default_factory=dict)
+    compensation: dict = field(default_factory=lambda: {"mode": "none"})
     plan: Plan | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
@@ -69,9 +70,10 @@ class GenerationResult:
 
     def summary(self) -> str:
         t = self.timings
+        comp = self.compensation.get("mode", "none")
         decode_tps = (self.new_tokens - 1) / t["decode_s"] if t["decode_s"] > 0 and self.new_tokens > 1 else 0.0
         return (
-            f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
+            f"[{self.selector}{'' if comp == 'none' else ', compensated: ' + comp}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn} | "
             f"selection {t['selection_s'] * 1e3:.0f} ms, loading {t['loading_s'] * 1e3:.1f} ms, "
             f"prefill {t['prefill_s'] * 1e3:.0f} ms ({self.prompt_tokens} tok), "
@@ -130,9 +132,22 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
 
     loading_s = 0.0
     model = lm.model
+    compensation = {"mode": "none"}
     if plan is not None and not plan.is_dense:
         compact = lm.compact(plan.width)
-        loading_s = compact.load(plan)
+        comp = lm.compensator
+        prompt_stats = None
+        if comp is not None:
+            comp.ensure_stats()  # a one-off pass over calibration text (cached on disk), not loading time
+            if comp.config.mode == "prompt":
+                from .calibration import prompt_moments
+
+                source = ids if task is None else encode_prompt(lm.tokenizer, task, chat=chat).to(lm.device)
+                t_p = time.perf_counter()
+                prompt_stats = prompt_moments(lm, source)
+                selection_s += time.perf_counter() - t_p
+            compensation = comp.describe()
+        loading_s = compact.load(plan, prompt=prompt_stats)
         model = compact.model
     width = plan.width if plan is not None else lm.d_ffn
 
@@ -157,5 +172,6 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         prompt_tokens=int(ids.shape[1]),
         plan_hash=plan.hash if plan is not None else None,
         timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": t2 - first},
+        compensation=compensation,
         plan=plan,
     )

@@ -55,6 +55,7 @@ class LoadedModel:
     layout: FFNLayout = field(init=False)
     _compact: dict = field(default_factory=dict, init=False, repr=False)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
+    compensator: object = field(default=None, init=False, repr=False)  # calibration.Compensator
 
     def __post_init__(self):
         self.layout = discover(self.model)
@@ -87,8 +88,19 @@ class LoadedModel:
         from .compact import CompactModel
 
         if width not in self._compact:
-            self._compact[width] = CompactModel(self.model, width, self.layout)
+            self._compact[width] = CompactModel(self.model, width, self.layout, self.compensator)
         return self._compact[width]
+
+    def set_compensator(self, compensator) -> None:
+        """Refit every compact model's down projection with `compensator` (None: plain gathering).
+        Compact models built before are dropped so no plan stays loaded with the other weights."""
+        if compensator is not None and compensator.fingerprint != self.fingerprint():
+            from .errors import IfpruneError
+
+            raise IfpruneError("these compensation statistics were computed on other weights; recompute them "
+                               "for this model")
+        self.compensator = compensator
+        self._compact.clear()
 
     def fingerprint(self) -> str:
         """A cheap identity of the weights (names, shapes and a sample of values of every tensor)."""

@@ -22,6 +22,23 @@ def encode_prompt(tokenizer, prompt: str, *, chat: bool = True, system: str | No
     return ids
 
 
+def response_ids(tokenizer, prompt: str, response: str, *, chat: bool = True) -> torch.Tensor:
+    """[T] ids of `response` as it follows `prompt` in a chat (closed by the template's end-of-turn)."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        msgs = [{"role": "user", "content": prompt}]
+        head = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": response}], tokenize=False)
+        tail = full[len(head):] if full.startswith(head) else response
+    else:
+        tail = " " + response + (tokenizer.eos_token or "")
+    return tokenizer(tail, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+
+
+def encode_pair(tokenizer, prompt: str, response: str, *, chat: bool = True) -> torch.Tensor:
+    """[T] ids of a prompt and its response as the model sees them (prompt as `encode_prompt`)."""
+    return torch.cat([encode_prompt(tokenizer, prompt, chat=chat)[0], response_ids(tokenizer, prompt, response, chat=chat)])
+
+
 def check_length(n_prompt: int, max_new_tokens: int, context: int | None) -> None:
     if context is not None and n_prompt + max_new_tokens > context:
         raise IfpruneError(

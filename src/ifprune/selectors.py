@@ -152,36 +152,32 @@ def read_calibration_text(path: str | Path, max_chars: int = 2_000_000) -> list[
 
 
 class WandaSelector(Selector):
-    """Static, activation-aware: ||down column j|| x RMS of channel j's activation on calibration text."""
+    """Static, activation-aware: ||down column j|| x RMS of channel j's activation on calibration text.
+
+    The RMS is the square root of the diagonal of the same calibration moments that output
+    compensation uses (calibration.layer_stats), so both share one cached pass over the text."""
 
     name = "wanda"
 
-    def __init__(self, calibration: str | Path | None = None, max_tokens: int = 8192, seq_len: int = 256, **kw):
+    def __init__(self, calibration: str | Path | None = None, max_tokens: int | None = None, **kw):
         super().__init__(**kw)
-        if calibration is None:
-            raise IfpruneError("the wanda selector needs calibration text: pass --calibration FILE (text or JSONL)")
-        self.calibration = Path(calibration)
-        self.max_tokens, self.seq_len = max_tokens, seq_len
+        from .calibration import DEFAULT_CALIBRATION, CompensationConfig
+
+        self.calibration = Path(calibration) if calibration is not None else DEFAULT_CALIBRATION
+        if not self.calibration.is_file():
+            raise IfpruneError(f"calibration file not found: {self.calibration} (give text or JSONL of "
+                               "prompt/response pairs, e.g. ../shared/data/pretrain/wikitext2/wiki.test.raw)")
+        self.max_tokens = max_tokens or CompensationConfig.max_tokens
 
     def options(self):
         return {"calibration": self.calibration.name, "max_tokens": self.max_tokens}
 
     def scores(self, lm, text):
         def compute():
-            sq = torch.zeros(lm.num_layers, lm.d_ffn, dtype=torch.float64)
-            counted = 0
-            docs = read_calibration_text(self.calibration)
-            ids = lm.tokenizer("\n\n".join(docs), return_tensors="pt")["input_ids"][0][: self.max_tokens]
-            chunks = ids.split(self.seq_len)
+            from .calibration import CompensationConfig, layer_stats
 
-            def acc(i, x):
-                sq[i] += x.reshape(-1, x.shape[-1]).double().pow(2).sum(0).cpu()
-
-            with torch.no_grad(), record_intermediates(lm.layout, acc):
-                for c in chunks:
-                    lm.model(c.unsqueeze(0).to(lm.device))
-                    counted += c.numel()
-            rms = (sq / counted).sqrt().float()
+            stats = layer_stats(lm, CompensationConfig(calibration=str(self.calibration), max_tokens=self.max_tokens))
+            rms = stats.G.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
             _, down = _channel_weight_norms(lm)
             return down * rms
 

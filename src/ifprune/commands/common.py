@@ -31,7 +31,25 @@ def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin", trai
     size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept, in (0, 1]")
     size.add_argument("--width", type=int, default=None, help="FFN channels kept per layer")
     g.add_argument("--seed", type=int, default=None, help="seed for the random selector and for sampling")
-    g.add_argument("--calibration", default=None, help="text or JSONL file for the wanda selector")
+    add_compensation_args(p)
+
+
+def add_compensation_args(p: argparse.ArgumentParser) -> None:
+    from ..calibration import CompensationConfig, MODES
+
+    d = CompensationConfig()
+    g = p.add_argument_group("output compensation (refit the kept channels' down projection)")
+    g.add_argument("--compensate", choices=MODES, default=None,
+                   help=f"none: plain gathering (the pre-compensation behaviour); calibration: least-squares refit "
+                        f"from calibration-text statistics; prompt: those mixed with the prompt's own "
+                        f"(default: {d.mode})")
+    g.add_argument("--calibration", default=None,
+                   help="calibration text or JSONL (prompt/response pairs) for compensation and the wanda selector "
+                        "(default: the mix shipped in the package)")
+    g.add_argument("--calibration-tokens", type=int, default=d.max_tokens,
+                   help=f"calibration tokens the statistics are gathered over (default: {d.max_tokens})")
+    g.add_argument("--ridge", type=float, default=d.ridge,
+                   help=f"refit ridge toward the original weights, relative to the mean diagonal (default: {d.ridge})")
 
 
 def _selector_name(args) -> str:
@@ -71,7 +89,25 @@ def selector_from_args(args, lm=None):
                          calibration=args.calibration, checkpoint=getattr(args, "checkpoint", None))
     if lm is not None and getattr(selector, "artifact", None) is not None:
         selector.artifact.attach(lm)
+    if lm is not None:
+        compensation_from_args(args, lm)
     return selector
+
+
+def compensation_config(args):
+    """The CompensationConfig the flags name (validated before any model loads)."""
+    from ..calibration import CompensationConfig
+
+    return CompensationConfig(mode=args.compensate or CompensationConfig.mode, calibration=args.calibration,
+                              max_tokens=args.calibration_tokens, ridge=args.ridge)
+
+
+def compensation_from_args(args, lm):
+    """Install the compensator on `lm` (after any artifact is attached: the statistics are those of the
+    weights that run). Statistics are computed lazily, on the first pruned plan."""
+    from ..calibration import compensate
+
+    return compensate(lm, compensation_config(args))
 
 
 def set_threads(threads: int | None) -> None:

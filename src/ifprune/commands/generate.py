@@ -46,7 +46,8 @@ def run(args) -> int:
     if args.save_plan:
         if result.plan is None:
             raise IfpruneError("no plan to save: the dense model was used (give --keep or --width below 1)")
-        result.plan.save(args.save_plan)
+        Plan(result.plan.indices, result.plan.d_ffn,
+             {**result.plan.meta, "compensation": result.compensation}).save(args.save_plan)
     if args.json:
         out = result.to_dict()
         out["model"] = lm.source

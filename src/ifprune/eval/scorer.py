@@ -36,10 +36,16 @@ class Scorer:
 
     def config(self) -> dict:
         out = {"selector": self.selector.name, "options": self.selector.options(), "width": self.width,
-               "d_ffn": self.lm.d_ffn, "task": self.task, "model": self.lm.fingerprint()}
+               "d_ffn": self.lm.d_ffn, "task": self.task, "model": self.lm.fingerprint(),
+               "compensation": self.compensation()}
         if self.per_task:
             out["per_task"] = True
         return out
+
+    def compensation(self) -> dict:
+        """What the compact model's down projections are (recorded with every result)."""
+        comp = getattr(self.lm, "compensator", None)
+        return comp.config.describe() if comp is not None and not self.dense else {"mode": "none"}
 
     def plan_for(self, text: str | None) -> Plan | None:
         """None means the full model. Static selectors ignore `text`; the selector caches plans."""
@@ -50,6 +56,12 @@ class Scorer:
         if source is None and self.per_task:
             raise IfpruneError("per-task selection needs a task description: run the suite through run_suite")
         plan = self.selector.select(self.lm, source if self.selector.per_prompt else None, self.width)
+        self._prompt_stats = None
+        comp = getattr(self.lm, "compensator", None)
+        if comp is not None and comp.config.mode == "prompt" and source is not None:
+            from ..calibration import prompt_moments
+
+            self._prompt_stats = prompt_moments(self.lm, encode_prompt(self.lm.tokenizer, source).to(self.lm.device))
         self.timings["selection_s"] += time.perf_counter() - t0
         return plan
 
@@ -57,7 +69,9 @@ class Scorer:
         if plan is None:
             return self.lm.model
         compact = self.lm.compact(plan.width)
-        self.timings["loading_s"] += compact.load(plan)
+        if compact.compensator is not None:
+            compact.compensator.ensure_stats()  # one-off (cached on disk), not per-plan loading time
+        self.timings["loading_s"] += compact.load(plan, prompt=getattr(self, "_prompt_stats", None))
         return compact.model
 
     # scoring ----------------------------------------------------------------------------------

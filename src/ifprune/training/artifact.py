@@ -51,6 +51,9 @@ class Artifact:
         if getattr(lm, "_ifprune_artifact", None) is not None:
             raise IfpruneError(f"this model already carries artifact {lm._ifprune_artifact}; load the base model "
                                f"again to use {self.path}")
+        if getattr(lm, "compensator", None) is not None:
+            raise IfpruneError("attach the artifact before turning compensation on: its statistics must be "
+                               "those of the tuned weights")
         base = self.config["base_fingerprint"]
         if lm.fingerprint() != base:
             raise IfpruneError(

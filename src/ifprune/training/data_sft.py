@@ -17,7 +17,7 @@ import torch
 
 from ..errors import IfpruneError
 from ..jsonl import iter_jsonl, read_json_array
-from ..prompting import encode_prompt
+from ..prompting import encode_prompt, response_ids
 
 # One task description per family: what per-task selection reads instead of each prompt.
 FAMILY_TASKS = {
@@ -160,14 +160,7 @@ class TokenizedSFT:
 def tokenize_sft(tokenizer, ex: SFTExample, *, max_seq_len: int, max_prompt_tokens: int) -> TokenizedSFT:
     """Chat-formatted ids; the prompt part is encoded exactly as generation encodes it."""
     p_ids = encode_prompt(tokenizer, ex.prompt)[0][-max_prompt_tokens:]
-    if getattr(tokenizer, "chat_template", None):
-        msgs = [{"role": "user", "content": ex.prompt}]
-        head = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": ex.response}], tokenize=False)
-        tail = full[len(head):] if full.startswith(head) else ex.response
-    else:
-        tail = " " + ex.response + (tokenizer.eos_token or "")
-    r_ids = tokenizer(tail, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    r_ids = response_ids(tokenizer, ex.prompt, ex.response)
     r_ids = r_ids[: max(1, max_seq_len - len(p_ids))]
     ids = torch.cat([p_ids, r_ids])
     labels = torch.cat([torch.full_like(p_ids, -100), r_ids])

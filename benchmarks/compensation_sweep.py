@@ -1,0 +1,140 @@
+"""Output compensation sweep: validation NLL per family for selectors x compensation settings, one
+model load, moments gathered once in token-budget snapshots. Appends one JSON line per setting to
+OUT (resumes: settings already in OUT are skipped).
+
+    python benchmarks/compensation_sweep.py --out results/compensation/sweep.jsonl \
+        --data /tmp/val_sft.jsonl --per-family 12 --threads 2
+
+The data file is the SFT validation slices (`python -m ifprune.training.data_sft --out FILE`), never a
+test split. Settings: --grid ridge | budget | prompt | selectors (see GRIDS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+GRIDS = {
+    # (selector, keep, mode, ridge, budget, prompt_weight)
+    "ridge": [("dense", 1.0, "none", 0, 0, 0), ("griffin", 0.5, "none", 0, 0, 0)] + [("griffin", 0.5, "calibration", r, 65536, 0)
+                                                     for r in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1)],
+    "budget": [("griffin", 0.5, "calibration", 1e-2, b, 0) for b in (4096, 8192, 16384, 32768, 131072)],
+    "prompt": [("griffin", 0.5, "prompt", 1e-2, 65536, w) for w in (0.1, 0.25, 0.5, 1.0)],
+}
+
+
+def rows_of(path: Path, per_family: int) -> list[dict]:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        f = r.get("family", "all")
+        if seen.get(f, 0) < per_family:
+            out.append(r)
+            seen[f] = seen.get(f, 0) + 1
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--per-family", type=int, default=12)
+    p.add_argument("--grid", nargs="+", default=["ridge"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--model", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from ifprune.calibration import (DEFAULT_CALIBRATION, CompensationConfig, Compensator, LayerStats,
+                                     calibration_rows, collect_moments, file_sha256, prompt_moments)
+    from ifprune.compensation import Moments
+    from ifprune.loading import load_model
+    from ifprune.prompting import encode_prompt, response_ids
+    from ifprune.selectors import make_selector
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(x)["key"] for x in out.read_text().splitlines() if x.strip()} if out.exists() else set()
+    lm = load_model(a.model)
+    data = rows_of(Path(a.data), a.per_family)
+    settings = [s for g in a.grid for s in GRIDS[g]]
+
+    # moments in budget snapshots, from one pass over the calibration rows
+    budgets = sorted({s[4] for s in settings if s[2] != "none"})
+    snapshots: dict[int, LayerStats] = {}
+    if budgets:
+        t0 = time.perf_counter()
+        rows = calibration_rows(lm.tokenizer, DEFAULT_CALIBRATION, max(budgets), 512)
+        run = [Moments.zeros(lm.d_ffn) for _ in range(lm.num_layers)]
+        used, start = 0, 0
+        for b in budgets:
+            end = start
+            while end < len(rows) and used < b:
+                used += len(rows[end])
+                end += 1
+            if end > start:
+                part = collect_moments(lm, rows[start:end])
+                for m, q in zip(run, part):
+                    m.outer += q.outer
+                    m.total += q.total
+                    m.count += q.count
+            start = end
+            snapshots[b] = LayerStats(torch.stack([m.second_moment() for m in run]).float(),
+                                      torch.stack([m.mean() for m in run]).float(), run[0].count,
+                                      lm.fingerprint(), file_sha256(DEFAULT_CALIBRATION))
+            print(f"moments: {run[0].count} tokens after {time.perf_counter() - t0:.0f} s", flush=True)
+
+    selectors = {}
+    for sel, keep, mode, ridge, budget, pw in settings:
+        key = f"{sel}|{keep}|{mode}|{ridge}|{budget}|{pw}"
+        if key in done:
+            continue
+        if sel not in selectors:
+            selectors[sel] = make_selector(sel, calibration=str(DEFAULT_CALIBRATION))
+        selector = selectors[sel]
+        width = round(keep * lm.d_ffn)
+        lm.set_compensator(None)
+        if mode != "none":
+            cfg = CompensationConfig(mode=mode, ridge=ridge, max_tokens=max(budget, 2048), prompt_weight=pw or 0.25)
+            lm.set_compensator(Compensator(lm, cfg, snapshots[budget]))
+        compact = lm.compact(width)
+        fam: dict[str, list[float]] = {}
+        t0 = time.perf_counter()
+        load_s = []
+        for r in data:
+            ids = encode_prompt(lm.tokenizer, r["prompt"])
+            cont = response_ids(lm.tokenizer, r["prompt"], r["response"])[:384]
+            plan = selector.select(lm, r["prompt"], width) if width < lm.d_ffn else None
+            pm = prompt_moments(lm, ids) if mode == "prompt" else None
+            model = lm.model
+            if plan is not None:
+                load_s.append(compact.load(plan, prompt=pm))
+                model = compact.model
+            seq = torch.cat([ids[0], cont]).unsqueeze(0)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(seq).logits[0, ids.shape[1] - 1:-1].float(), -1)
+            nll = -logp.gather(1, cont.unsqueeze(1)).sum().item()
+            f = fam.setdefault(r.get("family", "all"), [0.0, 0])
+            f[0] += nll
+            f[1] += cont.numel()
+        tot = [sum(v[0] for v in fam.values()), sum(v[1] for v in fam.values())]
+        res = {"key": key, "selector": sel, "keep": keep, "mode": mode, "ridge": ridge, "budget": budget,
+               "prompt_weight": pw, "tokens": snapshots[budget].tokens if mode != "none" else 0,
+               "nll": tot[0] / tot[1], "families": {k: v[0] / v[1] for k, v in fam.items()},
+               "examples": len(data), "load_ms_median": 1e3 * sorted(load_s)[len(load_s) // 2] if load_s else 0,
+               "wall_s": time.perf_counter() - t0, "threads": a.threads, "machine": platform.platform(),
+               "data": a.data, "date": time.strftime("%Y-%m-%d %H:%M")}
+        print(json.dumps(res), flush=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(res) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,352 @@
+"""Output compensation, the lifecycle: calibration text -> per-layer activation moments (cached on
+disk) -> a `Compensator` that refits each loaded plan's down projection (maths: compensation.py).
+
+Calibration text is a file the user gives (plain text, or JSONL of prompt/response pairs, which are
+chat-formatted exactly as at inference) or the default mix shipped in the package (permissively
+licensed training splits; see data/calibration/README.md). The moments are computed once per (model
+weights, calibration text, token budget), saved atomically as safetensors with a sha256 manifest, and
+never trusted when the manifest does not match (rebuilt, with a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .compensation import Moments, mix, refit_down
+from .errors import IfpruneError
+from .hooks import record_intermediates
+from .paths import atomic_path, cache_dir
+
+log = logging.getLogger(__name__)
+
+MODES = ("none", "calibration", "prompt")
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "data" / "calibration" / "default.jsonl"
+STATS_FORMAT = "ifprune-moments/1"
+MIN_TOKENS = 256  # smallest budget accepted at all; a model needs at least 2 x d_ffn tokens (calibration_rows)
+
+
+@dataclass(frozen=True)
+class CompensationConfig:
+    """What `--compensate`, `--calibration`, `--calibration-tokens` and `--ridge` set."""
+
+    mode: str = "calibration"
+    calibration: str | None = None  # file; None = the packaged default mix
+    max_tokens: int = 65536
+    seq_len: int = 512
+    ridge: float = 1e-2  # relative to the kept block's mean diagonal
+    prompt_weight: float = 0.25  # mode "prompt": share of the prompt's own moments in the mix
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise IfpruneError(f"unknown compensation mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if not self.ridge > 0 or self.ridge != self.ridge:
+            raise IfpruneError(f"--ridge must be > 0, got {self.ridge}")
+        if not 0 <= self.prompt_weight <= 1:
+            raise IfpruneError(f"prompt weight must be in [0, 1], got {self.prompt_weight}")
+        if self.max_tokens < MIN_TOKENS:
+            raise IfpruneError(f"--calibration-tokens {self.max_tokens} is too few: use at least {MIN_TOKENS}")
+
+    def describe(self) -> dict:
+        """Recorded in plan metadata, JSON output and export cards."""
+        if self.mode == "none":
+            return {"mode": "none"}
+        return {"mode": self.mode, "calibration": Path(self.calibration).name if self.calibration else "default-mix",
+                "calibration_tokens": self.max_tokens, "ridge": self.ridge,
+                **({"prompt_weight": self.prompt_weight} if self.mode == "prompt" else {})}
+
+
+# calibration text -> token rows ---------------------------------------------------------------
+DEFAULT_BUDGET_NOTE = "the default budget is 65536 tokens, about 250 KB of text"
+
+
+def calibration_rows(tokenizer, path: str | Path | None, max_tokens: int, seq_len: int,
+                     need: int = MIN_TOKENS) -> list[torch.Tensor]:
+    """Token rows of at most `seq_len`, `max_tokens` in all. JSONL rows with prompt/response (or
+    instruction/output) are chat-formatted as at inference; other text is split into documents."""
+    from .prompting import encode_pair
+    from .selectors import read_calibration_text
+
+    path = Path(path) if path is not None else DEFAULT_CALIBRATION
+    if not path.is_file():
+        raise IfpruneError(f"calibration file not found: {path} (give text or JSONL of prompt/response pairs)")
+    rows: list[torch.Tensor] = []
+    total = 0
+    items = _jsonl_items(path) if path.suffix == ".jsonl" else None
+    if items:
+        for item in items:
+            ids = (encode_pair(tokenizer, *item) if isinstance(item, tuple)
+                   else tokenizer(item, return_tensors="pt")["input_ids"][0])[:seq_len]
+            rows.append(ids)
+            total += ids.numel()
+            if total >= max_tokens:
+                break
+    else:
+        docs = read_calibration_text(path, max_chars=max(2_000_000, max_tokens * 8))
+        ids = tokenizer("\n\n".join(docs), return_tensors="pt")["input_ids"][0][:max_tokens]
+        rows = list(ids.split(seq_len))
+        total = ids.numel()
+    if total < need:
+        raise IfpruneError(f"calibration text {path} gives {total} tokens; this model needs at least {need} "
+                           f"(2 x its FFN width; {DEFAULT_BUDGET_NOTE})")
+    return rows
+
+
+def _jsonl_items(path: Path) -> list[tuple[str, str] | str]:
+    """(prompt, response) pairs (keys prompt/response or instruction/output) and plain "text" rows."""
+    from .jsonl import iter_jsonl
+
+    out: list[tuple[str, str] | str] = []
+    for _, row in iter_jsonl(path):
+        p = row.get("prompt", row.get("instruction"))
+        r = row.get("response", row.get("output"))
+        if isinstance(p, str) and isinstance(r, str) and p.strip() and r.strip():
+            out.append((p, r))
+        elif isinstance(row.get("text"), str) and row["text"].strip():
+            out.append(row["text"])
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# moments -----------------------------------------------------------------------------------------
+@dataclass
+class LayerStats:
+    """Per layer: second moment G [L, d, d] and mean [L, d] (float32), over `tokens` tokens."""
+
+    G: torch.Tensor
+    mean: torch.Tensor
+    tokens: int
+    fingerprint: str
+    calibration_sha: str
+
+    def nbytes(self) -> int:
+        return self.G.numel() * self.G.element_size() + self.mean.numel() * self.mean.element_size()
+
+
+def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batch_tokens: int = 4096) -> list[Moments]:
+    """Dense forward passes over the rows, summing each layer's FFN intermediate moments."""
+    from tqdm.auto import tqdm
+
+    from .predictor import length_batches
+    from .prompt_pass import decoder_body
+
+    moments = [Moments.zeros(lm.d_ffn) for _ in range(lm.num_layers)]
+    pad = lm.tokenizer.pad_token_id or 0
+    longest = max(len(r) for r in rows)
+    per_batch = max(1, batch_tokens // longest)
+    weight: list[torch.Tensor] = []
+
+    def acc(i, x):
+        moments[i].add(x, weight[0])
+
+    body = decoder_body(lm.model)
+    bar = tqdm(total=sum(len(r) for r in rows), desc="compensation: calibration moments", unit="tok",
+               disable=not progress, leave=False)
+    with torch.no_grad(), record_intermediates(lm.layout, acc):
+        for _, ids, att in length_batches(rows, pad, per_batch):
+            weight[:] = [att.to(lm.device)]
+            body(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), use_cache=False)
+            bar.update(int(att.sum()))
+    bar.close()
+    return moments
+
+
+def stats_path(fingerprint: str, calibration_sha: str, max_tokens: int, seq_len: int) -> Path:
+    key = hashlib.sha256(f"{fingerprint}|{calibration_sha}|{max_tokens}|{seq_len}|{STATS_FORMAT}".encode()).hexdigest()[:16]
+    return cache_dir() / "moments" / f"{fingerprint}-{key}.safetensors"
+
+
+def _manifest(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_stats(stats: LayerStats, path: Path) -> None:
+    """safetensors (G in float32) + a JSON manifest with its sha256, both written atomically."""
+    from safetensors.torch import save_file
+
+    meta = {"format": STATS_FORMAT, "fingerprint": stats.fingerprint, "calibration_sha256": stats.calibration_sha,
+            "tokens": str(stats.tokens)}
+    with atomic_path(path) as tmp:
+        save_file({"G": stats.G.contiguous(), "mean": stats.mean.contiguous()}, str(tmp), metadata=meta)
+        sha = file_sha256(tmp)
+    with atomic_path(_manifest(path)) as tmp:
+        tmp.write_text(json.dumps({**meta, "sha256": sha, "bytes": path.stat().st_size}, indent=2) + "\n")
+
+
+def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
+    """The cached statistics if the manifest, checksum and model all match; None (with a warning
+    naming why) if absent, corrupt, stale or of another model."""
+    from safetensors import safe_open
+
+    man = _manifest(path)
+    if not path.is_file() and not man.is_file():
+        return None
+    try:
+        info = json.loads(man.read_text())
+        if info.get("format") != STATS_FORMAT:
+            raise ValueError(f"format {info.get('format')!r}")
+        if info.get("fingerprint") != fingerprint:
+            raise ValueError(f"statistics of model {info.get('fingerprint')}, not of this model ({fingerprint})")
+        if path.stat().st_size != info["bytes"] or file_sha256(path) != info["sha256"]:
+            raise ValueError("checksum mismatch")
+        with safe_open(str(path), "pt") as f:
+            G, mean = f.get_tensor("G").float(), f.get_tensor("mean").float()
+        if not (torch.isfinite(G).all() and torch.isfinite(mean).all()):
+            raise ValueError("non-finite values")
+        return LayerStats(G, mean, int(info["tokens"]), fingerprint, info["calibration_sha256"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        warnings.warn(f"ifprune: compensation statistics {path} are unusable ({e}); recomputing them", stacklevel=2)
+        path.unlink(missing_ok=True)
+        man.unlink(missing_ok=True)
+        return None
+
+
+def layer_stats(lm, config: CompensationConfig, *, progress: bool = True, use_cache: bool = True) -> LayerStats:
+    """The model's calibration moments for `config`, from the cache or computed (once) and cached."""
+    path_in = Path(config.calibration) if config.calibration else DEFAULT_CALIBRATION
+    if not path_in.is_file():
+        raise IfpruneError(f"calibration file not found: {path_in} (give text or JSONL of prompt/response pairs)")
+    sha = file_sha256(path_in)
+    fp = lm.fingerprint()
+    path = stats_path(fp, sha, config.max_tokens, config.seq_len)
+    if use_cache and (cached := read_stats(path, fp)) is not None:
+        return cached
+    t0 = time.perf_counter()
+    rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, config.seq_len, need=2 * lm.d_ffn)
+    moments = collect_moments(lm, rows, progress=progress)
+    stats = LayerStats(torch.stack([m.second_moment() for m in moments]).float(),
+                       torch.stack([m.mean() for m in moments]).float(), moments[0].count, fp, sha)
+    log.info("compensation statistics: %d tokens, %.1f s, %.0f MB", stats.tokens, time.perf_counter() - t0,
+             stats.nbytes() / 1e6)
+    if use_cache:
+        save_stats(stats, path)
+    return stats
+
+
+# the refit at plan-load time ---------------------------------------------------------------------
+def down_weight(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A layer's down projection as [hidden, d_ffn] (Conv1D stores it transposed) and its bias."""
+    from .ffn import Conv1D
+
+    w = layer.down.weight.detach()
+    w = w.T if isinstance(layer.down, Conv1D) else w
+    b = getattr(layer.down, "bias", None)
+    return w, None if b is None else b.detach()
+
+
+class Compensator:
+    """Refits a plan's down projections from calibration moments (optionally mixed with a prompt's
+    own); refits are kept per (plan, prompt statistics) so per-task plans pay once. The moments are
+    read or computed on the first refit (or by `ensure_stats`), so a dense run never pays for them."""
+
+    def __init__(self, lm, config: CompensationConfig, stats: LayerStats | None = None, cache_size: int = 4,
+                 progress: bool = True, use_cache: bool = True):
+        self.config = config
+        self.stats = stats
+        self.fingerprint = lm.fingerprint()
+        self._lm = lm
+        self._layout = lm.layout
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._progress, self._use_cache = progress, use_cache
+        self._WG = None
+        self.last_refit_s = 0.0
+
+    def describe(self) -> dict:
+        out = self.config.describe()
+        if self.stats is not None:
+            out["statistics_tokens"] = self.stats.tokens
+        return out
+
+    def ensure_stats(self) -> LayerStats:
+        if self.stats is None:
+            if self._lm.fingerprint() != self.fingerprint:
+                raise IfpruneError("the model's weights changed after compensation was turned on; turn it on again")
+            self.stats = layer_stats(self._lm, self.config, progress=self._progress, use_cache=self._use_cache)
+        return self.stats
+
+    def _weights(self):
+        """Down weights [L, hidden, d] and biases (float32 copies) and W @ G, computed once per model
+        (a refit then only gathers columns of W @ G)."""
+        if self._WG is None:
+            pairs = [down_weight(layer) for layer in self._layout.layers]
+            W = torch.stack([w.float().cpu() for w, _ in pairs])
+            b = None if pairs[0][1] is None else torch.stack([b.float().cpu() for _, b in pairs])
+            self._WG = (W, b, W @ self.stats.G, pairs[0][0].dtype)
+        return self._WG
+
+    def refit(self, plan, prompt: "PromptMoments | None" = None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per layer (W'_S [hidden, k], b' or None) for `plan`, in the down weight's dtype."""
+        use_prompt = self.config.mode == "prompt" and prompt is not None
+        key = (plan.hash, prompt.key if use_prompt else None)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            self.last_refit_s = 0.0
+            return self._cache[key]
+        self.ensure_stats()
+        t0 = time.perf_counter()
+        W, b, WG, dtype = self._weights()
+        G, mu = self.stats.G, self.stats.mean
+        if use_prompt:
+            G, mu = mix((G, mu), prompt.stacked(), self.config.prompt_weight)
+            WG = None
+        W_s, b_s = refit_down(W, b, G, mu, plan.indices, self.config.ridge, WG)
+        out = [(W_s[i].to(dtype), None if b_s is None else b_s[i].to(dtype)) for i in range(W_s.shape[0])]
+        self._cache[key] = out
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        self.last_refit_s = time.perf_counter() - t0
+        return out
+
+
+class PromptMoments:
+    """A prompt's own FFN activation moments (mode "prompt"), from the selection pass or its own."""
+
+    def __init__(self, moments: list[Moments], key: str):
+        self.moments = moments
+        self.key = key
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G [L, d, d], mean [L, d]) in float32."""
+        return (torch.stack([m.second_moment() for m in self.moments]).float(),
+                torch.stack([m.mean() for m in self.moments]).float())
+
+
+def prompt_moments(lm, ids: torch.Tensor) -> PromptMoments:
+    """One dense pass over the prompt ids [1, T] (decoder body only)."""
+    from .prompt_pass import decoder_body
+
+    moments = [Moments.zeros(lm.d_ffn) for _ in range(lm.num_layers)]
+    with torch.no_grad(), record_intermediates(lm.layout, lambda i, x: moments[i].add(x)):
+        decoder_body(lm.model)(input_ids=ids.to(lm.device), use_cache=False)
+    key = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
+    return PromptMoments(moments, key)
+
+
+def compensate(lm, config: CompensationConfig | str | None = None, *, progress: bool = True,
+               use_cache: bool = True) -> Compensator | None:
+    """Turn compensation on for every compact model of `lm` (mode "none": off); returns it. The
+    statistics are gathered on the first pruned plan (or call `ensure_stats()` to pay up front)."""
+    if config is None or isinstance(config, str):
+        config = CompensationConfig(mode=config or CompensationConfig.mode)
+    lm.set_compensator(None)
+    if config.mode == "none":
+        return None
+    comp = Compensator(lm, config, progress=progress, use_cache=use_cache)
+    lm.set_compensator(comp)
+    return comp

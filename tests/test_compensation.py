@@ -1,0 +1,225 @@
+"""Output compensation: the refit's maths, its parity with an independent reference, its effect on
+the layer's output error, the statistics cache, and every bad input."""
+
+import copy
+import json
+import warnings
+
+import pytest
+import torch
+
+from ifprune.calibration import (CompensationConfig, Compensator, calibration_rows, collect_moments, compensate,
+                                 down_weight, layer_stats, stats_path)
+from ifprune.compensation import Moments, output_error, refit_down
+from ifprune.errors import IfpruneError
+from ifprune.ffn import Conv1D, discover
+from ifprune.hooks import record_intermediates
+from ifprune.plan import Plan
+from ifprune.tiny import TINY_ARCHS, tiny_lm
+
+TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! "
+        "How vexingly quick daft zebras jump; 12 + 30 = 42. def f(x): return x * 2\n\n") * 12
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IFPRUNE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def calib(tmp_path):
+    path = tmp_path / "calib.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def _plan(lm, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Plan.from_scores(torch.rand(lm.num_layers, lm.d_ffn, generator=g), width)
+
+
+def _cfg(calib, **kw):
+    return CompensationConfig(calibration=str(calib), max_tokens=4096, seq_len=128, **kw)
+
+
+def reference_model(lm, plan, refits):
+    """Independent of the compact path: a full-width copy whose down projection is the refit on the
+    kept columns and zero on the others (and the refit bias)."""
+    ref = copy.deepcopy(lm.model)
+    layout = discover(ref)
+    with torch.no_grad():
+        for layer, keep, (W_s, b_s) in zip(layout.layers, plan.indices, refits):
+            W = torch.zeros_like(down_weight(layer)[0])
+            W[:, keep] = W_s
+            layer.down.weight.copy_(W.T if isinstance(layer.down, Conv1D) else W)
+            if b_s is not None:
+                layer.down.bias.copy_(b_s)
+    return ref
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_compact_refit_equals_reference_for_every_family(arch, calib):
+    lm = tiny_lm(arch, layers=2)
+    lm.model.double()
+    lm._fingerprint = None
+    comp = compensate(lm, _cfg(calib), progress=False)
+    plan = _plan(lm, 20)
+    compact = lm.compact(20)
+    compact.load(plan)
+    ref = reference_model(lm, plan, comp.refit(plan))
+    ids = torch.randint(7, 100, (2, 13), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got, want, plain = compact.model(ids).logits, ref(ids).logits, None
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    lm.set_compensator(None)
+    plain_compact = lm.compact(20)
+    plain_compact.load(plan)
+    with torch.no_grad():
+        plain = plain_compact.model(ids).logits
+    assert not torch.allclose(plain, got, atol=1e-4), "the refit must change the compact model"
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3", "gpt_neox", "gpt2"])
+def test_refit_lowers_the_layer_output_error_on_calibration_activations(arch, calib):
+    lm = tiny_lm(arch, layers=2)
+    rows = calibration_rows(lm.tokenizer, calib, 4096, 128)
+    stats = layer_stats(lm, _cfg(calib), progress=False)
+    acts: dict[int, list] = {}
+    with torch.no_grad(), record_intermediates(lm.layout, lambda i, x: acts.setdefault(i, []).append(x.reshape(-1, x.shape[-1]))):
+        for r in rows:
+            lm.model(r.unsqueeze(0))
+    plan = _plan(lm, 16, seed=1)
+    for i, layer in enumerate(lm.layout.layers):
+        W, b = down_weight(layer)
+        keep = plan.indices[i]
+        W_s, b_s = refit_down(W, b, stats.G[i], stats.mean[i], keep, 1e-3)
+        h = torch.cat(acts[i])
+        assert output_error(W, b, W_s, b_s, h, keep) < 0.9 * output_error(W, b, W[:, keep], b, h, keep)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_keeping_every_channel_gives_the_original_weights_exactly(arch, calib):
+    lm = tiny_lm(arch, layers=2)
+    stats = layer_stats(lm, _cfg(calib), progress=False)
+    for i, layer in enumerate(lm.layout.layers):
+        W, b = down_weight(layer)
+        W_s, b_s = refit_down(W, b, stats.G[i], stats.mean[i], torch.arange(lm.d_ffn), 1e-2)
+        assert torch.equal(W_s, W) and (b is None or torch.equal(b_s, b))
+
+
+def test_ridge_pulls_toward_the_original_weights(calib):
+    lm = tiny_lm("llama", layers=2)
+    stats = layer_stats(lm, _cfg(calib), progress=False)
+    W, _ = down_weight(lm.layout.layers[0])
+    keep = _plan(lm, 16).indices[0]
+    far = (refit_down(W, None, stats.G[0], stats.mean[0], keep, 1e-4)[0] - W[:, keep]).norm()
+    near = (refit_down(W, None, stats.G[0], stats.mean[0], keep, 1e4)[0] - W[:, keep]).norm()
+    assert near < 1e-2 * far
+
+
+def test_moments_weights_drop_padding():
+    m, ref = Moments.zeros(3), Moments.zeros(3)
+    x = torch.randn(2, 4, 3)
+    m.add(x, torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]))
+    ref.add(torch.cat([x[0, :3], x[1, :2]]))
+    assert m.count == ref.count == 5
+    torch.testing.assert_close(m.second_moment(), ref.second_moment())
+
+
+def test_statistics_are_cached_and_a_corrupt_cache_is_rebuilt(calib):
+    lm = tiny_lm("llama", layers=2)
+    cfg = _cfg(calib)
+    first = layer_stats(lm, cfg, progress=False)
+    path = stats_path(lm.fingerprint(), first.calibration_sha, cfg.max_tokens, cfg.seq_len)
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    again = layer_stats(lm, cfg, progress=False)
+    assert torch.equal(again.G, first.G)
+    raw = bytearray(path.read_bytes())
+    raw[-8:] = b"\x00" * 8
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        rebuilt = layer_stats(lm, cfg, progress=False)
+    torch.testing.assert_close(rebuilt.G, first.G)
+    man = path.with_suffix(".json")
+    man.write_text("{not json")
+    with pytest.warns(UserWarning, match="unusable"):
+        layer_stats(lm, cfg, progress=False)
+    info = json.loads(man.read_text())
+    info["fingerprint"] = "0123456789abcdef"
+    man.write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match="not of this model"):
+        layer_stats(lm, cfg, progress=False)
+
+
+def test_statistics_of_another_model_are_refused(calib):
+    a, b = tiny_lm("llama", layers=2, seed=0), tiny_lm("llama", layers=2, seed=1)
+    stats = layer_stats(a, _cfg(calib), progress=False)
+    with pytest.raises(IfpruneError, match="other weights"):
+        b.set_compensator(Compensator(a, _cfg(calib), stats))
+
+
+def test_too_little_calibration_text_names_how_much_is_needed(tmp_path):
+    lm = tiny_lm("llama", layers=2)
+    short = tmp_path / "short.txt"
+    short.write_text("a few words only")
+    with pytest.raises(IfpruneError, match=r"gives \d+ tokens; this model needs at least 96"):
+        layer_stats(lm, _cfg(short), progress=False)
+    with pytest.raises(IfpruneError, match="calibration file not found"):
+        layer_stats(lm, _cfg(tmp_path / "missing.txt"), progress=False)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(IfpruneError, match="unknown compensation mode"):
+        CompensationConfig(mode="sometimes")
+    with pytest.raises(IfpruneError, match="--ridge must be > 0"):
+        CompensationConfig(ridge=0.0)
+    with pytest.raises(IfpruneError, match="--ridge must be > 0"):
+        CompensationConfig(ridge=float("nan"))
+    with pytest.raises(IfpruneError, match="too few"):
+        CompensationConfig(max_tokens=10)
+
+
+def test_ill_conditioned_statistics_warn_and_still_solve():
+    W = torch.randn(4, 6)
+    G = -torch.eye(6)  # not positive semi-definite (broken moments): Cholesky fails even with the ridge
+    with pytest.warns(UserWarning, match="ill-conditioned"):
+        W_s, _ = refit_down(W, None, G, torch.zeros(6), torch.tensor([0, 2, 4]), 1e-2)
+    assert torch.isfinite(W_s).all()
+
+
+def test_compensation_none_reproduces_plain_gathering(calib):
+    lm = tiny_lm("llama", layers=2)
+    plan = _plan(lm, 20)
+    compact = lm.compact(20)
+    compact.load(plan)
+    plain = [b.clone() for pairs in compact._pairs for _, b in pairs]
+    assert compensate(lm, "none") is None and lm.compensator is None
+    again = lm.compact(20)
+    again.load(plan)
+    assert all(torch.equal(x, y) for x, (_, y) in zip(plain, [p for pairs in again._pairs for p in pairs]))
+
+
+def test_refits_are_cached_per_plan(calib):
+    lm = tiny_lm("llama", layers=2)
+    comp = compensate(lm, _cfg(calib), progress=False)
+    compact = lm.compact(20)
+    a, b = _plan(lm, 20, 0), _plan(lm, 20, 1)
+    compact.load(a)
+    first = comp.last_refit_s
+    compact.load(b)
+    compact.load(a)  # back to a: the refit comes from the per-plan cache
+    assert first > 0 and comp.last_refit_s == 0.0
+    assert compact.load(a) == 0.0  # already loaded: no-op
+
+
+def test_prompt_mode_depends_on_the_prompt(calib):
+    from ifprune.calibration import prompt_moments
+    from ifprune.prompting import encode_prompt
+
+    lm = tiny_lm("llama", layers=2)
+    comp = compensate(lm, _cfg(calib, mode="prompt", prompt_weight=0.5), progress=False)
+    plan = _plan(lm, 20)
+    p1 = prompt_moments(lm, encode_prompt(lm.tokenizer, "write a sonnet about the sea"))
+    p2 = prompt_moments(lm, encode_prompt(lm.tokenizer, "12 + 30 = ?"))
+    r1, r2, r0 = comp.refit(plan, p1), comp.refit(plan, p2), comp.refit(plan, None)
+    assert not torch.allclose(r1[0][0], r2[0][0]) and not torch.allclose(r1[0][0], r0[0][0])
