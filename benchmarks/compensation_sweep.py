@@ -23,8 +23,11 @@ GRIDS = {
     # (selector, keep, mode, ridge, budget, prompt_weight)
     "ridge": [("dense", 1.0, "none", 0, 0, 0), ("griffin", 0.5, "none", 0, 0, 0)] + [("griffin", 0.5, "calibration", r, 65536, 0)
                                                      for r in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1)],
-    "budget": [("griffin", 0.5, "calibration", 1e-2, b, 0) for b in (4096, 8192, 16384, 32768, 131072)],
+    "budget": [("griffin", 0.5, "calibration", r, b, 0) for b in (4096, 8192, 16384, 32768) for r in (1e-3, 1e-2)],
     "prompt": [("griffin", 0.5, "prompt", 1e-2, 65536, w) for w in (0.1, 0.25, 0.5, 1.0)],
+    # per-task statistics: each family scored with moments from that family's own calibration rows
+    # (budget 16384 of them) against the global mix at the same budget
+    "task": [("griffin", 0.5, "task", 1e-2, 16384, 0), ("griffin", 0.5, "calibration", 1e-2, 16384, 0)],
 }
 
 
@@ -40,6 +43,28 @@ def rows_of(path: Path, per_family: int) -> list[dict]:
     return out
 
 
+def markdown(rows: list[dict]) -> str:
+    fams = list(dict.fromkeys(f for r in rows for f in r["families"]))
+    dense = next((r["nll"] for r in rows if r["selector"] == "dense"), None)
+    plain = {r["selector"]: r["nll"] for r in rows if r["mode"] == "none" and r["selector"] != "dense"}
+    head = ["selector", "keep", "mode", "ridge", "calibration tokens", "prompt weight", "nll", "gap closed"] + fams + [
+        "load ms (median)"]
+    out = ["# Output compensation sweep (validation NLL per response token)", "",
+           f"Rows: {rows[0]['examples']} examples of `{rows[0]['data']}` (SFT validation slices, never trained on, "
+           f"not in the calibration mix); machine {rows[0]['machine']}, {rows[0]['threads']} threads. "
+           "Gap closed = (plain - compensated) / (plain - dense).", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        base = plain.get(r["selector"])
+        closed = (f"{(base - r['nll']) / (base - dense):.0%}" if dense is not None and base is not None
+                  and r["mode"] != "none" and base != dense else "")
+        cells = [r["selector"], f"{r['keep']:.3f}", r["mode"], f"{r['ridge']:g}", str(r["tokens"]),
+                 f"{r['prompt_weight']:g}", f"{r['nll']:.3f}", closed] + [f"{r['families'].get(f, float('nan')):.3f}"
+                                                                          for f in fams] + [f"{r['load_ms_median']:.0f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -48,7 +73,12 @@ def main() -> int:
     p.add_argument("--grid", nargs="+", default=["ridge"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", default=None)
+    p.add_argument("--markdown", default=None, help="only render OUT's rows as a markdown table to this file")
     a = p.parse_args()
+    if a.markdown:
+        rows = [json.loads(x) for x in Path(a.out).read_text().splitlines() if x.strip()]
+        Path(a.markdown).write_text(markdown(rows))
+        return 0
     torch.set_num_threads(a.threads)
 
     from ifprune.calibration import (DEFAULT_CALIBRATION, CompensationConfig, Compensator, LayerStats,
@@ -66,7 +96,7 @@ def main() -> int:
     settings = [s for g in a.grid for s in GRIDS[g]]
 
     # moments in budget snapshots, from one pass over the calibration rows
-    budgets = sorted({s[4] for s in settings if s[2] != "none"})
+    budgets = sorted({s[4] for s in settings if s[2] not in ("none", "task")})
     snapshots: dict[int, LayerStats] = {}
     if budgets:
         t0 = time.perf_counter()
@@ -90,6 +120,22 @@ def main() -> int:
                                       lm.fingerprint(), file_sha256(DEFAULT_CALIBRATION))
             print(f"moments: {run[0].count} tokens after {time.perf_counter() - t0:.0f} s", flush=True)
 
+    family_stats: dict[str, LayerStats] = {}
+    if any(s[2] == "task" for s in settings):
+        import tempfile
+
+        src_rows = [json.loads(x) for x in DEFAULT_CALIBRATION.read_text().splitlines() if x.strip()]
+        for fam in sorted({r.get("family", "all") for r in data}):
+            mine = [r for r in src_rows if r.get("source") == fam]
+            with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+                f.write("".join(json.dumps(r) + "\n" for r in mine))
+            rows = calibration_rows(lm.tokenizer, f.name, 16384, 512, need=1)
+            ms = collect_moments(lm, rows)
+            family_stats[fam] = LayerStats(torch.stack([m.second_moment() for m in ms]).float(),
+                                           torch.stack([m.mean() for m in ms]).float(), ms[0].count,
+                                           lm.fingerprint(), fam)
+            print(f"family moments {fam}: {ms[0].count} tokens", flush=True)
+
     selectors = {}
     for sel, keep, mode, ridge, budget, pw in settings:
         key = f"{sel}|{keep}|{mode}|{ridge}|{budget}|{pw}"
@@ -100,7 +146,11 @@ def main() -> int:
         selector = selectors[sel]
         width = round(keep * lm.d_ffn)
         lm.set_compensator(None)
-        if mode != "none":
+        per_family = {}
+        if mode == "task":
+            cfg = CompensationConfig(mode="calibration", ridge=ridge, max_tokens=budget)
+            per_family = {f: Compensator(lm, cfg, st) for f, st in family_stats.items()}
+        elif mode != "none":
             cfg = CompensationConfig(mode=mode, ridge=ridge, max_tokens=max(budget, 2048), prompt_weight=pw or 0.25)
             lm.set_compensator(Compensator(lm, cfg, snapshots[budget]))
         compact = lm.compact(width)
@@ -113,6 +163,9 @@ def main() -> int:
             plan = selector.select(lm, r["prompt"], width) if width < lm.d_ffn else None
             pm = prompt_moments(lm, ids) if mode == "prompt" else None
             model = lm.model
+            if per_family:
+                compact.compensator = per_family[r.get("family", "all")]
+                compact.plan = None
             if plan is not None:
                 load_s.append(compact.load(plan, prompt=pm))
                 model = compact.model
@@ -125,7 +178,7 @@ def main() -> int:
             f[1] += cont.numel()
         tot = [sum(v[0] for v in fam.values()), sum(v[1] for v in fam.values())]
         res = {"key": key, "selector": sel, "keep": keep, "mode": mode, "ridge": ridge, "budget": budget,
-               "prompt_weight": pw, "tokens": snapshots[budget].tokens if mode != "none" else 0,
+               "prompt_weight": pw, "tokens": snapshots[budget].tokens if mode not in ("none", "task") else budget,
                "nll": tot[0] / tot[1], "families": {k: v[0] / v[1] for k, v in fam.items()},
                "examples": len(data), "load_ms_median": 1e3 * sorted(load_s)[len(load_s) // 2] if load_s else 0,
                "wall_s": time.perf_counter() - t0, "threads": a.threads, "machine": platform.platform(),

@@ -41,7 +41,26 @@ def test_generate_text_summary_and_plan_round_trip(tiny_dir, tmp_path, capsys):
     assert out["ffn_width"] == 10 and out["selector"] == "magnitude"
 
 
+def test_generate_records_compensation_and_none_is_plain(tiny_dir, tmp_path, capsys):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("The quick brown fox jumps over the lazy dog; 12 + 30 = 42.\n\n" * 30)
+    base = ["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--max-new-tokens", "5", "--json",
+            "--calibration", str(calib), "--calibration-tokens", "4096"]
+    plan = tmp_path / "p.json"
+    assert main(base + ["--save-plan", str(plan)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["compensation"]["mode"] == "calibration" and out["compensation"]["calibration"] == "calib.txt"
+    assert json.loads(plan.read_text())["meta"]["compensation"]["mode"] == "calibration"
+    assert main(base + ["--compensate", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["compensation"] == {"mode": "none"}
+    assert main(base + ["--compensate", "prompt"]) == 0
+    assert json.loads(capsys.readouterr().out)["compensation"]["mode"] == "prompt"
+
+
 @pytest.mark.parametrize("extra,match", [
+    (["--ridge", "0"], r"--ridge must be > 0"),
+    (["--calibration-tokens", "10"], r"--calibration-tokens 10 is too few"),
+    (["--calibration", "/nonexistent/c.txt"], r"calibration file not found"),
     (["--keep", "0"], r"keep ratio 0.0 is out of range"),
     (["--keep", "1.5"], r"keep ratio 1.5 is out of range"),
     (["--width", "0"], r"FFN width 0 is out of range: use 1..48"),

@@ -45,6 +45,35 @@ def test_export_roundtrip_matches_compact(tmp_path, arch):
     assert sum(p.numel() for p in model.parameters()) == info.active_params
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_exported_refit_checkpoint_gives_the_compact_refit_logits(tmp_path, arch, monkeypatch):
+    """With compensation the checkpoint carries the refit down projection (and bias) and stays a
+    stock config; plain transformers reproduces the compact refit model."""
+    from transformers import AutoModelForCausalLM
+
+    from ifprune.calibration import CompensationConfig, compensate
+
+    monkeypatch.setenv("IFPRUNE_CACHE", str(tmp_path / "cache"))
+    calib = tmp_path / "calib.txt"
+    calib.write_text("The quick brown fox jumps over the lazy dog; 12 + 30 = 42.\n\n" * 30)
+    lm = tiny_lm(arch)
+    compensate(lm, CompensationConfig(calibration=str(calib), max_tokens=4096), progress=False)
+    info = export_task(lm, make_selector("griffin"), TASK, 20, tmp_path / "out")
+    assert info.compensation["mode"] == "calibration"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    compact = lm.compact(20)
+    compact.load(Plan.load(tmp_path / "out" / "ifprune_plan.json"))
+    ids = torch.randint(7, 100, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        exported, ours = model(ids).logits, compact.model(ids).logits
+    torch.testing.assert_close(exported, ours, rtol=0, atol=1e-5)
+    compensate(lm, "none")
+    plain = lm.compact(20)
+    plain.load(Plan.load(tmp_path / "out" / "ifprune_plan.json"))
+    with torch.no_grad():
+        assert (plain.model(ids).logits - exported).abs().max() > 1e-3  # the refit is in the file
+
+
 def test_export_loads_in_a_process_without_ifprune(tmp_path):
     lm = tiny_lm("llama")
     plan = make_selector("random").select(lm, None, 12)
@@ -127,8 +156,14 @@ def test_cli_export_real_model(tmp_path, capsys):
         from ifprune.training.artifact import load_artifact
 
         load_artifact(shipped).attach(lm)
+    from ifprune.calibration import compensate
+
+    plan = Plan.load(out / "ifprune_plan.json")
+    assert plan.meta["compensation"]["mode"] == "calibration" and "calibration" in info["compensation"]["mode"]
+    assert "refit by least squares" in (out / "README.md").read_text()
+    compensate(lm)  # the default, as the CLI used: the export carries the refit down projections
     compact = lm.compact(384)
-    compact.load(Plan.load(out / "ifprune_plan.json"))
+    compact.load(plan)
     ids = lm.tokenizer("def fib(n):", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, compact.model(ids).logits, rtol=0, atol=1e-4)

@@ -37,12 +37,15 @@ def test_wanda_uses_calibration_activations(lm, tmp_path):
     assert plan.width == 8 and plan != mag
     with pytest.raises(IfpruneError, match="calibration file not found"):
         make_selector("wanda", calibration=tmp_path / "nope.txt").select(lm, None, 8)
-    with pytest.raises(IfpruneError, match="needs calibration text"):
-        make_selector("wanda")
+    assert make_selector("wanda").options()["calibration"] == "default.jsonl"  # the packaged mix
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{not json\n')
     with pytest.raises(IfpruneError, match=r"bad.jsonl:2: malformed JSON line"):
         make_selector("wanda", calibration=bad).select(lm, None, 8)
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    with pytest.raises(IfpruneError, match="needs at least"):
+        make_selector("wanda", calibration=short).select(lm, None, 8)
 
 
 def test_griffin_follows_its_definition(lm):

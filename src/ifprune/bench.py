@@ -244,6 +244,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
         "selection": select.label, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
+        "compensation": lm.compensator.describe() if getattr(lm, "compensator", None) is not None else {"mode": "none"},
     }
 
 
@@ -256,7 +257,8 @@ def to_markdown(res: dict, command: str | None = None) -> str:
         f"Batch 1, {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new tokens, {cfg['samples']} samples "
         f"per query, {cfg['queries']} quer{'y' if cfg['queries'] == 1 else 'ies'}; compact FFN width "
         f"{res['width']}/{res['d_ffn']} ({res['active_params'] / 1e6:.1f}M of {res['total_params'] / 1e6:.1f}M "
-        f"params), selector {res.get('selection', cfg['selector'])}; static KV cache, compiled: {res['compiled']}. Medians.",
+        f"params), selector {res.get('selection', cfg['selector'])}, compensation "
+        f"{res.get('compensation', {}).get('mode', 'none')}; static KV cache, compiled: {res['compiled']}. Medians.",
         "",
         "| model | selection ms | loading ms | prefill ms | TTFT ms | decode ms/token | generation s | query s |",
         "|---|---|---|---|---|---|---|---|",

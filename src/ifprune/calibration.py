@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .compensation import Moments, mix, refit_down
+from .compensation import Moments, kept_blocks, solve_refit, token_blocks
 from .errors import IfpruneError
 from .hooks import record_intermediates
 from .paths import atomic_path, cache_dir
@@ -54,6 +54,9 @@ class CompensationConfig:
             raise IfpruneError(f"prompt weight must be in [0, 1], got {self.prompt_weight}")
         if self.max_tokens < MIN_TOKENS:
             raise IfpruneError(f"--calibration-tokens {self.max_tokens} is too few: use at least {MIN_TOKENS}")
+        if self.calibration is not None and not Path(self.calibration).is_file():
+            raise IfpruneError(f"calibration file not found: {self.calibration} (give text or JSONL of "
+                               "prompt/response pairs)")
 
     def describe(self) -> dict:
         """Recorded in plan metadata, JSON output and export cards."""
@@ -301,11 +304,11 @@ class Compensator:
         self.ensure_stats()
         t0 = time.perf_counter()
         W, b, WG, dtype = self._weights()
-        G, mu = self.stats.G, self.stats.mean
+        idx = plan.indices.to(torch.long)
+        blocks = kept_blocks(W, self.stats.G, self.stats.mean, idx, WG)
         if use_prompt:
-            G, mu = mix((G, mu), prompt.stacked(), self.config.prompt_weight)
-            WG = None
-        W_s, b_s = refit_down(W, b, G, mu, plan.indices, self.config.ridge, WG)
+            blocks = blocks.mix(token_blocks(W, prompt.H, idx), self.config.prompt_weight)
+        W_s, b_s = solve_refit(blocks, b, self.config.ridge, W.dtype)
         out = [(W_s[i].to(dtype), None if b_s is None else b_s[i].to(dtype)) for i in range(W_s.shape[0])]
         self._cache[key] = out
         if len(self._cache) > self._cache_size:
@@ -315,27 +318,26 @@ class Compensator:
 
 
 class PromptMoments:
-    """A prompt's own FFN activation moments (mode "prompt"), from the selection pass or its own."""
+    """A prompt's own FFN activations H [layers, tokens, d_ffn] (mode "prompt"): kept as tokens, not
+    as d x d moments, so mixing them in costs a few small matmuls (compensation.token_blocks)."""
 
-    def __init__(self, moments: list[Moments], key: str):
-        self.moments = moments
+    def __init__(self, H: torch.Tensor, key: str):
+        self.H = H
         self.key = key
-
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(G [L, d, d], mean [L, d]) in float32."""
-        return (torch.stack([m.second_moment() for m in self.moments]).float(),
-                torch.stack([m.mean() for m in self.moments]).float())
 
 
 def prompt_moments(lm, ids: torch.Tensor) -> PromptMoments:
     """One dense pass over the prompt ids [1, T] (decoder body only)."""
     from .prompt_pass import decoder_body
 
-    moments = [Moments.zeros(lm.d_ffn) for _ in range(lm.num_layers)]
-    with torch.no_grad(), record_intermediates(lm.layout, lambda i, x: moments[i].add(x)):
+    H = torch.zeros(lm.num_layers, ids.shape[-1], lm.d_ffn)
+
+    def keep(i, x):
+        H[i] = x.reshape(-1, x.shape[-1]).float().cpu()
+
+    with torch.no_grad(), record_intermediates(lm.layout, keep):
         decoder_body(lm.model)(input_ids=ids.to(lm.device), use_cache=False)
-    key = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16]
-    return PromptMoments(moments, key)
+    return PromptMoments(H, hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16])
 
 
 def compensate(lm, config: CompensationConfig | str | None = None, *, progress: bool = True,

@@ -30,6 +30,7 @@ class ExportInfo:
     plan_hash: str
     active_params: int
     total_params: int
+    compensation: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -51,12 +52,22 @@ A task-specific pruned copy of **{info.base_model}**, written by `ifprune export
 - Selector: {info.selector}
 - Plan hash: `{info.plan_hash}` (the kept channels are in `ifprune_plan.json`)
 - Parameters: {info.active_params:,} of the base model's {info.total_params:,}
+- Output compensation: {_comp_line(info.compensation)}
 - Architecture: stock `{arch}`; load it with `AutoModelForCausalLM.from_pretrained` (no ifprune needed).
 
 Every FFN layer keeps the same channels-per-layer count, so the checkpoint is a plain dense model of
-the base architecture with a narrower MLP; every non-FFN tensor is the base model's, unchanged.
+the base architecture with a narrower MLP. Gate/up rows are the base model's kept channels; the
+down projection is {"refit by least squares (see above)" if (info.compensation or {}).get("mode", "none") != "none" else "the base model's kept columns"}.
 Quality outside the task above is not guaranteed.
 """
+
+
+def _comp_line(comp: dict | None) -> str:
+    if not comp or comp.get("mode", "none") == "none":
+        return "none (the kept channels' weights, gathered unchanged)"
+    return (f"`{comp['mode']}`: the kept channels' down projection refit by least squares to reproduce the full "
+            f"FFN output on calibration text ({comp.get('calibration')}, {comp.get('statistics_tokens', comp.get('calibration_tokens'))} "
+            f"tokens, ridge {comp.get('ridge')})")
 
 
 def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False) -> ExportInfo:
@@ -76,13 +87,15 @@ def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, ove
         model = compact.model
     info = ExportInfo(out=str(out), base_model=lm.source, task=task, selector=str(plan.meta.get("selector", "plan")),
                       width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
-                      active_params=lm.active_params(plan.width), total_params=lm.total_params())
+                      active_params=lm.active_params(plan.width), total_params=lm.total_params(),
+                      compensation=(lm.compensator.describe() if getattr(lm, "compensator", None) is not None
+                                    and not plan.is_dense else {"mode": "none"}))
     with atomic_path(out) as tmp:
         tmp.mkdir()
         model.save_pretrained(tmp, safe_serialization=True)
         if lm.tokenizer is not None:
             lm.tokenizer.save_pretrained(tmp)
-        plan.save(tmp / "ifprune_plan.json")
+        Plan(plan.indices, plan.d_ffn, {**plan.meta, "compensation": info.compensation}).save(tmp / "ifprune_plan.json")
         (tmp / "ifprune_export.json").write_text(json.dumps(info.to_dict() | {"out": out.name}, indent=2) + "\n")
         (tmp / "README.md").write_text(_card(info, type(model).__name__, width_attr))
     return info

@@ -73,8 +73,9 @@ class GenerationResult:
         comp = self.compensation.get("mode", "none")
         decode_tps = (self.new_tokens - 1) / t["decode_s"] if t["decode_s"] > 0 and self.new_tokens > 1 else 0.0
         return (
-            f"[{self.selector}{'' if comp == 'none' else ', compensated: ' + comp}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
-            f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn} | "
+            f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
+            f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
+            f"{'' if self.ffn_width == self.d_ffn else ', compensation ' + comp} | "
             f"selection {t['selection_s'] * 1e3:.0f} ms, loading {t['loading_s'] * 1e3:.1f} ms, "
             f"prefill {t['prefill_s'] * 1e3:.0f} ms ({self.prompt_tokens} tok), "
             f"decode {t['decode_s']:.2f} s ({self.new_tokens} tok, {decode_tps:.1f} tok/s)"

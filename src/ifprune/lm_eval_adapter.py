@@ -7,8 +7,9 @@ and `python -m ifprune.lm_eval_adapter ARGS` runs lm-eval's own CLI with it regi
 
 model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
-generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width). Per-prompt selectors pick a plan from each request's context; static ones use
-one plan for the run.
+generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width),
+compensate (none | calibration | prompt; default as the CLI's), calibration_tokens, ridge.
+Per-prompt selectors pick a plan from each request's context; static ones use one plan for the run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class IfpruneLM(LM):
     def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str = "dense",
                  keep: float | None = None, width: int | None = None, seed: int = 0, calibration: str | None = None,
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
-                 max_gen_toks: int = 256, checkpoint: str | None = None, lm=None, **_ignored):
+                 max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
+                 calibration_tokens: int | None = None, ridge: float | None = None, lm=None, **_ignored):
         super().__init__()
         from .eval.scorer import Scorer
         from .loading import load_model
@@ -46,6 +48,12 @@ class IfpruneLM(LM):
             raise IfpruneError(f"selector {selector} needs keep=R or width=K in --model_args")
         w = width_from_keep(float(keep) if keep is not None else None, int(width) if width is not None else None,
                             self.lm.d_ffn)
+        from .calibration import CompensationConfig, compensate as turn_on
+
+        d = CompensationConfig()
+        turn_on(self.lm, CompensationConfig(mode=compensate or d.mode, calibration=calibration,
+                                            max_tokens=int(calibration_tokens or d.max_tokens),
+                                            ridge=float(ridge if ridge is not None else d.ridge)))
         self.scorer = Scorer(self.lm, sel, w, task=task)
         self.chat, self.max_gen_toks = bool(chat), int(max_gen_toks)
 

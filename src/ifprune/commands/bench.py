@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_model_args
+from .common import add_compensation_args, add_model_args
 
 
 def register(sub) -> None:
@@ -31,7 +31,7 @@ def register(sub) -> None:
     compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
                           help="torch.compile the decode step (default: on CUDA only)")
     compile_.add_argument("--no-compile", dest="compile", action="store_false")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_compensation_args(p)
     p.add_argument("--out", default=None, help="directory for <name>.json and <name>.md (default: print only)")
     p.add_argument("--name", default=None, help="file stem (default: derived from model and device)")
     p.set_defaults(func=run)
@@ -45,6 +45,8 @@ def run(args) -> int:
 
     if args.config and args.model:
         raise IfpruneError("give either --model (real weights) or --config (random weights), not both")
+    if args.config and args.compensate not in (None, "none"):
+        raise IfpruneError("compensation needs real weights and calibration text: drop --compensate with --config")
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,
@@ -56,9 +58,16 @@ def run(args) -> int:
     if args.config:
         lm = random_model(args.config, dtype=_dtype(args.dtype), device=args.device)
     else:
-        from .common import load
+        from .common import compensation_from_args, load
 
         lm = load(args)
+        if cfg.selector == "predictor" and cfg.checkpoint:
+            from ..training.artifact import load_artifact
+
+            load_artifact(cfg.checkpoint).attach(lm)  # statistics are those of the weights that run
+        comp = compensation_from_args(args, lm)
+        if comp is not None:
+            comp.ensure_stats()  # one-off and cached on disk: not part of any timed stage
     res = run_bench(lm, cfg)
     stem = args.name or f"{(args.config or lm.source).replace('/', '_').replace(':', '_')}-{res['device'].split(':')[0]}"
     report(res, to_markdown, command_name="bench", out=args.out, stem=stem)

@@ -16,6 +16,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="HF id, local directory or .gguf file (default: the packaged SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin", trained_default: bool = False) -> None:
@@ -64,7 +65,12 @@ def _selector_name(args) -> str:
 
 
 def load(args):
+    """Validate the compensation flags (before the model loads), then load the model."""
     from ..loading import load_model
+
+    if hasattr(args, "compensate"):
+        compensation_config(args)
+    set_threads(getattr(args, "threads", None))
 
     return load_model(args.model, dtype=args.dtype, device=args.device)
 

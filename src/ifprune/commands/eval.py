@@ -6,7 +6,8 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .common import add_model_args, add_selector_args, load, print_json, resolve_width, selector_from_args
+from .common import (add_model_args, add_selector_args, compensation_config, load, print_json, resolve_width,
+                     selector_from_args)
 
 SUITE_CHOICES = ("nll", "gsm8k", "math500", "humaneval", "mbpp", "ifeval", "mc")
 
@@ -39,6 +40,8 @@ def register(sub) -> None:
     g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
     g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
                    help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")
+    g.add_argument("--compensations", nargs="+", default=None, metavar="MODE",
+                   help="compare: compensation modes, each its own row (default: --compensate, else the default mode)")
     g.add_argument("--out", default=None, help="compare: output directory for results.json/.md and plots")
     g.add_argument("--no-plots", action="store_true", help="compare: skip the PNG plots")
     p.set_defaults(func=run)
@@ -105,6 +108,8 @@ def run_compare(args) -> int:
                         data_dir=args.data_dir, calibration=args.calibration, seed=args.seed or 0,
                         max_new_tokens=args.max_new_tokens, mc_tasks=args.mc_tasks, cache_dir=_cache_dir(args),
                         nll_data=args.data,
+                        compensations=args.compensations or [compensation_config(args).mode],
+                        calibration_tokens=args.calibration_tokens, ridge=args.ridge,
                         command="ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     cfg.validate()
     lm = load(args)

@@ -43,6 +43,7 @@ def parse_aliases(items: list[str] | None) -> dict[str, str] | None:
 
 
 def run(args) -> int:
+    from ..errors import IfpruneError
     from ..serve import IfpruneServer, ServeConfig
 
     tasks = parse_aliases(args.task_alias)
@@ -57,8 +58,14 @@ def run(args) -> int:
     from .common import resolve_width
 
     cfg.width = resolve_width(args, lm, selector)
+    if lm.compensator is not None and cfg.width < lm.d_ffn:
+        if lm.compensator.config.mode == "prompt":
+            raise IfpruneError("serve supports --compensate calibration or none (prompt mode refits per request)")
+        lm.compensator.ensure_stats()  # before the first request, not inside it
     server = IfpruneServer(lm, selector, cfg)
-    print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}) on "
+    comp = lm.compensator.config.mode if lm.compensator is not None and cfg.width < lm.d_ffn else "none"
+    print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}, "
+          f"compensation {comp}) on "
           f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -30,6 +30,17 @@ class CompareConfig:
     nll_data: str | None = None  # JSONL for the nll suite instead of its validation mix
     cache_dir: str | None = None
     command: str = ""
+    compensations: list[str] = field(default_factory=lambda: ["calibration"])  # modes, each a row
+    calibration_tokens: int | None = None
+    ridge: float | None = None
+
+    def compensation(self, mode: str):
+        from ..calibration import CompensationConfig
+
+        d = CompensationConfig()
+        return CompensationConfig(mode=mode, calibration=self.calibration,
+                                  max_tokens=self.calibration_tokens or d.max_tokens,
+                                  ridge=self.ridge if self.ridge is not None else d.ridge)
 
     def validate(self) -> None:
         if not self.suites or not self.selectors or not self.keeps:
@@ -37,6 +48,10 @@ class CompareConfig:
         for k in self.keeps:
             if not 0 < k <= 1:
                 raise IfpruneError(f"keep ratio {k} is out of range: use fractions in (0, 1], e.g. 0.5 0.333")
+        if not self.compensations:
+            raise IfpruneError("compare needs at least one compensation mode (e.g. --compensations none calibration)")
+        for mode in self.compensations:
+            self.compensation(mode)  # validates the mode and settings
 
 
 @dataclass
@@ -121,17 +136,24 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
                 "num_layers": lm.num_layers, "limits": cfg.limits, "keeps": cfg.keeps, "selectors": cfg.selectors,
                 "suites": cfg.suites, "wall_s": time.perf_counter() - t0, "machine": machine_info(),
                 "results": list(results)}
+    from ..calibration import compensate
+
     for spec, width in configurations(cfg, lm.d_ffn):
         selector, model = build_selector(spec, lm, cfg, load_fresh)
-        for suite_name in cfg.suites:
-            suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens, tasks=cfg.mc_tasks,
-                               data=cfg.nll_data if suite_name == "nll" else None)
-            scorer = Scorer(model, selector, width, per_task=spec.per_task, label=spec.label())
-            res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
-                            progress=progress).to_dict()
-            results.append(res)
-            if on_result:
-                on_result(res, report(False))
+        modes = ["none"] if width == lm.d_ffn else cfg.compensations  # dense: nothing to compensate
+        for mode in modes:
+            compensate(model, cfg.compensation(mode), progress=progress)
+            label = spec.label() + ("" if mode == "none" else f"+{mode}")
+            for suite_name in cfg.suites:
+                suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
+                                   tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
+                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label)
+                res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
+                                progress=progress).to_dict()
+                results.append(res)
+                if on_result:
+                    on_result(res, report(False))
+        compensate(model, "none")
     return report(True)
 
 
