@@ -20,11 +20,13 @@ from pathlib import Path
 import torch
 
 GRIDS = {
-    # (selector, keep, mode, ridge, budget, prompt_weight)
+    # (selector, keep, mode, ridge, budget, prompt weight (mode prompt) or shrink (mode calibration))
     "ridge": [("dense", 1.0, "none", 0, 0, 0), ("griffin", 0.5, "none", 0, 0, 0)] + [("griffin", 0.5, "calibration", r, 65536, 0)
                                                      for r in (1e-3, 1e-2, 3e-2, 1e-1, 3e-1)],
     "budget": [("griffin", 0.5, "calibration", r, b, 0) for b in (4096, 8192, 16384, 32768) for r in (1e-3, 1e-2)],
     "prompt": [("griffin", 0.5, "prompt", 1e-2, 65536, w) for w in (0.1, 0.25, 0.5, 1.0)],
+    # covariance shrinkage (variance-weighted ridge) at a small and the default budget; key field 5 = shrink
+    "shrink": [("griffin", 0.5, "calibration", 1e-3, b, a) for b in (8192, 65536) for a in (0.05, 0.2)],
     # per-task statistics: each family scored with moments from that family's own calibration rows
     # (budget 16384 of them) against the global mix at the same budget
     "task": [("griffin", 0.5, "task", 1e-2, 16384, 0), ("griffin", 0.5, "calibration", 1e-2, 16384, 0)],
@@ -47,7 +49,7 @@ def markdown(rows: list[dict]) -> str:
     fams = list(dict.fromkeys(f for r in rows for f in r["families"]))
     dense = next((r["nll"] for r in rows if r["selector"] == "dense"), None)
     plain = {r["selector"]: r["nll"] for r in rows if r["mode"] == "none" and r["selector"] != "dense"}
-    head = ["selector", "keep", "mode", "ridge", "calibration tokens", "prompt weight", "nll", "gap closed"] + fams + [
+    head = ["selector", "keep", "mode", "ridge", "calibration tokens", "prompt weight or shrink", "nll", "gap closed"] + fams + [
         "load ms (median)"]
     out = ["# Output compensation sweep (validation NLL per response token)", "",
            f"Rows: {rows[0]['examples']} examples of `{rows[0]['data']}` (SFT validation slices, never trained on, "
@@ -151,7 +153,9 @@ def main() -> int:
             cfg = CompensationConfig(mode="calibration", ridge=ridge, max_tokens=budget)
             per_family = {f: Compensator(lm, cfg, st) for f, st in family_stats.items()}
         elif mode != "none":
-            cfg = CompensationConfig(mode=mode, ridge=ridge, max_tokens=max(budget, 2048), prompt_weight=pw or 0.25)
+            cfg = CompensationConfig(mode=mode, ridge=ridge, max_tokens=max(budget, 2048),
+                                     prompt_weight=pw if mode == "prompt" else 0.25,
+                                     shrink=pw if mode == "calibration" else 0.0)
             lm.set_compensator(Compensator(lm, cfg, snapshots[budget]))
         compact = lm.compact(width)
         fam: dict[str, list[float]] = {}

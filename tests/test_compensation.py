@@ -223,3 +223,14 @@ def test_prompt_mode_depends_on_the_prompt(calib):
     p2 = prompt_moments(lm, encode_prompt(lm.tokenizer, "12 + 30 = ?"))
     r1, r2, r0 = comp.refit(plan, p1), comp.refit(plan, p2), comp.refit(plan, None)
     assert not torch.allclose(r1[0][0], r2[0][0]) and not torch.allclose(r1[0][0], r0[0][0])
+
+
+def test_shrink_is_the_refit_under_the_shrunk_moment():
+    g = torch.Generator().manual_seed(0)
+    W, H = torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(50, 8, generator=g, dtype=torch.float64)
+    G, mu, keep = H.T @ H / 50, H.mean(0), torch.tensor([1, 3, 4, 6])
+    a = 0.3
+    shrunk = (1 - a) * G + a * torch.diag(G.diagonal())
+    got, _ = refit_down(W, None, G, mu, keep, 1e-3, dtype=torch.float64, shrink=a)
+    want, _ = refit_down(W, None, shrunk, mu, keep, 1e-3, dtype=torch.float64)
+    torch.testing.assert_close(got, want)

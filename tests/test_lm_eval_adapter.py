@@ -60,3 +60,7 @@ def test_model_args_string_and_errors():
         IfpruneLM(lm=lm, selector="griffin")
     m = IfpruneLM(lm=lm, selector="random", width=12, seed=3)
     assert m.scorer.width == 12 and m.scorer.selector.seed == 3
+    assert m.scorer.compensation()["mode"] == "calibration"  # the CLI's default
+    assert IfpruneLM(lm=lm, selector="random", width=12, compensate="none").scorer.compensation() == {"mode": "none"}
+    with pytest.raises(IfpruneError, match="unknown compensation mode"):
+        IfpruneLM(lm=lm, selector="random", width=12, compensate="always")

@@ -44,12 +44,15 @@ class CompensationConfig:
     seq_len: int = 512
     ridge: float = 1e-2  # relative to the kept block's mean diagonal
     prompt_weight: float = 0.25  # mode "prompt": share of the prompt's own moments in the mix
+    shrink: float = 0.0  # covariance shrinkage toward diag(G) (a variance-weighted ridge)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise IfpruneError(f"unknown compensation mode {self.mode!r}; choose from {', '.join(MODES)}")
         if not self.ridge > 0 or self.ridge != self.ridge:
             raise IfpruneError(f"--ridge must be > 0, got {self.ridge}")
+        if not 0 <= self.shrink < 1:
+            raise IfpruneError(f"shrink must be in [0, 1), got {self.shrink}")
         if not 0 <= self.prompt_weight <= 1:
             raise IfpruneError(f"prompt weight must be in [0, 1], got {self.prompt_weight}")
         if self.max_tokens < MIN_TOKENS:
@@ -64,6 +67,7 @@ class CompensationConfig:
             return {"mode": "none"}
         return {"mode": self.mode, "calibration": Path(self.calibration).name if self.calibration else "default-mix",
                 "calibration_tokens": self.max_tokens, "ridge": self.ridge,
+                **({"shrink": self.shrink} if self.shrink else {}),
                 **({"prompt_weight": self.prompt_weight} if self.mode == "prompt" else {})}
 
 
@@ -308,7 +312,7 @@ class Compensator:
         blocks = kept_blocks(W, self.stats.G, self.stats.mean, idx, WG)
         if use_prompt:
             blocks = blocks.mix(token_blocks(W, prompt.H, idx), self.config.prompt_weight)
-        W_s, b_s = solve_refit(blocks, b, self.config.ridge, W.dtype)
+        W_s, b_s = solve_refit(blocks, b, self.config.ridge, W.dtype, self.config.shrink)
         out = [(W_s[i].to(dtype), None if b_s is None else b_s[i].to(dtype)) for i in range(W_s.shape[0])]
         self._cache[key] = out
         if len(self._cache) > self._cache_size:
