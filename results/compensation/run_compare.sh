@@ -1,13 +1,13 @@
 #!/bin/sh
 # Validation NLL per family for every selector with and without output compensation, at keep 1/2,
-# 1/3 and 3/4 (trained artifacts at their own width, 1/2), on the SFT validation slices (24 per
+# 1/3 and 3/4 (trained artifacts at their own width, 1/2), on the SFT validation slices (the first 12 per
 # family of 6, held out from training and from the calibration mix; never a test split).
 # Resumable: per-example results are cached. Usage: sh results/compensation/run_compare.sh [MODES...]
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${THREADS:-2}
-VAL="$IFPRUNE_CACHE/sft_validation_24.jsonl"
-.venv/bin/python -m ifprune.training.data_sft --out "$VAL" --val-per-family 24
+VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"
+.venv/bin/python -m ifprune.training.data_sft --out "$VAL" --val-per-family 12
 ART=src/ifprune/artifacts/smollm2-135m-keep50
 STATIC=results/training/artifacts/smollm2-135m-keep50-static
 MODES=${*:-none calibration}
@@ -16,5 +16,5 @@ exec .venv/bin/ifprune eval compare \
   --selectors dense random magnitude wanda griffin "predictor:$ART" "predictor-task:$ART" "predictor:$STATIC" \
   --keeps 0.5 0.333 0.75 \
   --compensations $MODES \
-  --data "$VAL" --limits nll=144 --no-progress --no-plots \
+  --data "$VAL" --limits nll=72 --no-progress --no-plots \
   --out results/compensation/compare

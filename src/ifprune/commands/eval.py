@@ -76,6 +76,7 @@ def run(args) -> int:
         print_json(res.to_dict())
         return 0
     print(f"{res.suite}: {res.selector} keep {res.keep:.3f} ({res.width}/{res.d_ffn}), "
+          f"compensation {res.options.get('compensation', {}).get('mode', 'none')}, "
           f"active params {res.active_params / 1e6:.1f}M of {res.total_params / 1e6:.1f}M, "
           f"{res.examples} examples ({res.cached} from cache, {res.skipped_rows} malformed rows skipped), {res.wall_s:.1f} s")
     for name, m in res.metrics.items():
