@@ -73,3 +73,46 @@ def test_shipped_artifact_is_the_default_of_generate(capsys):
     assert out["selector"] == "predictor" and out["ffn_width"] == 768 and out["text"].strip()
     assert main(["generate", QUESTION, "--max-new-tokens", "4", "--json", "--selector", "griffin"]) == 0
     assert json.loads(capsys.readouterr().out)["selector"] == "griffin"
+
+
+PAIRS = [  # hand-written, not from any data set
+    ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ("Write a Python function that returns the square of a number.", "def square(x):\n    return x * x"),
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", "Tom has 3 + 4 = 7 apples.\n#### 7"),
+    ("Give me a synonym for 'happy'.", "A synonym for 'happy' is 'joyful'."),
+]
+
+
+def test_compensation_lowers_griffin_nll_on_the_real_model(default_lm):
+    """The default compensation (calibration statistics of the packaged mix) against plain gathering,
+    GRIFFIN keep 1/2: lower mean NLL over the pairs; the refit changes only the down projection."""
+    from ifprune.calibration import compensate
+    from ifprune.prompting import response_ids
+    from ifprune.selectors import make_selector
+
+    lm = default_lm
+    sel = make_selector("griffin")
+
+    def nlls():
+        out = []
+        for prompt, response in PAIRS:
+            ids = encode_prompt(lm.tokenizer, prompt)
+            cont = response_ids(lm.tokenizer, prompt, response)
+            compact = lm.compact(768)
+            compact.load(sel.select(lm, prompt, 768))
+            with torch.no_grad():
+                logp = torch.log_softmax(compact.model(torch.cat([ids[0], cont])[None]).logits[0].float(), -1)
+            out.append(-logp[ids.shape[1] - 1:-1].gather(1, cont[:, None]).mean().item())
+        return out
+
+    try:
+        plain = nlls()
+        compensate(lm)
+        refit = nlls()
+        compact = lm.compact(768)
+        gate = compact.compact_layout.layers[3].up[0].weight
+        assert torch.equal(gate, lm.layout.layers[3].up[0].weight[compact.plan.indices[3]])
+    finally:
+        compensate(lm, "none")
+    print(f"\nplain {[round(x, 3) for x in plain]} -> compensated {[round(x, 3) for x in refit]}")
+    assert sum(refit) < sum(plain), (plain, refit)
