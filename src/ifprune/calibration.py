@@ -234,7 +234,8 @@ def layer_stats(lm, config: CompensationConfig, *, progress: bool = True, use_ca
     if use_cache and (cached := read_stats(path, fp)) is not None:
         return cached
     t0 = time.perf_counter()
-    rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, config.seq_len, need=2 * lm.d_ffn)
+    seq_len = min(config.seq_len, lm.context_length() or config.seq_len)  # rows must fit the positions
+    rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, seq_len, need=2 * lm.d_ffn)
     moments = collect_moments(lm, rows, progress=progress)
     stats = LayerStats(torch.stack([m.second_moment() for m in moments]).float(),
                        torch.stack([m.mean() for m in moments]).float(), moments[0].count, fp, sha)

@@ -134,7 +134,8 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
         return {"format": "ifprune-compare/1", "complete": complete, "command": cfg.command, "model": lm.source,
                 "model_hash": lm.fingerprint(), "total_params": lm.total_params(), "d_ffn": lm.d_ffn,
                 "num_layers": lm.num_layers, "limits": cfg.limits, "keeps": cfg.keeps, "selectors": cfg.selectors,
-                "suites": cfg.suites, "wall_s": time.perf_counter() - t0, "machine": machine_info(),
+                "suites": cfg.suites, "compensations": cfg.compensations,
+                "wall_s": time.perf_counter() - t0, "machine": machine_info(),
                 "results": list(results)}
     from ..calibration import compensate
 
@@ -143,7 +144,8 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
         modes = ["none"] if width == lm.d_ffn else cfg.compensations  # dense: nothing to compensate
         for mode in modes:
             compensate(model, cfg.compensation(mode), progress=progress)
-            label = spec.label() + ("" if mode == "none" else f"+{mode}")
+            # several modes: one row each, named selector+mode; one mode: plain names (mode in the header)
+            label = spec.label() + ("" if mode == "none" or len(cfg.compensations) == 1 else f"+{mode}")
             for suite_name in cfg.suites:
                 suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
                                    tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
@@ -171,6 +173,8 @@ def markdown(report: dict) -> str:
              f"{report['num_layers']} layers, FFN width {report['d_ffn']}",
              f"- machine: {mach['platform']}, {mach['cpus']} CPUs ({mach['threads']} torch threads), torch {mach['torch']}, {mach['date']}",
              f"- command: `{report['command']}`",
+             "- output compensation (pruned rows): " + ", ".join(report.get("compensations", ["none"]))
+             + ("" if len(report.get("compensations", [])) < 2 else " (rows named selector+mode)"),
              "- limits (examples per suite; mc: per task): " + ", ".join(f"{s}={report['limits'].get(s) or 'all'}" for s in suites),
              f"- total wall time {report['wall_s'] / 60:.1f} min (per-example results reused from the resume cache count as 0 s)",
              *([] if report.get("complete", True) else
