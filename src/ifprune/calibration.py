@@ -24,7 +24,7 @@ import torch
 from .compensation import Moments, kept_blocks, solve_refit, token_blocks
 from .errors import IfpruneError
 from .hooks import record_intermediates
-from .paths import atomic_path, cache_dir
+from .paths import atomic_path, cache_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,6 @@ def _jsonl_items(path: Path) -> list[tuple[str, str] | str]:
         elif isinstance(row.get("text"), str) and row["text"].strip():
             out.append(row["text"])
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # moments -----------------------------------------------------------------------------------------

@@ -154,11 +154,9 @@ def _set_down(weight: torch.Tensor, dense: torch.Tensor, comp: Compressed, i: in
 
 # --- on disk ------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
+    from .paths import file_sha256
+
+    return file_sha256(path)
 
 
 def save_compressed(lm, comp: Compressed, out: str | Path, overwrite: bool = False) -> dict:
