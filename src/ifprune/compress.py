@@ -14,7 +14,6 @@ On disk (`save_compressed`), a directory that is also a Hugging Face checkpoint:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
