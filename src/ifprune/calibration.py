@@ -57,9 +57,8 @@ class CompensationConfig:
             raise IfpruneError(f"prompt weight must be in [0, 1], got {self.prompt_weight}")
         if self.max_tokens < MIN_TOKENS:
             raise IfpruneError(f"--calibration-tokens {self.max_tokens} is too few: use at least {MIN_TOKENS}")
-        if self.calibration is not None and not Path(self.calibration).is_file():
-            raise IfpruneError(f"calibration file not found: {self.calibration} (give text or JSONL of "
-                               "prompt/response pairs)")
+        if self.calibration is not None:
+            calibration_file(self.calibration)
 
     def describe(self) -> dict:
         """Recorded in plan metadata, JSON output and export cards."""
@@ -72,7 +71,12 @@ class CompensationConfig:
 
 
 # calibration text -> token rows ---------------------------------------------------------------
-DEFAULT_BUDGET_NOTE = "the default budget is 65536 tokens, about 250 KB of text"
+def calibration_file(path: str | Path | None) -> Path:
+    """The calibration file to read (None: the packaged mix), or a clear error if it is missing."""
+    path = Path(path) if path is not None else DEFAULT_CALIBRATION
+    if not path.is_file():
+        raise IfpruneError(f"calibration file not found: {path} (give text or JSONL of prompt/response pairs)")
+    return path
 
 
 def calibration_rows(tokenizer, path: str | Path | None, max_tokens: int, seq_len: int,
@@ -82,9 +86,7 @@ def calibration_rows(tokenizer, path: str | Path | None, max_tokens: int, seq_le
     from .prompting import encode_pair
     from .selectors import read_calibration_text
 
-    path = Path(path) if path is not None else DEFAULT_CALIBRATION
-    if not path.is_file():
-        raise IfpruneError(f"calibration file not found: {path} (give text or JSONL of prompt/response pairs)")
+    path = calibration_file(path)
     rows: list[torch.Tensor] = []
     total = 0
     items = _jsonl_items(path) if path.suffix == ".jsonl" else None
@@ -103,7 +105,8 @@ def calibration_rows(tokenizer, path: str | Path | None, max_tokens: int, seq_le
         total = ids.numel()
     if total < need:
         raise IfpruneError(f"calibration text {path} gives {total} tokens; this model needs at least {need} "
-                           f"(2 x its FFN width; {DEFAULT_BUDGET_NOTE})")
+                           f"(2 x its FFN width; the default budget is {CompensationConfig.max_tokens} tokens, "
+                           f"about {CompensationConfig.max_tokens * 4 // 1000} KB of text)")
     return rows
 
 
@@ -217,9 +220,7 @@ def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
 
 def layer_stats(lm, config: CompensationConfig, *, progress: bool = True, use_cache: bool = True) -> LayerStats:
     """The model's calibration moments for `config`, from the cache or computed (once) and cached."""
-    path_in = Path(config.calibration) if config.calibration else DEFAULT_CALIBRATION
-    if not path_in.is_file():
-        raise IfpruneError(f"calibration file not found: {path_in} (give text or JSONL of prompt/response pairs)")
+    path_in = calibration_file(config.calibration)
     sha = file_sha256(path_in)
     fp = lm.fingerprint()
     path = stats_path(fp, sha, config.max_tokens, config.seq_len)
@@ -264,7 +265,7 @@ class Compensator:
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._progress, self._use_cache = progress, use_cache
-        self._WG = None
+        self._down = None
         self.last_refit_s = 0.0
 
     def describe(self) -> dict:
@@ -283,12 +284,12 @@ class Compensator:
     def _weights(self):
         """Down weights [L, hidden, d] and biases (float32 copies) and W @ G, computed once per model
         (a refit then only gathers columns of W @ G)."""
-        if self._WG is None:
+        if self._down is None:
             pairs = [down_weight(layer) for layer in self._layout.layers]
             W = torch.stack([w.float().cpu() for w, _ in pairs])
             b = None if pairs[0][1] is None else torch.stack([b.float().cpu() for _, b in pairs])
-            self._WG = (W, b, W @ self.stats.G, pairs[0][0].dtype)
-        return self._WG
+            self._down = (W, b, W @ self.stats.G, pairs[0][0].dtype)
+        return self._down
 
     def refit(self, plan, prompt: "PromptMoments | None" = None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per layer (W'_S [hidden, k], b' or None) for `plan`, in the down weight's dtype."""

@@ -42,8 +42,9 @@ class Moments:
             w = weight.reshape(-1).to(x)
             keep = w > 0
             x, w = x[keep], w[keep]
-            self.outer += (x.T @ (x * w[:, None])).double().cpu()
-            self.total += (x * w[:, None]).sum(0).double().cpu()
+            xw = x * w[:, None]
+            self.outer += (x.T @ xw).double().cpu()
+            self.total += xw.sum(0).double().cpu()
         else:
             self.outer += (x.T @ x).double().cpu()
             self.total += x.sum(0).double().cpu()

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .errors import IfpruneError
-from .paths import atomic_path
+from .paths import atomic_path, file_sha256
 from .quant import INT4_GROUPS, SCHEMES, QuantizedWeight, quantize, quantize_linears
 from .sparsity import (DOWN_POLICIES, METHODS, down_names, impose_down_2_4, pattern_report, prunable_linears,
                        prune_2_4, sparsify_compact)
@@ -152,12 +152,6 @@ def _set_down(weight: torch.Tensor, dense: torch.Tensor, comp: Compressed, i: in
 
 
 # --- on disk ------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    from .paths import file_sha256
-
-    return file_sha256(path)
-
-
 def save_compressed(lm, comp: Compressed, out: str | Path, overwrite: bool = False) -> dict:
     """Write the directory described in the module docstring, atomically. Returns the manifest."""
     from safetensors.torch import save_file
@@ -192,7 +186,7 @@ def save_compressed(lm, comp: Compressed, out: str | Path, overwrite: bool = Fal
             "down_names": comp.down_names,
             "quantized": {n: qw.spec() for n, qw in comp.qweights.items()},
             "recovery": comp.recovery,
-            "sha256": {name: _sha256(tmp / name) for name in weights},
+            "sha256": {name: file_sha256(tmp / name) for name in weights},
             "bytes": {name: (tmp / name).stat().st_size for name in weights},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -226,7 +220,7 @@ def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "
         f = path / name
         if not f.is_file():
             raise IfpruneError(f"{f} is missing: the compressed model is incomplete; re-run ifprune compress")
-        if verify and _sha256(f) != digest:
+        if verify and file_sha256(f) != digest:
             raise IfpruneError(f"{f} does not match its checksum in {MANIFEST}: the file is corrupted or was "
                                "replaced; re-run ifprune compress")
     try:

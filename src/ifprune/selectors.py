@@ -161,12 +161,9 @@ class WandaSelector(Selector):
 
     def __init__(self, calibration: str | Path | None = None, max_tokens: int | None = None, **kw):
         super().__init__(**kw)
-        from .calibration import DEFAULT_CALIBRATION, CompensationConfig
+        from .calibration import CompensationConfig, calibration_file
 
-        self.calibration = Path(calibration) if calibration is not None else DEFAULT_CALIBRATION
-        if not self.calibration.is_file():
-            raise IfpruneError(f"calibration file not found: {self.calibration} (give text or JSONL of "
-                               "prompt/response pairs, e.g. ../shared/data/pretrain/wikitext2/wiki.test.raw)")
+        self.calibration = calibration_file(calibration)
         self.max_tokens = max_tokens or CompensationConfig.max_tokens
 
     def options(self):

@@ -28,6 +28,7 @@ class Scorer:
     label: str | None = None  # the name results are reported under (default: the selector's name)
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
     plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
+    _prompt_stats: object = field(default=None, repr=False)  # compensation mode "prompt": the current prompt's
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
     @property
@@ -71,7 +72,7 @@ class Scorer:
         compact = self.lm.compact(plan.width)
         if compact.compensator is not None:
             compact.compensator.ensure_stats()  # one-off (cached on disk), not per-plan loading time
-        self.timings["loading_s"] += compact.load(plan, prompt=getattr(self, "_prompt_stats", None))
+        self.timings["loading_s"] += compact.load(plan, prompt=self._prompt_stats)
         return compact.model
 
     # scoring ----------------------------------------------------------------------------------
