@@ -79,6 +79,9 @@ def test_cli_bench_random_config(tmp_path, capsys):
     assert "unknown config" in capsys.readouterr().err
     assert main(["bench", "--config", "llama-0.3b", "--model", "x"]) == 2
     assert "not both" in capsys.readouterr().err
+    assert res["compensation"] == {"mode": "none"}  # random weights: nothing to calibrate on
+    assert main(["bench", "--config", "llama-0.3b", "--compensate", "calibration"]) == 2
+    assert "compensation needs real weights" in capsys.readouterr().err
 
 
 def test_bench_times_an_untrained_predictor_head_and_its_early_exit():
