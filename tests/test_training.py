@@ -308,3 +308,104 @@ def test_bench_times_a_trained_predictor_at_its_own_width(tmp_path):
     with pytest.raises(IfpruneError, match="fixed by the artifact"):
         run_bench(tiny_lm(), BenchConfig(prompt_tokens=12, new_tokens=2, selector="predictor", checkpoint=art,
                                          backbone_layers=1))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "qwen3"])
+def test_loss_position_head_equals_the_full_head(arch):
+    from ifprune.tiny import tiny_model
+    from ifprune.training.loop import loss_logits, token_losses
+
+    model = tiny_model(arch, seed=1, vocab=128).double()
+    ids = torch.randint(4, 120, (3, 12))
+    att = torch.ones_like(ids)
+    att[2, 9:] = 0
+    labels = ids.clone()
+    labels[:, :5] = -100
+    labels[2, 9:] = -100
+    labels[1, 7] = -100
+    with torch.no_grad():
+        full = token_losses(model(input_ids=ids, attention_mask=att).logits, labels)
+        part = loss_logits(model, ids, att, labels).losses()
+    torch.testing.assert_close(part[0], full[0], rtol=1e-6, atol=0)  # token_losses computes CE in float32
+    assert torch.equal(part[1], full[1])
+
+
+def test_bf16_autocast_step_loss_close_to_float32(tmp_path):
+    from ifprune.training.loop import cpu_has_fast_bf16
+
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        t = Trainer(base_cfg(tmp_path / precision, steps=1, bf16=precision == "bf16"), lm=tiny_lm(), sft_data=EXAMPLES)
+        assert t.precision == ("bf16" if precision == "bf16" and cpu_has_fast_bf16() else "fp32")
+        t.precision = precision  # the autocast path itself, on any CPU (emulated bf16 is slow, not wrong)
+        loss, *_ = t.forward(t.micro_batch(0, 0))
+        losses[precision] = float(loss)
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.05 * losses["fp32"], losses
+
+
+def test_group_by_length_is_a_seeded_permutation_with_less_padding(tmp_path):
+    from ifprune.training.loop import GROUP_BATCHES
+
+    data = [SFTExample("math", f"q{i}", "x" * (1 + (i * 7) % 40)) for i in range(200)]
+    t = Trainer(base_cfg(tmp_path, batch_size=2, data={"max_seq_len": 64, "max_prompt_tokens": 32,
+                                                       "group_by_length": True}), lm=tiny_lm(), sft_data=data)
+    n = 2 * GROUP_BATCHES
+    grouped = [p for s in range(GROUP_BATCHES) for p in t._positions(2 * s)]
+    assert sorted(grouped) == list(range(n))  # every example of the group once
+    assert grouped == [p for s in range(GROUP_BATCHES) for p in t._positions(2 * s)]  # deterministic
+
+    def padded(steps):
+        return sum(t.micro_batch(s, 0).input_ids.numel() for s in range(steps))
+
+    grouped_pad = padded(GROUP_BATCHES)
+    t.cfg.data.group_by_length = False
+    assert grouped_pad < padded(GROUP_BATCHES)
+
+
+def test_nan_learning_rate_and_empty_config_are_refused(tmp_path):
+    with pytest.raises(IfpruneError, match="lr_llm must be a finite number"):
+        config_from_dict({"lr_llm": float("nan")})
+    p = tmp_path / "c.yaml"
+    p.write_text("stage: sft\nlr_predictor: .nan\n")
+    with pytest.raises(IfpruneError, match="lr_predictor must be a finite number"):
+        load_config(p)
+    for text in ("", "# only a comment\n"):
+        p.write_text(text)
+        with pytest.raises(IfpruneError, match="is empty"):
+            load_config(p)
+    p.write_text("[1, 2]\n")
+    with pytest.raises(IfpruneError, match="expected a mapping"):
+        load_config(p)
+
+
+def test_continuing_from_a_missing_or_partial_checkpoint_names_what_is_missing(tmp_path):
+    import shutil
+
+    cfg = base_cfg(tmp_path, steps=2, checkpoint_every=1)
+    train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    ckpt = tmp_path / "run" / "checkpoint"
+    (ckpt / "optimizer.safetensors").unlink()
+    with pytest.raises(IfpruneError, match="incomplete: optimizer.safetensors missing"):
+        train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    (ckpt / "optimizer.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(IfpruneError, match="optimizer.safetensors is unreadable"):
+        train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    shutil.rmtree(ckpt)
+    with pytest.raises(IfpruneError, match="no checkpoint.*missing.*resume: false"):
+        train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    cfg.resume = False  # starting over is explicit
+    assert train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)["steps"] == 2
+
+
+def test_eval_every_logs_validation_nll_against_tokens(tmp_path):
+    val = EXAMPLES[::5]
+    cfg = base_cfg(tmp_path, steps=4, eval_every=2)
+    t = Trainer(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    t.val = val
+    t.run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("event") == "validation"]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert evals[0]["tokens"] < evals[1]["tokens"]
+    assert set(evals[0]["val_nll"]) == {"math", "code", "all"} and evals[0]["examples"] == len(val)

@@ -130,7 +130,7 @@ def read_calibration_text(path: str | Path, max_chars: int = 2_000_000) -> list[
     """Plain text (one document per blank-line block) or JSONL (field "text", else the first string field)."""
     path = Path(path)
     if not path.is_file():
-        raise IfpruneError(f"calibration file not found: {path} (e.g. ../shared/data/pretrain/wikitext2/wiki.test.raw)")
+        raise IfpruneError(f"calibration file not found: {path} (e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
     docs: list[str] = []
     total = 0
     with open(path, encoding="utf-8", errors="replace") as f:

@@ -26,13 +26,16 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for data.*), e.g. --set steps=10 --set data.max_seq_len=256")
     p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..training.config import load_config
     from ..training.loop import train
+    from .common import set_threads
 
+    set_threads(args.threads)
     overrides = dict(args.overrides)
     if args.output_dir:
         overrides["output_dir"] = args.output_dir

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ def default_data_dir() -> Path:
 @dataclass
 class DataConfig:
     data_dir: str | None = None  # None: default_data_dir()
-    # stage 1: packed documents of num_chunks x chunk_tokens tokens
+    # stage 1: packed documents of num_chunks x chunk_tokens tokens (training text only: WikiText-2's
+    # test split, which earlier recipes read, is an evaluation set and is no longer a default)
     pretrain_files: list[str] = field(default_factory=lambda: [
-        "pretrain/wikitext2/wiki.test.raw", "pretrain/llamafactory/c4_demo.jsonl",
+        "pretrain/llamafactory/c4_demo.jsonl", "pretrain/openai_evals/text_compression_samples.jsonl",
         "pretrain/llamafactory/wiki_demo.txt", "pretrain/openai_evals/owt_5.jsonl",
         "pretrain/openai_evals/wikipedia_5.jsonl", "pretrain/sotu/sotu.jsonl"])
     local_text_chars: int = 2_000_000  # text gathered from installed Python sources and Debian docs (0: none)
@@ -39,8 +41,10 @@ class DataConfig:
     families: list[str] = field(default_factory=lambda: ["gsm8k", "math", "mbpp", "code", "general", "t0"])
     max_per_family: int = 2000
     val_per_family: int = 24
+    eval_per_family: int = 8  # eval_every's in-loop validation: the first N of each family's held-out slice
     max_seq_len: int = 384
     max_prompt_tokens: int = 256
+    group_by_length: bool = False  # SFT: sort runs of 16 batches by length (less padding; another data order)
     exclude_eval_prompts: bool = True  # keep `ifprune eval nll`'s validation mix out of training
 
     def root(self) -> Path:
@@ -83,9 +87,10 @@ class TrainConfig:
     output_dir: str = "runs/train"
     resume: bool = True
     checkpoint_every: int = 50
+    eval_every: int = 0  # validation NLL (hard top-k masks, the held-out SFT slice) every N steps; 0: never
     max_minutes: float | None = None  # stop (checkpoint + artifact) after this much wall time
     collapse_threshold: float = 0.98
-    bf16: bool = True  # autocast on GPU only
+    bf16: bool = True  # bf16 autocast where the hardware has bf16 (GPU; CPU with AVX-512 BF16 or AMX), else float32
     progress: bool = True
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -112,14 +117,18 @@ class TrainConfig:
         if self.warmstart_prompts and self.method != "predictor":
             bad("warmstart_prompts fits the predictor head: it applies to method 'predictor' only "
                 "(the static baseline starts from the griffin prior, the mean of the same scores)")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                bad(f"{f.name} must be a finite number, got {v}")
         for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "grad_accum", "iterations", "lora_r", "checkpoint_every", "head_hidden"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            bad(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps < 0 or self.eval_every < 0:
+            bad(f"warmup_steps and eval_every must be >= 0, got {self.warmup_steps} and {self.eval_every}")
         if not self.eps > 0:
             bad(f"eps must be > 0, got {self.eps}")
         d = self.data
@@ -190,11 +199,16 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Train
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            obj = yaml.safe_load(text) or {}
+            obj = yaml.safe_load(text)
         else:
             obj = json.loads(text)
     except Exception as e:
         raise IfpruneError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+    if obj is None or obj == {}:
+        raise IfpruneError(f"config {path} is empty: a recipe names at least its stage and method "
+                           "(see configs/ and docs/training.md); every default is not a recipe")
+    if not isinstance(obj, dict):
+        raise IfpruneError(f"config {path}: expected a mapping of keys to values, got {type(obj).__name__}")
     for key, value in (overrides or {}).items():
         node = obj
         parts = key.split(".")

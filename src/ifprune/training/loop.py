@@ -14,6 +14,7 @@ Data order is a function of (seed, example position), so a resumed run sees the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -35,6 +36,8 @@ from ..softtopk import pairwise_overlap, soft_topk
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+GROUP_BATCHES = 16  # batches per length-sorted group (data.group_by_length)
 
 
 @dataclass
@@ -94,10 +97,63 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return ce.sum(1), (lb != -100).sum(1)
 
 
-def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+# config keys under which a model rescales or caps its logits after the LM head
+_LOGIT_POSTPROCESS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+@dataclass
+class LossLogits:
+    """Logits at the positions that carry a loss only, flattened: [N, vocab] with each row's example."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor  # [N]
+    rows: torch.Tensor  # [N] example index of each position
+    batch: int
+
+    def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example summed CE and token counts (as `token_losses`)."""
+        ce = F.cross_entropy(self.logits.float(), self.targets, reduction="none")
+        sums = torch.zeros(self.batch, dtype=ce.dtype, device=ce.device).index_add_(0, self.rows, ce)
+        counts = torch.bincount(self.rows, minlength=self.batch)
+        return sums, counts
+
+
+def loss_logits(model, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tensor) -> LossLogits:
+    """Run the decoder, then the LM head only where a next-token loss is taken.
+
+    The head is a fifth of SmolLM2-135M's parameters and its [B, T, vocab] output (and its softmax
+    backward) dominates a training step's memory; in SFT half the tokens carry no loss, in stage 1
+    most do not. Models that post-process logits (soft-capping, scaling) take the full forward.
+    """
+    from ..prompt_pass import decoder_body
+
     on = labels[:, 1:] != -100
-    s = F.log_softmax(student[:, :-1].float(), -1)[on]
-    t = F.log_softmax(teacher[:, :-1].float(), -1)[on]
+    rows = on.nonzero()[:, 0]
+    targets = labels[:, 1:][on]
+    inner = getattr(model, "module", model)
+    cfg = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    body, head = decoder_body(model), inner.get_output_embeddings()
+    if body is inner or head is None or any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in _LOGIT_POSTPROCESS):
+        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1][on]
+    else:
+        h = body(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+        logits = head(h[:, :-1][on])
+    return LossLogits(logits, targets, rows, ids.shape[0])
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX). Without it torch emulates
+    bf16 matmuls: measured on a 2-core AMD EPYC (AVX2 only), a training step under bf16 autocast took
+    143 s against 6 s in float32 (results/training/speed.md)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(c()) for c in checks if callable(c))
+
+
+def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher || student) over loss positions ([N, vocab] logits each)."""
+    s = F.log_softmax(student.float(), -1)
+    t = F.log_softmax(teacher.float(), -1)
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
@@ -140,6 +196,16 @@ def _optimizer_from_safetensors(opt: torch.optim.Optimizer, tensors: dict, meta:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _read_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise IfpruneError(f"checkpoint file {path} is unreadable ({str(e).splitlines()[0]}); restore it, "
+                           "or set resume: false to start over") from None
+
+
 class Trainer:
     """Builds everything from a config; `run()` trains, checkpoints, and writes the artifact."""
 
@@ -160,6 +226,11 @@ class Trainer:
 
         # data
         self.val = []
+        if cfg.stage == "pretrain" and cfg.eval_every:
+            from .data_sft import sft_splits
+
+            _, self.val = sft_splits(cfg.data.root(), cfg.data.families, max_per_family=1,
+                                     val_per_family=cfg.data.val_per_family, seed=cfg.seed)
         if cfg.stage == "sft":
             if sft_data is None:
                 from .data_sft import sft_splits
@@ -261,10 +332,19 @@ class Trainer:
                                mixed_precision="bf16" if (cuda and cfg.bf16) else "no")
         self.model, self.predictor, self.opt, self.sched = self.acc.prepare(
             self.model, self.predictor, self.optimizer, self.scheduler)
+        if not cfg.bf16:
+            self.precision = "fp32"
+        elif cuda or cpu_has_fast_bf16():
+            self.precision = "bf16"
+        else:
+            self.precision = "fp32"
+            log.warning("bf16 autocast skipped: this CPU has no native bf16 (AVX-512 BF16 or AMX), where torch's "
+                        "emulated bf16 matmuls are many times slower than float32; training in float32")
         self.step = 0
         self.tokens = 0
         self.elapsed = 0.0
         self.last_good = None
+        self._lengths: dict[int, int] = {}
 
     def _warm_start(self) -> dict:
         """Fit the head to GRIFFIN's scores of the first training inputs in data order (training.warmstart)."""
@@ -293,11 +373,37 @@ class Trainer:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
         return self.train_set[int(perm[i])]
 
+    def _positions(self, start: int) -> list[int]:
+        """Data positions of the batch that starts at `start`. With `data.group_by_length` (SFT), each
+        run of GROUP_BATCHES batches is sorted by token length and cut into batches, visited in a
+        seeded order: less padding, and still a pure function of (seed, position)."""
+        B = self.cfg.batch_size
+        if self.cfg.stage != "sft" or not self.cfg.data.group_by_length:
+            return list(range(start, start + B))
+        M = B * GROUP_BATCHES
+        mega = start // M * M
+        pos = sorted(range(mega, mega + M), key=lambda p: (self._length(p), p))
+        order = torch.randperm(GROUP_BATCHES, generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + mega))
+        b = int(order[(start - mega) // B])
+        return pos[b * B:(b + 1) * B]
+
+    def _length(self, pos: int) -> int:
+        from .data_sft import tokenize_sft
+
+        d = self.cfg.data
+        ex = self._example(pos)
+        key = id(ex)
+        if key not in self._lengths:
+            self._lengths[key] = len(tokenize_sft(self.lm.tokenizer, ex, max_seq_len=d.max_seq_len,
+                                                  max_prompt_tokens=d.max_prompt_tokens).input_ids)
+        return self._lengths[key]
+
     def micro_batch(self, step: int, micro: int) -> Batch:
         B = self.cfg.batch_size
         start = (step * self.cfg.grad_accum + micro) * B
         rank, world = self.acc.process_index, self.acc.num_processes
-        items = [self._example(start + j) for j in range(rank, B, world)]
+        positions = self._positions(start)
+        items = [self._example(positions[j]) for j in range(rank, B, world)]
         if self.cfg.stage == "sft":
             return sft_batch(self.lm.tokenizer, items, self.cfg)
         return pretrain_batch(torch.stack(items), self.cfg)
@@ -321,22 +427,62 @@ class Trainer:
         self.model.train(was)
         masks = soft_topk(z, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations)
         ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
-        with self.masked.apply(masks):
-            logits = self.model(input_ids=ids, attention_mask=att).logits
-        sums, counts = token_losses(logits, labels)
+        with self.autocast(), self.masked.apply(masks):
+            out = loss_logits(self.model, ids, att, labels)
+        sums, counts = out.losses()
         loss = sums.sum() / counts.sum().clamp_min(1)
         kl = None
         if self.cfg.distill:
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 if self.peft is not None:
                     with self.peft.disable_adapter():
-                        t_logits = self.model(input_ids=ids, attention_mask=att).logits
+                        t_out = loss_logits(self.model, ids, att, labels)
                 else:
-                    teacher = self.teacher if self.teacher is not None else self.model
-                    t_logits = teacher(input_ids=ids, attention_mask=att).logits
-            kl = kl_to_teacher(logits, t_logits, labels)
+                    t_out = loss_logits(self.teacher if self.teacher is not None else self.model, ids, att, labels)
+            kl = kl_to_teacher(out.logits, t_out.logits)
             loss = loss + self.cfg.distill_weight * kl
         return loss, masks, sums.detach(), counts, kl
+
+    def autocast(self):
+        """bf16 autocast on a CPU with native bf16 (accelerate handles the GPU case)."""
+        if self.precision == "bf16" and self.acc.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def eval_examples(self) -> list:
+        """The first `data.eval_per_family` held-out examples of each family."""
+        seen: dict[str, int] = {}
+        out = []
+        for e in self.val:
+            seen[e.family] = seen.get(e.family, 0) + 1
+            if seen[e.family] <= self.cfg.data.eval_per_family:
+                out.append(e)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        """Validation NLL per family under hard top-k masks of the current scores (what inference
+        runs, minus compensation), on the held-out SFT slice; bf16 autocast as in training."""
+        val = self.eval_examples()
+        was = self.model.training
+        self.model.eval()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        dev = self.acc.device
+        with torch.no_grad():
+            for chunk in (val[i:i + 8] for i in range(0, len(val), 8)):
+                batch = sft_batch(self.lm.tokenizer, chunk, self.cfg)
+                z = self.scores(batch).float()
+                masks = torch.zeros_like(z).scatter_(-1, z.topk(self.width, -1).indices, 1.0)
+                with self.autocast(), self.masked.apply(masks):
+                    out = loss_logits(self.model, batch.input_ids.to(dev), batch.attention_mask.to(dev),
+                                      batch.labels.to(dev))
+                for f, si, ci in zip(batch.families, *(x.tolist() for x in out.losses())):
+                    sums[f] = sums.get(f, 0.0) + si
+                    counts[f] = counts.get(f, 0) + ci
+        self.model.train(was)
+        res = {f: sums[f] / max(counts[f], 1) for f in sorted(sums)}
+        res["all"] = sum(sums.values()) / max(sum(counts.values()), 1)
+        return res
 
     # checkpoints -----------------------------------------------------------------------------
     def _trainable_state(self) -> dict:
@@ -364,17 +510,31 @@ class Trainer:
         self.last_good = self.step
 
     def load_checkpoint(self) -> bool:
-        from safetensors.torch import load_file
-
-        if not (self.ckpt / "state.json").is_file():
+        files = ("state.json", "trainable.safetensors", "optimizer.safetensors")
+        if not self.ckpt.exists():
+            if self.log_path.is_file() and self.log_path.stat().st_size:
+                raise IfpruneError(
+                    f"{self.out} holds an earlier run's log ({self.log_path.name}) but no checkpoint ({self.ckpt} is "
+                    "missing), so it cannot be continued: restore the checkpoint, use another output_dir, or set "
+                    "resume: false to start over (the old log is replaced)")
             return False
-        state = json.loads((self.ckpt / "state.json").read_text())
+        missing = [f for f in files if not (self.ckpt / f).is_file()]
+        if missing:
+            raise IfpruneError(f"checkpoint {self.ckpt} is incomplete: {', '.join(missing)} missing; restore it, "
+                               "or set resume: false to start over")
+        try:
+            state = json.loads((self.ckpt / "state.json").read_text())
+            for key in ("step", "tokens", "elapsed_s", "scheduler", "optimizer", "config"):
+                state[key]
+        except (ValueError, KeyError, TypeError) as e:
+            raise IfpruneError(f"checkpoint {self.ckpt}/state.json is unreadable ({e.__class__.__name__}: {e}); "
+                               "restore it, or set resume: false to start over") from None
         old = state["config"]
         for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed"):
             if old.get(key) != getattr(self.cfg, key):
                 raise IfpruneError(f"checkpoint in {self.ckpt} was made with {key}={old.get(key)!r}, the config says "
                                    f"{getattr(self.cfg, key)!r}: use another output_dir or set resume: false")
-        tensors = load_file(str(self.ckpt / "trainable.safetensors"))
+        tensors = _read_safetensors(self.ckpt / "trainable.safetensors")
         pred = self.acc.unwrap_model(self.predictor)
         pred.load_state_dict({k[len("predictor."):]: v for k, v in tensors.items() if k.startswith("predictor.")})
         params = dict(self.acc.unwrap_model(self.model).named_parameters())
@@ -382,7 +542,8 @@ class Trainer:
             for k, v in tensors.items():
                 if k.startswith("llm."):
                     params[k[4:]].copy_(v)
-        _optimizer_from_safetensors(self.optimizer, load_file(str(self.ckpt / "optimizer.safetensors")), state["optimizer"])
+        _optimizer_from_safetensors(self.optimizer, _read_safetensors(self.ckpt / "optimizer.safetensors"),
+                                    state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed_s"]
         self.last_good = self.step
@@ -454,6 +615,11 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_total:.3f}", overlap=f"{ov:.2f}")
+            if cfg.eval_every and self.val and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                t_val = time.perf_counter()
+                val_nll = self.validate()
+                self._log({"step": self.step, "event": "validation", "tokens": self.tokens, "val_nll": val_nll,
+                           "examples": len(self.eval_examples()), "val_s": round(time.perf_counter() - t_val, 2)})
             self.elapsed = time.perf_counter() - t_start
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
@@ -466,7 +632,7 @@ class Trainer:
             bar.close()
         summary = {"steps": self.step, "planned_steps": cfg.steps, "stopped_early": stopped_early,
                    "tokens": self.tokens, "wall_s": round(self.elapsed, 1), "width": self.width,
-                   "d_ffn": self.lm.d_ffn, "device": str(self.acc.device)}
+                   "d_ffn": self.lm.d_ffn, "device": str(self.acc.device), "precision": self.precision}
         if (self.out / "warmstart.json").is_file():
             ws = json.loads((self.out / "warmstart.json").read_text())
             summary["warmstart"] = {k: v for k, v in ws.items() if k != "history"}
