@@ -35,10 +35,10 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    from ifprune.calibration import CompensationConfig, compensate, layer_stats, stats_path
-    from ifprune.loading import load_model
-    from ifprune.plan import Plan
-    from ifprune.prompting import encode_prompt
+    from ifprune.compensation.calibration import CompensationConfig, compensate, layer_stats, stats_path
+    from ifprune.core.loading import load_model
+    from ifprune.core.plan import Plan
+    from ifprune.core.prompting import encode_prompt
 
     lm = load_model()
     cfg = CompensationConfig()

@@ -83,12 +83,14 @@ def main() -> int:
         return 0
     torch.set_num_threads(a.threads)
 
-    from ifprune.calibration import (DEFAULT_CALIBRATION, CompensationConfig, Compensator, LayerStats,
-                                     calibration_rows, collect_moments, file_sha256, prompt_moments)
-    from ifprune.compensation import Moments
-    from ifprune.loading import load_model
-    from ifprune.prompting import encode_prompt, response_ids
-    from ifprune.selectors import make_selector
+    from ifprune.compensation.calibration import (
+        DEFAULT_CALIBRATION, CompensationConfig, Compensator, LayerStats, calibration_rows, collect_moments,
+        file_sha256, prompt_moments,
+    )
+    from ifprune.compensation.refit import Moments
+    from ifprune.core.loading import load_model
+    from ifprune.core.prompting import encode_prompt, response_ids
+    from ifprune.selection.selectors import make_selector
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

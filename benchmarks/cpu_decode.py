@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from ifprune.generation import SamplingConfig, generate
-from ifprune.loading import load_model
-from ifprune.paths import write_json, write_text
-from ifprune.selectors import make_selector
+from ifprune.runtime.generation import SamplingConfig, generate
+from ifprune.core.loading import load_model
+from ifprune.core.paths import write_json, write_text
+from ifprune.selection.selectors import make_selector
 
 PASSAGE = (
     "The history of the printing press begins in the fifteenth century, when movable type made books far "

@@ -19,8 +19,8 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def default_lm():
     """The real SmolLM2-135M-Instruct, loaded once per test session."""
-    from ifprune.errors import IfpruneError
-    from ifprune.loading import load_model
+    from ifprune.core.errors import IfpruneError
+    from ifprune.core.loading import load_model
 
     try:
         return load_model()

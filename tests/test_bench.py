@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from ifprune.bench import BenchConfig, run_bench, to_markdown
+from ifprune.bench.latency import BenchConfig, run_bench, to_markdown
 from ifprune.cli import main
-from ifprune.errors import IfpruneError
-from ifprune.fastdecode import StaticDecoder
-from ifprune.selectors import make_selector
-from ifprune.tiny import tiny_config, tiny_lm
+from ifprune.core.errors import IfpruneError
+from ifprune.runtime.fastdecode import StaticDecoder
+from ifprune.selection.selectors import make_selector
+from ifprune.core.tiny import tiny_config, tiny_lm
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
@@ -100,9 +100,9 @@ def test_bench_times_an_untrained_predictor_head_and_its_early_exit():
 
 
 def test_kernel_bench_times_each_format_against_its_reference():
-    from ifprune.bench import shape_config
-    from ifprune.kernel_bench import KernelBenchConfig, block_shapes, int4_group, run_kernel_bench
-    from ifprune.kernel_bench import to_markdown as kernels_md
+    from ifprune.bench.latency import shape_config
+    from ifprune.bench.kernels import KernelBenchConfig, block_shapes, int4_group, run_kernel_bench
+    from ifprune.bench.kernels import to_markdown as kernels_md
 
     config = tiny_config("llama", hidden=64, d_ffn=256)
     shapes, layers, d_ffn = block_shapes(config, 64)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ifprune.cli import main
-from ifprune.tiny import tiny_model, tiny_tokenizer
+from ifprune.core.tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_generate_with_a_trained_checkpoint(tmp_path, capsys):
     model_dir = tmp_path / "base"
     tiny_model("llama").save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    from ifprune.loading import load_model
+    from ifprune.core.loading import load_model
 
     lm = load_model(model_dir)
     examples = [SFTExample("math", f"add {a} and {b}", f"{a + b}") for a in range(4) for b in range(3)]

@@ -8,14 +8,16 @@ import warnings
 import pytest
 import torch
 
-from ifprune.calibration import (CompensationConfig, Compensator, calibration_rows, collect_moments, compensate,
-                                 down_weight, layer_stats, stats_path)
-from ifprune.compensation import Moments, output_error, refit_down
-from ifprune.errors import IfpruneError
-from ifprune.ffn import Conv1D, discover
-from ifprune.hooks import record_intermediates
-from ifprune.plan import Plan
-from ifprune.tiny import TINY_ARCHS, tiny_lm
+from ifprune.compensation.calibration import (
+    CompensationConfig, Compensator, calibration_rows, collect_moments, compensate, down_weight, layer_stats,
+    stats_path,
+)
+from ifprune.compensation.refit import Moments, output_error, refit_down
+from ifprune.core.errors import IfpruneError
+from ifprune.core.ffn import Conv1D, discover
+from ifprune.core.hooks import record_intermediates
+from ifprune.core.plan import Plan
+from ifprune.core.tiny import TINY_ARCHS, tiny_lm
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! "
         "How vexingly quick daft zebras jump; 12 + 30 = 42. def f(x): return x * 2\n\n") * 12
@@ -213,8 +215,8 @@ def test_refits_are_cached_per_plan(calib):
 
 
 def test_prompt_mode_depends_on_the_prompt(calib):
-    from ifprune.calibration import prompt_moments
-    from ifprune.prompting import encode_prompt
+    from ifprune.compensation.calibration import prompt_moments
+    from ifprune.core.prompting import encode_prompt
 
     lm = tiny_lm("llama", layers=2)
     comp = compensate(lm, _cfg(calib, mode="prompt", prompt_weight=0.5), progress=False)

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from ifprune.cli import main
-from ifprune.compress import (EXTRA, MANIFEST, CompressConfig, compress, load_compressed, mc_accuracy,
-                              nll_per_token, save_compressed)
-from ifprune.errors import IfpruneError
-from ifprune.plan import Plan
-from ifprune.sparsity import is_2_4
-from ifprune.tiny import tiny_lm
+from ifprune.compress.pipeline import (
+    EXTRA, MANIFEST, CompressConfig, compress, load_compressed, mc_accuracy, nll_per_token, save_compressed,
+)
+from ifprune.core.errors import IfpruneError
+from ifprune.core.plan import Plan
+from ifprune.compress.sparsity import is_2_4
+from ifprune.core.tiny import tiny_lm
 
 IDS = torch.randint(10, 100, (1, 12), generator=torch.Generator().manual_seed(0))
 
@@ -120,8 +121,8 @@ def test_cli_compress_and_errors(calib, tmp_path, capsys):
 def test_default_model_2_4_int4_keeps_it_usable(default_lm, data_dir, tmp_path):
     """Real model: Wanda 2:4 + int4 on a small calibration slice; pattern everywhere, NLL finite and
     worse than dense but not destroyed (bounded run: 256 calibration tokens, 2 texts)."""
-    from ifprune.compress import heldout_texts
-    from ifprune.loading import load_model
+    from ifprune.compress.pipeline import heldout_texts
+    from ifprune.core.loading import load_model
 
     texts = heldout_texts(data_dir, 1)
     dense = nll_per_token(default_lm.model, default_lm.tokenizer, texts)["nll"]

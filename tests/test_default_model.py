@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ifprune.generation import SamplingConfig, generate
-from ifprune.hooks import MaskedFFN
-from ifprune.prompting import encode_prompt
+from ifprune.runtime.generation import SamplingConfig, generate
+from ifprune.core.hooks import MaskedFFN
+from ifprune.core.prompting import encode_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_griffin_answers_are_recorded(default_lm, keep, record_property):
 def test_real_model_masked_equals_compact(default_lm):
     lm = default_lm
     ids = encode_prompt(lm.tokenizer, QUESTION)
-    plan = __import__("ifprune.selectors", fromlist=["x"]).make_selector("griffin").select(lm, QUESTION, 512)
+    plan = __import__("ifprune.selection.selectors", fromlist=["x"]).make_selector("griffin").select(lm, QUESTION, 512)
     compact = lm.compact(512)
     compact.load(plan)
     masked = MaskedFFN(lm.layout)
@@ -86,9 +86,9 @@ PAIRS = [  # hand-written, not from any data set
 def test_compensation_lowers_griffin_nll_on_the_real_model(default_lm):
     """The default compensation (calibration statistics of the packaged mix) against plain gathering,
     GRIFFIN keep 1/2: lower mean NLL over the pairs; the refit changes only the down projection."""
-    from ifprune.calibration import compensate
-    from ifprune.prompting import response_ids
-    from ifprune.selectors import make_selector
+    from ifprune.compensation.calibration import compensate
+    from ifprune.core.prompting import response_ids
+    from ifprune.selection.selectors import make_selector
 
     lm = default_lm
     sel = make_selector("griffin")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ifprune.eval.statistics import bootstrap_ci, summarise
-from ifprune.plan import Plan
-from ifprune.tiny import tiny_lm
+from ifprune.core.plan import Plan
+from ifprune.core.tiny import tiny_lm
 
 
 def test_ifeval_checkers_work_offline_and_count_sentences_with_punkt():

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
+from ifprune.core.errors import IfpruneError
 from ifprune.eval import Scorer, make_suite, run_suite
 from ifprune.eval.cache import ResultCache
-from ifprune.selectors import make_selector
-from ifprune.tiny import tiny_lm
+from ifprune.selection.selectors import make_selector
+from ifprune.core.tiny import tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_per_task_mode_uses_one_plan(lm):
 
 def test_compact_scoring_matches_masked_scoring(lm):
     """The scorer runs the compact model; the masked full model must give the same log-likelihood."""
-    from ifprune.hooks import MaskedFFN
+    from ifprune.core.hooks import MaskedFFN
 
     sc = Scorer(lm, make_selector("random", seed=1), 20)
     plan = sc.plan_for(None)

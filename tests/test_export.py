@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from ifprune.cli import main
-from ifprune.errors import IfpruneError
-from ifprune.export import export_plan, export_task
-from ifprune.plan import Plan
-from ifprune.selectors import make_selector
-from ifprune.tiny import tiny_lm
+from ifprune.core.errors import IfpruneError
+from ifprune.export.checkpoint import export_plan, export_task
+from ifprune.core.plan import Plan
+from ifprune.selection.selectors import make_selector
+from ifprune.core.tiny import tiny_lm
 
 TASK = "write a python function"
 
@@ -51,7 +51,7 @@ def test_exported_refit_checkpoint_gives_the_compact_refit_logits(tmp_path, arch
     stock config; plain transformers reproduces the compact refit model."""
     from transformers import AutoModelForCausalLM
 
-    from ifprune.calibration import CompensationConfig, compensate
+    from ifprune.compensation.calibration import CompensationConfig, compensate
 
     monkeypatch.setenv("IFPRUNE_CACHE", str(tmp_path / "cache"))
     calib = tmp_path / "calib.txt"
@@ -139,7 +139,7 @@ def test_cli_export_errors(tmp_path, capsys):
 def test_cli_export_real_model(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from ifprune.loading import load_model
+    from ifprune.core.loading import load_model
 
     out = tmp_path / "code"
     assert main(["export", "--task", "Write Python code", "--keep", "0.25", "--out", str(out)]) == 0
@@ -153,10 +153,10 @@ def test_cli_export_real_model(tmp_path, capsys):
     assert model.config.intermediate_size == 384
     lm = load_model()
     if shipped:
-        from ifprune.training.artifact import load_artifact
+        from ifprune.selection.artifact import load_artifact
 
         load_artifact(shipped).attach(lm)
-    from ifprune.calibration import compensate
+    from ifprune.compensation.calibration import compensate
 
     plan = Plan.load(out / "ifprune_plan.json")
     assert plan.meta["compensation"]["mode"] == "calibration" and "calibration" in info["compensation"]["mode"]

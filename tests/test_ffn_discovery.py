@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.ffn import discover
-from ifprune.tiny import TINY_ARCHS, tiny_model
+from ifprune.core.errors import IfpruneError
+from ifprune.core.ffn import discover
+from ifprune.core.tiny import TINY_ARCHS, tiny_model
 
 EXPECTED = {"llama": "gated", "mistral": "gated", "qwen2": "gated", "qwen3": "gated", "gemma": "gated",
             "gemma2": "gated", "gemma3": "gated", "phi3": "fused-gated", "gpt_neox": "plain", "gpt2": "plain-conv1d"}

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.generation import SamplingConfig, generate
-from ifprune.hooks import MaskedFFN
-from ifprune.prompting import encode_prompt
-from ifprune.tiny import tiny_lm
+from ifprune.core.errors import IfpruneError
+from ifprune.runtime.generation import SamplingConfig, generate
+from ifprune.core.hooks import MaskedFFN
+from ifprune.core.prompting import encode_prompt
+from ifprune.core.tiny import tiny_lm
 
 
 @pytest.fixture(scope="module")

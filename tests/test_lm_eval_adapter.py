@@ -34,8 +34,8 @@ def test_lm_eval_runs_ifprune_on_local_tasks(tmp_path, selector, keep):
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
 
-    import ifprune.lm_eval_adapter  # noqa: F401  (registers "ifprune")
-    from ifprune.tiny import tiny_lm
+    import ifprune.eval.lm_eval_adapter  # noqa: F401  (registers "ifprune")
+    from ifprune.core.tiny import tiny_lm
 
     torch.set_num_threads(1)
     _write_tasks(tmp_path)
@@ -51,9 +51,9 @@ def test_lm_eval_runs_ifprune_on_local_tasks(tmp_path, selector, keep):
 
 
 def test_model_args_string_and_errors():
-    from ifprune.errors import IfpruneError
-    from ifprune.lm_eval_adapter import IfpruneLM
-    from ifprune.tiny import tiny_lm
+    from ifprune.core.errors import IfpruneError
+    from ifprune.eval.lm_eval_adapter import IfpruneLM
+    from ifprune.core.tiny import tiny_lm
 
     lm = tiny_lm("llama")
     with pytest.raises(IfpruneError, match="needs keep=R or width=K"):

@@ -3,9 +3,9 @@ import logging
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.loading import cached_model_dir, load_model
-from ifprune.tiny import tiny_model, tiny_tokenizer
+from ifprune.core.errors import IfpruneError
+from ifprune.core.loading import cached_model_dir, load_model
+from ifprune.core.tiny import tiny_model, tiny_tokenizer
 
 
 def build_tiny():
@@ -48,7 +48,7 @@ def test_corrupt_cache_entry_is_rebuilt_not_trusted(tmp_path, caplog, damage):
         calls.append(1)
         return build_tiny()
 
-    with caplog.at_level(logging.WARNING, logger="ifprune.loading"):
+    with caplog.at_level(logging.WARNING, logger="ifprune.core.loading"):
         cached_model_dir(entry, build, "src")
     assert calls == [1] and "corrupt" in caplog.text
     ids = torch.tensor([[1, 2, 3]])

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from ifprune.compact import CompactModel
-from ifprune.ffn import discover
-from ifprune.hooks import MaskedFFN
-from ifprune.plan import Plan
-from ifprune.tiny import TINY_ARCHS, tiny_model
+from ifprune.core.compact import CompactModel
+from ifprune.core.ffn import discover
+from ifprune.core.hooks import MaskedFFN
+from ifprune.core.plan import Plan
+from ifprune.core.tiny import TINY_ARCHS, tiny_model
 
 
 def random_plan(layout, width, seed):
@@ -126,7 +126,7 @@ def test_compact_generation_matches_masked_generation():
 
 
 def test_wrong_plan_shape_is_refused():
-    from ifprune.errors import IfpruneError
+    from ifprune.core.errors import IfpruneError
 
     model = tiny_model("llama")
     compact = CompactModel(model, 16)

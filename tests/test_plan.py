@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.plan import Plan, width_from_keep
+from ifprune.core.errors import IfpruneError
+from ifprune.core.plan import Plan, width_from_keep
 
 
 def test_from_scores_keeps_top_k_sorted():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.hooks import record_intermediates
-from ifprune.predictor import pool_last, pooled_hidden
-from ifprune.prompt_pass import prompt_hidden
-from ifprune.selectors import GriffinSelector
-from ifprune.tiny import tiny_lm
+from ifprune.core.errors import IfpruneError
+from ifprune.core.hooks import record_intermediates
+from ifprune.selection.heads import pool_last, pooled_hidden
+from ifprune.core.prompt_pass import prompt_hidden
+from ifprune.selection.selectors import GriffinSelector
+from ifprune.core.tiny import tiny_lm
 
 ARCHS = ["llama", "qwen2", "gemma2", "gpt2", "gpt_neox", "phi3"]
 

@@ -4,10 +4,10 @@ dequantizing reference, bad input refused."""
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.quant import QuantizedWeight, QuantLinear, quantize, quantize_linears, swap_in_quant_linears
-from ifprune.sparsity import is_2_4, mask_2_4
-from ifprune.tiny import tiny_model
+from ifprune.core.errors import IfpruneError
+from ifprune.compress.quant import QuantizedWeight, QuantLinear, quantize, quantize_linears, swap_in_quant_linears
+from ifprune.compress.sparsity import is_2_4, mask_2_4
+from ifprune.core.tiny import tiny_model
 
 
 @pytest.mark.parametrize("scheme,group", [("int8", 128), ("int4", 32), ("int4", 128)])

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.hooks import record_intermediates
-from ifprune.plan import Plan
-from ifprune.selectors import GriffinSelector, make_selector
-from ifprune.tiny import tiny_lm
+from ifprune.core.errors import IfpruneError
+from ifprune.core.hooks import record_intermediates
+from ifprune.core.plan import Plan
+from ifprune.selection.selectors import GriffinSelector, make_selector
+from ifprune.core.tiny import tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_wanda_uses_calibration_activations(lm, tmp_path):
 
 def test_griffin_follows_its_definition(lm):
     """Unit-normalise each token's activation row, then take the L2 norm of each channel's column."""
-    from ifprune.prompting import encode_prompt
+    from ifprune.core.prompting import encode_prompt
 
     prompt = "write a poem about the sea"
     ids = encode_prompt(lm.tokenizer, prompt)
@@ -68,7 +68,7 @@ def test_griffin_is_per_prompt_and_batched_scores_ignore_padding(lm):
     a = sel.select(lm, "solve 12 + 30 = ?", 16)
     b = sel.select(lm, "Translate to French: good morning, my friend", 16)
     assert a != b
-    from ifprune.prompting import encode_prompt
+    from ifprune.core.prompting import encode_prompt
 
     i1 = encode_prompt(lm.tokenizer, "short")
     i2 = encode_prompt(lm.tokenizer, "a much longer prompt here")
@@ -99,3 +99,13 @@ def test_errors(lm):
         make_selector("random").select(lm, "x", 0)
     with pytest.raises(IfpruneError, match="prompt is empty"):
         make_selector("griffin").select(lm, "   ", 10)
+
+
+def test_make_selector_refuses_a_misspelt_option_and_names_the_right_one():
+    with pytest.raises(IfpruneError, match=r"unknown option\(s\) 'chekpoint' \(did you mean 'checkpoint'\?\)"):
+        make_selector("predictor", chekpoint="x")
+    with pytest.raises(IfpruneError, match=r"'sead'.*griffin takes cache_size, chat"):
+        make_selector("griffin", sead=1)
+    # an option another selector takes passes through (the CLI hands every selector flag to any selector)
+    assert make_selector("griffin", seed=3, calibration=None, checkpoint=None).name == "griffin"
+    assert make_selector("random", seed=3, cache_size=4).name == "random"

@@ -13,10 +13,10 @@ import time
 import openai
 import pytest
 
-from ifprune.selectors import make_selector
+from ifprune.selection.selectors import make_selector
 from ifprune.serve import IfpruneServer, ServeConfig
 from ifprune.serve.engine import Engine, GenRequest
-from ifprune.tiny import tiny_lm
+from ifprune.core.tiny import tiny_lm
 
 USER = [{"role": "user", "content": "write a function that adds two numbers"}]
 
@@ -249,7 +249,7 @@ def test_graceful_shutdown_finishes_running_request_and_leaks_nothing():
 
 @pytest.mark.integration
 def test_real_model_chat():
-    from ifprune.loading import load_model
+    from ifprune.core.loading import load_model
 
     lm = load_model()
     with IfpruneServer(lm, make_selector("griffin"), ServeConfig(port=0)) as s:
@@ -270,8 +270,8 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path):
     import subprocess
     import sys
 
-    from ifprune.export import export_plan
-    from ifprune.plan import Plan
+    from ifprune.export.checkpoint import export_plan
+    from ifprune.core.plan import Plan
 
     lm = tiny_lm("llama", d_ffn=48)
     export_plan(lm, Plan.dense(lm.num_layers, lm.d_ffn), tmp_path / "m")

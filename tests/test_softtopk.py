@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.softtopk import hard_topk_indicator, pairwise_overlap, soft_topk, soft_topk_lambda
+from ifprune.core.errors import IfpruneError
+from ifprune.selection.softtopk import hard_topk_indicator, pairwise_overlap, soft_topk, soft_topk_lambda
 
 
 @pytest.fixture

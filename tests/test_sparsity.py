@@ -4,13 +4,15 @@ the compact sparse model equals its dense-emulated reference."""
 import pytest
 import torch
 
-from ifprune.compress import CompressConfig, compress
-from ifprune.errors import IfpruneError
-from ifprune.hooks import MaskedFFN
-from ifprune.plan import Plan
-from ifprune.sparsity import (expected_reprune_density, is_2_4, mask_2_4, prunable_linears, sparsegpt_2_4,
-                              sparsity_masks, merge_lora_keep_2_4, to_semi_structured, wanda_scores)
-from ifprune.tiny import tiny_lm
+from ifprune.compress.pipeline import CompressConfig, compress
+from ifprune.core.errors import IfpruneError
+from ifprune.core.hooks import MaskedFFN
+from ifprune.core.plan import Plan
+from ifprune.compress.sparsity import (
+    expected_reprune_density, is_2_4, mask_2_4, prunable_linears, sparsegpt_2_4, sparsity_masks, merge_lora_keep_2_4,
+    to_semi_structured, wanda_scores,
+)
+from ifprune.core.tiny import tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +153,8 @@ def test_semi_structured_refuses_cpu_and_wrong_dtype():
 
 @pytest.mark.parametrize("mode", ["masked", "peft"])
 def test_recovery_fine_tuning_keeps_positions_and_lowers_loss(calib, mode):
-    from ifprune.compress import nll_per_token
-    from ifprune.sparsity import calibration_chunks
+    from ifprune.compress.pipeline import nll_per_token
+    from ifprune.compress.sparsity import calibration_chunks
 
     lm = small_lm(seed=4)
     cfg = CompressConfig(method="wanda", calibration=calib, calib_tokens=512, seq_len=64)
@@ -161,7 +163,7 @@ def test_recovery_fine_tuning_keeps_positions_and_lowers_loss(calib, mode):
     grads = {n: p.requires_grad for n, p in lm.model.named_parameters()}
     text = [lm.tokenizer.decode(c[0]) for c in calibration_chunks(lm.tokenizer, calib, 512, 64)]
     nll0 = nll_per_token(lm.model, lm.tokenizer, text)["nll"]
-    from ifprune.recovery import RecoveryConfig, recover
+    from ifprune.compress.recovery import RecoveryConfig, recover
 
     rec = recover(lm, comp, RecoveryConfig(data=calib, steps=12, lr=1e-2, rank=4, alpha=8, batch_size=2, seq_len=64,
                                            warmup_steps=2, mode=mode))
@@ -183,7 +185,7 @@ def test_recovery_fine_tuning_keeps_positions_and_lowers_loss(calib, mode):
 
 
 def test_recovery_inside_compress_runs_before_quantization(calib, tmp_path):
-    from ifprune.compress import load_compressed, save_compressed
+    from ifprune.compress.pipeline import load_compressed, save_compressed
 
     lm = small_lm(seed=5)
     comp = compress(lm, CompressConfig(method="wanda", calibration=calib, calib_tokens=512, seq_len=64, quant="int8",
@@ -197,7 +199,7 @@ def test_recovery_inside_compress_runs_before_quantization(calib, tmp_path):
 
 
 def test_recovery_bad_input(calib, tmp_path):
-    from ifprune.recovery import RecoveryConfig, recover
+    from ifprune.compress.recovery import RecoveryConfig, recover
 
     with pytest.raises(IfpruneError, match="for 2:4-pruned models"):
         CompressConfig(sparsity=None, quant="int8", recover_steps=5, recover_data=calib).validate()

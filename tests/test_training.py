@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ifprune.errors import IfpruneError
-from ifprune.loading import LoadedModel
-from ifprune.selectors import make_selector
-from ifprune.tiny import tiny_model
-from ifprune.training.artifact import load_artifact
+from ifprune.core.errors import IfpruneError
+from ifprune.core.loading import LoadedModel
+from ifprune.selection.selectors import make_selector
+from ifprune.core.tiny import tiny_model
+from ifprune.selection.artifact import load_artifact
 from ifprune.training.config import config_from_dict, load_config
 from ifprune.training.data_sft import SFTExample, load_family, sft_splits, tokenize_sft
 from ifprune.training.loop import Trainer, pretrain_batch, train
@@ -189,7 +189,7 @@ def test_real_sft_mixture_families_and_splits():
     mbpp = load_family(DATA, "mbpp")
     assert len(mbpp) == 374  # task_ids 601-974 only: the MBPP train split
     # the eval nll suite's validation mix (gsm8k train tail, Alpaca tail, ...) never reaches training
-    from ifprune.training.data_sft import reserved_prompts
+    from ifprune.eval.families import reserved_prompts
 
     big, _ = sft_splits(DATA, ["gsm8k", "general"], max_per_family=100000, val_per_family=5)
     reserved = reserved_prompts(DATA)
@@ -220,7 +220,7 @@ def test_attach_merges_lora_in_place_and_keeps_the_layout(tmp_path):
 
 
 def test_warm_start_fits_head_to_griffin_per_prompt(tmp_path):
-    from ifprune.selectors import GriffinSelector
+    from ifprune.selection.selectors import GriffinSelector
     from ifprune.training.warmstart import topk_agreement
 
     prompts = [f"add {a} and {b}" for a in range(10) for b in range(4)] + [f"write def f{a}" for a in range(20)]
@@ -234,7 +234,8 @@ def test_warm_start_fits_head_to_griffin_per_prompt(tmp_path):
     assert json.loads((tmp_path / "run" / "warmstart.json").read_text())["best_epoch"] == ws["best_epoch"]
     # and its masks differ by prompt
     lm = tiny_lm()
-    from ifprune.predictor import encode_batch, pooled_hidden
+    from ifprune.core.prompting import encode_batch
+    from ifprune.selection.heads import pooled_hidden
 
     ids, att = encode_batch(lm.tokenizer, ["add 1 and 2", "write def f3"])
     z = t.predictor(pooled_hidden(lm.model, ids, att))
@@ -277,7 +278,7 @@ def test_compare_runs_trained_artifacts_on_fresh_models(tmp_path):
 
 def test_lm_eval_adapter_takes_a_trained_artifact(tmp_path):
     pytest.importorskip("lm_eval")
-    from ifprune.lm_eval_adapter import IfpruneLM
+    from ifprune.eval.lm_eval_adapter import IfpruneLM
 
     train(base_cfg(tmp_path, steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
     lm = tiny_lm()
@@ -293,7 +294,7 @@ def test_lm_eval_adapter_takes_a_trained_artifact(tmp_path):
 
 
 def test_bench_times_a_trained_predictor_at_its_own_width(tmp_path):
-    from ifprune.bench import BenchConfig, run_bench
+    from ifprune.bench.latency import BenchConfig, run_bench
 
     torch.manual_seed(0)
     train(base_cfg(tmp_path, steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
@@ -312,7 +313,7 @@ def test_bench_times_a_trained_predictor_at_its_own_width(tmp_path):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "qwen3"])
 def test_loss_position_head_equals_the_full_head(arch):
-    from ifprune.tiny import tiny_model
+    from ifprune.core.tiny import tiny_model
     from ifprune.training.loop import loss_logits, token_losses
 
     model = tiny_model(arch, seed=1, vocab=128).double()

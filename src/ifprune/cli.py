@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import IfpruneError
+from .core.errors import IfpruneError
 
 COMMANDS = ["generate", "export", "train", "serve", "bench", "bench_kernels", "compress", "eval"]  # module names under ifprune.commands, in --help order
 

@@ -2,7 +2,7 @@
 
 `ifprune generate` / `serve` / `export` use the one for the packaged default model when no selector
 or checkpoint is named. It is only valid for the base weights it was trained on, loaded in float32
-(training.artifact checks the fingerprint), so any other model or dtype falls back to GRIFFIN.
+(selection.artifact checks the fingerprint), so any other model or dtype falls back to GRIFFIN.
 """
 
 from __future__ import annotations

@@ -38,9 +38,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench import BenchConfig, random_model, run_bench, to_markdown
-    from ..errors import IfpruneError
-    from ..loading import _dtype
+    from ..bench.latency import BenchConfig, random_model, run_bench, to_markdown
+    from ..core.errors import IfpruneError
+    from ..core.loading import _dtype
     from .common import report, set_threads
 
     if args.config and args.model:
@@ -62,7 +62,7 @@ def run(args) -> int:
 
         lm = load(args)
         if cfg.selector == "predictor" and cfg.checkpoint:
-            from ..training.artifact import load_artifact
+            from ..selection.artifact import load_artifact
 
             load_artifact(cfg.checkpoint).attach(lm)  # statistics are those of the weights that run
         comp = compensation_from_args(args, lm)

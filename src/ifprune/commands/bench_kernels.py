@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    from ..errors import IfpruneError
+    from ..core.errors import IfpruneError
 
     try:
         return tuple(int(t) for t in text.split(",") if t.strip())
@@ -40,10 +40,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ..bench import shape_config
-    from ..errors import IfpruneError
-    from ..kernel_bench import KernelBenchConfig, run_kernel_bench, to_markdown
-    from ..loading import _dtype
+    from ..bench.latency import shape_config
+    from ..core.errors import IfpruneError
+    from ..bench.kernels import KernelBenchConfig, run_kernel_bench, to_markdown
+    from ..core.loading import _dtype
     from .common import report, set_threads
 
     cfg = KernelBenchConfig.for_device(

@@ -7,8 +7,8 @@ import json
 import shlex
 import sys
 
-from ..errors import IfpruneError
-from ..plan import width_from_keep
+from ..core.errors import IfpruneError
+from ..core.plan import width_from_keep
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin", trai
 
 
 def add_compensation_args(p: argparse.ArgumentParser) -> None:
-    from ..calibration import CompensationConfig, MODES
+    from ..compensation.calibration import CompensationConfig, MODES
 
     d = CompensationConfig()
     g = p.add_argument_group("output compensation (refit the kept channels' down projection)")
@@ -66,7 +66,7 @@ def _selector_name(args) -> str:
 
 def load(args):
     """Validate the compensation flags (before the model loads), then load the model."""
-    from ..loading import load_model
+    from ..core.loading import load_model
 
     if hasattr(args, "compensate"):
         compensation_config(args)
@@ -89,7 +89,7 @@ def resolve_width(args, lm, selector=None) -> int:
 def selector_from_args(args, lm=None):
     """The selector the flags name; a trained artifact is attached to `lm` at once (its LLM change
     applies even when the model then runs dense, and before any plan is cached)."""
-    from ..selectors import make_selector
+    from ..selection.selectors import make_selector
 
     selector = make_selector(_selector_name(args), seed=args.seed if args.seed is not None else 0,
                          calibration=args.calibration, checkpoint=getattr(args, "checkpoint", None))
@@ -102,7 +102,7 @@ def selector_from_args(args, lm=None):
 
 def compensation_config(args):
     """The CompensationConfig the flags name (validated before any model loads)."""
-    from ..calibration import CompensationConfig
+    from ..compensation.calibration import CompensationConfig
 
     return CompensationConfig(mode=args.compensate or CompensationConfig.mode, calibration=args.calibration,
                               max_tokens=args.calibration_tokens, ridge=args.ridge)
@@ -111,7 +111,7 @@ def compensation_config(args):
 def compensation_from_args(args, lm):
     """Install the compensator on `lm` (after any artifact is attached: the statistics are those of the
     weights that run). Statistics are computed lazily, on the first pruned plan."""
-    from ..calibration import compensate
+    from ..compensation.calibration import compensate
 
     return compensate(lm, compensation_config(args))
 
@@ -133,7 +133,7 @@ def report(res: dict, render, *, command_name: str, out: str | None, stem: str) 
     command = ("ifprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
                if command_name in sys.argv[1:3] else None)
     if out:
-        from ..paths import save_report
+        from ..core.paths import save_report
 
         json_path, md_path = save_report(res, out, stem, render, command)
         print(f"ifprune: wrote {json_path} and {md_path}", file=sys.stderr)

@@ -44,8 +44,8 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from ..compress import CompressConfig, compress, packed_bytes, save_compressed
-    from ..errors import IfpruneError
+    from ..compress.pipeline import CompressConfig, compress, packed_bytes, save_compressed
+    from ..core.errors import IfpruneError
 
     none = lambda v: None if v in (None, "none", "") else v  # noqa: E731
     cfg = CompressConfig(sparsity=none(args.sparsity), method=args.method, down=args.down, quant=none(args.quant),

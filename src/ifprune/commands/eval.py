@@ -6,8 +6,9 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .common import (add_model_args, add_selector_args, compensation_config, load, print_json, resolve_width,
-                     selector_from_args)
+from .common import (
+    add_model_args, add_selector_args, compensation_config, load, print_json, resolve_width, selector_from_args,
+)
 
 SUITE_CHOICES = ("nll", "gsm8k", "math500", "humaneval", "mbpp", "ifeval", "mc")
 
@@ -52,13 +53,13 @@ def _cache_dir(args):
         return None
     if args.cache_dir:
         return args.cache_dir
-    from ..paths import cache_dir
+    from ..core.paths import cache_dir
 
     return str(cache_dir() / "eval")
 
 
 def run(args) -> int:
-    from ..errors import IfpruneError
+    from ..core.errors import IfpruneError
 
     if args.suite == "compare":
         return run_compare(args)
@@ -85,7 +86,7 @@ def run(args) -> int:
 
 
 def _limits(args) -> dict:
-    from ..errors import IfpruneError
+    from ..core.errors import IfpruneError
 
     limits = {s: args.limit for s in args.suites}
     for item in args.limits or []:
@@ -97,7 +98,7 @@ def _limits(args) -> dict:
 
 
 def run_compare(args) -> int:
-    from ..errors import IfpruneError
+    from ..core.errors import IfpruneError
     from ..eval.compare import CompareConfig, run_compare as compare, write_report
 
     if not (args.suites and args.selectors and args.keeps and args.out):
@@ -139,11 +140,11 @@ def emit_plots(lm, report, cfg, out, load_fresh=None) -> list:
     the prompts of the nll validation mix (train data), 12 prompts per family."""
     from pathlib import Path
 
-    from ..eval.nll import validation_mix
+    from ..eval.families import validation_mix
     from ..eval.data import default_data_dir
     from ..eval.plots import family_plans, overlap_analysis, plot_heatmap, plot_metric_vs_params, plot_overlap
-    from ..paths import write_json
-    from ..plan import width_from_keep
+    from ..core.paths import write_json
+    from ..core.plan import width_from_keep
     from ..eval.compare import build_selector, configurations
 
     out = Path(out)

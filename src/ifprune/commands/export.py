@@ -20,9 +20,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import IfpruneError
-    from ..export import export_plan, export_task
-    from ..plan import Plan
+    from ..core.errors import IfpruneError
+    from ..export.checkpoint import export_plan, export_task
+    from ..core.plan import Plan
 
     if args.task is not None and not args.task.strip():
         raise IfpruneError("the task description is empty: pass --task \"what the model will be used for\"")

@@ -27,9 +27,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import IfpruneError
-    from ..generation import SamplingConfig, generate
-    from ..plan import Plan
+    from ..core.errors import IfpruneError
+    from ..runtime.generation import SamplingConfig, generate
+    from ..core.plan import Plan
 
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, top_k=args.top_k, seed=args.seed)

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def parse_aliases(items: list[str] | None) -> dict[str, str] | None:
-    from ..errors import IfpruneError
+    from ..core.errors import IfpruneError
 
     if not items:
         return None
@@ -43,7 +43,7 @@ def parse_aliases(items: list[str] | None) -> dict[str, str] | None:
 
 
 def run(args) -> int:
-    from ..errors import IfpruneError
+    from ..core.errors import IfpruneError
     from ..serve import IfpruneServer, ServeConfig
 
     tasks = parse_aliases(args.task_alias)

@@ -3,7 +3,7 @@ plan per example, result caching for resume, bootstrap statistics, comparison ta
 
 from __future__ import annotations
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 from .base import Suite, SuiteResult, run_suite
 from .scorer import Scorer
 

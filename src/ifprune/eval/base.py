@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 from .cache import ResultCache, config_hash
 from .data import Example, LoadReport, default_data_dir, finish_report
 from .scorer import Scorer

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import IfpruneError
-from ..paths import write_json, write_text
-from ..plan import width_from_keep
-from ..selectors import make_selector
+from ..core.errors import IfpruneError
+from ..core.paths import write_json, write_text
+from ..core.plan import width_from_keep
+from ..selection.selectors import make_selector
 from . import make_suite
 from .base import machine_info, run_suite
 from .scorer import Scorer
@@ -35,7 +35,7 @@ class CompareConfig:
     ridge: float | None = None
 
     def compensation(self, mode: str):
-        from ..calibration import CompensationConfig
+        from ..compensation.calibration import CompensationConfig
 
         d = CompensationConfig()
         return CompensationConfig(mode=mode, calibration=self.calibration,
@@ -137,7 +137,7 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
                 "suites": cfg.suites, "compensations": cfg.compensations,
                 "wall_s": time.perf_counter() - t0, "machine": machine_info(),
                 "results": list(results)}
-    from ..calibration import compensate
+    from ..compensation.calibration import compensate
 
     for spec, width in configurations(cfg, lm.d_ffn):
         selector, model = build_selector(spec, lm, cfg, load_fresh)

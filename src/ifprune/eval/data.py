@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import IfpruneError
-from ..jsonl import iter_jsonl, read_json_array
+from ..core.errors import IfpruneError
+from ..core.jsonl import iter_jsonl, read_json_array
 
 log = logging.getLogger(__name__)
 

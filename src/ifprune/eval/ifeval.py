@@ -12,7 +12,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 from .base import Suite
 from .data import Example, LoadReport, data_file, read_rows
 from .statistics import summarise

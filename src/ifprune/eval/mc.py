@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 from .base import Suite
 from .data import Example, LoadReport, data_file, read_csv_rows, read_rows
 from .statistics import summarise

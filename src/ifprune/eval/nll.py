@@ -7,52 +7,10 @@ mix cut from the TRAINING splits of several families (never a test split), inter
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from .base import Suite
 from .data import Example, LoadReport, data_file, need, read_rows
+from .families import PER_FAMILY, SFT_TASKS, VALIDATION_SOURCES, VALIDATION_TASKS, validation_mix
 from .statistics import summarise
-
-VALIDATION_SOURCES = {
-    "math": "gsm8k/train.jsonl",
-    "code": "mbpp/mbpp.jsonl",
-    "general": "instruct/alpaca/alpaca_5000.json",
-    "code_instruct": "instruct/codealpaca/code_alpaca_2k.json",
-}
-PER_FAMILY = 100
-FAMILY_TASKS = {  # what a per-task selector reads for each family of the validation mix
-    "math": "Solve a grade-school math word problem step by step and give the final number.",
-    "code": "Write a Python function that solves the described programming problem and passes the tests.",
-    "general": "Follow a general user instruction: answer, rewrite, classify or write text.",
-    "code_instruct": "Write or explain code for a programming instruction.",
-}
-
-
-def _instruction(row: dict) -> str:
-    return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-
-
-def validation_mix(data_dir: Path, per_family: int = PER_FAMILY) -> list[dict]:
-    """gsm8k train tail, MBPP validation (task_id 511-600), Alpaca tail, Code Alpaca tail."""
-    fam: dict[str, list[dict]] = {}
-    gsm = [json.loads(x) for x in data_file(data_dir, VALIDATION_SOURCES["math"]).read_text().splitlines() if x.strip()]
-    fam["math"] = [{"prompt": r["question"], "response": r["answer"]} for r in gsm[-per_family:]]
-    mbpp = [json.loads(x) for x in data_file(data_dir, VALIDATION_SOURCES["code"]).read_text().splitlines() if x.strip()]
-    fam["code"] = [{"prompt": f"{r['text']}\nYour code should pass these tests:\n" + "\n".join(r["test_list"]),
-                    "response": r["code"].replace("\r\n", "\n")}
-                   for r in mbpp if 511 <= r["task_id"] <= 600][:per_family]
-    for name in ("general", "code_instruct"):
-        rows = json.loads(data_file(data_dir, VALIDATION_SOURCES[name]).read_text())
-        fam[name] = [{"prompt": _instruction(r), "response": r["output"]} for r in rows[-per_family:]
-                     if r.get("output", "").strip()]
-    mixed = []
-    for i in range(max(len(v) for v in fam.values())):
-        for name, rows in fam.items():
-            if i < len(rows):
-                mixed.append({**rows[i], "family": name, "id": f"{name}-{i}"})
-    return mixed
-
 
 class NLLSuite(Suite):
     name = "nll"
@@ -86,10 +44,8 @@ class NLLSuite(Suite):
 
     def task_for(self, ex):
         """The family's description (those of the training mixture for its families, see data_sft)."""
-        from ..training.data_sft import FAMILY_TASKS as SFT_TASKS
-
         fam = ex.data.get("family", "all")
-        return FAMILY_TASKS.get(fam) or SFT_TASKS.get(fam) or self.task
+        return VALIDATION_TASKS.get(fam) or SFT_TASKS.get(fam) or self.task
 
     def evaluate(self, scorer, ex):
         d = ex.data

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 
 
 def _pairwise(masks_a: torch.Tensor, masks_b: torch.Tensor | None, width: int) -> torch.Tensor:
@@ -119,7 +119,7 @@ def plot_metric_vs_params(report: dict, out_dir: str | Path) -> list[Path]:
 
 
 def _save(fig, path) -> Path:
-    from ..paths import atomic_path
+    from ..core.paths import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

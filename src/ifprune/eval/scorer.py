@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import IfpruneError
-from ..plan import Plan
-from ..prompting import encode_prompt
-from ..selectors import Selector
+from ..core.errors import IfpruneError
+from ..core.plan import Plan
+from ..core.prompting import encode_prompt
+from ..selection.selectors import Selector
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Scorer:
         self._prompt_stats = None
         comp = getattr(self.lm, "compensator", None)
         if comp is not None and comp.config.mode == "prompt" and source is not None:
-            from ..calibration import prompt_moments
+            from ..compensation.calibration import prompt_moments
 
             self._prompt_stats = prompt_moments(self.lm, encode_prompt(self.lm.tokenizer, source).to(self.lm.device))
         self.timings["selection_s"] += time.perf_counter() - t0

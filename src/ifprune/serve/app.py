@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 from .engine import Engine, GenRequest
 from .metrics import Metrics
 from .scheduler import POLICIES, QueueFull, Scheduler, ShuttingDown

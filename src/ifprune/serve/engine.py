@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..plan import Plan
+from ..core.plan import Plan
 
 DEFAULT_TASKS = {
     "code": "Write correct, efficient Python code with short explanations.",

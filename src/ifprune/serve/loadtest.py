@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..paths import write_json, write_text
+from ..core.paths import write_json, write_text
 from .app import IfpruneServer, ServeConfig
 from .metrics import quantile
 
@@ -82,9 +82,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..loading import load_model
-    from ..plan import width_from_keep
-    from ..selectors import make_selector
+    from ..core.loading import load_model
+    from ..core.plan import width_from_keep
+    from ..selection.selectors import make_selector
 
     lm = load_model(args.model)
     width = width_from_keep(args.keep, None, lm.d_ffn)

@@ -1,1 +1,2 @@
-"""Joint training of the sparsity predictor and the LLM (IFPruning stages 1 and 2), its data and artifact."""
+"""Joint training of the sparsity predictor and the LLM (IFPruning stages 1 and 2): recipes, data,
+the loop, warm start and reports. The artifact it writes is selection.artifact's format."""

@@ -16,9 +16,10 @@ import json
 import random
 from pathlib import Path
 
-from ..jsonl import iter_jsonl, read_json_array
+from ..core.jsonl import iter_jsonl, read_json_array
 from .config import DataConfig
-from .data_sft import load_family, reserved_prompts, sft_splits
+from ..eval.families import reserved_prompts
+from .data_sft import load_family, sft_splits
 
 SOURCES = {  # name: (licence, what)
     "gsm8k": ("MIT", "GSM8K train"),
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     root = Path(a.data_dir) if a.data_dir else DataConfig().root()
     rows = build(root, a.per_source, a.seed)
-    from ..paths import write_text
+    from ..core.paths import write_text
 
     write_text(a.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"wrote {len(rows)} rows to {a.out}")

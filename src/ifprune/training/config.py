@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 
 
 def default_data_dir() -> Path:

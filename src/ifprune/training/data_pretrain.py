@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IfpruneError
+from ..core.errors import IfpruneError
 from .data_sft import read_jsonl
 
 

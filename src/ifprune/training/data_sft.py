@@ -15,20 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IfpruneError
-from ..jsonl import iter_jsonl, read_json_array
-from ..prompting import encode_prompt, response_ids
-
-# One task description per family: what per-task selection reads instead of each prompt.
-FAMILY_TASKS = {
-    "gsm8k": "Solve a grade-school math word problem step by step and give the final number.",
-    "math": "Solve a competition mathematics problem with a worked solution in LaTeX.",
-    "mbpp": "Write a Python function that solves the described programming problem and passes the tests.",
-    "code": "Write or explain code for a programming instruction.",
-    "general": "Follow a general user instruction: answer, rewrite, classify or write text.",
-    "t0": "Answer a natural-language task about a given passage: question answering, classification or summary.",
-}
-
+from ..core.errors import IfpruneError
+from ..core.jsonl import iter_jsonl, read_json_array
+from ..eval.families import SFT_TASKS, reserved_prompts
+from ..core.prompting import encode_prompt, response_ids
 
 @dataclass
 class SFTExample:
@@ -119,18 +109,8 @@ def load_family(root: Path, family: str) -> list[SFTExample]:
                 q, a = _need(r, ("prompt", "completion"), p, n)
                 ex.append(SFTExample(family, q.strip(), a.replace("<|endoftext|>", "").strip()))
     else:
-        raise IfpruneError(f"unknown task family {family!r}; choose from {', '.join(FAMILY_TASKS)}")
+        raise IfpruneError(f"unknown task family {family!r}; choose from {', '.join(SFT_TASKS)}")
     return [e for e in ex if e.prompt.strip() and e.response.strip()]
-
-
-def reserved_prompts(root: Path) -> set[str]:
-    """Prompts of the eval nll suite's validation mix (empty if its files are absent)."""
-    from ..eval.nll import validation_mix
-
-    try:
-        return {r["prompt"] for r in validation_mix(root)}
-    except (IfpruneError, OSError, ValueError, KeyError):
-        return set()
 
 
 def sft_splits(root: Path, families: list[str], *, max_per_family: int, val_per_family: int,
@@ -170,7 +150,7 @@ def tokenize_sft(tokenizer, ex: SFTExample, *, max_seq_len: int, max_prompt_toke
 def write_validation(out: Path, root: Path, families: list[str], *, val_per_family: int, seed: int = 0) -> int:
     """The held-out validation slices as JSONL rows {"prompt", "response", "family"} for `ifprune eval
     nll --data` / `eval compare --data`: the examples a trained artifact never saw."""
-    from ..paths import write_text
+    from ..core.paths import write_text
 
     _, val = sft_splits(root, families, max_per_family=1, val_per_family=val_per_family, seed=seed,
                         exclude_eval_prompts=False)

@@ -10,8 +10,9 @@ import itertools
 
 import torch
 
-from ..hooks import MaskedFFN
-from .data_sft import FAMILY_TASKS, SFTExample, tokenize_sft
+from ..core.hooks import MaskedFFN
+from ..eval.families import SFT_TASKS
+from .data_sft import SFTExample, tokenize_sft
 from .loop import _pad, token_losses
 
 
@@ -68,4 +69,4 @@ def overlap_by_family(plans: list, families: list[str]) -> dict:
 
 
 def task_text(family: str) -> str:
-    return FAMILY_TASKS[family]
+    return SFT_TASKS[family]

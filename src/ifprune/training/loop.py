@@ -8,7 +8,7 @@ One loop serves both stages and both methods:
 - method "static": one learned score matrix for every input, otherwise identical.
 
 Masks are SoftTopK(scores) = lambda * TopK(lambda, k), applied at each layer's down-projection input
-by `ifprune.hooks.MaskedFFN`, so the loss is differentiable in the predictor's scores.
+by `ifprune.core.hooks.MaskedFFN`, so the loss is differentiable in the predictor's scores.
 Data order is a function of (seed, example position), so a resumed run sees the same batches.
 """
 
@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import IfpruneError
-from ..ffn import discover
-from ..hooks import MaskedFFN
-from ..paths import atomic_path, write_json
-from ..plan import width_from_keep
-from ..prompting import encode_prompt
-from ..predictor import PredictorHead, StaticScores, encode_batch, length_batches, pooled_hidden
-from ..softtopk import pairwise_overlap, soft_topk
+from ..core.errors import IfpruneError
+from ..core.ffn import discover
+from ..core.hooks import MaskedFFN
+from ..core.paths import atomic_path, write_json
+from ..core.plan import width_from_keep
+from ..core.prompting import encode_prompt
+from ..selection.heads import PredictorHead, StaticScores, pooled_hidden
+from ..core.prompting import encode_batch, length_batches
+from ..selection.softtopk import pairwise_overlap, soft_topk
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def loss_logits(model, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tenso
     backward) dominates a training step's memory; in SFT half the tokens carry no loss, in stage 1
     most do not. Models that post-process logits (soft-capping, scaling) take the full forward.
     """
-    from ..prompt_pass import decoder_body
+    from ..core.prompt_pass import decoder_body
 
     on = labels[:, 1:] != -100
     rows = on.nonzero()[:, 0]
@@ -159,7 +160,7 @@ def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def compute_prior(lm, cfg: TrainConfig, texts: list[str] | None, chunk_ids: torch.Tensor | None) -> torch.Tensor:
     """Initial scores: mean GRIFFIN scores over some training inputs, the magnitude scores, or zeros."""
-    from ..selectors import GriffinSelector, MagnitudeSelector
+    from ..selection.selectors import GriffinSelector, MagnitudeSelector
 
     if cfg.prior == "zero":
         return torch.zeros(lm.num_layers, lm.d_ffn)
@@ -212,7 +213,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, lm=None, sft_data=None, pretrain_blocks=None):
         from accelerate import Accelerator
 
-        from ..loading import load_model
+        from ..core.loading import load_model
 
         self.cfg = cfg.validate()
         torch.manual_seed(cfg.seed)
@@ -257,7 +258,7 @@ class Trainer:
         # predictor (or static scores), with its prior
         init = None
         if cfg.init_from:
-            from .artifact import load_artifact
+            from ..selection.artifact import load_artifact
 
             init = load_artifact(cfg.init_from)
             if init.config["base_fingerprint"] != self.base_fingerprint:
@@ -306,7 +307,7 @@ class Trainer:
             self.peft = self.model
         else:
             if init is not None and init.config["llm"] != "none":
-                from .artifact import apply_llm_change
+                from ..selection.artifact import apply_llm_change
 
                 apply_llm_change(lm.model, init.path / "llm", init.config["llm"])
             self.model = lm.model
@@ -646,7 +647,7 @@ class Trainer:
                 f.write(json.dumps(rec) + "\n")
 
     def save_artifact(self, stats: dict) -> Path:
-        from .artifact import save_artifact
+        from ..selection.artifact import save_artifact
 
         recipe = self.cfg.to_dict()
         path = self.out / "artifact"

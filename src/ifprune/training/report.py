@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 
-from ..paths import write_json, write_text
-from ..plan import width_from_keep
+from ..core.paths import write_json, write_text
+from ..core.plan import width_from_keep
 from .data_sft import sft_splits
 from .evaluate import family_nll, overlap_by_family, task_text
 
 
 def run_report(*, predictor: str | None, static: str | None, keep: float, families: list[str], val_per_family: int,
                max_seq_len: int, max_prompt_tokens: int, seed: int = 0, data_dir: str | None = None) -> dict:
-    from ..loading import load_model
-    from ..selectors import make_selector
+    from ..core.loading import load_model
+    from ..selection.selectors import make_selector
     from .config import DataConfig
 
     root = Path(data_dir) if data_dir else DataConfig().root()

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..selectors import GriffinSelector
+from ..selection.selectors import GriffinSelector
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def collect_targets(lm, rows: list[torch.Tensor], *, backbone_layers: int | None
                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled [N, hidden], standardised GRIFFIN scores [N, layers, d_ffn] in bf16) for prompts given as
     1-D token-id rows, from one dense forward per batch (batched by length, results in input order)."""
-    from ..predictor import length_batches, pool_last, standardise
+    from ..core.prompting import length_batches
+    from ..selection.heads import pool_last, standardise
 
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     hidden = lm.model.config.get_text_config().hidden_size

@@ -9,10 +9,10 @@ from typing import TextIO
 import torch
 from transformers import TextStreamer
 
-from .errors import IfpruneError
-from .plan import Plan
-from .prompting import check_length, encode_prompt
-from .selectors import Selector, make_selector
+from ..core.errors import IfpruneError
+from ..core.plan import Plan
+from ..core.prompting import check_length, encode_prompt
+from ..selection.selectors import Selector, make_selector
 
 
 @dataclass
@@ -141,7 +141,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         if comp is not None:
             comp.ensure_stats()  # a one-off pass over calibration text (cached on disk), not loading time
             if comp.config.mode == "prompt":
-                from .calibration import prompt_moments
+                from ..compensation.calibration import prompt_moments
 
                 source = ids if task is None else encode_prompt(lm.tokenizer, task, chat=chat).to(lm.device)
                 t_p = time.perf_counter()

@@ -16,12 +16,11 @@ from typing import Callable
 
 import torch
 
-from .errors import IfpruneError
-from .hooks import record_intermediates
-from .jsonl import iter_jsonl
-from .plan import Plan, check_width
-from .prompt_pass import decoder_body
-from .prompting import encode_prompt
+from ..core.errors import IfpruneError
+from ..core.hooks import record_intermediates
+from ..core.plan import Plan, check_width
+from ..core.prompt_pass import decoder_body
+from ..core.prompting import encode_prompt
 
 
 class Selector:
@@ -126,42 +125,17 @@ class MagnitudeSelector(Selector):
         return self._static_scores(lm, compute)
 
 
-def read_calibration_text(path: str | Path, max_chars: int = 2_000_000) -> list[str]:
-    """Plain text (one document per blank-line block) or JSONL (field "text", else the first string field)."""
-    path = Path(path)
-    if not path.is_file():
-        raise IfpruneError(f"calibration file not found: {path} (e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
-    docs: list[str] = []
-    total = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        if path.suffix == ".jsonl":
-            for _, row in iter_jsonl(path):
-                text = row.get("text")
-                if not isinstance(text, str):
-                    text = next((v for v in row.values() if isinstance(v, str)), None)
-                if text:
-                    docs.append(text)
-                    total += len(text)
-                if total >= max_chars:
-                    break
-        else:
-            docs = [b for b in f.read(max_chars).split("\n\n") if b.strip()]
-    if not docs:
-        raise IfpruneError(f"calibration file {path} holds no text")
-    return docs
-
-
 class WandaSelector(Selector):
     """Static, activation-aware: ||down column j|| x RMS of channel j's activation on calibration text.
 
     The RMS is the square root of the diagonal of the same calibration moments that output
-    compensation uses (calibration.layer_stats), so both share one cached pass over the text."""
+    compensation uses (compensation.calibration.layer_stats), so both share one cached pass over the text."""
 
     name = "wanda"
 
     def __init__(self, calibration: str | Path | None = None, max_tokens: int | None = None, **kw):
         super().__init__(**kw)
-        from .calibration import CompensationConfig, calibration_file
+        from ..compensation.calibration import CompensationConfig, calibration_file
 
         self.calibration = calibration_file(calibration)
         self.max_tokens = max_tokens or CompensationConfig.max_tokens
@@ -171,7 +145,7 @@ class WandaSelector(Selector):
 
     def scores(self, lm, text):
         def compute():
-            from .calibration import CompensationConfig, layer_stats
+            from ..compensation.calibration import CompensationConfig, layer_stats
 
             stats = layer_stats(lm, CompensationConfig(calibration=str(self.calibration), max_tokens=self.max_tokens))
             rms = stats.G.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
@@ -232,7 +206,7 @@ SELECTORS: dict[str, Callable[..., Selector]] = {
 
 
 # selectors defined in modules with heavier imports, loaded on first use (they call register_selector)
-_PLUGINS = {"predictor": "ifprune.predictor"}
+_PLUGINS = {"predictor": "ifprune.selection.predictor"}
 
 
 def register_selector(name: str, factory: Callable[..., Selector]) -> None:
@@ -240,15 +214,36 @@ def register_selector(name: str, factory: Callable[..., Selector]) -> None:
     SELECTORS[name] = factory
 
 
+def _params(factory) -> set[str]:
+    """Keyword options a selector factory takes (`**kw` forwards to Selector's own, e.g. cache_size)."""
+    sig = inspect.signature(factory).parameters
+    names = {n for n, p in sig.items() if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+        names |= {n for n in inspect.signature(Selector.__init__).parameters if n != "self"}
+    return names
+
+
 def make_selector(name: str, **options) -> Selector:
-    """Build a selector by name; options it does not take (or that are None) are ignored, so a CLI
-    can pass all of its selector flags through."""
+    """Build a selector by name. An option no selector takes is an error (a misspelling must not be
+    dropped); one that another selector takes, or that is None, is ignored, so a CLI can pass all of
+    its selector flags through whichever selector is chosen."""
     if name not in SELECTORS and name in _PLUGINS:
         importlib.import_module(_PLUGINS[name])
     if name not in SELECTORS:
         raise IfpruneError(f"unknown selector {name!r}; choose from {', '.join(sorted({*SELECTORS, *_PLUGINS}))}")
     factory = SELECTORS[name]
-    params = inspect.signature(factory).parameters
+    params = _params(factory)
+    if unknown := set(options) - params:
+        for module in _PLUGINS.values():
+            importlib.import_module(module)
+        known = set().union(*(_params(f) for f in SELECTORS.values()))
+        if typos := sorted(unknown - known):
+            import difflib
+
+            hints = [f"{t!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(t, known, 1)) else "")
+                     for t in typos]
+            raise IfpruneError(f"selector {name!r}: unknown option(s) {', '.join(hints)}; "
+                               f"{name} takes {', '.join(sorted(params)) or 'no options'}")
     accepted = {k: v for k, v in options.items() if v is not None and k in params}
     return factory(**accepted)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import IfpruneError
-from .ffn import Conv1D, FFNLayout
-from .hooks import forward_until
+from ..core.errors import IfpruneError
+from ..core.ffn import Conv1D, FFNLayout
+from ..core.hooks import forward_until
 
 METHODS = ("wanda", "sparsegpt")
 DOWN_POLICIES = ("regather", "reprune")
@@ -101,7 +101,7 @@ def down_names(model: nn.Module, layout: FFNLayout) -> list[str]:
 # --- calibration ------------------------------------------------------------------------------
 def calibration_chunks(tokenizer, path: str | Path, tokens: int = 4096, seq_len: int = 256) -> list[torch.Tensor]:
     """Token chunks [1, seq_len] from a local text/JSONL file (e.g. ../shared/data/pretrain/...)."""
-    from .selectors import read_calibration_text
+    from ..compensation.calibration import read_calibration_text
 
     if tokens < seq_len or seq_len < 8:
         raise IfpruneError(f"calibration needs tokens >= seq_len >= 8, got tokens={tokens}, seq_len={seq_len}")

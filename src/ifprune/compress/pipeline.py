@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 
-from .errors import IfpruneError
-from .paths import atomic_path, file_sha256
+from ..core.errors import IfpruneError
+from ..core.paths import atomic_path, file_sha256
 from .quant import INT4_GROUPS, SCHEMES, QuantizedWeight, quantize, quantize_linears
-from .sparsity import (DOWN_POLICIES, METHODS, down_names, impose_down_2_4, pattern_report, prunable_linears,
-                       prune_2_4, sparsify_compact)
+from .sparsity import (
+    DOWN_POLICIES, METHODS, down_names, impose_down_2_4, pattern_report, prunable_linears, prune_2_4,
+    sparsify_compact,
+)
 
 FORMAT = "ifprune-compress/1"
 MANIFEST = "ifprune-compress.json"
@@ -212,7 +214,7 @@ def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "
     """(LoadedModel, Compressed) from a `save_compressed` directory; checksums and shapes verified."""
     from safetensors import safe_open
 
-    from .loading import LoadedModel, _dtype, _from_pretrained
+    from ..core.loading import LoadedModel, _dtype, _from_pretrained
 
     path = Path(path)
     manifest = read_manifest(path)

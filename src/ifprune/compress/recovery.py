@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import IfpruneError
+from ..core.errors import IfpruneError
 
 MODES = ("masked", "peft")
 

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .bench import device_name
-from .fastdecode import sync_device
-from .errors import IfpruneError
-from .plan import width_from_keep
-from .quant import INT4_GROUPS, QuantLinear, quantize
-from .sparsity import mask_2_4, to_semi_structured
+from .latency import device_name
+from ..runtime.fastdecode import sync_device
+from ..core.errors import IfpruneError
+from ..core.plan import width_from_keep
+from ..compress.quant import INT4_GROUPS, QuantLinear, quantize
+from ..compress.sparsity import mask_2_4, to_semi_structured
 
 FORMATS = ("dense", "2:4", "int8", "int4")
 
@@ -74,8 +74,8 @@ def block_shapes(config, width: int) -> tuple[list[LinearShape], int, int]:
     again at the compact width; also (number of layers, d_ffn)."""
     from transformers import AutoModelForCausalLM
 
-    from .ffn import discover
-    from .sparsity import prunable_linears
+    from ..core.ffn import discover
+    from ..compress.sparsity import prunable_linears
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)

@@ -1,8 +1,8 @@
 """lm-evaluation-harness adapter: `ifprune` as an lm-eval model, so any lm-eval task can score a
 pruned model. Importing this module registers the model (lm-eval 0.4 has no plugin entry points),
-and `python -m ifprune.lm_eval_adapter ARGS` runs lm-eval's own CLI with it registered:
+and `python -m ifprune.eval.lm_eval_adapter ARGS` runs lm-eval's own CLI with it registered:
 
-    python -m ifprune.lm_eval_adapter run --model ifprune \
+    python -m ifprune.eval.lm_eval_adapter run --model ifprune \
         --model_args selector=griffin,keep=0.5 --tasks arc_easy --limit 20
 
 model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
@@ -19,7 +19,7 @@ import sys
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from .errors import IfpruneError
+from ..core.errors import IfpruneError
 
 
 @register_model("ifprune")
@@ -30,10 +30,10 @@ class IfpruneLM(LM):
                  max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
                  calibration_tokens: int | None = None, ridge: float | None = None, lm=None, **_ignored):
         super().__init__()
-        from .eval.scorer import Scorer
-        from .loading import load_model
-        from .plan import width_from_keep
-        from .selectors import make_selector
+        from .scorer import Scorer
+        from ..core.loading import load_model
+        from ..core.plan import width_from_keep
+        from ..selection.selectors import make_selector
 
         self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=device)
         if checkpoint and selector == "dense":
@@ -48,7 +48,7 @@ class IfpruneLM(LM):
             raise IfpruneError(f"selector {selector} needs keep=R or width=K in --model_args")
         w = width_from_keep(float(keep) if keep is not None else None, int(width) if width is not None else None,
                             self.lm.d_ffn)
-        from .calibration import CompensationConfig, compensate as turn_on
+        from ..compensation.calibration import CompensationConfig, compensate as turn_on
 
         d = CompensationConfig()
         turn_on(self.lm, CompensationConfig(mode=compensate or d.mode, calibration=calibration,
@@ -101,7 +101,7 @@ class IfpruneLM(LM):
         return out
 
     def generate_until(self, requests) -> list[str]:
-        from .prompting import encode_prompt
+        from ..core.prompting import encode_prompt
 
         out = []
         for req in requests:

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import torch
 
-from .compensation import Moments, kept_blocks, solve_refit, token_blocks
-from .errors import IfpruneError
-from .hooks import record_intermediates
-from .paths import atomic_path, cache_dir, file_sha256
+from .refit import Moments, kept_blocks, solve_refit, token_blocks
+from ..core.errors import IfpruneError
+from ..core.hooks import record_intermediates
+from ..core.jsonl import iter_jsonl
+from ..core.paths import atomic_path, cache_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
 MODES = ("none", "calibration", "prompt")
-DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "data" / "calibration" / "default.jsonl"
+DEFAULT_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "calibration" / "default.jsonl"
 STATS_FORMAT = "ifprune-moments/1"
 MIN_TOKENS = 256  # smallest budget accepted at all; a model needs at least 2 x d_ffn tokens (calibration_rows)
 
@@ -79,12 +80,36 @@ def calibration_file(path: str | Path | None) -> Path:
     return path
 
 
+def read_calibration_text(path: str | Path, max_chars: int = 2_000_000) -> list[str]:
+    """Plain text (one document per blank-line block) or JSONL (field "text", else the first string field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IfpruneError(f"calibration file not found: {path} (e.g. ../shared/data/pretrain/llamafactory/c4_demo.jsonl)")
+    docs: list[str] = []
+    total = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        if path.suffix == ".jsonl":
+            for _, row in iter_jsonl(path):
+                text = row.get("text")
+                if not isinstance(text, str):
+                    text = next((v for v in row.values() if isinstance(v, str)), None)
+                if text:
+                    docs.append(text)
+                    total += len(text)
+                if total >= max_chars:
+                    break
+        else:
+            docs = [b for b in f.read(max_chars).split("\n\n") if b.strip()]
+    if not docs:
+        raise IfpruneError(f"calibration file {path} holds no text")
+    return docs
+
+
 def calibration_rows(tokenizer, path: str | Path | None, max_tokens: int, seq_len: int,
                      need: int = MIN_TOKENS) -> list[torch.Tensor]:
     """Token rows of at most `seq_len`, `max_tokens` in all. JSONL rows with prompt/response (or
     instruction/output) are chat-formatted as at inference; other text is split into documents."""
-    from .prompting import encode_pair
-    from .selectors import read_calibration_text
+    from ..core.prompting import encode_pair
 
     path = calibration_file(path)
     rows: list[torch.Tensor] = []
@@ -112,7 +137,6 @@ def calibration_rows(tokenizer, path: str | Path | None, max_tokens: int, seq_le
 
 def _jsonl_items(path: Path) -> list[tuple[str, str] | str]:
     """(prompt, response) pairs (keys prompt/response or instruction/output) and plain "text" rows."""
-    from .jsonl import iter_jsonl
 
     out: list[tuple[str, str] | str] = []
     for _, row in iter_jsonl(path):
@@ -144,8 +168,8 @@ def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batc
     """Dense forward passes over the rows, summing each layer's FFN intermediate moments."""
     from tqdm.auto import tqdm
 
-    from .predictor import length_batches
-    from .prompt_pass import decoder_body
+    from ..core.prompting import length_batches
+    from ..core.prompt_pass import decoder_body
 
     moments = [Moments.zeros(lm.d_ffn) for _ in range(lm.num_layers)]
     pad = lm.tokenizer.pad_token_id or 0
@@ -242,7 +266,7 @@ def layer_stats(lm, config: CompensationConfig, *, progress: bool = True, use_ca
 # the refit at plan-load time ---------------------------------------------------------------------
 def down_weight(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A layer's down projection as [hidden, d_ffn] (Conv1D stores it transposed) and its bias."""
-    from .ffn import Conv1D
+    from ..core.ffn import Conv1D
 
     w = layer.down.weight.detach()
     w = w.T if isinstance(layer.down, Conv1D) else w
@@ -326,7 +350,7 @@ class PromptMoments:
 
 def prompt_moments(lm, ids: torch.Tensor) -> PromptMoments:
     """One dense pass over the prompt ids [1, T] (decoder body only)."""
-    from .prompt_pass import decoder_body
+    from ..core.prompt_pass import decoder_body
 
     H = torch.zeros(lm.num_layers, ids.shape[-1], lm.d_ffn)
 

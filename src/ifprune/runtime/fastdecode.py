@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import IfpruneError
+from ..core.errors import IfpruneError
 
 
 @dataclass

@@ -45,3 +45,28 @@ def check_length(n_prompt: int, max_new_tokens: int, context: int | None) -> Non
             f"prompt of {n_prompt} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
             f"{context} tokens: shorten the prompt or lower --max-new-tokens"
         )
+
+
+def encode_batch(tokenizer, texts: list[str], *, chat: bool = True, max_tokens: int = 512):
+    """Right-padded ids and attention mask of prompts encoded exactly as at inference."""
+    rows = [encode_prompt(tokenizer, t, chat=chat)[0][-max_tokens:] for t in texts]
+    return pad_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+
+def pad_rows(rows: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [N, T] and attention mask of 1-D token rows (positions stay those of each row)."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        att[i, : len(r)] = 1
+    return ids, att
+
+
+def length_batches(rows: list[torch.Tensor], pad: int, batch_size: int):
+    """(row indices, ids, attention mask) batches, rows grouped by length so little is padding."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        yield (idx, *pad_rows([rows[i] for i in idx], pad))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IfpruneError
-from ..paths import atomic_path
-from ..predictor import PredictorHead, StaticScores
+from ..core.errors import IfpruneError
+from ..core.paths import atomic_path
+from .heads import PredictorHead, StaticScores
 
 FORMAT = "ifprune-artifact/1"
 

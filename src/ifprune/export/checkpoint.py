@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import IfpruneError
-from .paths import atomic_path
-from .plan import Plan
+from ..core.errors import IfpruneError
+from ..core.paths import atomic_path
+from ..core.plan import Plan
 
 
 @dataclass

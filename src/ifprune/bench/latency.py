@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import IfpruneError
-from .fastdecode import StaticDecoder, sync_device
-from .plan import Plan, width_from_keep
-from .selectors import GriffinSelector, make_selector
+from ..core.errors import IfpruneError
+from ..runtime.fastdecode import StaticDecoder, sync_device
+from ..core.plan import Plan, width_from_keep
+from ..selection.selectors import GriffinSelector, make_selector
 
 PRESETS = {  # HF config fields of well-known shapes (random weights; no download)
     "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -86,7 +86,7 @@ def random_model(config: str | Path, *, dtype: torch.dtype = torch.float32, devi
     """A LoadedModel with random weights of a preset name or a config.json path, built on `device`."""
     from transformers import AutoModelForCausalLM
 
-    from .loading import LoadedModel
+    from ..core.loading import LoadedModel
 
     cfg = shape_config(config)
     torch.manual_seed(seed)
@@ -121,7 +121,7 @@ class PromptSelection:
         self.head, self.layers, self.selector = None, cfg.backbone_layers, None
         if cfg.selector == "predictor":
             if cfg.checkpoint:
-                from .predictor import PredictorSelector
+                from ..selection.predictor import PredictorSelector
 
                 self.selector = PredictorSelector(checkpoint=cfg.checkpoint)
                 if self.layers is not None and self.layers != self.selector.artifact.backbone_layers:
@@ -130,7 +130,7 @@ class PromptSelection:
                 self.layers = self.selector.artifact.backbone_layers
                 self.label = f"predictor ({self.selector.artifact.kind}, {Path(cfg.checkpoint).name})"
             else:
-                from .predictor import PredictorHead
+                from ..selection.heads import PredictorHead
 
                 hidden = lm.model.config.get_text_config().hidden_size
                 torch.manual_seed(cfg.seed)
@@ -165,7 +165,7 @@ class PromptSelection:
             with torch.inference_mode():
                 return Plan.from_scores(GriffinSelector.scores_from_ids(self.lm, ids), width, meta)
         if self.head is not None:
-            from .predictor import head_scores
+            from ..selection.predictor import head_scores
 
             return Plan.from_scores(head_scores(self.head, self.lm.model, ids, None, self.layers)[0], width, meta)
         if self.cfg.selector == "predictor":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import IfpruneError
+from ..core.errors import IfpruneError
 
 SCHEMES = ("int8", "int4")
 INT4_GROUPS = (32, 64, 128, 256)

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .errors import IfpruneError
+from ..core.errors import IfpruneError
 
 
 def soft_topk_lambda(scores: torch.Tensor, k: int, *, eps: float = 0.1, iterations: int = 20) -> torch.Tensor:
