@@ -135,3 +135,34 @@ def test_generate_with_a_trained_checkpoint(tmp_path, capsys):
     tiny_tokenizer().save_pretrained(other)
     assert main(["generate", "hi", "--model", str(other), "--checkpoint", str(art)]) == 2
     assert "was trained on base model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--keep", "0.5"], ["--selector", "griffin"], ["--width", "8"], ["--task", "math"]])
+def test_generate_plan_with_a_conflicting_selection_flag_is_an_error(tiny_dir, tmp_path, capsys, extra):
+    plan = tmp_path / "plan.json"
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--width", "10", "--max-new-tokens", "2",
+                 "--save-plan", str(plan), "--no-stream"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", str(plan), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"--plan fixes the channels, so {extra[0]} would be ignored" in err and "Traceback" not in err
+
+
+def test_generate_plan_runs_the_base_weights_and_says_so(tiny_dir, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--width", "10", "--max-new-tokens", "2",
+                 "--save-plan", str(plan), "--no-stream"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", str(plan), "--max-new-tokens", "2",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["weights"] == {"model": str(tiny_dir), "tuned_by": None} and out["ffn_width"] == 10
+
+
+def test_export_refuses_an_existing_out_before_loading_the_model(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("keep me")
+    assert main(["export", "--task", "math", "--out", str(out), "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err  # not the missing model: checked first
+    assert (out / "x").read_text() == "keep me"

@@ -75,6 +75,35 @@ def load(args):
     return load_model(args.model, dtype=args.dtype, device=args.device)
 
 
+def refuse_plan_conflicts(args, also: tuple[str, ...] = ()) -> None:
+    """A saved plan fixes the channels: selection flags given with it would be silently ignored."""
+    if not getattr(args, "plan", None):
+        return
+    given = [f"--{n.replace('_', '-')}" for n in ("selector", "keep", "width", *also) if getattr(args, n, None) is not None]
+    if given:
+        raise IfpruneError(f"--plan fixes the channels, so {', '.join(given)} would be ignored: drop "
+                           f"{'it' if len(given) == 1 else 'them'}, or drop --plan to select anew "
+                           "(--checkpoint with --plan runs the plan on that artifact's tuned weights)")
+
+
+def plan_weights(args, lm, plan) -> None:
+    """With --plan: the base weights, unless --checkpoint names the artifact whose tuned weights the
+    plan was made for; a plan whose metadata names an artifact warns when run on the base weights."""
+    import logging
+
+    if getattr(args, "checkpoint", None):
+        from ..selection.artifact import load_artifact
+
+        load_artifact(args.checkpoint).attach(lm)
+    else:
+        made_by = plan.meta.get("checkpoint") if isinstance(plan.meta, dict) else None
+        if made_by:
+            logging.getLogger("ifprune").warning(
+                "plan %s was made by the trained artifact %s (tuned weights); running it on the base weights. "
+                "Pass --checkpoint %s to run the weights it was made for", args.plan, made_by, made_by)
+    compensation_from_args(args, lm)
+
+
 def resolve_width(args, lm, selector=None) -> int:
     """--keep/--width, else the trained artifact's width, else keep 0.5 (dense: every channel)."""
     keep, width = args.keep, args.width

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .common import add_model_args, add_selector_args, load, print_json, resolve_width, selector_from_args
+from .common import (add_model_args, add_selector_args, load, plan_weights, print_json, refuse_plan_conflicts,
+                     resolve_width, selector_from_args)
 
 
 def register(sub) -> None:
@@ -21,14 +22,17 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..core.errors import IfpruneError
-    from ..export.checkpoint import export_plan, export_task
+    from ..export.checkpoint import check_out, export_plan, export_task
     from ..core.plan import Plan
 
     if args.task is not None and not args.task.strip():
         raise IfpruneError("the task description is empty: pass --task \"what the model will be used for\"")
+    refuse_plan_conflicts(args)
+    check_out(args.out, args.overwrite)  # before the model loads, not after
     plan = Plan.load(args.plan) if args.plan else None
     lm = load(args)
     if plan is not None:
+        plan_weights(args, lm, plan)
         info = export_plan(lm, plan, args.out, overwrite=args.overwrite)
     else:
         selector = selector_from_args(args, lm)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_model_args, add_selector_args, load, print_json, resolve_width, selector_from_args
+from .common import (add_model_args, add_selector_args, load, plan_weights, print_json, refuse_plan_conflicts,
+                     resolve_width, selector_from_args)
 
 
 def register(sub) -> None:
@@ -36,10 +37,15 @@ def run(args) -> int:
     sampling.validate()
     if not args.prompt.strip():
         raise IfpruneError("the prompt is empty: give some text to respond to")
+    refuse_plan_conflicts(args, also=("task",))
+    plan = Plan.load(args.plan) if args.plan else None  # a bad plan file fails before the model loads
     lm = load(args)
-    selector = selector_from_args(args, lm)
-    plan = Plan.load(args.plan) if args.plan else None
-    width = None if plan is not None else resolve_width(args, lm, selector)
+    if plan is not None:
+        plan_weights(args, lm, plan)
+        selector, width = "dense", None
+    else:
+        selector = selector_from_args(args, lm)
+        width = resolve_width(args, lm, selector)
     stream = None if (args.json or args.no_stream) else sys.stdout
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
                       sampling=sampling, chat=not args.no_chat, stream=stream)
@@ -51,6 +57,9 @@ def run(args) -> int:
     if args.json:
         out = result.to_dict()
         out["model"] = lm.source
+        out["weights"] = lm.weights()
+        if plan is not None:
+            out["plan_file"] = args.plan
         print_json(out)
     else:
         if stream is None:

@@ -56,9 +56,17 @@ class LoadedModel:
     _compact: dict = field(default_factory=dict, init=False, repr=False)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
     compensator: object = field(default=None, init=False, repr=False)  # calibration.Compensator
+    _ifprune_artifact: str | None = field(default=None, init=False, repr=False)  # set by Artifact.attach
 
     def __post_init__(self):
         self.layout = discover(self.model)
+
+    def weights(self) -> dict:
+        """Which weights run: the loaded model's own, or those a trained artifact changed (its LoRA
+        merged or its full fine-tuning delta added), so no output can pass one off as the other."""
+        if self._ifprune_artifact is None:
+            return {"model": self.source, "tuned_by": None}
+        return {"model": self.source, "tuned_by": self._ifprune_artifact}
 
     @property
     def d_ffn(self) -> int:

@@ -31,6 +31,7 @@ class ExportInfo:
     active_params: int
     total_params: int
     compensation: dict | None = None
+    weights: dict | None = None  # LoadedModel.weights(): the base model's own, or tuned by an artifact
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -52,14 +53,30 @@ A task-specific pruned copy of **{info.base_model}**, written by `ifprune export
 - Selector: {info.selector}
 - Plan hash: `{info.plan_hash}` (the kept channels are in `ifprune_plan.json`)
 - Parameters: {info.active_params:,} of the base model's {info.total_params:,}
+- Weights: {_weights_line(info.weights)}
 - Output compensation: {_comp_line(info.compensation)}
 - Architecture: stock `{arch}`; load it with `AutoModelForCausalLM.from_pretrained` (no ifprune needed).
 
 Every FFN layer keeps the same channels-per-layer count, so the checkpoint is a plain dense model of
-the base architecture with a narrower MLP. Gate/up rows are the base model's kept channels; the
+the base architecture with a narrower MLP. Gate/up rows are the kept channels of the weights above; the
 down projection is {"refit by least squares (see above)" if (info.compensation or {}).get("mode", "none") != "none" else "the base model's kept columns"}.
 Quality outside the task above is not guaranteed.
 """
+
+
+def _weights_line(weights: dict | None) -> str:
+    if not weights or not weights.get("tuned_by"):
+        return "the base model's own; every non-FFN tensor is the base model's, unchanged"
+    return (f"tuned by the trained artifact `{Path(weights['tuned_by']).name}` (its LLM change merged into the "
+            "base model before pruning), so attention and embedding tensors differ from the base model's too")
+
+
+def check_out(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an --out that exists and is not an empty (or, with overwrite, any) directory."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (overwrite or not any(out.iterdir()))):
+        raise IfpruneError(f"{out} already exists and is not empty: pick another --out or pass --overwrite")
+    return out
 
 
 def _comp_line(comp: dict | None) -> str:
@@ -72,9 +89,7 @@ def _comp_line(comp: dict | None) -> str:
 
 def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False) -> ExportInfo:
     """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically)."""
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and (overwrite or not any(out.iterdir()))):
-        raise IfpruneError(f"{out} already exists and is not empty: pick another --out or pass --overwrite")
+    out = check_out(out, overwrite)
     if plan.num_layers != lm.num_layers or plan.d_ffn != lm.d_ffn:
         raise IfpruneError(f"plan is for {plan.num_layers} layers x {plan.d_ffn} channels; this model has "
                            f"{lm.num_layers} x {lm.d_ffn}: use a plan made for this model")
@@ -89,7 +104,8 @@ def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, ove
                       width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
                       active_params=lm.active_params(plan.width), total_params=lm.total_params(),
                       compensation=(lm.compensator.describe() if getattr(lm, "compensator", None) is not None
-                                    and not plan.is_dense else {"mode": "none"}))
+                                    and not plan.is_dense else {"mode": "none"}),
+                      weights=lm.weights() if hasattr(lm, "weights") else None)
     with atomic_path(out) as tmp:
         tmp.mkdir()
         model.save_pretrained(tmp, safe_serialization=True)
