@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -19,20 +20,68 @@ def cache_dir() -> Path:
     return Path(base) / "ifprune"
 
 
+_TMP_TAG = ".ifprune-tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove temporary siblings that a killed writer (kill -9, power loss) left behind: only ours
+    (the tag and a PID in the name), and only when that PID is gone; each removal is logged."""
+    import logging
+
+    prefix = f".{path.name}{_TMP_TAG}"
+    for q in path.parent.glob(f"{glob.escape(prefix)}*"):
+        try:
+            pid = int(q.name[len(prefix):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            logging.getLogger("ifprune").warning("removing %s, left by an interrupted write of %s (process %d)",
+                                                 q, path, pid)
+            if q.is_dir():
+                shutil.rmtree(q, ignore_errors=True)
+            else:
+                q.unlink(missing_ok=True)
+
+
+def _readable(target: Path) -> None:
+    """Give what was written the permissions of any file the user creates (umask), not a temp file's
+    0600/0700: an exported checkpoint must be readable like any other."""
+    mask = os.umask(0)
+    os.umask(mask)
+    items = [target, *target.rglob("*")] if target.is_dir() else [target]
+    for q in items:
+        if not q.is_symlink():
+            os.chmod(q, (0o777 if q.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it over `path` only if the block succeeds.
 
-    Works for files and directories alike, so a crash never leaves a partial result in place.
+    Works for files and directories alike, so a crash never leaves a partial result in place; what a
+    killed writer left is cleaned up by the next write of the same path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{_TMP_TAG}{os.getpid()}-", dir=path.parent))
     target = tmp / path.name
     try:
         yield target
+        if target.exists():
+            _readable(target)
         if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            old = path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-old")
             os.replace(path, old)
             os.replace(target, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Atomic writes: nothing partial in place, what a killed writer left is cleaned, results readable."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ifprune.core.paths import atomic_path
+
+
+def mode(p):
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_failed_write_leaves_the_old_result_and_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_results_get_the_umask_permissions_not_a_temp_files(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "ckpt") as tmp:
+            tmp.mkdir()
+            fd = os.open(tmp / "model.safetensors", os.O_WRONLY | os.O_CREAT, 0o600)  # as a library may
+            os.close(fd)
+        with atomic_path(tmp_path / "plan.json") as tmp:
+            tmp.write_text("{}")
+            os.chmod(tmp, 0o600)
+    finally:
+        os.umask(mask)
+    assert mode(tmp_path / "ckpt") == 0o755
+    assert mode(tmp_path / "ckpt" / "model.safetensors") == 0o644
+    assert mode(tmp_path / "plan.json") == 0o644
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path, caplog):
+    target = tmp_path / "export"
+    # a writer killed with -9 in the middle of its write
+    code = ("import os, sys; from ifprune.core.paths import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as t:\n    t.mkdir(); (t / 'big').write_bytes(b'x' * 1000); os._exit(9)\n")
+    subprocess.run([sys.executable, "-c", code, str(target)], check=False)
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
+    assert len(left) == 1 and not target.exists()
+    (tmp_path / ".export.unrelated").mkdir()  # not ours: never touched
+    with caplog.at_level("WARNING", logger="ifprune"):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+    assert not left[0].exists() and (tmp_path / ".export.unrelated").is_dir() and target.is_dir()
+    assert "left by an interrupted write" in caplog.text
