@@ -272,8 +272,20 @@ def test_compare_runs_trained_artifacts_on_fresh_models(tmp_path):
     assert report["results"][1]["model_hash"] != before
     with pytest.raises(IfpruneError, match="not a trained artifact"):
         SelectorSpec.parse(f"predictor:{tmp_path}")
-    with pytest.raises(IfpruneError, match="name the artifact"):
-        SelectorSpec.parse("predictor-task")
+    # no path: the shipped artifact, as generate uses it
+    from ifprune.artifacts import DEFAULT_MODEL_ARTIFACT
+
+    assert SelectorSpec.parse("predictor-task").checkpoint == str(DEFAULT_MODEL_ARTIFACT)
+    # two artifacts that would share a row name get their run's name
+    import shutil
+
+    from ifprune.eval.compare import row_labels
+
+    other = tmp_path / "p2" / "run" / "artifact"
+    shutil.copytree(pred, other)
+    labels = row_labels([SelectorSpec.parse(f"predictor:{pred}"), SelectorSpec.parse(f"predictor:{other}"),
+                         SelectorSpec.parse("griffin")])
+    assert list(labels.values()) == ["ifpruning[p/run]", "ifpruning[p2/run]", "griffin"]
 
 
 def test_lm_eval_adapter_takes_a_trained_artifact(tmp_path):

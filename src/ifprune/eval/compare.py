@@ -69,7 +69,11 @@ class SelectorSpec:
         name, sep, path = spec.partition(":")
         if name in ("predictor", "predictor-task"):
             if not sep or not path:
-                raise IfpruneError(f"selector {spec!r}: name the artifact, e.g. {name}:runs/x/artifact")
+                from ..artifacts import DEFAULT_MODEL_ARTIFACT
+
+                if not (DEFAULT_MODEL_ARTIFACT / "config.json").is_file():
+                    raise IfpruneError(f"selector {spec!r}: name the artifact, e.g. {name}:runs/x/artifact")
+                path = str(DEFAULT_MODEL_ARTIFACT)  # as `generate` does: the shipped artifact
             if not (Path(path) / "config.json").is_file():
                 raise IfpruneError(f"selector {spec!r}: {path} is not a trained artifact (no config.json there)")
             return cls(spec, "predictor", path, per_task=name == "predictor-task")
@@ -90,6 +94,25 @@ class SelectorSpec:
         if art["kind"] == "static":
             return "learned-static"
         return "ifpruning-task" if self.per_task else "ifpruning"
+
+
+def row_labels(specs: list[SelectorSpec]) -> dict[str, str]:
+    """spec -> table label; artifacts that would share a label get the shortest tail of their
+    paths that tells them apart, e.g. ifpruning[v1] and ifpruning[keep50-sft]."""
+    base = {s.spec: s.label() for s in specs}
+    out = dict(base)
+    for label in set(base.values()):
+        group = [s for s in specs if base[s.spec] == label and s.checkpoint]
+        if len(group) < 2:
+            continue
+        parts = {s.spec: [q for q in Path(s.checkpoint).resolve().parts if q != "artifact"] for s in group}
+        for n in range(1, max(len(v) for v in parts.values()) + 1):
+            tails = {k: "/".join(v[-n:]) for k, v in parts.items()}
+            if len(set(tails.values())) == len(tails):
+                break
+        for k, tail in tails.items():
+            out[k] = f"{label}[{tail}]"
+    return out
 
 
 def configurations(cfg: CompareConfig, d_ffn: int) -> list[tuple[SelectorSpec, int]]:
@@ -139,13 +162,14 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
                 "results": list(results)}
     from ..compensation.calibration import compensate
 
+    labels = row_labels([SelectorSpec.parse(x) for x in cfg.selectors])
     for spec, width in configurations(cfg, lm.d_ffn):
         selector, model = build_selector(spec, lm, cfg, load_fresh)
         modes = ["none"] if width == lm.d_ffn else cfg.compensations  # dense: nothing to compensate
         for mode in modes:
             compensate(model, cfg.compensation(mode), progress=progress)
             # several modes: one row each, named selector+mode; one mode: plain names (mode in the header)
-            label = spec.label() + ("" if mode == "none" or len(cfg.compensations) == 1 else f"+{mode}")
+            label = labels[spec.spec] + ("" if mode == "none" or len(cfg.compensations) == 1 else f"+{mode}")
             for suite_name in cfg.suites:
                 suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
                                    tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
