@@ -74,3 +74,30 @@ def test_width_from_keep():
             width_from_keep(None, width, 1536)
     with pytest.raises(IfpruneError, match="not both"):
         width_from_keep(0.5, 10, 1536)
+
+
+@pytest.mark.parametrize("text,match", [("[1, 2]", "expected a JSON object"), ('"plan"', "expected a JSON object"),
+                                        ("null", "expected a JSON object"),
+                                        ('{"indices": [[0.5, 1]], "d_ffn": 4}', "whole numbers"),
+                                        ('{"indices": [[true, false]], "d_ffn": 4}', "must be integers"),
+                                        ('{"indices": [[0, 1]], "d_ffn": 4, "meta": []}', "metadata must be a mapping"),
+                                        ('{"indices": [[0, 1]], "d_ffn": "four"}', "d_ffn must be an integer")])
+def test_malformed_plan_files_are_one_clear_error(tmp_path, text, match):
+    p = tmp_path / "plan.json"
+    p.write_text(text)
+    with pytest.raises(IfpruneError, match=match):
+        Plan.load(p)
+
+
+def test_a_plan_made_on_other_weights_is_refused():
+    from ifprune.core.tiny import tiny_lm
+    from ifprune.selection.selectors import make_selector
+
+    a, b = tiny_lm(seed=0), tiny_lm(seed=1)
+    plan = make_selector("griffin").select(a, "hello", 8)
+    assert plan.meta["model"] == a.fingerprint()
+    plan.check_model(a)
+    with pytest.raises(IfpruneError, match="was made on model weights .*select again with this model"):
+        plan.check_model(b)
+    old = Plan(plan.indices, plan.d_ffn, {"selector": "griffin"})  # a plan from before fingerprints: accepted
+    old.check_model(b)

@@ -96,11 +96,12 @@ def plan_weights(args, lm, plan) -> None:
 
         load_artifact(args.checkpoint).attach(lm)
     else:
-        made_by = plan.meta.get("checkpoint") if isinstance(plan.meta, dict) else None
-        if made_by:
+        made_by = plan.meta.get("checkpoint")
+        if made_by and "model" not in plan.meta:  # an older plan, without the fingerprint check_model reads
             logging.getLogger("ifprune").warning(
                 "plan %s was made by the trained artifact %s (tuned weights); running it on the base weights. "
                 "Pass --checkpoint %s to run the weights it was made for", args.plan, made_by, made_by)
+    plan.check_model(lm, f"plan {args.plan}")
     compensation_from_args(args, lm)
 
 

@@ -19,7 +19,21 @@ class Plan:
     __slots__ = ("indices", "d_ffn", "meta", "_hash")
 
     def __init__(self, indices: torch.Tensor | list[list[int]], d_ffn: int, meta: dict[str, Any] | None = None):
-        idx = torch.as_tensor(indices, dtype=torch.long).detach().cpu()
+        try:
+            raw = torch.as_tensor(indices).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise IfpruneError(f"plan indices must be a [layers, width] array of integers ({e})") from None
+        if raw.dtype == torch.bool or raw.is_complex():
+            raise IfpruneError(f"plan indices must be integers, got {raw.dtype}")
+        if raw.is_floating_point():
+            if not bool(torch.isfinite(raw).all()) or not bool((raw == raw.round()).all()):
+                raise IfpruneError("plan indices must be whole numbers: a fractional or non-finite index would be "
+                                   "truncated to another channel")
+        idx = raw.to(torch.long)
+        if isinstance(d_ffn, bool) or not isinstance(d_ffn, int):
+            raise IfpruneError(f"plan d_ffn must be an integer, got {d_ffn!r}")
+        if meta is not None and not isinstance(meta, dict):
+            raise IfpruneError(f"plan metadata must be a mapping, got {type(meta).__name__}")
         if idx.dim() != 2 or idx.shape[0] < 1:
             raise IfpruneError(f"a plan needs indices shaped [layers, width], got shape {tuple(idx.shape)}")
         if not 1 <= idx.shape[1] <= d_ffn:
@@ -96,8 +110,14 @@ class Plan:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> "Plan":
+        if not isinstance(obj, dict):
+            raise IfpruneError(f"malformed plan: expected a JSON object with 'indices' and 'd_ffn', got "
+                               f"{type(obj).__name__}")
+        d = obj.get("d_ffn")
+        if isinstance(d, str) and d.isdigit():
+            d = int(d)  # safetensors metadata holds strings
         try:
-            plan = cls(obj["indices"], int(obj["d_ffn"]), obj.get("meta"))
+            plan = cls(obj["indices"], d, obj.get("meta"))
         except (KeyError, TypeError, ValueError) as e:
             raise IfpruneError(f"malformed plan: {e!r}; expected keys 'indices' and 'd_ffn'") from None
         if "hash" in obj and obj["hash"] != plan.hash:
@@ -135,9 +155,21 @@ class Plan:
             raise
         except Exception as e:  # corrupt file of either kind
             raise IfpruneError(f"cannot read plan {path}: {e}") from None
-        if obj.get("hash") is None:
+        if isinstance(obj, dict) and obj.get("hash") is None:
             obj.pop("hash", None)
         return cls.from_dict(obj)
+
+    def check_model(self, lm, source: str = "plan") -> None:
+        """Refuse a plan made on other weights (same shape or not): its channels were chosen for them."""
+        if self.num_layers != lm.num_layers or self.d_ffn != lm.d_ffn:
+            raise IfpruneError(f"{source} is for {self.num_layers} layers x {self.d_ffn} channels; this model has "
+                               f"{lm.num_layers} x {lm.d_ffn}: use a plan made for this model")
+        made_for = self.meta.get("model")
+        if made_for is not None and made_for != lm.fingerprint():
+            hint = (f"pass --checkpoint {self.meta['checkpoint']}: it was made by that artifact's tuned weights"
+                    if self.meta.get("checkpoint") else "select again with this model")
+            raise IfpruneError(f"{source} was made on model weights {made_for}; these are {lm.fingerprint()} "
+                               f"({lm.source}): {hint}")
 
 
 def check_width(width: int, d_ffn: int) -> int:

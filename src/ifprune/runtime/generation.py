@@ -126,6 +126,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     ids = ids.to(lm.device)
 
     t0 = time.perf_counter()
+    given_plan = plan is not None
     if plan is None:
         width = lm.d_ffn if width is None else width
         plan = resolve_plan(lm, sel, width, prompt, task)
@@ -164,7 +165,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     new = out[0, ids.shape[1]:]
     return GenerationResult(
         text=lm.tokenizer.decode(new, skip_special_tokens=True),
-        selector=plan.meta.get("selector", sel.name) if plan is not None else "dense",
+        selector=(plan.meta.get("selector", "plan (no metadata)") if given_plan else sel.name) if plan is not None
+        else "dense",
         ffn_width=width,
         d_ffn=lm.d_ffn,
         active_params=lm.active_params(width),

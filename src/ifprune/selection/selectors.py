@@ -46,7 +46,8 @@ class Selector:
         if plan is None:
             if self.per_prompt and text is not None and not text.strip():
                 raise IfpruneError("the prompt is empty: give some text to select channels from")
-            plan = Plan.from_scores(self.scores(lm, text), width, {"selector": self.name, **self.options()})
+            plan = Plan.from_scores(self.scores(lm, text), width,
+                                    {"selector": self.name, **self.options(), "model": lm.fingerprint()})
             self._plans[key] = plan
             if len(self._plans) > self._cache_size:
                 self._plans.popitem(last=False)
