@@ -422,3 +422,71 @@ def test_eval_every_logs_validation_nll_against_tokens(tmp_path):
     assert [r["step"] for r in evals] == [2, 4]
     assert evals[0]["tokens"] < evals[1]["tokens"]
     assert set(evals[0]["val_nll"]) == {"math", "code", "all"} and evals[0]["examples"] == len(val)
+
+
+def _resealed(art, edit):
+    import importlib
+
+    mod = importlib.import_module("ifprune.selection.artifact")
+    cfg = json.loads((art / "config.json").read_text())
+    edit(cfg)
+    cfg.pop("files"), cfg.pop("config_sha256")
+    mod.seal_config(art, cfg)
+
+
+@pytest.mark.parametrize("tamper,match", [
+    ("llm_bogus", "config.json does not match its recorded checksum"),
+    ("llm_none_resealed", "llm is 'none' but llm/ holds"),
+    ("llm_bogus_resealed", "llm must be 'lora', 'full' or 'none'"),
+    ("nan_head_resealed", "holds NaN or inf"),
+    ("head_bytes", "predictor.safetensors does not match its recorded sha256"),
+    ("target_modules", "adapter_config.json does not match its recorded sha256"),
+    ("missing_adapter", "adapter_model.safetensors is missing"),
+    ("extra_file", "is not one of the artifact's recorded files"),
+    ("unsealed", "has no checksums"),
+    ("width_resealed", "width 999 exceeds d_ffn"),
+])
+def test_a_tampered_artifact_is_refused_with_one_clear_error(tmp_path, tamper, match):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "run" / "artifact"
+    train(base_cfg(tmp_path, steps=1), lm=tiny_lm(), sft_data=EXAMPLES)
+    art = tmp_path / "copy"
+    shutil.copytree(src, art)
+    cfg_path = art / "config.json"
+    if tamper == "llm_bogus":
+        cfg = json.loads(cfg_path.read_text())
+        cfg["llm"] = "bogus"
+        cfg_path.write_text(json.dumps(cfg))
+    elif tamper == "llm_none_resealed":
+        _resealed(art, lambda c: c.update(llm="none"))
+    elif tamper == "llm_bogus_resealed":
+        _resealed(art, lambda c: c.update(llm="bogus"))
+    elif tamper == "width_resealed":
+        _resealed(art, lambda c: c.update(width=999))
+    elif tamper == "nan_head_resealed":
+        st = load_file(str(art / "predictor.safetensors"))
+        st["fc2.bias"][0] = float("nan")
+        save_file(st, str(art / "predictor.safetensors"))
+        _resealed(art, lambda c: None)
+    elif tamper == "head_bytes":
+        st = load_file(str(art / "predictor.safetensors"))
+        st["fc2.bias"] *= 50
+        save_file(st, str(art / "predictor.safetensors"))
+    elif tamper == "target_modules":
+        ac = json.loads((art / "llm" / "adapter_config.json").read_text())
+        ac["target_modules"] = ["q_proj"]
+        (art / "llm" / "adapter_config.json").write_text(json.dumps(ac))
+    elif tamper == "missing_adapter":
+        (art / "llm" / "adapter_model.safetensors").unlink()
+    elif tamper == "extra_file":
+        (art / "llm" / "more.safetensors").write_bytes((art / "predictor.safetensors").read_bytes())
+    elif tamper == "unsealed":
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("files"), cfg.pop("config_sha256")
+        cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(IfpruneError, match=match):
+        load_artifact(art)
+    load_artifact(src)  # the original is fine
