@@ -4,6 +4,7 @@ Every import counts, including those inside functions (a lazy import still makes
 on each other; it only hides the cycle from Python's loader)."""
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,22 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_every_package_says_what_it_owns(name):
     doc = ast.get_docstring(ast.parse((SRC / name / "__init__.py").read_text()))
     assert doc and len(doc) > 30, f"{name}/__init__.py needs a docstring saying what the package owns"
+
+
+def test_scripts_outside_the_package_import_what_exists():
+    """benchmarks/ and results/ scripts are not imported by the suite; a moved module must not break them."""
+    import importlib
+
+    root = SRC.parents[1]
+    missing = []
+    for path in sorted([*root.glob("benchmarks/*.py"), *root.glob("results/**/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ifprune"):
+                try:
+                    mod = importlib.import_module(node.module)
+                except ImportError as e:
+                    missing.append(f"{path.relative_to(root)}: {node.module} ({e})")
+                    continue
+                missing += [f"{path.relative_to(root)}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(mod, a.name) and not importlib.util.find_spec(f"{node.module}.{a.name}")]
+    assert not missing, missing

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ifprune.compress import (CompressConfig, compress, heldout_texts, mc_accuracy, mc_items, nll_per_token,
+from ifprune.compress.pipeline import (CompressConfig, compress, heldout_texts, mc_accuracy, mc_items, nll_per_token,
                               packed_bytes)
-from ifprune.loading import load_model
-from ifprune.paths import write_json, write_text
-from ifprune.plan import width_from_keep
-from ifprune.selectors import MagnitudeSelector, WandaSelector
-from ifprune.sparsity import is_2_4
+from ifprune.core.loading import load_model
+from ifprune.core.paths import write_json, write_text
+from ifprune.core.plan import width_from_keep
+from ifprune.selection.selectors import MagnitudeSelector, WandaSelector
+from ifprune.compress.sparsity import is_2_4
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("IFPRUNE_DATA", HERE.parents[2] / "shared" / "data"))
