@@ -17,11 +17,12 @@ from pathlib import Path
 def read_curve(stage_dirs: list[Path]) -> list[dict]:
     points, offset = [], 0
     for d in stage_dirs:
-        rows = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines() if x.strip()]
+        log = d / "log.jsonl" if d.is_dir() else d  # a stage's output_dir, or its log file
+        rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
         steps = [r for r in rows if "loss" in r and "event" not in r]
         for r in rows:
             if r.get("event") == "validation":
-                points.append({"stage": d.name, "step": r["step"], "tokens": offset + r["tokens"], **r["val_nll"]})
+                points.append({"stage": d.name if d.is_dir() else d.stem, "step": r["step"], "tokens": offset + r["tokens"], **r["val_nll"]})
         if steps:
             offset += steps[-1]["tokens"]
     return points
@@ -29,7 +30,7 @@ def read_curve(stage_dirs: list[Path]) -> list[dict]:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--run", action="append", required=True, metavar="NAME=DIR[,DIR...]")
+    p.add_argument("--run", action="append", required=True, metavar="NAME=DIR_OR_LOG[,...]")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     curves = {}
@@ -60,7 +61,8 @@ def main() -> int:
     for name, pts in curves.items():
         ax.plot([q["tokens"] for q in pts], [q["all"] for q in pts], marker="o", label=name)
     ax.set_xlabel("training tokens (all stages)")
-    ax.set_ylabel("validation NLL per response token (hard top-k, no compensation)")
+    ax.set_ylabel("validation NLL per token")
+    ax.set_title("held-out SFT slice, hard top-k masks, no compensation", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

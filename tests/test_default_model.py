@@ -68,9 +68,12 @@ def test_shipped_artifact_is_the_default_of_generate(capsys):
     assert packaged_artifact("HuggingFaceTB/SmolLM2-135M-Instruct") is None and packaged_artifact(None, "bfloat16") is None
     import json
 
-    assert main(["generate", QUESTION, "--max-new-tokens", "8", "--json"]) == 0
+    assert main(["generate", "What is the capital of France?", "--max-new-tokens", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["selector"] == "predictor" and out["ffn_width"] == 768 and out["text"].strip()
+    assert out["selector"] == "predictor" and out["ffn_width"] == 768
+    assert "Paris" in out["text"], out["text"]  # the bar for the shipped default, no flags
+    assert out["weights"]["tuned_by"] == str(Path(DEFAULT_MODEL_ARTIFACT).resolve())
+    assert out["compensation"] == {"mode": "none"}  # the artifact's LoRA was trained under plain masks
     assert main(["generate", QUESTION, "--max-new-tokens", "4", "--json", "--selector", "griffin"]) == 0
     assert json.loads(capsys.readouterr().out)["selector"] == "griffin"
 

@@ -8,7 +8,7 @@ and `python -m ifprune.eval.lm_eval_adapter ARGS` runs lm-eval's own CLI with it
 model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
 generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width),
-compensate (none | calibration | prompt; default as the CLI's), calibration_tokens, ridge.
+compensate (none | calibration | prompt; default as the CLI's: none on an artifact's tuned weights), calibration_tokens, ridge.
 Per-prompt selectors pick a plan from each request's context; static ones use one plan for the run.
 """
 
@@ -51,7 +51,8 @@ class IfpruneLM(LM):
         from ..compensation.calibration import CompensationConfig, compensate as turn_on
 
         d = CompensationConfig()
-        turn_on(self.lm, CompensationConfig(mode=compensate or d.mode, calibration=calibration,
+        default = "none" if self.lm.weights().get("tuned_by") else d.mode  # as the CLI: commands.common
+        turn_on(self.lm, CompensationConfig(mode=compensate or default, calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
         self.scorer = Scorer(self.lm, sel, w, task=task)
