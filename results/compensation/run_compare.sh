@@ -8,7 +8,7 @@ export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${THREADS:-2}
 VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"
 .venv/bin/python -m ifprune.training.data_sft --out "$VAL" --val-per-family 12
-ART=src/ifprune/artifacts/smollm2-135m-keep50
+ART=results/training/artifacts/smollm2-135m-keep50-v1  # the artifact these results measured (shipped until v2)
 STATIC=results/training/artifacts/smollm2-135m-keep50-static
 MODES=${*:-none calibration}
 exec .venv/bin/ifprune eval compare \

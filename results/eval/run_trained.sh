@@ -7,7 +7,7 @@ set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-/tmp/ifpc} HF_HUB_OFFLINE=1
 VAL="$IFPRUNE_CACHE/sft_validation_24.jsonl"
 .venv/bin/python -m ifprune.training.data_sft --out "$VAL" --val-per-family 24
-ART=src/ifprune/artifacts/smollm2-135m-keep50
+ART=results/training/artifacts/smollm2-135m-keep50-v1  # the artifact these results measured (shipped until v2)
 STATIC=results/training/artifacts/smollm2-135m-keep50-static
 exec .venv/bin/ifprune eval compare \
   --suites nll mc \

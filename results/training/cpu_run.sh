@@ -8,8 +8,8 @@ cd "$(dirname "$0")/../.."
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-/tmp/ifpc} HF_HUB_OFFLINE=1
 .venv/bin/ifprune train configs/smollm2-keep50-sft-cpu.yaml --set progress=false
 .venv/bin/ifprune train configs/smollm2-keep50-static-sft-cpu.yaml --set progress=false
-# ship: the predictor as the package default, the static baseline next to the results
-ART=src/ifprune/artifacts/smollm2-135m-keep50
+# ship (v1; v2 replaced it as the package default: results/training/v2): both next to the results
+ART=results/training/artifacts/smollm2-135m-keep50-v1
 STATIC=results/training/artifacts/smollm2-135m-keep50-static
 mkdir -p "$ART" "$(dirname "$STATIC")"
 cp -r runs/cpu/keep50-sft-predictor/artifact/. "$ART"/
