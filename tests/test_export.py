@@ -159,9 +159,14 @@ def test_cli_export_real_model(tmp_path, capsys):
     from ifprune.compensation.calibration import compensate
 
     plan = Plan.load(out / "ifprune_plan.json")
-    assert plan.meta["compensation"]["mode"] == "calibration" and "calibration" in info["compensation"]["mode"]
-    assert "refit by least squares" in (out / "README.md").read_text()
-    compensate(lm)  # the default, as the CLI used: the export carries the refit down projections
+    # the default: compensation on training-free plans, none on a trained artifact's tuned weights
+    mode = "none" if shipped else "calibration"
+    assert plan.meta["compensation"]["mode"] == mode and info["compensation"]["mode"] == mode
+    card = (out / "README.md").read_text()
+    assert ("the base model's kept columns" if shipped else "refit by least squares") in card
+    if shipped:
+        assert "tuned by the trained artifact" in card and info["weights"]["tuned_by"]
+    compensate(lm, mode)  # the default, as the CLI used: the export carries exactly those down projections
     compact = lm.compact(384)
     compact.load(plan)
     ids = lm.tokenizer("def fib(n):", return_tensors="pt")["input_ids"]

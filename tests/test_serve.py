@@ -278,9 +278,15 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "ifprune.cli", "serve", "--model", str(tmp_path / "m"),
                              "--port", "0", "--keep", "0.5"], stderr=subprocess.PIPE, text=True, env=env)
+    err: list[str] = []
     try:
         line = proc.stderr.readline()
         url = re.search(r"(http://\S+)/v1", line).group(1)
+        import threading
+
+        # keep reading stderr: a full pipe would block the server's writes (and its exit) forever
+        reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+        reader.start()
         c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
         stream = c.completions.create(model="ifprune-dense", prompt="abc", max_tokens=150, stream=True,
                                       temperature=1.0, seed=2)
@@ -289,8 +295,9 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path):
         proc.send_signal(signal.SIGINT)
         rest = list(it)
         assert (rest or [first])[-1].choices[0].finish_reason in ("length", "stop")
-        assert proc.wait(60) == 0
-        assert "shutting down" in proc.stderr.read()
+        assert proc.wait(60) == 0, "".join(err)[-2000:]
+        reader.join(10)
+        assert "shutting down" in "".join(err)
     finally:
         if proc.poll() is None:
             proc.kill()
