@@ -262,8 +262,10 @@ def test_real_model_chat():
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == r.choices[0].message.content
 
 
-def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path):
-    """`ifprune serve` on an exported tiny model; SIGINT while a request runs: it finishes, then exit 0."""
+@pytest.mark.parametrize("signame,ignored", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
+def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path, signame, ignored):
+    """`ifprune serve` on an exported tiny model; SIGINT or SIGTERM while a request runs: it finishes,
+    then exit 0, also when the server was started with SIGINT ignored (as `&` in a script does)."""
     import os
     import re
     import signal
@@ -277,7 +279,8 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path):
     export_plan(lm, Plan.dense(lm.num_layers, lm.d_ffn), tmp_path / "m")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "ifprune.cli", "serve", "--model", str(tmp_path / "m"),
-                             "--port", "0", "--keep", "0.5"], stderr=subprocess.PIPE, text=True, env=env)
+                             "--port", "0", "--keep", "0.5"], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None)
     err: list[str] = []
     try:
         line = proc.stderr.readline()
@@ -292,7 +295,7 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path):
                                       temperature=1.0, seed=2)
         it = iter(stream)
         first = next(it)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         rest = list(it)
         assert (rest or [first])[-1].choices[0].finish_reason in ("length", "stop")
         assert proc.wait(60) == 0, "".join(err)[-2000:]

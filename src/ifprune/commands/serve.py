@@ -67,6 +67,7 @@ def run(args) -> int:
     print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}, "
           f"compensation {comp}) on "
           f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)
+    _drain_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -75,3 +76,16 @@ def run(args) -> int:
     finally:
         server.close(drain_s=args.drain_seconds)
     return 0
+
+
+def _drain_on_signals() -> None:
+    """SIGINT and SIGTERM both stop accepting and drain. Set explicitly: a process started with `&` from
+    a non-interactive shell (or by a parent that ignores SIGINT) inherits SIGINT ignored, and Python's
+    default SIGTERM exits at once, cutting streams."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
