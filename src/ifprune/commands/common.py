@@ -130,22 +130,11 @@ def selector_from_args(args, lm=None):
     return selector
 
 
-def default_compensation(lm=None) -> str:
-    """`calibration` for training-free plans; `none` on weights a trained artifact tuned: its LoRA was
-    trained under plainly gathered masks, and a refit on top measured worse (v2 keep 1/2: validation
-    NLL 2.124 plain vs 2.165 refit; v1 2.204 vs 2.192 but worse on gsm8k; results/training/v2)."""
-    from ..compensation.calibration import CompensationConfig
-
-    if lm is not None and lm.weights().get("tuned_by"):
-        return "none"
-    return CompensationConfig.mode
-
-
 def compensation_config(args, lm=None):
     """The CompensationConfig the flags name (validated before any model loads)."""
-    from ..compensation.calibration import CompensationConfig
+    from ..compensation.calibration import CompensationConfig, default_mode
 
-    return CompensationConfig(mode=args.compensate or default_compensation(lm), calibration=args.calibration,
+    return CompensationConfig(mode=args.compensate or default_mode(lm), calibration=args.calibration,
                               max_tokens=args.calibration_tokens, ridge=args.ridge)
 
 

@@ -159,11 +159,15 @@ class Plan:
             obj.pop("hash", None)
         return cls.from_dict(obj)
 
-    def check_model(self, lm, source: str = "plan") -> None:
-        """Refuse a plan made on other weights (same shape or not): its channels were chosen for them."""
+    def check_shape(self, lm, source: str = "plan") -> None:
+        """Refuse a plan for another layer count or FFN width."""
         if self.num_layers != lm.num_layers or self.d_ffn != lm.d_ffn:
             raise IfpruneError(f"{source} is for {self.num_layers} layers x {self.d_ffn} channels; this model has "
                                f"{lm.num_layers} x {lm.d_ffn}: use a plan made for this model")
+
+    def check_model(self, lm, source: str = "plan") -> None:
+        """Refuse a plan made on other weights (same shape or not): its channels were chosen for them."""
+        self.check_shape(lm, source)
         made_for = self.meta.get("model")
         if made_for is not None and made_for != lm.fingerprint():
             hint = (f"pass --checkpoint {self.meta['checkpoint']}: it was made by that artifact's tuned weights"

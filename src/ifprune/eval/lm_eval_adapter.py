@@ -48,11 +48,10 @@ class IfpruneLM(LM):
             raise IfpruneError(f"selector {selector} needs keep=R or width=K in --model_args")
         w = width_from_keep(float(keep) if keep is not None else None, int(width) if width is not None else None,
                             self.lm.d_ffn)
-        from ..compensation.calibration import CompensationConfig, compensate as turn_on
+        from ..compensation.calibration import CompensationConfig, compensate as turn_on, default_mode
 
         d = CompensationConfig()
-        default = "none" if self.lm.weights().get("tuned_by") else d.mode  # as the CLI: commands.common
-        turn_on(self.lm, CompensationConfig(mode=compensate or default, calibration=calibration,
+        turn_on(self.lm, CompensationConfig(mode=compensate or default_mode(self.lm), calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
         self.scorer = Scorer(self.lm, sel, w, task=task)

@@ -90,9 +90,7 @@ def _comp_line(comp: dict | None) -> str:
 def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False) -> ExportInfo:
     """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically)."""
     out = check_out(out, overwrite)
-    if plan.num_layers != lm.num_layers or plan.d_ffn != lm.d_ffn:
-        raise IfpruneError(f"plan is for {plan.num_layers} layers x {plan.d_ffn} channels; this model has "
-                           f"{lm.num_layers} x {lm.d_ffn}: use a plan made for this model")
+    plan.check_shape(lm)
     width_attr = lm.layout.family.width_attr
     if plan.is_dense:
         model = lm.model

@@ -460,10 +460,10 @@ class Trainer:
                 out.append(e)
         return out
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, val: list | None = None) -> dict[str, float]:
         """Validation NLL per family under hard top-k masks of the current scores (what inference
         runs, minus compensation), on the held-out SFT slice; bf16 autocast as in training."""
-        val = self.eval_examples()
+        val = self.eval_examples() if val is None else val
         was = self.model.training
         self.model.eval()
         sums: dict[str, float] = {}
@@ -618,9 +618,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_total:.3f}", overlap=f"{ov:.2f}")
             if cfg.eval_every and self.val and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                 t_val = time.perf_counter()
-                val_nll = self.validate()
+                val = self.eval_examples()
+                val_nll = self.validate(val)
                 self._log({"step": self.step, "event": "validation", "tokens": self.tokens, "val_nll": val_nll,
-                           "examples": len(self.eval_examples()), "val_s": round(time.perf_counter() - t_val, 2)})
+                           "examples": len(val), "val_s": round(time.perf_counter() - t_val, 2)})
             self.elapsed = time.perf_counter() - t_start
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
