@@ -490,3 +490,22 @@ def test_a_tampered_artifact_is_refused_with_one_clear_error(tmp_path, tamper, m
     with pytest.raises(IfpruneError, match=match):
         load_artifact(art)
     load_artifact(src)  # the original is fine
+
+
+def test_start_example_continues_on_the_examples_an_earlier_stage_did_not_read(tmp_path):
+    data = [SFTExample("math", f"q{i}", f"a{i}") for i in range(40)]
+    first = Trainer(base_cfg(tmp_path / "a", steps=2), lm=tiny_lm(), sft_data=data)
+    seen = {e.prompt for s in range(2) for e in [first._example(p) for p in range(s * 4, s * 4 + 4)]}
+    later = Trainer(base_cfg(tmp_path / "b", steps=2, data={"max_seq_len": 64, "max_prompt_tokens": 32,
+                                                             "start_example": 8}), lm=tiny_lm(), sft_data=data)
+    batch = later.micro_batch(0, 0)
+    read = {later.lm.tokenizer.decode(row[row != later.lm.tokenizer.pad_token_id]).split("u:")[1].split("</s>")[0]
+            for row in batch.pred_ids}
+    assert read == {first._example(p).prompt for p in range(8, 12)}  # the same permutation, from position 8 on
+    assert len(seen) == 8 and not read & seen
+    train(later.cfg, lm=tiny_lm(), sft_data=data)
+    changed = base_cfg(tmp_path / "b", steps=4, data={"max_seq_len": 64, "max_prompt_tokens": 32, "start_example": 0})
+    with pytest.raises(IfpruneError, match="data.start_example=8"):
+        train(changed, lm=tiny_lm(), sft_data=data)
+    with pytest.raises(IfpruneError, match="start_example must be >= 0"):
+        base_cfg(tmp_path, data={"start_example": -1})

@@ -1,4 +1,5 @@
-"""`ifprune export --task DESCRIPTION --out DIR`: write a task's pruned model as a standard HF checkpoint."""
+"""`ifprune export --task DESCRIPTION --out DIR`: write a task's pruned model as a standard HF checkpoint,
+or with `--format gguf --out FILE.gguf` as one GGUF file for llama.cpp / Ollama."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", help="task description to select channels from")
     src.add_argument("--plan", help="a saved plan file (.json or .safetensors)")
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--out", required=True,
+                   help="output directory (--format hf) or .gguf file (--format gguf); written atomically")
+    p.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                   help="hf: a transformers checkpoint (safetensors + config); gguf: one file for llama.cpp / "
+                        "Ollama (Llama-layout models) (default: hf)")
+    p.add_argument("--gguf-type", choices=("f32", "f16", "bf16", "q8_0"), default="f16",
+                   help="tensor type of the 2-D weights in a GGUF export; norms stay f32 (default: f16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     add_model_args(p)
     add_selector_args(p, trained_default=True)
@@ -22,21 +29,30 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..core.errors import IfpruneError
-    from ..export.checkpoint import check_out, export_plan, export_task
     from ..core.plan import Plan
+    from ..export.checkpoint import check_out, export_plan, task_plan
+    from ..export.gguf import check_gguf_out, check_supported, export_gguf
 
     if args.task is not None and not args.task.strip():
         raise IfpruneError("the task description is empty: pass --task \"what the model will be used for\"")
     refuse_plan_conflicts(args)
-    check_out(args.out, args.overwrite)  # before the model loads, not after
+    gguf = args.format == "gguf"
+    if gguf:  # before the model loads, not after
+        check_gguf_out(args.out, args.overwrite)
+    else:
+        check_out(args.out, args.overwrite)
     plan = Plan.load(args.plan) if args.plan else None
     lm = load(args)
+    if gguf:
+        check_supported(lm, args.gguf_type)
     if plan is not None:
         plan_weights(args, lm, plan)
-        info = export_plan(lm, plan, args.out, overwrite=args.overwrite)
     else:
         selector = selector_from_args(args, lm)
-        info = export_task(lm, selector, args.task, resolve_width(args, lm, selector), args.out,
-                           overwrite=args.overwrite)
+        plan = task_plan(lm, selector, args.task, resolve_width(args, lm, selector))
+    if gguf:
+        info = export_gguf(lm, plan, args.out, qtype=args.gguf_type, task=args.task, overwrite=args.overwrite)
+    else:
+        info = export_plan(lm, plan, args.out, task=args.task, overwrite=args.overwrite)
     print_json(info.to_dict())
     return 0

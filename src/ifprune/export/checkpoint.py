@@ -32,6 +32,7 @@ class ExportInfo:
     total_params: int
     compensation: dict | None = None
     weights: dict | None = None  # LoadedModel.weights(): the base model's own, or tuned by an artifact
+    gguf: dict | None = None  # --format gguf: tensor type, architecture, where the tokenizer came from
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -87,23 +88,32 @@ def _comp_line(comp: dict | None) -> str:
             f"tokens, ridge {comp.get('ridge')})")
 
 
+def plan_model(lm, plan: Plan) -> torch.nn.Module:
+    """The stock model that runs `plan`: the full model for a dense plan, else the compact one loaded."""
+    if plan.is_dense:
+        return lm.model
+    compact = lm.compact(plan.width)
+    compact.load(plan)
+    return compact.model
+
+
+def describe(lm, plan: Plan, out: Path, task: str | None) -> ExportInfo:
+    """What an export of `plan` holds: selector, width, sizes, compensation, which weights."""
+    comp = getattr(lm, "compensator", None)
+    return ExportInfo(out=str(out), base_model=lm.source, task=task, selector=str(plan.meta.get("selector", "plan")),
+                      width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
+                      active_params=lm.active_params(plan.width), total_params=lm.total_params(),
+                      compensation=comp.describe() if comp is not None and not plan.is_dense else {"mode": "none"},
+                      weights=lm.weights() if hasattr(lm, "weights") else None)
+
+
 def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False) -> ExportInfo:
     """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically)."""
     out = check_out(out, overwrite)
     plan.check_shape(lm)
     width_attr = lm.layout.family.width_attr
-    if plan.is_dense:
-        model = lm.model
-    else:
-        compact = lm.compact(plan.width)
-        compact.load(plan)
-        model = compact.model
-    info = ExportInfo(out=str(out), base_model=lm.source, task=task, selector=str(plan.meta.get("selector", "plan")),
-                      width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
-                      active_params=lm.active_params(plan.width), total_params=lm.total_params(),
-                      compensation=(lm.compensator.describe() if getattr(lm, "compensator", None) is not None
-                                    and not plan.is_dense else {"mode": "none"}),
-                      weights=lm.weights() if hasattr(lm, "weights") else None)
+    model = plan_model(lm, plan)
+    info = describe(lm, plan, out, task)
     with atomic_path(out) as tmp:
         tmp.mkdir()
         model.save_pretrained(tmp, safe_serialization=True)
@@ -115,10 +125,14 @@ def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, ove
     return info
 
 
-def export_task(lm, selector, task: str, width: int, out: str | Path, *, overwrite: bool = False) -> ExportInfo:
-    """Select once from the task description, then export that plan."""
+def task_plan(lm, selector, task: str, width: int) -> Plan:
+    """Select once from a task description (the plan a per-task export bakes in)."""
     if not isinstance(task, str) or not task.strip():
         raise IfpruneError("the task description is empty: pass --task \"what the model will be used for\"")
     with torch.no_grad():
-        plan = selector.select(lm, task, width)
-    return export_plan(lm, plan, out, task=task, overwrite=overwrite)
+        return selector.select(lm, task, width)
+
+
+def export_task(lm, selector, task: str, width: int, out: str | Path, *, overwrite: bool = False) -> ExportInfo:
+    """Select once from the task description, then export that plan."""
+    return export_plan(lm, task_plan(lm, selector, task, width), out, task=task, overwrite=overwrite)

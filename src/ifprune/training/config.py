@@ -46,6 +46,9 @@ class DataConfig:
     max_prompt_tokens: int = 256
     group_by_length: bool = False  # SFT: sort runs of 16 batches by length (less padding; another data order)
     exclude_eval_prompts: bool = True  # keep `ifprune eval nll`'s validation mix out of training
+    # first data position of this stage: a stage continuing an earlier one on the same data (init_from)
+    # sets it to the examples that one read (steps x batch_size x grad_accum), so it reads new ones
+    start_example: int = 0
 
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
@@ -134,6 +137,8 @@ class TrainConfig:
         d = self.data
         if d.num_chunks < 2:
             bad(f"data.num_chunks must be >= 2 (chunk k predicts the mask for chunk k+1), got {d.num_chunks}")
+        if d.start_example < 0:
+            bad(f"data.start_example must be >= 0, got {d.start_example}")
         if d.chunk_tokens < 1 or d.max_seq_len < 8 or d.val_per_family < 0 or d.max_per_family < 1:
             bad("data sizes must be positive (chunk_tokens >= 1, max_seq_len >= 8, max_per_family >= 1)")
         return self

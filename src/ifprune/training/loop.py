@@ -401,7 +401,7 @@ class Trainer:
 
     def micro_batch(self, step: int, micro: int) -> Batch:
         B = self.cfg.batch_size
-        start = (step * self.cfg.grad_accum + micro) * B
+        start = self.cfg.data.start_example + (step * self.cfg.grad_accum + micro) * B
         rank, world = self.acc.process_index, self.acc.num_processes
         positions = self._positions(start)
         items = [self._example(positions[j]) for j in range(rank, B, world)]
@@ -531,10 +531,12 @@ class Trainer:
             raise IfpruneError(f"checkpoint {self.ckpt}/state.json is unreadable ({e.__class__.__name__}: {e}); "
                                "restore it, or set resume: false to start over") from None
         old = state["config"]
-        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed"):
-            if old.get(key) != getattr(self.cfg, key):
-                raise IfpruneError(f"checkpoint in {self.ckpt} was made with {key}={old.get(key)!r}, the config says "
-                                   f"{getattr(self.cfg, key)!r}: use another output_dir or set resume: false")
+        made = {**old, "data.start_example": (old.get("data") or {}).get("start_example", 0)}
+        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed", "data.start_example"):
+            now = self.cfg.data.start_example if key == "data.start_example" else getattr(self.cfg, key)
+            if made.get(key) != now:
+                raise IfpruneError(f"checkpoint in {self.ckpt} was made with {key}={made.get(key)!r}, the config says "
+                                   f"{now!r}: use another output_dir or set resume: false")
         tensors = _read_safetensors(self.ckpt / "trainable.safetensors")
         pred = self.acc.unwrap_model(self.predictor)
         pred.load_state_dict({k[len("predictor."):]: v for k, v in tensors.items() if k.startswith("predictor.")})

@@ -1,0 +1,215 @@
+"""Per-task export as one GGUF file, for llama.cpp / Ollama users on CPUs and edge devices.
+
+The compact model is a stock model with `intermediate_size = k`, so its GGUF is the base
+architecture's GGUF with `<arch>.feed_forward_length = k`: every runtime that reads the base model
+reads the export. Tensor names come from the `gguf` package's own tensor map; the q/k rows are put
+back in llama.cpp's rotary order (transformers' GGUF loader undoes exactly that). The tokenizer is
+copied from the source GGUF when the model came from one (the packaged default does), otherwise
+built from the model's BPE `tokenizer.json` with the `gguf` package's vocab readers.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import IfpruneError
+from ..core.paths import atomic_path
+from ..core.plan import Plan
+
+log = logging.getLogger(__name__)
+
+# HF model class -> GGUF architecture whose tensor layout it shares (llama.cpp's converter does the same)
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama"}
+# --gguf-type -> (tensor type of 2-D weights, file type recorded in general.file_type)
+TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
+         "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
+
+
+@dataclass
+class GGUFTensorReport:
+    quantized: int  # tensors stored in the requested type
+    kept_wider: list[str]  # 2-D tensors whose rows do not fit the type's block size: stored F16
+
+
+def rotary_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """HF's q/k row order (two halves per head) -> llama.cpp's (interleaved pairs per head)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def source_gguf(lm) -> Path | None:
+    """The GGUF file the model was loaded from, if any (its tokenizer is copied verbatim)."""
+    from ..core.loading import DEFAULT_MODEL, default_gguf_path
+
+    if lm.source == DEFAULT_MODEL:
+        return default_gguf_path()
+    p = Path(lm.source).expanduser()
+    return p if p.suffix == ".gguf" and p.is_file() else None
+
+
+def check_supported(lm, qtype: str) -> str:
+    """The GGUF architecture name, or one clear error (before anything is computed)."""
+    if qtype not in TYPES:
+        raise IfpruneError(f"unknown --gguf-type {qtype!r}; choose one of {', '.join(TYPES)}")
+    cls = type(lm.model).__name__
+    if cls not in ARCHITECTURES:
+        raise IfpruneError(f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} (the Llama layout) so far, "
+                           f"not {cls}: export a Hugging Face checkpoint (--format hf) and convert it with "
+                           "llama.cpp's convert_hf_to_gguf.py")
+    if lm.layout.family.name != "gated":
+        raise IfpruneError(f"GGUF export expects a gated MLP, found the {lm.layout.family.name!r} family")
+    return ARCHITECTURES[cls]
+
+
+def _tokenizer_fields(writer, lm, src: Path | None) -> str:
+    """Write the tokenizer; returns where it came from (for the export record)."""
+    import gguf
+
+    if src is not None:
+        reader = gguf.GGUFReader(src)
+        for key, field in reader.fields.items():
+            if not key.startswith("tokenizer."):
+                continue
+            sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), field.types[0], sub_type=sub)
+        return f"copied from {src.name}"
+    tok = lm.tokenizer
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        try:
+            vocab = gguf.vocab.BpeVocab(Path(d))
+        except Exception as e:  # noqa: BLE001 - the reader raises assorted errors on non-BPE tokenizers
+            raise IfpruneError(f"GGUF export needs a BPE tokenizer.json (byte-level, as Llama 3, SmolLM2, Qwen use) "
+                               f"to write the vocabulary; this model's tokenizer is not one ({e})") from None
+        tokens, types = [], []
+        for text, _score, ttype in vocab.all_tokens():
+            tokens.append(text)
+            types.append(ttype)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        special = gguf.SpecialVocab(Path(d), load_merges=True, n_vocab=len(tokens))
+        special.add_to_gguf(writer, quiet=True)
+    template = getattr(tok, "chat_template", None)
+    if special.chat_template is None and isinstance(template, str) and template:
+        writer.add_chat_template(template)
+    return "built from tokenizer.json (BPE)"
+
+
+def _tensor(writer, name: str, t: torch.Tensor, qtype: str, report: GGUFTensorReport) -> None:
+    import gguf
+
+    a = t.detach().to(torch.float32).cpu().numpy()
+    if a.ndim < 2 or qtype == "f32":
+        writer.add_tensor(name, a)  # norms (1-D) stay float32, as llama.cpp's converter keeps them
+        return
+    if qtype == "f16":
+        writer.add_tensor(name, a.astype(np.float16))
+        report.quantized += 1
+        return
+    kind = getattr(gguf.GGMLQuantizationType, TYPES[qtype][0])
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    if a.shape[-1] % block:
+        report.kept_wider.append(name)
+        writer.add_tensor(name, a.astype(np.float16))
+        return
+    writer.add_tensor(name, gguf.quants.quantize(a, kind), raw_dtype=kind)  # shape from the byte rows
+    report.quantized += 1
+
+
+def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) -> dict:
+    """The GGUF of `model` (a stock Llama-layout model, usually the compact one) at `out`."""
+    import gguf
+
+    arch = check_supported(lm, qtype)
+    cfg = model.config.get_text_config()
+    n_layers, n_head = cfg.num_hidden_layers, cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_head
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), n_layers)
+    writer = gguf.GGUFWriter(out, arch)
+    writer.add_type("model")
+    writer.add_name(name)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_value(f"{arch}.attention.key_length", head_dim, gguf.GGUFValueType.UINT32)
+    writer.add_key_value(f"{arch}.attention.value_length", head_dim, gguf.GGUFValueType.UINT32)
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta", getattr(cfg, "rope_theta", None)) if isinstance(rope, dict) else None
+    if theta is None:
+        theta = getattr(cfg, "rope_theta", 10000.0)
+    if isinstance(rope, dict) and rope.get("rope_type", "default") not in ("default", None):
+        raise IfpruneError(f"GGUF export does not write rope scaling {rope.get('rope_type')!r} yet: export a Hugging "
+                           "Face checkpoint (--format hf) and convert it with llama.cpp's convert_hf_to_gguf.py")
+    writer.add_rope_freq_base(float(theta))
+    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_file_type(int(getattr(gguf.LlamaFileType, TYPES[qtype][1])))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    tokenizer = _tokenizer_fields(writer, lm, source_gguf(lm))
+
+    report = GGUFTensorReport(0, [])
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    for hf_name, t in model.state_dict().items():
+        if tied and hf_name == "lm_head.weight":
+            continue  # llama.cpp reads token_embd for the output when output.weight is absent
+        if "rotary_emb" in hf_name:
+            continue
+        gg = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gg is None:
+            raise IfpruneError(f"no GGUF name for tensor {hf_name} of {type(model).__name__}: this model is not a "
+                               "plain Llama layout")
+        if hf_name.endswith("q_proj.weight"):
+            t = rotary_permute(t, n_head)
+        elif hf_name.endswith("k_proj.weight"):
+            t = rotary_permute(t, n_kv)
+        _tensor(writer, gg, t, qtype, report)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if report.kept_wider:
+        log.warning("%d tensors stored as F16 instead of %s: their row length is not a multiple of the block size "
+                    "(FFN width %d; pick --width as a multiple of 32 to quantise every tensor)",
+                    len(report.kept_wider), qtype.upper(), cfg.intermediate_size)
+    return {"gguf_type": qtype, "architecture": arch, "tokenizer": tokenizer,
+            "tensors_quantized": report.quantized, "tensors_kept_f16": report.kept_wider}
+
+
+def check_gguf_out(out: str | Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.suffix != ".gguf":
+        raise IfpruneError(f"--out {out} must be a .gguf file for --format gguf")
+    if out.is_dir():
+        raise IfpruneError(f"--out {out} is a directory: give a file name ending in .gguf")
+    if out.exists() and not overwrite:
+        raise IfpruneError(f"{out} already exists: pick another --out or pass --overwrite")
+    if not out.parent.is_dir():
+        raise IfpruneError(f"the folder of --out ({out.parent}) does not exist: create it first")
+    return out
+
+
+def export_gguf(lm, plan: Plan, out: str | Path, *, qtype: str = "f16", task: str | None = None,
+                overwrite: bool = False):
+    """Write the compact model of `plan` as one GGUF file (atomically); returns an ExportInfo."""
+    from .checkpoint import ExportInfo, describe, plan_model
+
+    out = check_gguf_out(out, overwrite)
+    check_supported(lm, qtype)
+    plan.check_shape(lm)
+    model = plan_model(lm, plan)
+    info: ExportInfo = describe(lm, plan, out, task)
+    with atomic_path(out) as tmp:
+        info.gguf = write_gguf(model, lm, tmp, qtype=qtype, name=f"{Path(out).stem}")
+    return info

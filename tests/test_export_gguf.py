@@ -1,0 +1,143 @@
+"""GGUF export: transformers' own GGUF loader (what ifprune itself uses for the default model) reads the
+file back, with `feed_forward_length = k`, and gives the compact model's logits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gguf
+import pytest
+import torch
+
+from ifprune.core.errors import IfpruneError
+from ifprune.core.tiny import tiny_lm
+from ifprune.export.gguf import export_gguf, rotary_permute
+from ifprune.selection.selectors import make_selector
+
+IDS = torch.tensor([[5, 17, 42, 99, 7, 250, 3, 64, 128, 12]])
+
+
+def bpe_lm(arch="llama", **kw):
+    """A tiny random model with a real byte-level BPE tokenizer (what GGUF vocabularies describe)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    lm = tiny_lm(arch, vocab=320, **kw)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 4, "def f(x):\n    return x + 1\n"] * 8,
+                            trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>")
+    fast.chat_template = lm.tokenizer.chat_template
+    lm.tokenizer = fast
+    return lm
+
+
+def read_back(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+
+
+def compact_logits(lm, plan):
+    compact = lm.compact(plan.width)
+    compact.load(plan)
+    with torch.no_grad():
+        return compact.model(IDS).logits
+
+
+@pytest.mark.parametrize("qtype,atol", [("f32", 1e-5), ("f16", 5e-3)])
+def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, qtype, atol):
+    lm = bpe_lm(hidden=64, d_ffn=96)
+    plan = make_selector("random").select(lm, None, 40)
+    info = export_gguf(lm, plan, tmp_path / "m.gguf", qtype=qtype, task="demo")
+    assert info.gguf["gguf_type"] == qtype and info.width == 40
+    r = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert r.fields["llama.feed_forward_length"].contents() == 40
+    assert r.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    down = next(t for t in r.tensors if t.name == "blk.0.ffn_down.weight")
+    assert list(down.shape) == [40, 64]  # GGUF lists dims innermost first: k input channels, hidden outputs
+    model = read_back(tmp_path / "m.gguf")
+    assert model.config.intermediate_size == 40
+    with torch.no_grad():
+        got = model(IDS).logits
+    want = compact_logits(lm, plan)
+    torch.testing.assert_close(got, want, atol=atol * max(1.0, float(want.abs().max())), rtol=0)
+
+
+def test_gguf_q8_0_quantises_what_fits_and_keeps_odd_widths_f16(tmp_path, caplog):
+    lm = bpe_lm(hidden=64, d_ffn=96)
+    info = export_gguf(lm, make_selector("random").select(lm, None, 64), tmp_path / "a.gguf", qtype="q8_0")
+    assert info.gguf["tensors_kept_f16"] == []
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "a.gguf").tensors}
+    assert types["blk.0.ffn_down.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
+    # width 40 is not a multiple of Q8_0's 32-value blocks: the down projection stays F16, with a warning
+    info = export_gguf(lm, make_selector("random").select(lm, None, 40), tmp_path / "b.gguf", qtype="q8_0")
+    assert "blk.0.ffn_down.weight" in info.gguf["tensors_kept_f16"]
+    assert "multiple of 32" in caplog.text
+    model = read_back(tmp_path / "a.gguf")  # Q8_0 dequantises on load; close to the float logits
+    with torch.no_grad():
+        got = model(IDS).logits
+    want = compact_logits(lm, make_selector("random").select(lm, None, 64))
+    assert float((got - want).abs().max()) < 0.05 * float(want.abs().max())
+
+
+def test_rotary_permute_is_what_transformers_undoes():
+    w = torch.arange(8 * 6 * 3, dtype=torch.float32).reshape(8 * 6, 3)
+    p = rotary_permute(w, 6)
+    # undo: llama.cpp pairs (2i, 2i+1) per head back to HF's halves
+    back = p.reshape(6, w.shape[0] // 6 // 2, 2, 3).swapaxes(1, 2).reshape(w.shape)
+    assert torch.equal(back, w) and not torch.equal(p, w)
+
+
+def test_gguf_export_refuses_what_it_cannot_write(tmp_path):
+    lm = bpe_lm()
+    plan = make_selector("random").select(lm, None, 16)
+    with pytest.raises(IfpruneError, match="must be a .gguf file"):
+        export_gguf(lm, plan, tmp_path / "m.bin")
+    with pytest.raises(IfpruneError, match="unknown --gguf-type"):
+        export_gguf(lm, plan, tmp_path / "m.gguf", qtype="q3")
+    (tmp_path / "m.gguf").write_text("x")
+    with pytest.raises(IfpruneError, match="already exists"):
+        export_gguf(lm, plan, tmp_path / "m.gguf")
+    assert (tmp_path / "m.gguf").read_text() == "x"
+    gpt2 = tiny_lm("gpt2")
+    with pytest.raises(IfpruneError, match="GGUF export supports"):
+        export_gguf(gpt2, make_selector("random").select(gpt2, None, 16), tmp_path / "g.gguf")
+    char = tiny_lm("llama")  # a character-level WordLevel tokenizer: no BPE vocabulary to write
+    with pytest.raises(IfpruneError, match="BPE tokenizer"):
+        export_gguf(char, make_selector("random").select(char, None, 16), tmp_path / "c.gguf")
+    assert not (tmp_path / "c.gguf").exists() and not list(tmp_path.glob(".c.gguf*"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cli_gguf_export_of_the_default_model(tmp_path):
+    """The packaged default: tokenizer copied from its GGUF, read back by transformers (model and
+    tokenizer) with the compact model's logits."""
+    from transformers import AutoTokenizer
+
+    from ifprune.core.loading import load_model
+
+    out = tmp_path / "m.gguf"
+    r = subprocess.run([sys.executable, "-m", "ifprune.cli", "export", "--task", "Answer geography questions.",
+                        "--selector", "griffin", "--keep", "0.5", "--compensate", "none", "--format", "gguf",
+                        "--gguf-type", "f32", "--out", str(out), "--threads", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads(r.stdout)
+    assert info["gguf"]["tokenizer"].startswith("copied from") and info["width"] == 768
+    tok = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=out.name)
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    model = read_back(out)
+    lm = load_model()
+    plan = make_selector("griffin").select(lm, "Answer geography questions.", 768)
+    compact = lm.compact(768)
+    compact.load(plan)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, compact.model(ids).logits, atol=1e-3, rtol=0)
