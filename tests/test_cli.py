@@ -166,3 +166,21 @@ def test_export_refuses_an_existing_out_before_loading_the_model(tmp_path, capsy
     assert main(["export", "--task", "math", "--out", str(out), "--model", str(tmp_path / "no-such-model")]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err  # not the missing model: checked first
     assert (out / "x").read_text() == "keep me"
+
+
+def test_default_threads_leave_busy_cpus_alone():
+    from ifprune.commands.common import default_threads, set_threads
+
+    assert default_threads(cpus=2, load=0.0) == 2
+    assert default_threads(cpus=2, load=1.1) == 1  # another job on one core: one thread, not two
+    assert default_threads(cpus=2, load=7.0) == 1  # never fewer than one
+    assert default_threads(cpus=16, load=3.4) == 13
+    assert default_threads(cpus=4, load=-1.0) == 4  # never more than the CPUs
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(None) == torch.get_num_threads() >= 1
+        assert set_threads(1) == torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

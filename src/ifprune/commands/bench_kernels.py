@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .common import THREADS_HELP
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -31,7 +32,7 @@ def register(sub) -> None:
     size.add_argument("--width", type=int, default=None)
     p.add_argument("--group-size", type=int, default=None, help="int4 group size (default 128)")
     p.add_argument("--budget", type=float, default=None, help="seconds of timing per measurement (default 0.3)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--out", default=None, help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default=None, help="file stem (default: kernels-<config>-<device>-<dtype>)")
     p.set_defaults(func=run)

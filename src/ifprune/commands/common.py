@@ -16,7 +16,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="HF id, local directory or .gguf file (default: the packaged SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
 
 def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin", trained_default: bool = False) -> None:
@@ -146,15 +146,38 @@ def compensation_from_args(args, lm):
     return compensate(lm, compensation_config(args, lm))
 
 
-def set_threads(threads: int | None) -> None:
-    """--threads: torch's CPU thread count (None: torch's choice)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise IfpruneError(f"--threads must be >= 1, got {threads}")
+THREADS_HELP = ("torch CPU threads (default: the CPUs this process may use minus those other processes keep busy "
+                "(1-minute load average), at least 1: torch's own default oversubscribes a busy machine)")
+
+
+def default_threads(cpus: int | None = None, load: float | None = None) -> int:
+    """CPUs not already busy: torch's default (every core) collapses decode on a loaded machine
+    (measured on 2 cores with another job running: 0.5 tok/s with torch's default, 17.6 with 1 thread)."""
+    import os
+
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    return max(1, min(cpus, cpus - int(load + 0.5)))
+
+
+def set_threads(threads: int | None) -> int:
+    """--threads: torch's CPU thread count (None: `default_threads()`); returns the count set."""
+    import logging
+
     import torch
 
+    if threads is None:
+        threads = default_threads()
+        logging.getLogger("ifprune").info("using %d CPU thread(s) (--threads to choose)", threads)
+    elif threads < 1:
+        raise IfpruneError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+    return threads
 
 
 def report(res: dict, render, *, command_name: str, out: str | None, stem: str) -> None:

@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("hf", "gguf"), default="hf",
                    help="hf: a transformers checkpoint (safetensors + config); gguf: one file for llama.cpp / "
                         "Ollama (Llama-layout models) (default: hf)")
+    p.add_argument("--export-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="dtype of the weights in an hf export (default auto: the source's own, bf16 for the "
+                        "packaged SmolLM2, whose GGUF comes from a bf16 checkpoint)")
     p.add_argument("--gguf-type", choices=("f32", "f16", "bf16", "q8_0"), default="f16",
                    help="tensor type of the 2-D weights in a GGUF export; norms stay f32 (default: f16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
@@ -53,6 +56,6 @@ def run(args) -> int:
     if gguf:
         info = export_gguf(lm, plan, args.out, qtype=args.gguf_type, task=args.task, overwrite=args.overwrite)
     else:
-        info = export_plan(lm, plan, args.out, task=args.task, overwrite=args.overwrite)
+        info = export_plan(lm, plan, args.out, task=args.task, overwrite=args.overwrite, dtype=args.export_dtype)
     print_json(info.to_dict())
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .common import THREADS_HELP
+
 import json
 
 
@@ -26,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted for data.*), e.g. --set steps=10 --set data.max_seq_len=256")
     p.add_argument("--output-dir", default=None, help="override output_dir")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=run)
 
 

