@@ -209,3 +209,14 @@ def test_cli_export_real_model(tmp_path, capsys):
     kl = (want.log_softmax(-1).exp() * (want.log_softmax(-1) - got.log_softmax(-1))).sum(-1)
     print("bf16 export vs float32 compact: max |logit diff|", float((got - want).abs().max()), "KL", kl.tolist())
     assert float(kl.max()) < 1e-2 and torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_export_out_under_a_file_or_onto_a_file_is_one_clear_error(tmp_path):
+    lm = tiny_lm("llama")
+    plan = make_selector("random").select(lm, None, 12)
+    (tmp_path / "afile").write_text("keep me")
+    with pytest.raises(IfpruneError, match="afile is a file, not a folder"):
+        export_plan(lm, plan, tmp_path / "afile" / "sub")
+    with pytest.raises(IfpruneError, match="is a file: an export is a directory.*never a file"):
+        export_plan(lm, plan, tmp_path / "afile", overwrite=True)
+    assert (tmp_path / "afile").read_text() == "keep me"

@@ -29,7 +29,16 @@ def test_cache_entry_is_built_once_then_reused(tmp_path):
     torch.testing.assert_close(lm.model(ids).logits, ref(ids).logits)
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "manifest"])
+def _edit_json(path, **kw):
+    import json
+
+    obj = json.loads(path.read_text())
+    obj.update(kw)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "manifest", "config", "eps", "tokenizer", "template",
+                                    "extra", "weights_outside"])
 def test_corrupt_cache_entry_is_rebuilt_not_trusted(tmp_path, caplog, damage):
     entry = tmp_path / "entry"
     cached_model_dir(entry, build_tiny, "src")
@@ -40,8 +49,21 @@ def test_corrupt_cache_entry_is_rebuilt_not_trusted(tmp_path, caplog, damage):
         weights.write_bytes(bytes(data))
     elif damage == "truncate":
         weights.write_bytes(weights.read_bytes()[:100])
-    else:
+    elif damage == "manifest":
         (entry / "ifprune-cache.json").write_text("{not json")
+    elif damage == "config":
+        (entry / "config.json").write_text("{broken")
+    elif damage == "eps":  # still valid JSON, silently different maths
+        _edit_json(entry / "config.json", rms_norm_eps=0.5)
+    elif damage == "tokenizer":
+        (entry / "tokenizer.json").write_bytes((entry / "tokenizer.json").read_bytes()[:50])
+    elif damage == "template":
+        _edit_json(entry / "tokenizer_config.json", chat_template="{{ 'pwned' }}")
+    elif damage == "extra":
+        (entry / "other.safetensors").write_bytes(b"x")
+    else:
+        (tmp_path / "evil.safetensors").write_bytes(weights.read_bytes())
+        _edit_json(entry / "ifprune-cache.json", weights="../evil.safetensors")
     calls = []
 
     def build():
@@ -64,6 +86,32 @@ def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(IfpruneError, match="cannot load a causal LM from"):
         load_model(tmp_path / "empty")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(IfpruneError, match="cannot read GGUF file"):
+        load_model(bad, use_cache=False)
+
+
+def test_a_truncated_or_incomplete_model_directory_is_refused_not_run_with_random_weights(tmp_path):
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    from ifprune.core.plan import Plan
+    from ifprune.core.tiny import tiny_lm
+    from ifprune.export.checkpoint import export_plan
+
+    lm = tiny_lm("llama")
+    for name in ("cut", "holes"):
+        export_plan(lm, Plan.dense(lm.num_layers, lm.d_ffn), tmp_path / name)
+    w = tmp_path / "cut" / "model.safetensors"
+    os.truncate(w, w.stat().st_size // 2)
+    with pytest.raises(IfpruneError, match="unreadable.*truncated or corrupt"):
+        load_model(tmp_path / "cut")
+    w = tmp_path / "holes" / "model.safetensors"
+    save_file({k: v for k, v in load_file(str(w)).items() if "q_proj" not in k}, str(w), metadata={"format": "pt"})
+    with pytest.raises(IfpruneError, match="2 weight.s. are missing.*would be random"):
+        load_model(tmp_path / "holes")
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf")
     with pytest.raises(IfpruneError, match="cannot read GGUF file"):

@@ -509,3 +509,11 @@ def test_start_example_continues_on_the_examples_an_earlier_stage_did_not_read(t
         train(changed, lm=tiny_lm(), sft_data=data)
     with pytest.raises(IfpruneError, match="start_example must be >= 0"):
         base_cfg(tmp_path, data={"start_example": -1})
+
+
+def test_a_dotted_override_into_a_value_is_one_clear_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("stage: sft\nmethod: predictor\n")
+    with pytest.raises(IfpruneError, match="stage is a value .'sft'., not a section"):
+        load_config(p, {"stage.x": 1})
+    assert load_config(p, {"data.max_seq_len": 99}).data.max_seq_len == 99

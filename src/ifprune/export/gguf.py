@@ -195,6 +195,9 @@ def check_gguf_out(out: str | Path, overwrite: bool) -> Path:
         raise IfpruneError(f"--out {out} is a directory: give a file name ending in .gguf")
     if out.exists() and not overwrite:
         raise IfpruneError(f"{out} already exists: pick another --out or pass --overwrite")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise IfpruneError(f"--out {out}: {parent} is a file, not a folder; pick an --out under a folder")
     if not out.parent.is_dir():
         raise IfpruneError(f"the folder of --out ({out.parent}) does not exist: create it first")
     return out

@@ -217,7 +217,10 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Train
     for key, value in (overrides or {}).items():
         node = obj
         parts = key.split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise IfpruneError(f"override {key}={value!r}: {'.'.join(parts[:i + 1])} is a value ({node!r}), not a "
+                                   "section; only data.* keys are dotted (e.g. --set data.max_seq_len=256)")
         node[parts[-1]] = value
     return config_from_dict(obj)
