@@ -87,8 +87,9 @@ def test_cli_bench_random_config(tmp_path, capsys):
 def test_bench_times_an_untrained_predictor_head_and_its_early_exit():
     lm = tiny_lm("llama", layers=4, d_ffn=48)
     cfg = BenchConfig(prompt_tokens=16, new_tokens=3, samples=1, selector="predictor", backbone_layers=2)
+    # the default keep, as every command: 0.5
     res = run_bench(lm, cfg)
-    assert res["width"] == 12 and "timing stand-in" in res["selection"] and "backbone 2 of 4" in res["selection"]
+    assert res["width"] == 24 and "timing stand-in" in res["selection"] and "backbone 2 of 4" in res["selection"]
     c = res["summary"]["compact"]
     assert c["selection_s"] > 0 and c["loading_share_of_generation"] == pytest.approx(
         c["loading_s"] / c["generation_s"])

@@ -184,3 +184,24 @@ def test_default_threads_leave_busy_cpus_alone():
         assert set_threads(1) == torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_keep_other_than_the_artifacts_width_warns(caplog):
+    import argparse
+    import logging
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ifprune.commands.common import resolve_width
+    from ifprune.core.tiny import tiny_lm
+
+    lm = tiny_lm("llama")
+    sel = SimpleNamespace(artifact=SimpleNamespace(config={"width": 24}, path=Path("/x/my-artifact")))
+    args = argparse.Namespace(keep=None, width=None, selector="predictor", checkpoint="/x/my-artifact")
+    with caplog.at_level(logging.WARNING, logger="ifprune"):
+        assert resolve_width(args, lm, sel) == 24
+    assert "untested" not in caplog.text
+    args.keep = 0.25
+    with caplog.at_level(logging.WARNING, logger="ifprune"):
+        assert resolve_width(args, lm, sel) == 12
+    assert "my-artifact was trained at width 24 of 48; running it at 12 is untested" in caplog.text

@@ -56,8 +56,10 @@ def test_model_args_string_and_errors():
     from ifprune.core.tiny import tiny_lm
 
     lm = tiny_lm("llama")
-    with pytest.raises(IfpruneError, match="needs keep=R or width=K"):
-        IfpruneLM(lm=lm, selector="griffin")
+    # the defaults every command shares: griffin (no shipped artifact for this model), keep 0.5
+    d = IfpruneLM(lm=lm, compensate="none")
+    assert d.scorer.selector.name == "griffin" and d.scorer.width == 24
+    assert IfpruneLM(lm=lm, selector="griffin", compensate="none").scorer.width == 24
     m = IfpruneLM(lm=lm, selector="random", width=12, seed=3)
     assert m.scorer.width == 12 and m.scorer.selector.seed == 3
     assert m.scorer.compensation()["mode"] == "calibration"  # the CLI's default

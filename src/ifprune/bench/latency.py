@@ -47,7 +47,7 @@ class BenchConfig:
     new_tokens: int = 100
     samples: int = 4
     queries: int = 1
-    keep: float | None = None  # None and no width: 0.25, or a trained artifact's own width
+    keep: float | None = None  # None and no width: 0.5 (every command's default), or a trained artifact's own width
     width: int | None = None
     selector: str = "griffin"
     checkpoint: str | None = None  # trained artifact for selector "predictor"
@@ -156,7 +156,7 @@ class PromptSelection:
                 raise IfpruneError(f"artifact {self.cfg.checkpoint} was trained at width {art.width}, not {w}: "
                                    "leave out --keep/--width")
             return w
-        return width_from_keep(0.25 if self.cfg.keep is None and self.cfg.width is None else self.cfg.keep,
+        return width_from_keep(0.5 if self.cfg.keep is None and self.cfg.width is None else self.cfg.keep,
                                self.cfg.width, self.lm.d_ffn)
 
     def __call__(self, ids: torch.Tensor, width: int) -> Plan:

@@ -18,10 +18,11 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=None, help="samples per query (selection/loading once per query)")
     p.add_argument("--queries", type=int, default=None)
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept (default 0.25)")
+    size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept (default: a trained artifact's width, else 0.5, as every command)")
     size.add_argument("--width", type=int, default=None)
     p.add_argument("--selector", default=None,
-                   help="griffin (default, from the prompt), predictor, or a static selector (magnitude, random, ...)")
+                   help="griffin, predictor, or a static selector (magnitude, random, ...) (default, as every command: "
+                        "predictor with the shipped artifact on the packaged default model in float32, else griffin)")
     p.add_argument("--checkpoint", default=None,
                    help="trained artifact for --selector predictor (default width: the artifact's); without it the "
                         "predictor is an untrained head of the same shape, timed as a stand-in")
@@ -47,6 +48,12 @@ def run(args) -> int:
         raise IfpruneError("give either --model (real weights) or --config (random weights), not both")
     if args.config and args.compensate not in (None, "none"):
         raise IfpruneError("compensation needs real weights and calibration text: drop --compensate with --config")
+    if args.selector is None and args.checkpoint is None and not args.config:
+        from ..artifacts import packaged_artifact
+
+        shipped = packaged_artifact(args.model, args.dtype, keep=args.keep, width=args.width)
+        if shipped is not None:
+            args.selector, args.checkpoint = "predictor", str(shipped)
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,

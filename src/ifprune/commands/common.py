@@ -58,7 +58,8 @@ def _selector_name(args) -> str:
         if not getattr(args, "checkpoint", None) and getattr(args, "trained_default", False):
             from ..artifacts import packaged_artifact
 
-            shipped = packaged_artifact(getattr(args, "model", None), getattr(args, "dtype", "float32"))
+            shipped = packaged_artifact(getattr(args, "model", None), getattr(args, "dtype", "float32"),
+                                        keep=getattr(args, "keep", None), width=getattr(args, "width", None))
             args.checkpoint = str(shipped) if shipped else None
         args.selector = "predictor" if getattr(args, "checkpoint", None) else args.selector_default
     return args.selector
@@ -113,7 +114,15 @@ def resolve_width(args, lm, selector=None) -> int:
         width = int(artifact.config["width"])
     if keep is None and width is None and _selector_name(args) != "dense":
         keep = 0.5
-    return width_from_keep(keep, width, lm.d_ffn)
+    resolved = width_from_keep(keep, width, lm.d_ffn)
+    if artifact is not None and resolved != int(artifact.config["width"]):
+        import logging
+
+        logging.getLogger("ifprune").warning(
+            "the trained artifact %s was trained at width %s of %d; running it at %d is untested (quality unknown): "
+            "drop --keep/--width to run it as trained, or use --selector griffin for a training-free selection at "
+            "any keep", artifact.path.name, artifact.config["width"], lm.d_ffn, resolved)
+    return resolved
 
 
 def selector_from_args(args, lm=None):

@@ -24,7 +24,7 @@ from ..core.errors import IfpruneError
 
 @register_model("ifprune")
 class IfpruneLM(LM):
-    def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str = "dense",
+    def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str | None = None,
                  keep: float | None = None, width: int | None = None, seed: int = 0, calibration: str | None = None,
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
                  max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
@@ -36,8 +36,15 @@ class IfpruneLM(LM):
         from ..selection.selectors import make_selector
 
         self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=device)
-        if checkpoint and selector == "dense":
-            selector = "predictor"
+        if selector is None:  # every command's default: the shipped artifact on the packaged model, else griffin
+            if checkpoint is None and lm is None:
+                from ..artifacts import packaged_artifact
+
+                shipped = packaged_artifact(model or pretrained, dtype,
+                                            keep=float(keep) if keep is not None else None,
+                                            width=int(width) if width is not None else None)
+                checkpoint = str(shipped) if shipped is not None else None
+            selector = "predictor" if checkpoint else "griffin"
         sel = make_selector(selector, seed=int(seed), calibration=calibration, checkpoint=checkpoint)
         artifact = getattr(sel, "artifact", None)
         if artifact is not None:
@@ -45,7 +52,7 @@ class IfpruneLM(LM):
             if keep is None and width is None:
                 width = artifact.width
         if keep is None and width is None and selector != "dense":
-            raise IfpruneError(f"selector {selector} needs keep=R or width=K in --model_args")
+            keep = 0.5  # every command's default
         w = width_from_keep(float(keep) if keep is not None else None, int(width) if width is not None else None,
                             self.lm.d_ffn)
         from ..compensation.calibration import CompensationConfig, compensate as turn_on, default_mode
