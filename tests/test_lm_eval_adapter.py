@@ -66,3 +66,56 @@ def test_model_args_string_and_errors():
     assert IfpruneLM(lm=lm, selector="random", width=12, compensate="none").scorer.compensation() == {"mode": "none"}
     with pytest.raises(IfpruneError, match="unknown compensation mode"):
         IfpruneLM(lm=lm, selector="random", width=12, compensate="always")
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+@pytest.mark.slow
+def test_local_task_yamls_give_stock_lm_eval_and_the_adapter_the_same_numbers(tmp_path, monkeypatch):
+    """Offline: the shipped task configs over ../shared/data, stock `hf` on an exported checkpoint and
+    the `ifprune` adapter on the same plan score the same (per-sample loglikelihoods included)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from ifprune.core.tiny import tiny_lm
+    from ifprune.eval.lm_eval_adapter import IfpruneLM
+    from ifprune.eval.lm_eval_tasks import write_tasks
+    from ifprune.export.checkpoint import export_plan
+    from ifprune.selection.selectors import make_selector
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    names = write_tasks(DATA, tmp_path / "tasks")
+    assert {"local_arc_easy", "local_boolq", "local_winogrande", "local_gsm8k", "local_mmlu"} <= set(names)
+    lm = tiny_lm("llama")
+    plan = make_selector("random", seed=3).select(lm, None, 24)
+    export_plan(lm, plan, tmp_path / "exp")
+    tasks = ["local_arc_easy", "local_winogrande", "local_mmlu_anatomy"]
+    tm = TaskManager(include_path=str(tmp_path / "tasks"))
+    stock = simple_evaluate(model=HFLM(pretrained=str(tmp_path / "exp"), device="cpu", dtype="float32"), tasks=tasks,
+                            task_manager=tm, limit=4, log_samples=True)
+    ours = simple_evaluate(model=IfpruneLM(lm=lm, selector="random", seed=3, width=24, compensate="none"),
+                           tasks=tasks, task_manager=tm, limit=4, log_samples=True)
+    for t in tasks:
+        assert stock["results"][t]["acc,none"] == ours["results"][t]["acc,none"], t
+        a = [r["resps"] for r in stock["samples"][t]]
+        b = [r["resps"] for r in ours["samples"][t]]
+        for ra, rb in zip(a, b):
+            for (la, _), (lb, _) in zip((x[0] for x in ra), (x[0] for x in rb)):
+                assert abs(float(la) - float(lb)) < 1e-3, (t, la, lb)
+
+
+def test_a_cuda_device_without_cuda_runs_on_the_cpu(caplog):
+    import logging
+
+    from ifprune.eval.lm_eval_adapter import usable_device
+
+    assert usable_device(None) == "cpu" and usable_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with caplog.at_level(logging.WARNING, logger="ifprune"):
+            assert usable_device("cuda:0") == "cpu"
+        assert "CUDA is not available" in caplog.text

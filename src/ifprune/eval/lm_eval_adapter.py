@@ -2,8 +2,9 @@
 pruned model. Importing this module registers the model (lm-eval 0.4 has no plugin entry points),
 and `python -m ifprune.eval.lm_eval_adapter ARGS` runs lm-eval's own CLI with it registered:
 
-    python -m ifprune.eval.lm_eval_adapter run --model ifprune \
-        --model_args selector=griffin,keep=0.5 --tasks arc_easy --limit 20
+    python -m ifprune.eval.lm_eval_tasks --out lm_eval_tasks          # offline task configs, once
+    python -m ifprune.eval.lm_eval_adapter run --model ifprune --include_path lm_eval_tasks \
+        --model_args selector=griffin,keep=0.5 --tasks local_arc_easy --limit 20
 
 model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
@@ -22,6 +23,21 @@ from lm_eval.api.registry import register_model
 from ..core.errors import IfpruneError
 
 
+def usable_device(device: str | None) -> str:
+    """lm-eval's CLI hands every model a CUDA device unless told otherwise; on a machine without CUDA
+    that is not the user's choice, so run on the CPU and say so."""
+    import logging
+
+    import torch
+
+    if device is None:
+        return "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("ifprune").warning("device %s asked for but CUDA is not available: running on the CPU", device)
+        return "cpu"
+    return str(device)
+
+
 @register_model("ifprune")
 class IfpruneLM(LM):
     def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str | None = None,
@@ -35,7 +51,7 @@ class IfpruneLM(LM):
         from ..core.plan import width_from_keep
         from ..selection.selectors import make_selector
 
-        self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=device)
+        self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=usable_device(device))
         if selector is None:  # every command's default: the shipped artifact on the packaged model, else griffin
             if checkpoint is None and lm is None:
                 from ..artifacts import packaged_artifact

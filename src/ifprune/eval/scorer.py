@@ -86,8 +86,9 @@ class Scorer:
         """For each (context ids, continuation ids): (sum log p(continuation), its tokens, greedy?).
 
         One padded batch per call (right padding, so positions are unaffected); contexts are cut from
-        the left if context + continuation exceed the model's context length, and a continuation that
-        alone fills the context is scored on its first (context length - 1) tokens.
+        the left if context + continuation exceed the model's context length + 1 (the last token is never
+        an input), and a continuation that alone fills the context is scored on its first (context
+        length) tokens.
         """
         if not pairs:
             return []
@@ -97,28 +98,31 @@ class Scorer:
         for ctx, cont in pairs:
             if not cont:
                 raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
-            cont = list(cont)[: limit - 1]
-            seq = (list(ctx)[-1:] if not ctx else list(ctx))
-            seq = (seq + cont)[-limit:]
+            cont = list(cont)[:limit]
+            # the last token is never an input, so `limit` inputs score up to `limit` tokens and keep one
+            # more context token than a `limit`-token window would (as lm-eval's own HF model cuts)
+            seq = (list(ctx) + cont)[-(limit + 1):]
             start = len(seq) - len(cont)
             if start < 1:
                 raise IfpruneError("a continuation needs at least one context token before it")
             seqs.append(seq)
             spans.append((start, len(seq)))
-        width = max(len(s) for s in seqs)
+        width = max(len(s) for s in seqs) - 1
         pad = self.lm.tokenizer.pad_token_id or 0
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        full = torch.full((len(seqs), width + 1), pad, dtype=torch.long)
         att = torch.zeros_like(ids)
         for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            att[i, : len(s)] = 1
+            ids[i, : len(s) - 1] = torch.tensor(s[:-1])
+            full[i, : len(s)] = torch.tensor(s)
+            att[i, : len(s) - 1] = 1
         t0 = time.perf_counter()
         logits = model(ids.to(self.lm.device), attention_mask=att.to(self.lm.device)).logits.float()
         self.timings["model_s"] += time.perf_counter() - t0
         logp = torch.log_softmax(logits, dim=-1)
         out = []
         for i, (a, b) in enumerate(spans):
-            target = ids[i, a:b].to(logp.device)
+            target = full[i, a:b].to(logp.device)
             lp = logp[i, a - 1 : b - 1]
             tok = lp.gather(1, target.unsqueeze(1)).squeeze(1)
             greedy = bool((lp.argmax(-1) == target).all())
