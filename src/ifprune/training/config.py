@@ -177,7 +177,11 @@ def _check_types(cfg: TrainConfig) -> None:
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
             t = str(f.type)
-            if v is None or f.name == "data":
+            if f.name == "data":
+                continue
+            if v is None:
+                if "None" not in t:
+                    raise IfpruneError(f"config: {where}{f.name} should be {t}, got null")
                 continue
             ok = True
             if t.startswith("int"):
