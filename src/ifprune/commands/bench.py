@@ -10,9 +10,11 @@ def register(sub) -> None:
                        description="Batch-1 latency per the paper's protocol (GPU defaults: 4096-token prompt, 100 new "
                                    "tokens, 4 samples; CPU defaults: 512, 32, 4).")
     add_model_args(p)
+    from ..bench.latency import PRESETS
+
     p.add_argument("--config", default=None,
-                   help="random weights of this shape instead of --model: a preset (llama-3.1-8b, llama-3.2-1b, "
-                        "llama-0.3b) or a config.json path")
+                   help=f"random weights of this shape instead of --model: a preset ({', '.join(PRESETS)}) or a "
+                        "config.json path")
     p.add_argument("--prompt-tokens", type=int, default=None)
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--samples", type=int, default=None, help="samples per query (selection/loading once per query)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .common import (add_model_args, add_selector_args, load, plan_weights, print_json, refuse_plan_conflicts,
                      resolve_width, selector_from_args)
@@ -64,5 +65,7 @@ def run(args) -> int:
     else:
         if stream is None:
             print(result.text)
-        print(result.summary(), file=sys.stderr)
+        tuned = lm.weights()["tuned_by"]
+        weights = f"weights tuned by {Path(tuned).name}" if tuned else "base weights"
+        print(f"{result.summary()} | {weights}", file=sys.stderr)
     return 0
