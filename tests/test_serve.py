@@ -60,6 +60,10 @@ def test_models_health_metrics(srv):
     c = _client(srv)
     ids = [m.id for m in c.models.list()]
     assert ids[:2] == ["ifprune", "ifprune-dense"] and "ifprune-code" in ids
+    cards = {m.id: m.model_dump() for m in c.models.list()}  # which weights, width and compensation each runs
+    assert cards["ifprune-dense"]["ffn_width"] == cards["ifprune-dense"]["d_ffn"]
+    assert cards["ifprune"]["ffn_width"] < cards["ifprune"]["d_ffn"]
+    assert cards["ifprune-dense"]["weights"]["tuned_by"] is None and cards["ifprune-dense"]["compensation"]["mode"] == "none"
     status, body = _raw(srv, "GET", "/health")
     assert status == 200 and json.loads(body)["ffn_width"] == 24
     c.completions.create(model="ifprune", prompt="hello", max_tokens=2)

@@ -127,6 +127,16 @@ class IfpruneServer:
     def model_ids(self) -> list[str]:
         return [MODEL_PREFIX, f"{MODEL_PREFIX}-dense"] + [f"{MODEL_PREFIX}-{t}" for t in self.engine.tasks]
 
+    def model_card(self, model_id: str) -> dict:
+        """What a served model id runs (extra fields of /v1/models; clients ignore them): which weights
+        (the base model's own, or tuned by a trained artifact: then ifprune-dense is NOT the base model),
+        the FFN width and the output compensation."""
+        dense = model_id == f"{MODEL_PREFIX}-dense" or self.engine.width == self.lm.d_ffn
+        comp = getattr(self.lm, "compensator", None)
+        return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
+                "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
+                "compensation": comp.describe() if comp is not None and not dense else {"mode": "none"}}
+
     def start(self) -> "IfpruneServer":
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="ifprune-http", daemon=True)
         self._thread.start()
@@ -313,7 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         elif path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": app.created, "owned_by": "ifprune"} for m in app.model_ids()]})
+                {"id": m, "object": "model", "created": app.created, "owned_by": "ifprune", **app.model_card(m)}
+                for m in app.model_ids()]})
         else:
             self._error(ApiError(404, f"no route {path}; try /v1/chat/completions, /v1/completions, /v1/models, "
                                       "/health or /metrics", code="not_found"))
