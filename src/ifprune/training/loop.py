@@ -142,13 +142,34 @@ def loss_logits(model, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tenso
     return LossLogits(logits, targets, rows, ids.shape[0])
 
 
+_BF16_FASTER: bool | None = None
+
+
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX). Without it torch emulates
-    bf16 matmuls: measured on a 2-core AMD EPYC (AVX2 only), a training step under bf16 autocast took
-    143 s against 6 s in float32 (results/training/speed.md)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(c()) for c in checks if callable(c))
+    """Whether bf16 matmuls beat float32 on this CPU, measured once per process on an FFN-shaped
+    product (~0.1 s). Having the instructions is not enough: a 2-core AMD EPYC (AVX2 only) emulates
+    bf16 (a training step took 143 s against 6 s in float32, results/training/speed.md), and a
+    2-core Xeon with AVX-512 BF16 but no AMX ran the product in 6.4 ms bf16 vs 4.3 ms float32."""
+    global _BF16_FASTER
+    if _BF16_FASTER is None:
+        cpu = getattr(torch, "cpu", None)
+        checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        _BF16_FASTER = any(bool(c()) for c in checks if callable(c)) and _bf16_matmul_faster()
+    return _BF16_FASTER
+
+
+def _bf16_matmul_faster(repeats: int = 5) -> bool:
+    def best(dtype):
+        a, w = torch.randn(256, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype)
+        a @ w.t()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ w.t()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(torch.bfloat16) < best(torch.float32)
 
 
 def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -339,8 +360,8 @@ class Trainer:
             self.precision = "bf16"
         else:
             self.precision = "fp32"
-            log.warning("bf16 autocast skipped: this CPU has no native bf16 (AVX-512 BF16 or AMX), where torch's "
-                        "emulated bf16 matmuls are many times slower than float32; training in float32")
+            log.warning("bf16 autocast skipped: bf16 matmuls are not faster than float32 on this CPU (no native bf16, "
+                        "or AVX-512 BF16 without AMX: measured slower here); training in float32")
         self.step = 0
         self.tokens = 0
         self.elapsed = 0.0
