@@ -54,8 +54,8 @@ def test_real_model_masked_equals_compact(default_lm):
 
 
 def test_shipped_artifact_is_the_default_of_generate(capsys):
-    """`ifprune generate` on the packaged model uses the shipped trained predictor (keep 1/2), and the
-    artifact fits the size budget; --selector griffin still overrides it."""
+    """`ifprune generate` on the packaged model uses the shipped default artifact (keep 3/4), `--keep 0.5`
+    the keep-1/2 one, each fits the size budget; --selector griffin still overrides them."""
     from pathlib import Path
 
     from ifprune.artifacts import DEFAULT_MODEL_ARTIFACT, packaged_artifact
@@ -63,16 +63,24 @@ def test_shipped_artifact_is_the_default_of_generate(capsys):
 
     if packaged_artifact(None) is None:
         pytest.skip("no artifact shipped")
-    size = sum(p.stat().st_size for p in Path(DEFAULT_MODEL_ARTIFACT).rglob("*") if p.is_file())
-    assert size < 30e6, size
+    from ifprune.artifacts import shipped_artifacts
+
+    assert sorted(int(cfg["width"]) for _, cfg in shipped_artifacts()) == [768, 1152]
+    for path, _ in shipped_artifacts():
+        size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+        assert size < 30e6, (path, size)
     assert packaged_artifact("HuggingFaceTB/SmolLM2-135M-Instruct") is None and packaged_artifact(None, "bfloat16") is None
     import json
 
     assert main(["generate", "What is the capital of France?", "--max-new-tokens", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["selector"] == "predictor" and out["ffn_width"] == 768
+    assert out["selector"] == "predictor" and out["ffn_width"] == 1152
     assert "Paris" in out["text"], out["text"]  # the issue's bar for the shipped default, no flags
     assert out["weights"]["tuned_by"] == str(Path(DEFAULT_MODEL_ARTIFACT).resolve())
+    assert main(["generate", "What is the capital of France?", "--max-new-tokens", "12", "--json", "--keep", "0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)  # --keep 0.5 picks the artifact trained at keep 1/2
+    assert out["ffn_width"] == 768 and out["weights"]["tuned_by"].endswith("smollm2-135m-keep50")
+    assert "Paris" in out["text"], out["text"]
     assert out["compensation"] == {"mode": "none"}  # the artifact's LoRA was trained under plain masks
     assert main(["generate", QUESTION, "--max-new-tokens", "4", "--json", "--selector", "griffin"]) == 0
     assert json.loads(capsys.readouterr().out)["selector"] == "griffin"
