@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# dense, then the default: the shipped trained IFPruning predictor at keep 1/2, then GRIFFIN at keep 1/2
+# dense, then the default: the shipped trained IFPruning predictor (keep 3/4), then GRIFFIN at keep 1/2
 demo: $(STAMP)
 	$(BIN)/ifprune generate "$(PROMPT)" --selector dense --max-new-tokens 48
 	$(BIN)/ifprune generate "$(PROMPT)" --max-new-tokens 48

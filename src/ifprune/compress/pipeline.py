@@ -236,7 +236,7 @@ def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "
     hf_logging.set_verbosity_error()  # quantized weights are absent from model.safetensors by design
     hf_logging.disable_progress_bar()
     try:
-        model, tok = _from_pretrained(str(path), dt, local_only=True)
+        model, tok = _from_pretrained(str(path), dt, local_only=True, allow_missing=True)  # filled from EXTRA below
     finally:
         hf_logging.set_verbosity(level)
         hf_logging.enable_progress_bar()

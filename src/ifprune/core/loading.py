@@ -207,7 +207,8 @@ def _gguf_dtype(path: Path) -> torch.dtype:
     return {0: torch.float32, 1: torch.float16}.get(ftype, torch.bfloat16)
 
 
-def _from_pretrained(path: str, dt: torch.dtype, local_only: bool):
+def _from_pretrained(path: str, dt: torch.dtype, local_only: bool, allow_missing: bool = False):
+    """`allow_missing`: the caller fills absent weights itself (ifprune's compressed format does)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safetensors import SafetensorError
@@ -223,7 +224,7 @@ def _from_pretrained(path: str, dt: torch.dtype, local_only: bool):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise IfpruneError(f"cannot load a causal LM from {path}: {first}") from None
     missing = sorted(info.get("missing_keys") or [])
-    if missing:  # transformers fills them with random values: never run such a model
+    if missing and not allow_missing:  # transformers fills them with random values: never run such a model
         raise IfpruneError(f"cannot load a causal LM from {path}: {len(missing)} weight(s) are missing from its files "
                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}) and would be random; "
                            "is this a format transformers cannot read without an extra package (e.g. compressed-"
