@@ -22,6 +22,14 @@ def shipped_artifacts() -> list[tuple[Path, dict]]:
             if (d / "config.json").is_file()]
 
 
+def default_selection(model: str | None, dtype: str = "float32", *, keep: float | None = None,
+                      width: int | None = None) -> tuple[str, str | None]:
+    """Every command's selector when none is named: ("predictor", the shipped artifact) on the
+    packaged model in float32, else ("griffin", None)."""
+    shipped = packaged_artifact(model, dtype, keep=keep, width=width)
+    return ("predictor", str(shipped)) if shipped is not None else ("griffin", None)
+
+
 def packaged_artifact(model: str | None, dtype: str = "float32", *, keep: float | None = None,
                       width: int | None = None) -> Path | None:
     """The shipped artifact for `model` (None = the packaged default model) in `dtype`: the one trained

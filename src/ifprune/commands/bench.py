@@ -51,11 +51,9 @@ def run(args) -> int:
     if args.config and args.compensate not in (None, "none"):
         raise IfpruneError("compensation needs real weights and calibration text: drop --compensate with --config")
     if args.selector is None and args.checkpoint is None and not args.config:
-        from ..artifacts import packaged_artifact
+        from ..artifacts import default_selection
 
-        shipped = packaged_artifact(args.model, args.dtype, keep=args.keep, width=args.width)
-        if shipped is not None:
-            args.selector, args.checkpoint = "predictor", str(shipped)
+        args.selector, args.checkpoint = default_selection(args.model, args.dtype, keep=args.keep, width=args.width)
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,

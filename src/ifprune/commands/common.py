@@ -19,15 +19,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
 
-def add_selector_args(p: argparse.ArgumentParser, default: str = "griffin", trained_default: bool = False) -> None:
+def add_selector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("channel selection")
-    shipped = ("; on the packaged default model in float32: predictor with the shipped artifact"
-               if trained_default else "")
     g.add_argument("--selector", default=None,
-                   help=f"dense, random, magnitude, wanda, griffin, predictor "
-                        f"(default: predictor with --checkpoint{shipped}; else {default})")
+                   help="dense, random, magnitude, wanda, griffin, predictor (default: predictor with --checkpoint; "
+                        "on the packaged default model in float32: predictor with the shipped artifact; else griffin)")
     g.add_argument("--checkpoint", default=None, help="trained IFPruning artifact directory (predictor selector)")
-    p.set_defaults(selector_default=default, trained_default=trained_default)
     size = g.add_mutually_exclusive_group()
     size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept, in (0, 1]")
     size.add_argument("--width", type=int, default=None, help="FFN channels kept per layer")
@@ -55,13 +52,14 @@ def add_compensation_args(p: argparse.ArgumentParser) -> None:
 
 def _selector_name(args) -> str:
     if args.selector is None:
-        if not getattr(args, "checkpoint", None) and getattr(args, "trained_default", False):
-            from ..artifacts import packaged_artifact
+        if getattr(args, "checkpoint", None):
+            args.selector = "predictor"
+        else:
+            from ..artifacts import default_selection
 
-            shipped = packaged_artifact(getattr(args, "model", None), getattr(args, "dtype", "float32"),
-                                        keep=getattr(args, "keep", None), width=getattr(args, "width", None))
-            args.checkpoint = str(shipped) if shipped else None
-        args.selector = "predictor" if getattr(args, "checkpoint", None) else args.selector_default
+            args.selector, args.checkpoint = default_selection(
+                getattr(args, "model", None), getattr(args, "dtype", "float32"),
+                keep=getattr(args, "keep", None), width=getattr(args, "width", None))
     return args.selector
 
 

@@ -26,7 +26,7 @@ def register(sub) -> None:
                    help="tensor type of the 2-D weights in a GGUF export; norms stay f32 (default: f16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     add_model_args(p)
-    add_selector_args(p, trained_default=True)
+    add_selector_args(p)
     p.set_defaults(func=run)
 
 

@@ -14,7 +14,7 @@ def register(sub) -> None:
                        description="Pick FFN channels for the prompt, then generate with the physically smaller model.")
     p.add_argument("prompt", help="the user prompt")
     add_model_args(p)
-    add_selector_args(p, trained_default=True)
+    add_selector_args(p)
     p.add_argument("--task", default=None, help="select once from this task description instead of the prompt")
     p.add_argument("--plan", default=None, help="use a saved plan file (.json or .safetensors) instead of a selector")
     p.add_argument("--save-plan", default=None, help="write the plan used to this file")

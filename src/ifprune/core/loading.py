@@ -128,11 +128,13 @@ class LoadedModel:
         return self._fingerprint
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # config.json names
+
+
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {**DTYPES, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in table:
         raise IfpruneError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
     return table[dtype]
@@ -192,7 +194,7 @@ def _declared_dtype(config: Path | None) -> torch.dtype | None:
     if not isinstance(obj, dict):
         return None
     name = obj.get("dtype") or obj.get("torch_dtype")
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name))
+    return DTYPES.get(str(name))
 
 
 def _gguf_dtype(path: Path) -> torch.dtype:

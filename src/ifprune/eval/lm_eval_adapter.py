@@ -54,13 +54,13 @@ class IfpruneLM(LM):
         self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=usable_device(device))
         if selector is None:  # every command's default: the shipped artifact on the packaged model, else griffin
             if checkpoint is None and lm is None:
-                from ..artifacts import packaged_artifact
+                from ..artifacts import default_selection
 
-                shipped = packaged_artifact(model or pretrained, dtype,
-                                            keep=float(keep) if keep is not None else None,
-                                            width=int(width) if width is not None else None)
-                checkpoint = str(shipped) if shipped is not None else None
-            selector = "predictor" if checkpoint else "griffin"
+                selector, checkpoint = default_selection(model or pretrained, dtype,
+                                                         keep=float(keep) if keep is not None else None,
+                                                         width=int(width) if width is not None else None)
+            else:
+                selector = "predictor" if checkpoint else "griffin"
         sel = make_selector(selector, seed=int(seed), calibration=calibration, checkpoint=checkpoint)
         artifact = getattr(sel, "artifact", None)
         if artifact is not None:

@@ -107,15 +107,13 @@ class Scorer:
                 raise IfpruneError("a continuation needs at least one context token before it")
             seqs.append(seq)
             spans.append((start, len(seq)))
-        width = max(len(s) for s in seqs) - 1
         pad = self.lm.tokenizer.pad_token_id or 0
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        full = torch.full((len(seqs), width + 1), pad, dtype=torch.long)
-        att = torch.zeros_like(ids)
+        full = torch.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=torch.long)
+        att = torch.zeros(len(seqs), full.shape[1] - 1, dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, : len(s) - 1] = torch.tensor(s[:-1])
             full[i, : len(s)] = torch.tensor(s)
             att[i, : len(s) - 1] = 1
+        ids = full[:, :-1] * att + pad * (1 - att)  # the inputs: every token but each row's last
         t0 = time.perf_counter()
         logits = model(ids.to(self.lm.device), attention_mask=att.to(self.lm.device)).logits.float()
         self.timings["model_s"] += time.perf_counter() - t0

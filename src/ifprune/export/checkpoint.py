@@ -16,6 +16,7 @@ import torch
 
 from ..core.errors import IfpruneError
 from ..core.paths import atomic_path
+from ..core.loading import DTYPES
 from ..core.plan import Plan
 
 
@@ -122,9 +123,6 @@ def describe(lm, plan: Plan, out: Path, task: str | None) -> ExportInfo:
                       active_params=lm.active_params(plan.width), total_params=lm.total_params(),
                       compensation=comp.describe() if comp is not None and not plan.is_dense else {"mode": "none"},
                       weights=lm.weights() if hasattr(lm, "weights") else None, hub_id=getattr(lm, "hub_id", None))
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def export_dtype(lm, dtype: str | None) -> torch.dtype:
