@@ -49,11 +49,11 @@ def _raw(srv, method, path, body: bytes | None = None, headers=None):
 def _wait_metric(srv, name: str, at_least: float, timeout: float = 10.0) -> float:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        v = srv.metrics.counters.get(name, 0)
+        v = srv.metrics.value(name)
         if v >= at_least:
             return v
         time.sleep(0.05)
-    return srv.metrics.counters.get(name, 0)
+    return srv.metrics.value(name)
 
 
 def test_models_health_metrics(srv):
@@ -141,7 +141,7 @@ def test_bad_requests_get_clear_4xx_and_server_keeps_serving(srv):
 
 def test_client_disconnect_mid_stream_cancels_and_server_keeps_serving(srv):
     c = _client(srv)
-    before = srv.metrics.counters.get("client_disconnects_total", 0)
+    before = srv.metrics.value("client_disconnects_total")
     stream = c.completions.create(model="ifprune-dense", prompt="abc", max_tokens=200, stream=True,
                                   temperature=1.0, seed=1)
     next(iter(stream))
@@ -174,7 +174,7 @@ def test_full_queue_answers_429_then_recovers():
         got = [results.get() for _ in threads]
         assert set(got) <= {"ok", "429"} and got.count("429") >= 1 and got.count("ok") >= 1, got
         assert c.completions.create(model="ifprune", prompt="hi", max_tokens=2).choices
-        assert s.metrics.counters["rejected_queue_full_total"] == got.count("429")
+        assert s.metrics.value("rejected_queue_full_total") == got.count("429")
     finally:
         s.close()
 
@@ -198,9 +198,9 @@ def test_concurrent_requests_are_batched_by_plan():
         assert len(out) == 8 and len({out[i]["plan_hash"] for i in out}) == 2
         # the scheduler counts a batch after its last response went out: give it a moment
         deadline = time.monotonic() + 10
-        while s.metrics.counters["batches_total"] < 2 and time.monotonic() < deadline:
+        while s.metrics.value("batches_total") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert s.metrics.counters["batches_total"] == 2  # one batch per plan, not per request
+        assert s.metrics.value("batches_total") == 2  # one batch per plan, not per request
     finally:
         s.close()
 

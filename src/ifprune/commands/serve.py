@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from .common import add_model_args, add_selector_args, load, selector_from_args
@@ -24,7 +26,18 @@ def register(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
     p.add_argument("--max-tokens-limit", type=int, default=1024)
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    p.add_argument("--drain-seconds", type=float, default=30.0, help="on Ctrl-C, finish running work this long")
+    p.add_argument("--max-task-chars", type=int, default=2000, help="longest `task` description accepted")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections beyond this get HTTP 503")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a client has to send a request head")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a client has to send a request body")
+    p.add_argument("--request-timeout", type=float, default=600.0,
+                   help="seconds a request may wait for the model between two pieces of output (504 after)")
+    p.add_argument("--drain-seconds", type=float, default=30.0,
+                   help="on SIGINT/SIGTERM, how long running and queued requests may still take")
+    p.add_argument("--api-key", default=os.environ.get("IFPRUNE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $IFPRUNE_API_KEY, else open)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="do not log a line per request (status, tokens, latency, plan) to stderr")
     p.set_defaults(func=run)
 
 
@@ -49,7 +62,10 @@ def run(args) -> int:
     tasks = parse_aliases(args.task_alias)
     cfg = ServeConfig(host=args.host, port=args.port, tasks=tasks, policy=args.policy, max_batch=args.max_batch,
                       max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
-                      max_body_bytes=args.max_body_bytes)
+                      max_body_bytes=args.max_body_bytes, max_task_chars=args.max_task_chars,
+                      max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+                      body_timeout_s=args.body_timeout, request_timeout_s=args.request_timeout,
+                      drain_s=args.drain_seconds, api_key=args.api_key)
     cfg.validate()
     lm = load(args)
     selector = selector_from_args(args, lm)
@@ -67,25 +83,12 @@ def run(args) -> int:
     print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}, "
           f"compensation {comp}) on "
           f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)
-    _drain_on_signals()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print(f"ifprune: shutting down (finishing running requests, up to {args.drain_seconds:g} s)",
-              file=sys.stderr, flush=True)
-    finally:
-        server.close(drain_s=args.drain_seconds)
+    if args.access_log:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("ifprune.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    server.serve_forever()  # returns after SIGINT/SIGTERM and a drain of at most --drain-seconds
     return 0
-
-
-def _drain_on_signals() -> None:
-    """SIGINT and SIGTERM both stop accepting and drain. Set explicitly: a process started with `&` from
-    a non-interactive shell (or by a parent that ignores SIGINT) inherits SIGINT ignored, and Python's
-    default SIGTERM exits at once, cutting streams."""
-    import signal
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)

@@ -1,31 +1,48 @@
-"""OpenAI-compatible HTTP server (stdlib `ThreadingHTTPServer`): one thread per connection parses and
-validates, the scheduler's single worker thread does all model work, and results flow back through a
-per-request queue (JSON body, or SSE chunks with chunked transfer encoding when `stream` is set)."""
+"""OpenAI-compatible HTTP server: FastAPI routes on uvicorn, with the model work on the scheduler's
+one worker thread.
+
+A request is read with a size and time bound, parsed by `protocol` (pydantic), tokenized in the
+thread pool (never on the event loop or the model worker), queued, and answered from the events the
+worker sends back (JSON, or server-sent events when `stream` is set). SIGINT and SIGTERM stop new
+connections, let running and queued requests finish for up to `drain_s`, then end what is left with
+an error event and `[DONE]`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import json
 import logging
-import queue
+import signal
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import IfpruneError
 from .engine import Engine, GenRequest
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .protocol import ApiError, ChatRequest, parse_body, parse_request
 from .scheduler import POLICIES, QueueFull, Scheduler, ShuttingDown
+from .transport import make_protocol
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("ifprune.access")
 MODEL_PREFIX = "ifprune"
+_DISCARD_LIMIT = 64 << 20  # oversized bodies up to this size are read away so the client sees the 413
 
 
 @dataclass
 class ServeConfig:
-    """Server limits and behaviour. `width` is the FFN width of every non-dense plan."""
+    """Server limits and behaviour (docs/serving.md). `width` is the FFN width of every non-dense plan."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -39,54 +56,47 @@ class ServeConfig:
     max_prompt_tokens: int | None = None  # None: the model's context minus max_tokens
     max_tokens_limit: int = 1024
     default_max_tokens: int = 128
-    request_timeout_s: float = 600.0
+    max_task_chars: int = 2000  # a `task` description; selection reads it on the model worker
+    request_timeout_s: float = 600.0  # waiting for the model, per event
+    header_timeout_s: float = 10.0  # to send a complete request head
+    body_timeout_s: float = 30.0  # to send the whole body
+    keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 256
+    drain_s: float = 30.0  # on shutdown, how long running and queued requests may still take
+    api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
             raise IfpruneError(f"unknown batching policy {self.policy!r}: use one of {', '.join(POLICIES)}")
-        for name in ("max_batch", "max_queue", "max_body_bytes", "max_tokens_limit", "default_max_tokens"):
+        for name in ("max_batch", "max_queue", "max_body_bytes", "max_tokens_limit", "default_max_tokens",
+                     "max_task_chars", "keep_alive_s", "max_connections"):
             if getattr(self, name) < 1:
                 raise IfpruneError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise IfpruneError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.drain_s >= 0:
+            raise IfpruneError(f"drain_s must be >= 0, got {self.drain_s}")
         if not 0 <= self.port <= 65535:
             raise IfpruneError(f"port {self.port} is out of range 0..65535")
+        if self.api_key is not None and not self.api_key.strip():
+            raise IfpruneError("the API key is empty: give a non-empty --api-key or leave it out")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+class _Events:
+    """The worker thread's events for one request, handed to the event loop thread-safely."""
 
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.queue = loop, asyncio.Queue()
 
-
-def _num(body: dict, name: str, default, lo, hi, integer: bool = False):
-    v = body.get(name)
-    if v is None:
-        return default
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok or not lo <= v <= hi:
-        kind = "an integer" if integer else "a number"
-        raise ApiError(400, f"'{name}' must be {kind} in [{lo}, {hi}], got {v!r}", param=name)
-    return v
-
-
-def _message_text(content, i: int) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if all(isinstance(p, str) for p in parts) and len(parts) == len(content):
-            return "".join(parts)
-    raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts", param="messages")
-
-
-_DISCARD_LIMIT = 64 << 20  # oversized bodies up to this size are drained before answering 413
+    def put(self, event) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
 
 
 class IfpruneServer:
-    """`start()` serves in a background thread (tests); `serve_forever()` blocks (CLI); `close()` drains."""
+    """`start()` serves in a background thread (tests); `serve_forever()` blocks with SIGINT/SIGTERM
+    draining (CLI); `close()` drains and releases the port."""
 
     def __init__(self, lm, selector, config: ServeConfig | None = None):
         self.config = config or ServeConfig()
@@ -97,28 +107,25 @@ class IfpruneServer:
             raise IfpruneError(f"width {width} is out of range 1..{lm.d_ffn} (this model's FFN width)")
         self.metrics = Metrics()
         self.engine = Engine(lm, selector, width, self.config.tasks)
+        self.created = int(time.time())
+        self._sock = _listen(self.config.host, self.config.port)
         self.scheduler = Scheduler(self.engine, self.metrics, max_batch=self.config.max_batch,
                                    max_queue=self.config.max_queue, batch_window_s=self.config.batch_window_s,
                                    policy=self.config.policy)
-        handler = type("Handler", (_Handler,), {"app": self})
-        try:
-            self.httpd = ThreadingHTTPServer((self.config.host, self.config.port), handler)
-        except OSError as e:
-            self.scheduler.stop(0)
-            raise IfpruneError(f"cannot listen on {self.config.host}:{self.config.port}: {e.strerror}; "
-                               "pick another --port") from None
-        self.httpd.daemon_threads = True
+        import uvicorn
+
+        ucfg = uvicorn.Config(create_app(self), http=make_protocol(self.config.header_timeout_s, self.config.max_connections),
+                              lifespan="off", log_config=None, access_log=False, server_header=False,
+                              timeout_keep_alive=self.config.keep_alive_s,
+                              timeout_graceful_shutdown=int(self.config.drain_s) + 15)
+        self._uvicorn = _Uvicorn(ucfg, on_signal=self._on_signal)
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._conns: set = set()  # open client sockets, closed on shutdown so no handler thread lingers
-        self._conns_lock = threading.Lock()
-        self._inflight = 0  # accepted requests whose response is still being written
-        self._inflight_cv = threading.Condition()
-        self.created = int(time.time())
+        self._drainer: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self._sock.getsockname()[1]
 
     @property
     def url(self) -> str:
@@ -137,33 +144,46 @@ class IfpruneServer:
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
                 "compensation": comp.describe() if comp is not None and not dense else {"mode": "none"}}
 
+    # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> "IfpruneServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="ifprune-http", daemon=True)
+        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]},
+                                        name="ifprune-http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._uvicorn.started:
+            raise IfpruneError("the HTTP server did not start; see the log above")
         return self
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        """Serve in this (main) thread until SIGINT/SIGTERM, then drain (bounded) and return."""
+        try:
+            self._uvicorn.run(sockets=[self._sock])
+        finally:
+            self.close()
 
-    def close(self, drain_s: float = 30.0) -> None:
-        """Stop accepting connections, finish (up to `drain_s`) what is queued or running, release the port."""
+    def _on_signal(self, signum: int) -> None:
+        log.warning("shutting down on %s (running and queued requests get up to %g s)",
+                    signal.Signals(signum).name, self.config.drain_s)
+        self._drainer = threading.Thread(target=self.scheduler.stop, args=(self.config.drain_s,),
+                                         name="ifprune-drain", daemon=True)
+        self._drainer.start()
+
+    def close(self, drain_s: float | None = None) -> None:
+        """Stop accepting, finish (up to `drain_s`) what is queued or running, end the rest with an error
+        and [DONE], release the port. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        drain = self.config.drain_s if drain_s is None else drain_s
+        self._uvicorn.should_exit = True
+        if self._drainer is not None:
+            self._drainer.join(drain + 15)
+        self.scheduler.stop(drain)
         if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join()
-        self.scheduler.stop(drain_s)
-        with self._inflight_cv:  # let handlers write the last chunks of finished requests
-            self._inflight_cv.wait_for(lambda: self._inflight == 0, timeout=max(1.0, min(drain_s, 10.0)))
-        self.httpd.server_close()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:  # idle keep-alive connections: wake their threads so they exit
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._thread.join(drain + 30)
+        self._sock.close()
 
     def __enter__(self):
         return self.start()
@@ -171,14 +191,16 @@ class IfpruneServer:
     def __exit__(self, *exc):
         self.close()
 
-    # request parsing --------------------------------------------------------------------------
-    def build_request(self, body: dict, chat: bool) -> tuple[GenRequest, str]:
-        model = body.get("model", MODEL_PREFIX)
-        if not isinstance(model, str):
-            raise ApiError(400, "'model' must be a string", param="model")
-        task = body.get("task")
-        if task is not None and (not isinstance(task, str) or not task.strip()):
+    # request building (thread pool) -------------------------------------------------------------
+    def build_request(self, body: dict, chat: bool) -> tuple[GenRequest, str, bool]:
+        """A JSON object -> a queued-to-be GenRequest, the model id and whether usage is streamed."""
+        r = parse_request(body, chat)
+        model, task = r.model, r.task
+        if task is not None and not task.strip():
             raise ApiError(400, "'task' must be a non-empty task description or task name", param="task")
+        if task is not None and len(task) > self.config.max_task_chars:
+            raise ApiError(400, f"'task' is {len(task)} characters; the limit is {self.config.max_task_chars}: "
+                                "describe the task in short (or register it with --task-alias)", param="task")
         if model in (MODEL_PREFIX, self.lm.source):
             mode = "task" if task else "input"
         elif model == f"{MODEL_PREFIX}-dense":
@@ -192,50 +214,31 @@ class IfpruneServer:
         else:
             raise ApiError(404, f"unknown model {model!r}; GET /v1/models lists the served models "
                                 f"({', '.join(self.model_ids())})", param="model", code="model_not_found")
-        if body.get("n") not in (None, 1):
-            raise ApiError(400, f"only n=1 is supported, got n={body['n']!r}: send one request per sample", param="n")
-        if body.get("stop") not in (None, [], ""):
-            raise ApiError(400, "'stop' sequences are not supported by this server; remove them", param="stop")
-        name = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
-        max_tokens = _num(body, name, self.config.default_max_tokens, 1, self.config.max_tokens_limit, integer=True)
-        temperature = _num(body, "temperature", 0.0, 0.0, 2.0)
-        top_p = _num(body, "top_p", 1.0, 1e-6, 1.0)
-        seed = _num(body, "seed", None, 0, 2**63 - 1, integer=True)
-        if not isinstance(body.get("stream", False), bool):
-            raise ApiError(400, "'stream' must be true or false", param="stream")
-
+        name, max_tokens = "max_tokens", r.max_tokens
+        if chat and r.max_completion_tokens is not None:
+            name, max_tokens = "max_completion_tokens", r.max_completion_tokens
+        max_tokens = self.config.default_max_tokens if max_tokens is None else max_tokens
+        if max_tokens > self.config.max_tokens_limit:
+            raise ApiError(400, f"'{name}' must be an integer in [1, {self.config.max_tokens_limit}], got {max_tokens}",
+                           param=name)
         tok = self.lm.tokenizer
-        if chat:
-            msgs = body.get("messages")
-            if not isinstance(msgs, list) or not msgs:
-                raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects", param="messages")
-            clean = []
-            for i, m in enumerate(msgs):
-                if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer"):
-                    raise ApiError(400, f"messages[{i}] needs a role of system, user or assistant", param="messages")
-                clean.append({"role": "system" if m["role"] == "developer" else m["role"],
-                              "content": _message_text(m.get("content"), i)})
-            users = [m["content"] for m in clean if m["role"] == "user"]
-            select_text = users[-1] if users else clean[-1]["content"]
+        if isinstance(r, ChatRequest):
+            msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in r.messages]
+            users = [m["content"] for m in msgs if m["role"] == "user"]
+            select_text = users[-1] if users else msgs[-1]["content"]
             with self.engine.tokenizer_lock:
                 if getattr(tok, "chat_template", None):
-                    ids = tok.apply_chat_template(clean, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+                    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
                 else:
-                    ids = tok("\n".join(m["content"] for m in clean))["input_ids"]
+                    ids = tok("\n".join(m["content"] for m in msgs))["input_ids"]
         else:
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1:
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
-                raise ApiError(400, "'prompt' must be a string (batches of prompts: send one request each)", param="prompt")
-            select_text = prompt
+            select_text = r.prompt_text()
             with self.engine.tokenizer_lock:
-                ids = tok(prompt)["input_ids"]
+                ids = tok(select_text)["input_ids"]
         ids = list(ids)
         if not ids or (mode == "input" and not select_text.strip()):
             raise ApiError(400, "the prompt is empty: give some text to respond to", param="messages" if chat else "prompt")
-        limit = self.config.max_prompt_tokens
-        context = self.lm.context_length()
+        limit, context = self.config.max_prompt_tokens, self.lm.context_length()
         if limit is not None and len(ids) > limit:
             raise ApiError(400, f"prompt is {len(ids)} tokens; this server accepts at most {limit}: shorten it",
                            code="context_length_exceeded")
@@ -243,210 +246,299 @@ class IfpruneServer:
             raise ApiError(400, f"prompt of {len(ids)} tokens plus max_tokens {max_tokens} exceeds the model's "
                                 f"context of {context} tokens: shorten the prompt or lower max_tokens",
                            code="context_length_exceeded")
-        req = GenRequest(ids=ids, max_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
-                         mode=mode, select_text=select_text, task=task, seed=seed, events=queue.Queue())
-        return req, model
+        req = GenRequest(ids=ids, max_tokens=max_tokens, temperature=float(r.temperature or 0.0),
+                         top_p=float(1.0 if r.top_p is None else r.top_p), top_k=max(0, r.top_k or 0), stop=r.stops(),
+                         mode=mode, select_text=select_text, task=task, seed=r.seed)
+        usage_chunk = bool(r.stream_options and r.stream_options.include_usage)
+        if r.stream_options is not None and not r.stream:
+            raise ApiError(400, "'stream_options' needs 'stream': true", param="stream_options")
+        return req, model, usage_chunk
 
 
-class _Handler(BaseHTTPRequestHandler):
-    app: IfpruneServer
-    protocol_version = "HTTP/1.1"
-    server_version = "ifprune"
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(infos[0][4])
+        sock.listen(2048)
+    except OSError as e:
+        raise IfpruneError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock
 
-    def log_message(self, fmt, *args):  # quiet by default; -v shows requests
-        log.info("%s %s", self.address_string(), fmt % args)
 
-    def setup(self):
-        super().setup()
-        with self.app._conns_lock:
-            self.app._conns.add(self.connection)
+class _Uvicorn:
+    """uvicorn's Server with our signal handling: the first SIGINT/SIGTERM starts a bounded drain and
+    the process then returns normally (uvicorn would re-raise the signal, killing it with -15); a second
+    SIGINT forces the exit."""
 
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.app._conns_lock:
-                self.app._conns.discard(self.connection)
+    def __new__(cls, config, on_signal):
+        import uvicorn
 
-    # plumbing ----------------------------------------------------------------------------------
-    def _send_json(self, status: int, obj, close: bool = False) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-        self.app.metrics.inc(f'responses_total{{code="{status}"}}')
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                old = {s: signal.signal(s, self._on_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    yield
+                finally:
+                    for s, h in old.items():
+                        signal.signal(s, h)
 
-    def _error(self, e: ApiError, close: bool = False) -> None:
-        self._send_json(e.status, e.body(), close=close)
+            def _on_exit(self, signum, frame):
+                if self.should_exit:
+                    self.force_exit = signum == signal.SIGINT
+                    return
+                self.should_exit = True
+                on_signal(signum)
 
-    def _read_json(self) -> dict:
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length is None:
-            raise ApiError(411, "send the request body with a Content-Length header")
-        try:
-            n = int(length)
-        except ValueError:
-            raise ApiError(400, f"bad Content-Length {length!r}") from None
-        if n > self.app.config.max_body_bytes:
-            if n <= _DISCARD_LIMIT:  # read it away so the client sees the 413, not a broken pipe
-                left = n
-                while left > 0 and (chunk := self.rfile.read(min(left, 1 << 20))):
-                    left -= len(chunk)
-            raise ApiError(413, f"request body of {n} bytes exceeds the limit of {self.app.config.max_body_bytes}")
-        raw = self.rfile.read(n)
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        return body
+        return Server(config)
 
-    # routes ------------------------------------------------------------------------------------
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        app = self.app
-        if path == "/health":
-            self._send_json(200, {"status": "ok", "model": app.lm.source, "queue": app.scheduler.waiting(),
-                                  "ffn_width": app.engine.width, "d_ffn": app.lm.d_ffn})
-        elif path == "/metrics":
-            data = app.metrics.render().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        elif path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": app.created, "owned_by": "ifprune", **app.model_card(m)}
-                for m in app.model_ids()]})
+
+def _error(e: ApiError, close: bool = False) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers={"connection": "close"} if close else None)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and int(length) > limit:
+        if int(length) <= _DISCARD_LIMIT:  # read it away so the client sees the 413, not a broken pipe
+            async for _ in request.stream():
+                pass
+        raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {limit}")
+    parts, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def create_app(server: IfpruneServer) -> FastAPI:
+    cfg, metrics = server.config, server.metrics
+    app = FastAPI(title="ifprune", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, e: ApiError):
+        return _error(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, e: StarletteHTTPException):
+        if e.status_code == 405:
+            msg = f"{request.method} is not allowed on {request.url.path}"
+            allowed = (e.headers or {}).get("Allow")
+            msg += f": use {allowed}" if allowed else ""
+        elif e.status_code == 404:
+            msg = (f"no route {request.method} {request.url.path}; try POST /v1/chat/completions, POST "
+                   "/v1/completions, GET /v1/models, /health or /metrics")
         else:
-            self._error(ApiError(404, f"no route {path}; try /v1/chat/completions, /v1/completions, /v1/models, "
-                                      "/health or /metrics", code="not_found"))
+            msg = str(e.detail)
+        body = ApiError(e.status_code, msg, code="not_found" if e.status_code == 404 else None).body()
+        return JSONResponse(body, status_code=e.status_code, headers=e.headers)
 
-    def do_POST(self):
-        path = self.path.split("?")[0]
-        if path not in ("/v1/chat/completions", "/v1/completions"):
-            self._error(ApiError(404, f"no route POST {path}", code="not_found"), close=True)
-            return
-        chat = path == "/v1/chat/completions"
-        self.app.metrics.inc("requests_total")
+    @app.exception_handler(Exception)
+    async def _internal(request, e: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(ApiError(500, "internal server error; see the server log", kind="server_error").body(),
+                            status_code=500)
+
+    app.add_middleware(_Gate, api_key=cfg.api_key)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": server.lm.source, "queue": server.scheduler.waiting(),
+                "ffn_width": server.engine.width, "d_ffn": server.lm.d_ffn}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": server.created,
+                                            "owned_by": "ifprune", **server.model_card(m)} for m in server.model_ids()]}
+
+    async def complete(request: Request, chat: bool):
+        metrics.inc("requests_total")
         try:
-            body = self._read_json()
-            req, model = self.app.build_request(body, chat)
-            self.app.scheduler.submit(req)
+            try:
+                raw = await asyncio.wait_for(_read_body(request, cfg.max_body_bytes), cfg.body_timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the request body did not arrive within {cfg.body_timeout_s:g} s",
+                               code="request_timeout") from None
+            body = parse_body(raw)
+            req, model, usage_chunk = await run_in_threadpool(server.build_request, body, chat)
+            req.events = _Events(asyncio.get_running_loop())
+            server.scheduler.submit(req)
         except ApiError as e:
-            self._error(e, close=e.status in (411, 413) or e.status == 400 and "Content-Length" in e.message)
-            return
+            metrics.inc("responses_total", code=str(e.status))
+            return _error(e, close=e.status in (408, 413))
         except QueueFull:
-            self.app.metrics.inc("rejected_queue_full_total")
-            self._error(ApiError(429, "the request queue is full; retry after a short wait", kind="rate_limit_error",
-                                 code="queue_full"))
-            return
+            metrics.inc("rejected_queue_full_total")
+            metrics.inc("responses_total", code="429")
+            return _error(ApiError(429, "the request queue is full; retry after a short wait", kind="rate_limit_error",
+                                   code="queue_full"))
         except ShuttingDown:
-            self._error(ApiError(503, "the server is shutting down", kind="server_error"), close=True)
-            return
-        t0 = time.perf_counter()
+            metrics.inc("responses_total", code="503")
+            return _error(ApiError(503, "the server is shutting down; retry on another instance", kind="server_error"),
+                          close=True)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-        with self.app._inflight_cv:
-            self.app._inflight += 1
-        try:
-            if body.get("stream"):
-                self._stream(req, rid, model, chat, t0)
-            else:
-                self._complete(req, rid, model, chat, t0)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            req.cancelled.set()
-            self.app.metrics.inc("client_disconnects_total")
-            self.close_connection = True
-        finally:
-            with self.app._inflight_cv:
-                self.app._inflight -= 1
-                self.app._inflight_cv.notify_all()
+        request.state.req = req
+        if body.get("stream"):
+            request.state.stream = True
+            metrics.inc("responses_total", code="200")
+            return StreamingResponse(_stream(request, req, rid, model, chat, usage_chunk), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache"})
+        return await _complete(request, req, rid, model, chat)
 
-    def _next(self, req: GenRequest):
+    async def _next(req: GenRequest):
         try:
-            return req.events.get(timeout=self.app.config.request_timeout_s)
-        except queue.Empty:
+            return await asyncio.wait_for(req.events.queue.get(), cfg.request_timeout_s)
+        except asyncio.TimeoutError:
             req.cancelled.set()
             return ("error", 504, "generation timed out")
 
-    def _complete(self, req, rid, model, chat, t0) -> None:
-        parts = []
-        first = None
-        while True:
-            ev = self._next(req)
-            if ev[0] == "delta":
-                first = first or time.perf_counter()
-                parts.append(ev[1])
-            elif ev[0] == "error":
-                self._error(ApiError(ev[1], ev[2], kind="server_error"))
-                return
-            else:
-                reason, usage = ev[1], ev[2]
-                break
-        self._observe(t0, first)
+    async def _complete(request: Request, req: GenRequest, rid: str, model: str, chat: bool):
+        async def watch():  # a client that goes away cancels its generation
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            req.cancelled.set()
+            metrics.inc("client_disconnects_total")
+
+        watcher = asyncio.create_task(watch())
+        parts, first, t0 = [], None, request.state.t0
+        try:
+            while True:
+                ev = await _next(req)
+                if ev[0] == "delta":
+                    first = first or time.perf_counter()
+                    parts.append(ev[1])
+                elif ev[0] == "error":
+                    metrics.inc("responses_total", code=str(ev[1]))
+                    return _error(ApiError(ev[1], ev[2], kind="server_error"))
+                else:
+                    reason, usage = ev[1], ev[2]
+                    break
+        finally:
+            watcher.cancel()
+        _observe(t0, first)
+        request.state.tokens = (usage or {}).get("completion_tokens", 0)
         text = "".join(parts)
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason} if chat
                   else {"index": 0, "text": text, "logprobs": None, "finish_reason": reason})
-        self._send_json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion",
-                              "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
-                              "ifprune": {"plan_hash": req.plan.hash if req.plan else None,
-                                          "ffn_width": req.plan.width if req.plan else self.app.lm.d_ffn}})
+        metrics.inc("responses_total", code="200")
+        return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
+                             "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
+                             "ifprune": {"plan_hash": req.plan.hash if req.plan else None,
+                                         "ffn_width": req.plan.width if req.plan else server.lm.d_ffn}})
 
-    def _chunk(self, obj) -> None:
-        data = obj if isinstance(obj, bytes) else f"data: {json.dumps(obj)}\n\n".encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+    async def _stream(request: Request, req: GenRequest, rid: str, model: str, chat: bool, usage_chunk: bool):
+        created, t0, first, status, usage = int(time.time()), request.state.t0, None, 200, None
+        kind = "chat.completion.chunk" if chat else "text_completion"
 
-    def _stream(self, req, rid, model, chat, t0) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.app.metrics.inc('responses_total{code="200"}')
-        created = int(time.time())
+        def sse(obj) -> bytes:
+            return f"data: {json.dumps(obj)}\n\n".encode()
 
-        def chunk(delta: str | None, reason: str | None, usage=None):
+        def chunk(delta: str | None, reason: str | None, usage=None) -> bytes:
             if chat:
-                d = {} if delta is None else {"content": delta}
-                choice = {"index": 0, "delta": d, "finish_reason": reason}
+                choice = {"index": 0, "delta": {} if delta is None else {"content": delta}, "finish_reason": reason}
             else:
                 choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": reason}
-            obj = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
-                   "model": model, "choices": [choice]}
+            obj = {"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]}
             if usage is not None:
                 obj["usage"] = usage
-            self._chunk(obj)
+            return sse(obj)
 
-        if chat:
-            self._chunk({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-        first = None
-        while True:
-            ev = self._next(req)
-            if ev[0] == "delta":
-                first = first or time.perf_counter()
-                chunk(ev[1], None)
-            elif ev[0] == "error":
-                self._chunk({"error": {"message": ev[2], "type": "server_error", "code": ev[1]}})
-                break
-            else:
-                chunk(None, ev[1], ev[2])
-                break
-        self._observe(t0, first)
-        self._chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        finished = False
+        try:
+            if chat:
+                yield sse({"id": rid, "object": kind, "created": created, "model": model,
+                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+            while True:
+                ev = await _next(req)
+                if ev[0] == "delta":
+                    first = first or time.perf_counter()
+                    yield chunk(ev[1], None)
+                elif ev[0] == "error":
+                    status = ev[1]
+                    yield sse({"error": {"message": ev[2], "type": "server_error", "code": ev[1]}})
+                    break
+                else:
+                    usage = ev[2]
+                    yield chunk(None, ev[1], usage)
+                    if usage_chunk:
+                        yield sse({"id": rid, "object": kind, "created": created, "model": model, "choices": [],
+                                   "usage": usage})
+                    break
+            _observe(t0, first)
+            yield b"data: [DONE]\n\n"
+            finished = True
+        finally:
+            if not finished:  # the client went away (or the server cut the stream)
+                req.cancelled.set()
+                metrics.inc("client_disconnects_total")
+            request.state.tokens = (usage or {}).get("completion_tokens", 0)
+            _log_access(request, status if finished else 499, t0)
 
-    def _observe(self, t0: float, first: float | None) -> None:
+    def _observe(t0: float, first: float | None) -> None:
         now = time.perf_counter()
-        self.app.metrics.observe("request_seconds", now - t0)
+        metrics.observe("request_seconds", now - t0)
         if first is not None:
-            self.app.metrics.observe("ttft_seconds", first - t0)
+            metrics.observe("ttft_seconds", first - t0)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await complete(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await complete(request, chat=False)
+
+    return app
+
+
+class _Gate:
+    """Pure ASGI middleware (streams pass through untouched): the optional API key on /v1/*, and the
+    access log line of every response that is not a stream (a stream logs its own when it ends)."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app, self.expected = app, None if api_key is None else f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        state["t0"] = time.perf_counter()
+        request = Request(scope, receive)
+        if self.expected is not None and scope["path"].startswith("/v1/"):
+            got = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(got, self.expected):
+                await _error(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                      kind="authentication_error", code="invalid_api_key"))(scope, receive, send)
+                _log_access(request, 401, state["t0"])
+                return
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_status)
+        if not state.get("stream"):
+            _log_access(request, status, state["t0"])
+
+
+def _log_access(request: Request, status: int, t0: float) -> None:
+    """One line per request: client, method, path, status, completion tokens, latency, plan."""
+    req = getattr(request.state, "req", None)
+    plan = req.plan.hash[:12] if req is not None and req.plan is not None else "-"
+    client = f"{request.client.host}:{request.client.port}" if request.client else "-"
+    access_log.info('%s "%s %s" %d tokens=%s latency=%.3fs plan=%s', client, request.method, request.url.path,
+                    status, getattr(request.state, "tokens", "-"), time.perf_counter() - t0, plan)

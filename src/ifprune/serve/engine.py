@@ -7,6 +7,8 @@ decoded step by step; each step hands every request its new text, so streaming, 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.plan import Plan
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TASKS = {
     "code": "Write correct, efficient Python code with short explanations.",
@@ -35,12 +39,17 @@ class GenRequest:
     select_text: str | None = None
     task: str | None = None
     seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    top_k: int = 0
     plan: Plan | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     events: object = None  # queue.Queue the HTTP thread reads
     arrived: float = 0.0
 
+    emitted: bool = False  # some text went out: a failed batch cannot rerun this request
+
     def emit(self, kind: str, *payload) -> None:
+        self.emitted = self.emitted or kind == "delta"
         if self.events is not None:
             self.events.put((kind, *payload))
 
@@ -70,7 +79,7 @@ class Engine:
         if req.mode == "dense" or self.width == self.lm.d_ffn:
             return None
         text = self.resolve_task(req.task) if req.mode == "task" else req.select_text
-        key = (req.mode, text)
+        key = (req.mode, hashlib.sha256(text.encode()).digest())  # bounded memory per cached plan
         plan = self._plans.get(key)
         if plan is None:
             with torch.inference_mode():
@@ -91,7 +100,8 @@ class Engine:
 
     @torch.inference_mode()
     def run_batch(self, reqs: list[GenRequest], plan: Plan | None, abort=lambda: False) -> dict:
-        """Generate for `reqs` (all with `plan`); returns timing counters for the metrics."""
+        """Generate for `reqs` (all with `plan`); returns timing counters for the metrics. A row that
+        fails (sampling, decoding) ends with an error of its own; the other rows go on."""
         model, load_s = self.model_for(plan)
         device = self.lm.device
         B, T = len(reqs), max(len(r.ids) for r in reqs)
@@ -102,72 +112,142 @@ class Engine:
             mask[i, T - len(r.ids):] = 1
         ids, mask = ids.to(device), mask.to(device)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        gens = [torch.Generator().manual_seed(r.seed) if r.seed is not None else None for r in reqs]
-        out_ids: list[list[int]] = [[] for _ in reqs]
-        sent = [""] * B
-        done = [r.cancelled.is_set() for r in reqs]
-        reasons: list[str | None] = ["cancelled" if d else None for d in done]
+        rows = [_Row(r) for r in reqs]
         steps = 0
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         cache = out.past_key_values
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1].float().cpu()
         max_steps = max(r.max_tokens for r in reqs)
-        while steps < max_steps and not all(done):
+        while steps < max_steps and not all(w.done for w in rows):
             if abort():
-                for i in range(B):
-                    if not done[i]:
-                        done[i], reasons[i] = True, "aborted"
+                for w in rows:
+                    if not w.done:
+                        w.done, w.reason = True, "aborted"
                 break
-            nxt = self._sample(logits, reqs, gens)
             steps += 1
-            for i, r in enumerate(reqs):
-                if done[i]:
-                    nxt[i] = self.pad
+            nxt = torch.full((B,), self.pad, dtype=torch.long)
+            for i, w in enumerate(rows):
+                if w.done:
                     continue
-                if r.cancelled.is_set():
-                    done[i], reasons[i] = True, "cancelled"
-                    continue
-                tok = int(nxt[i])
-                if tok in self.eos:
-                    done[i], reasons[i] = True, "stop"
-                    continue
-                out_ids[i].append(tok)
-                with self.tokenizer_lock:
-                    text = self.lm.tokenizer.decode(out_ids[i], skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(sent[i]):
-                    r.emit("delta", text[len(sent[i]):])
-                    sent[i] = text
-                if len(out_ids[i]) >= r.max_tokens:
-                    done[i], reasons[i] = True, "length"
-            if all(done):
+                try:
+                    nxt[i] = self._step_row(w, logits[i])
+                except Exception as e:  # one poisoned request must not fail its batch
+                    log.exception("request failed inside a batch")
+                    w.done, w.reason, w.error = True, "error", f"generation failed for this request: {type(e).__name__}"
+            if all(w.done for w in rows):
                 break
             mask = torch.cat([mask, mask.new_ones((B, 1))], dim=1)
             pos = pos[:, -1:] + 1
             out = model(input_ids=nxt.view(B, 1).to(device), attention_mask=mask, position_ids=pos,
                         past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            logits = out.logits[:, -1].float()
-        for i, r in enumerate(reqs):
-            usage = {"prompt_tokens": len(r.ids), "completion_tokens": len(out_ids[i]),
-                     "total_tokens": len(r.ids) + len(out_ids[i])}
-            if reasons[i] == "aborted":
-                r.emit("error", 503, "the server shut down during generation; retry")
-            else:
-                r.emit("done", reasons[i] or "length", usage)
-        return {"load_s": load_s, "steps": steps, "tokens": sum(len(o) for o in out_ids)}
+            logits = out.logits[:, -1].float().cpu()
+        for w in rows:
+            self._finish(w)
+        return {"load_s": load_s, "steps": steps, "tokens": sum(len(w.out_ids) for w in rows)}
 
-    @staticmethod
-    def _sample(logits: torch.Tensor, reqs: list[GenRequest], gens) -> torch.Tensor:
-        nxt = logits.argmax(-1).cpu()
-        for i, r in enumerate(reqs):
-            if r.temperature <= 0:
-                continue
-            p = torch.softmax(logits[i].cpu() / r.temperature, -1)
-            if r.top_p < 1:
-                sp, si = p.sort(descending=True)
-                cut = sp.cumsum(0) - sp > r.top_p
-                sp[cut] = 0
-                p = torch.zeros_like(p).scatter_(0, si, sp)
-            nxt[i] = torch.multinomial(p, 1, generator=gens[i]).item()
-        return nxt
+    def _step_row(self, w: "_Row", logits: torch.Tensor) -> int:
+        """Pick this row's next token, stream the text it makes visible, and end the row on EOS, a stop
+        sequence, max_tokens or cancellation; returns the token fed to the next step."""
+        r = w.req
+        if r.cancelled.is_set():
+            w.done, w.reason = True, "cancelled"
+            return self.pad
+        tok = sample(logits, r.temperature, r.top_p, r.top_k, w.gen)
+        if tok in self.eos:
+            w.done, w.reason = True, "stop"
+            return self.pad
+        w.out_ids.append(tok)
+        with self.tokenizer_lock:
+            w.text = self.lm.tokenizer.decode(w.out_ids, skip_special_tokens=True)
+        if r.stop:
+            cut = first_stop(w.text, r.stop, len(w.sent))
+            if cut is not None:
+                w.text = w.text[:cut]
+                w.done, w.reason = True, "stop"
+                return self.pad
+        if len(w.out_ids) >= r.max_tokens:
+            w.done, w.reason = True, "length"
+            return self.pad
+        if not w.text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next token
+            visible = len(w.text) - held_back(w.text, r.stop)
+            if visible > len(w.sent):
+                r.emit("delta", w.text[len(w.sent):visible])
+                w.sent = w.text[:visible]
+        return tok
 
+    def _finish(self, w: "_Row") -> None:
+        r = w.req
+        if w.reason == "aborted":
+            r.emit("error", 503, "the server shut down during generation; retry")
+            return
+        if w.reason == "error":
+            r.emit("error", 500, w.error)
+            return
+        text = w.text.rstrip("\ufffd")
+        if len(text) > len(w.sent) and text.startswith(w.sent):
+            r.emit("delta", text[len(w.sent):])
+        usage = {"prompt_tokens": len(r.ids), "completion_tokens": len(w.out_ids),
+                 "total_tokens": len(r.ids) + len(w.out_ids)}
+        r.emit("done", w.reason or "length", usage)
+
+
+@dataclass
+class _Row:
+    """One request's decoding state inside a batch."""
+
+    req: GenRequest
+    out_ids: list[int] = field(default_factory=list)
+    text: str = ""  # the decoded completion so far (cut at a stop sequence)
+    sent: str = ""  # the prefix of `text` already streamed
+    done: bool = False
+    reason: str | None = None
+    error: str = ""
+    gen: torch.Generator | None = None
+
+    def __post_init__(self):
+        self.done = self.req.cancelled.is_set()
+        self.reason = "cancelled" if self.done else None
+        if self.req.seed is not None:
+            self.gen = torch.Generator().manual_seed(self.req.seed)
+
+
+GREEDY_BELOW = 1e-5  # temperatures under this sample greedily (their limit); see docs/serving.md
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0,
+           gen: torch.Generator | None = None) -> int:
+    """One token from a row of logits. Works in float64 after subtracting the max, so a tiny positive
+    temperature gives (nearly) greedy sampling instead of inf/NaN probabilities."""
+    if temperature < GREEDY_BELOW:
+        return int(logits.argmax())
+    z = (logits.double() - logits.max().double()) / temperature
+    if top_k and top_k > 0 and top_k < z.numel():
+        z[z < z.topk(top_k).values[-1]] = float("-inf")
+    p = torch.softmax(z, -1)
+    if top_p < 1:
+        sp, si = p.sort(descending=True)
+        sp[sp.cumsum(0) - sp > top_p] = 0
+        p = torch.zeros_like(p).scatter_(0, si, sp)
+    if not torch.isfinite(p).all() or p.sum() <= 0:
+        raise ValueError("sampling probabilities are not finite")
+    return int(torch.multinomial(p, 1, generator=gen))
+
+
+def first_stop(text: str, stops: list[str], searched: int) -> int | None:
+    """Where the earliest stop sequence starts in `text`, looking only where a new match can be (the
+    text before `searched` minus the longest stop was already checked)."""
+    start = max(0, searched - max(map(len, stops)) + 1)
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop sequence: not streamed yet."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best

@@ -48,7 +48,7 @@ def run_scenario(lm, selector, *, name: str, dense: bool, policy: str, requests:
         for fam in fams:
             client.chat.completions.create(model="ifprune-dense" if dense else f"ifprune-{fam}",
                                            messages=[{"role": "user", "content": "hi"}], max_tokens=1)
-        batches0 = srv.metrics.counters["batches_total"]
+        batches0 = srv.metrics.value("batches_total")
 
         def one(job):
             fam, prompt = job
@@ -61,7 +61,7 @@ def run_scenario(lm, selector, *, name: str, dense: bool, policy: str, requests:
         with ThreadPoolExecutor(max_workers=requests) as pool:
             results = list(pool.map(one, jobs))
         wall = time.perf_counter() - t0
-        batches = srv.metrics.counters["batches_total"] - batches0
+        batches = srv.metrics.value("batches_total") - batches0
     lat = sorted(r[0] for r in results)
     toks = sum(r[1] for r in results)
     return {"scenario": name, "dense": dense, "policy": policy, "requests": requests, "wall_s": wall,

@@ -1,56 +1,63 @@
-"""Counters, gauges and summaries for /metrics (Prometheus text format) and for load-test reports."""
+"""The server's Prometheus metrics (`prometheus_client`, one registry per server so that several
+in-process servers, as in the tests, do not share counters), and a quantile helper for reports."""
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict, deque
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the app)
+
+PREFIX = "ifprune_"
+COUNTERS = {
+    "requests_total": "HTTP requests received on the completion routes",
+    "rejected_queue_full_total": "requests answered 429 because the queue was full",
+    "client_disconnects_total": "requests whose client went away before the response ended",
+    "batches_total": "batches the model worker ran",
+    "generated_tokens_total": "completion tokens generated",
+}
+LABELLED = {"responses_total": ("HTTP responses by status code", ("code",))}
+GAUGES = {"queue_depth": "requests waiting for the model worker", "running": "requests in the running batch"}
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+HISTOGRAMS = {
+    "request_seconds": ("time from request to the end of its response", SECONDS),
+    "ttft_seconds": ("time from request to its first text", SECONDS),
+    "queue_seconds": ("time a request waited before its batch started", SECONDS),
+    "selection_seconds": ("plan selection time per request (cached plans included)", SECONDS),
+    "batch_seconds": ("wall time of one batch", SECONDS),
+    "loading_seconds": ("time gathering a plan's channels into the compact model", SECONDS),
+    "batch_size": ("requests per batch", (1, 2, 4, 8, 16, 32, 64)),
+}
 
 
 class Metrics:
-    def __init__(self, window: int = 2048):
-        self._lock = threading.Lock()
-        self.counters: dict[str, float] = defaultdict(float)
-        self.gauges: dict[str, float] = defaultdict(float)
-        self._obs: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
-        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._m = {name: Counter(PREFIX + name.removesuffix("_total"), doc, registry=r) for name, doc in COUNTERS.items()}
+        self._m.update({name: Counter(PREFIX + name.removesuffix("_total"), doc, labels, registry=r)
+                        for name, (doc, labels) in LABELLED.items()})
+        self._m.update({name: Gauge(PREFIX + name, doc, registry=r) for name, doc in GAUGES.items()})
+        self._m.update({name: Histogram(PREFIX + name, doc, buckets=b, registry=r) for name, (doc, b) in HISTOGRAMS.items()})
 
-    def inc(self, name: str, by: float = 1.0) -> None:
-        with self._lock:
-            self.counters[name] += by
+    def inc(self, name: str, by: float = 1.0, **labels) -> None:
+        m = self._m[name]
+        (m.labels(**labels) if labels else m).inc(by)
 
     def set_gauge(self, name: str, value: float) -> None:
-        with self._lock:
-            self.gauges[name] = value
+        self._m[name].set(value)
 
     def observe(self, name: str, value: float) -> None:
-        with self._lock:
-            self._obs[name].append(value)
-            s = self._sums[name]
-            s[0] += value
-            s[1] += 1
+        self._m[name].observe(value)
 
-    def quantile(self, name: str, q: float) -> float | None:
-        with self._lock:
-            vals = sorted(self._obs.get(name, ()))
-        return quantile(vals, q)
+    def value(self, name: str, **labels) -> float:
+        """A counter's or gauge's current value (a histogram's count), 0 when never set."""
+        sample = PREFIX + (name.removesuffix("_total") + "_total" if name in COUNTERS or name in LABELLED else name)
+        if name in HISTOGRAMS:
+            sample = PREFIX + name + "_count"
+        v = self.registry.get_sample_value(sample, labels or None)
+        return 0.0 if v is None else v
 
-    def render(self, prefix: str = "ifprune_") -> str:
-        lines = []
-        with self._lock:
-            for k, v in sorted(self.counters.items()):
-                lines += [f"# TYPE {prefix}{k} counter", f"{prefix}{k} {v:g}"]
-            for k, v in sorted(self.gauges.items()):
-                lines += [f"# TYPE {prefix}{k} gauge", f"{prefix}{k} {v:g}"]
-            obs = {k: sorted(v) for k, v in self._obs.items()}
-            sums = {k: tuple(v) for k, v in self._sums.items()}
-        for k, vals in sorted(obs.items()):
-            lines.append(f"# TYPE {prefix}{k} summary")
-            for q in (0.5, 0.9, 0.99):
-                val = quantile(vals, q)
-                if val is not None:
-                    lines.append(f'{prefix}{k}{{quantile="{q}"}} {val:g}')
-            lines += [f"{prefix}{k}_sum {sums[k][0]:g}", f"{prefix}{k}_count {sums[k][1]}"]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 def quantile(sorted_vals, q: float) -> float | None:

@@ -108,7 +108,10 @@ class Scheduler:
                 self.metrics.observe("selection_seconds", time.perf_counter() - t0)
             except Exception as e:  # a selector failing on one prompt must not stop the server
                 log.exception("plan selection failed")
-                req.emit("error", 400 if type(e).__name__ == "IfpruneError" else 500, f"plan selection failed: {e}")
+                if type(e).__name__ == "IfpruneError":
+                    req.emit("error", 400, f"plan selection failed: {e}")
+                else:
+                    req.emit("error", 500, f"plan selection failed ({type(e).__name__}); see the server log")
                 continue
             with self._cv:
                 self._ready.append(req)
@@ -142,19 +145,34 @@ class Scheduler:
             self.metrics.observe("queue_seconds", now - r.arrived)
         self.metrics.set_gauge("running", len(batch))
         t0 = time.perf_counter()
-        try:
-            stats = self.engine.run_batch(batch, batch[0].plan, abort=lambda: self._abort)
-        except Exception as e:
-            log.exception("batch failed")
-            for r in batch:
-                r.emit("error", 500, f"generation failed: {type(e).__name__}: {e}")
-            stats = {"tokens": 0, "load_s": 0.0}
+        stats = self._generate(batch)
         self.metrics.set_gauge("running", 0)
         self.metrics.inc("batches_total")
         self.metrics.inc("generated_tokens_total", stats["tokens"])
         self.metrics.observe("batch_size", len(batch))
         self.metrics.observe("batch_seconds", time.perf_counter() - t0)
         self.metrics.observe("loading_seconds", stats["load_s"])
+
+
+    def _generate(self, batch: list[GenRequest]) -> dict:
+        """Run a batch; if the batch as a whole fails (e.g. one request's input breaks the forward), rerun
+        its requests one by one so only the failing one gets the error. A request that already streamed
+        text cannot be rerun and gets the error. The client sees a generic message; the log has the cause."""
+        try:
+            return self.engine.run_batch(batch, batch[0].plan, abort=lambda: self._abort)
+        except Exception as e:
+            log.exception("batch of %d failed", len(batch))
+            if len(batch) == 1:
+                batch[0].emit("error", 500, f"generation failed for this request ({type(e).__name__}); see the server log")
+                return {"tokens": 0, "load_s": 0.0}
+        stats = {"tokens": 0, "load_s": 0.0}
+        for r in batch:
+            if r.emitted:
+                r.emit("error", 500, "generation failed mid-stream; see the server log")
+                continue
+            one = self._generate([r])
+            stats = {k: stats[k] + one[k] for k in stats}
+        return stats
 
 
 def _plan_key(r: GenRequest):
