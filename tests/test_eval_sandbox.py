@@ -90,3 +90,17 @@ def test_no_network_even_to_loopback_and_no_view_of_the_parent(monkeypatch):
     assert not r.passed
     r = run_python("import os\nassert os.getpid() == 1 or os.getppid() == 0\n")  # alone in its PID namespace
     assert r.passed, r.stderr
+
+
+def test_filesystem_outside_the_temporary_directory_is_read_only(tmp_path):
+    from ifprune.eval.sandbox import read_only_view
+
+    if not read_only_view():
+        pytest.skip("this machine refuses mount namespaces: the sandbox cannot make a read-only view here")
+    target = tmp_path / "escape.txt"
+    r = run_python(f"open({str(target)!r}, 'w').write('x')\n")
+    assert not r.passed and "Read-only file system" in r.stderr and not target.exists()
+    r = run_python("import os\nopen('here.txt', 'w').write('x')\nopen(os.environ['TMPDIR'] + '/there', 'w').write('y')\n"
+                   "assert open('here.txt').read() == 'x'\n")
+    assert r.passed, r.stderr  # its own directory stays writable
+    target.write_text("outside is still writable for the host")  # the view did not leak to the host

@@ -4,7 +4,9 @@ Layers, from the outside in:
 - Linux namespaces where the machine allows them (`unshare`, probed once): a new PID namespace
   (the program is its init, so when it ends or is killed every process it started dies with it,
   `setsid` or not, and no process outside is visible, /proc/<ppid> included), a new network
-  namespace (no interface but a downed loopback: not even 127.0.0.1 is reachable), a private /proc.
+  namespace (no interface but a downed loopback: not even 127.0.0.1 is reachable), a private /proc,
+  and a mount namespace in which every mount but the program's temporary directory is read-only
+  (checked before the program starts; a machine where that cannot hold falls back to the layers below).
 - A fresh interpreter (`python -I`) in its own session, a scrubbed environment and a temporary
   working directory deleted afterwards; rlimits on address space, CPU seconds, file size and core
   dumps; a wall-clock timeout after which the whole group is killed; every wait is bounded.
@@ -15,8 +17,9 @@ Layers, from the outside in:
   token came back. `sys.exit(0)`, `os._exit(0)`, a killed interpreter or an exit before the asserts
   all count as failed.
 
-What is not isolated: the filesystem outside the temporary directory is the user's, readable (and
-writable where permissions allow, minus the functions the guard removes); without namespaces
+What is not isolated: the filesystem outside the temporary directory stays readable (the program can
+read what the user can); without the mount namespace it is also writable where permissions allow
+(minus the functions the guard removes; `read_only_view()` says which case holds); without namespaces
 (`unshare` refused, e.g. in an unprivileged container) the network is blocked only by the guard and
 other processes are visible. Code written to defeat this harness on purpose (reading its own file
 descriptors to forge the token, ctypes) is out of scope: run such code in a VM.
@@ -25,6 +28,7 @@ descriptors to forge the token, ctypes) is out of scope: run such code in a VM.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -81,7 +85,7 @@ def run_python(program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, 
         script.write_text(_prelude(tok_r, ack_w) + "\n" + program + "\n" + _EPILOGUE, encoding="utf-8")
         env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "HOME": tmp,
                "TMPDIR": tmp, "no_proxy": "*", "LANG": "C.UTF-8"}
-        cmd = [*namespace_prefix(), sys.executable, "-I", str(script)]
+        cmd = [*namespace_prefix(tmp), sys.executable, "-I", str(script)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -141,9 +145,29 @@ def _drain(proc: subprocess.Popen, bound_s: float = 2.0) -> bytes:
 _NAMESPACES: list[str] | None = None
 
 
-def namespace_prefix() -> list[str]:
-    """`unshare` arguments for new PID, network and /proc namespaces, or [] where the machine refuses
-    them (probed once per process)."""
+# Run inside the new mount namespace (private propagation: nothing leaks to the host) before the
+# program: its temporary directory stays writable, every other mount becomes read-only, and the run is
+# refused (exit 97) if any visible mount (the last one at each path) stayed writable. $1 is the temporary directory, the rest the command.
+_READ_ONLY_VIEW = r"""set -e
+t="$1"; shift
+mount --bind "$t" "$t"
+cd "$t"  # the working directory taken before the bind would still be the read-only one
+while read -r _ _ _ _ mp opts _; do
+  case "$mp" in "$t"|/proc|/proc/*) continue;; esac
+  o=$(printf %s "$opts" | sed -e 's/\(^\|,\)rw\(,\|$\)/\1\2/' -e 's/^,//' -e 's/,$//' -e 's/,,/,/')
+  mount -o "remount,bind,ro${o:+,$o}" "$mp" 2>/dev/null || true
+done < /proc/self/mountinfo
+awk '{top[$5] = $6} END {for (m in top) print m, top[m]}' /proc/self/mountinfo | while read -r mp opts; do
+  case "$mp" in "$t"|/proc|/proc/*) continue;; esac
+  case ",$opts," in *,ro,*) ;; *) echo "ifprune sandbox: $mp would stay writable" >&2; exit 97;; esac
+done
+exec "$@"
+"""
+
+
+def namespace_prefix(workdir: str | None = None) -> list[str]:
+    """`unshare` arguments for new PID, network, /proc and mount namespaces (then a read-only view of
+    every mount but `workdir`), or fewer where the machine refuses them (probed once per process)."""
     global _NAMESPACES
     if _NAMESPACES is None:
         import shutil
@@ -152,16 +176,35 @@ def namespace_prefix() -> list[str]:
         exe = shutil.which("unshare")
         if exe is not None:
             base = [exe, "--pid", "--fork", "--kill-child", "--net", "--mount-proc"]
-            for extra in ([], ["--user", "--map-root-user"]):
-                try:
-                    ok = subprocess.run([*base, *extra, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, timeout=10).returncode == 0
-                except (OSError, subprocess.TimeoutExpired):
-                    ok = False
-                if ok:
-                    _NAMESPACES = [*base, *extra]
-                    break
-    return list(_NAMESPACES)
+            with tempfile.TemporaryDirectory(prefix="ifprune-sandbox-probe-") as probe:
+                # best first: a read-only view (mount namespace), then PID + network only
+                for extra, ro in ((["--mount"], True), (["--user", "--map-root-user", "--mount"], True), ([], False),
+                                  (["--user", "--map-root-user"], False)):
+                    cmd = [*base, *extra] + (["/bin/sh", "-c", _READ_ONLY_VIEW, "sh", probe] if ro else [])
+                    # the probe must also show the view holds: writing outside the directory fails
+                    q = shlex.quote(probe)
+                    test = (["/bin/sh", "-c", f"touch {q}/ok && touch ok2 && ! touch {q}/../ifprune-probe-$$ 2>/dev/null"]
+                            if ro else ["true"])
+                    try:
+                        ok = subprocess.run([*cmd, *test], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+                    except (OSError, subprocess.TimeoutExpired):
+                        ok = False
+                    if ok:
+                        _NAMESPACES = [*base, *extra] + (["/bin/sh", "-c", _READ_ONLY_VIEW, "sh"] if ro else [])
+                        break
+    prefix = list(_NAMESPACES)
+    if prefix and prefix[-1] == "sh":  # the read-only view takes the writable directory next
+        if workdir is None:
+            return prefix[: prefix.index("/bin/sh")]
+        prefix.append(workdir)
+    return prefix
+
+
+def read_only_view() -> bool:
+    """Whether runs here see every mount but their temporary directory read-only."""
+    namespace_prefix()
+    return bool(_NAMESPACES) and _NAMESPACES[-1] == "sh"
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
