@@ -153,3 +153,64 @@ def test_training_configs_give_a_valid_recipe_or_one_clear_error(key, value):
         assert isinstance(got, int) and got >= 1
     if key in ("lr_llm", "lr_predictor"):
         assert got >= 0
+
+
+# --- request parsing (the server) --------------------------------------------------------------
+REQUEST_FIELDS = ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+                  "top_k", "seed", "stream", "stream_options", "stop", "n", "task", "logprobs", "frequency_penalty",
+                  "tools", "response_format", "user", "echo"]
+texts = st.text(max_size=12) | st.sampled_from(["", " ", "hi \ud800", "ifprune", "ifprune-code", "ifprune-dense",
+                                                "code", "\x00"])
+messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "tool", ""]) | json_values,
+                                           "content": texts | json_values}), max_size=3) | json_values
+request_bodies = st.fixed_dictionaries(
+    {}, optional={"model": st.sampled_from(["ifprune", "ifprune-code", "ifprune-dense", "gpt-4"]) | json_values,
+                  "prompt": texts | st.lists(texts, max_size=2) | json_values, "messages": messages,
+                  "max_tokens": st.integers(-2, 2000) | json_values, "temperature": st.floats() | json_values,
+                  "top_p": st.floats() | json_values, "top_k": st.integers(-3, 100) | json_values,
+                  "stop": texts | st.lists(texts, max_size=6) | json_values, "stream": json_values,
+                  "task": texts | json_values, "seed": st.integers(-5, 2**64) | json_values, "n": json_values,
+                  "logprobs": json_values, "frequency_penalty": json_values, "extra": json_values}) | json_values
+
+
+@pytest.fixture(scope="module")
+def tiny_server():
+    from ifprune.core.tiny import tiny_lm
+    from ifprune.selection.selectors import make_selector
+    from ifprune.serve import IfpruneServer, ServeConfig
+
+    s = IfpruneServer(tiny_lm("llama", d_ffn=48), make_selector("griffin"), ServeConfig(port=0))
+    yield s
+    s.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=request_bodies, chat=st.booleans())
+def test_request_parsing_gives_a_valid_request_or_a_4xx(tiny_server, body, chat):
+    """Any JSON body: an ApiError with a 4xx status, or a request whose fields are all in range."""
+    from ifprune.serve.protocol import ApiError, parse_body
+
+    raw = json.dumps(body).encode()
+    try:
+        req, model, _ = tiny_server.build_request(parse_body(raw), chat)
+    except ApiError as e:
+        assert 400 <= e.status < 500 and e.message
+        return
+    assert isinstance(body, dict) and model in tiny_server.model_ids()
+    assert 1 <= req.max_tokens <= tiny_server.config.max_tokens_limit and req.ids
+    assert 0 <= req.temperature <= 2 and 0 < req.top_p <= 1 and req.top_k >= 0
+    assert len(req.stop) <= 4 and all(isinstance(s, str) and s for s in req.stop)
+    assert req.mode in ("input", "task", "dense")
+    for s in [req.select_text or "", req.task or ""] + req.stop:
+        s.encode("utf-8")  # nothing a tokenizer cannot encode gets through
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=st.binary(max_size=64))
+def test_request_bodies_of_random_bytes_are_a_400(raw):
+    from ifprune.serve.protocol import ApiError, parse_body
+
+    try:
+        assert isinstance(parse_body(raw), dict)
+    except ApiError as e:
+        assert e.status == 400
