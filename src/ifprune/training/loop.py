@@ -350,8 +350,13 @@ class Trainer:
 
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
         cuda = torch.cuda.is_available()
+        from accelerate import DataLoaderConfiguration
+
+        # split_batches: the loop deals each global batch out to the ranks itself (micro_batch), so the
+        # LR schedule must advance once per optimizer step, not once per rank
         self.acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not cuda,
-                               mixed_precision="bf16" if (cuda and cfg.bf16) else "no")
+                               mixed_precision="bf16" if (cuda and cfg.bf16) else "no",
+                               dataloader_config=DataLoaderConfiguration(split_batches=True))
         self.model, self.predictor, self.opt, self.sched = self.acc.prepare(
             self.model, self.predictor, self.optimizer, self.scheduler)
         if not cfg.bf16:
@@ -452,7 +457,11 @@ class Trainer:
         with self.autocast(), self.masked.apply(masks):
             out = loss_logits(self.model, ids, att, labels)
         sums, counts = out.losses()
-        loss = sums.sum() / counts.sum().clamp_min(1)
+        # each rank holds part of the global batch: normalise by the token count of the whole batch (all
+        # ranks) and undo DDP's mean over ranks, so the gradient is the single-process one exactly
+        world = self.acc.num_processes
+        total = self.acc.reduce(counts.sum().float(), "sum") if world > 1 else counts.sum()
+        loss = sums.sum() * world / total.clamp_min(1)
         kl = None
         if self.cfg.distill:
             with torch.no_grad(), self.autocast():
@@ -464,6 +473,25 @@ class Trainer:
             kl = kl_to_teacher(out.logits, t_out.logits)
             loss = loss + self.cfg.distill_weight * kl
         return loss, masks, sums.detach(), counts, kl
+
+    def _sync_llm_grads(self) -> None:
+        """Average the LLM's gradients over ranks. DDP cannot: the loss and the prompt pass call the
+        decoder body directly (no LM head over every position), past the wrapper's forward, so its
+        gradient hooks never arm. Averaging already-averaged gradients again changes nothing, so
+        models that do go through the wrapper stay correct."""
+        if self.acc.num_processes == 1 or not self.acc.sync_gradients:
+            return
+        grads = [p.grad for p in self.acc.unwrap_model(self.model).parameters() if p.requires_grad and p.grad is not None]
+        if grads:
+            import torch.distributed as dist
+
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.acc.num_processes
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
 
     def autocast(self):
         """bf16 autocast on a CPU with native bf16 (accelerate handles the GPU case)."""
@@ -602,19 +630,27 @@ class Trainer:
                         raise IfpruneError(f"loss became {float(loss.detach())} at step {self.step + 1}: training stopped; {where}. "
                                            "Lower the learning rates (lr_predictor, lr_llm) or check the data")
                     self.acc.backward(loss)
+                    self._sync_llm_grads()
                     if self.acc.sync_gradients and cfg.max_grad_norm > 0:
                         self.acc.clip_grad_norm_(
                             [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
                     self.opt.step()
                     self.sched.step()
                     self.opt.zero_grad()
-                loss_total += float(loss.detach()) / cfg.grad_accum
                 if kl is not None:
                     kl_total += float(kl.detach()) / cfg.grad_accum
-                for f, s, c in zip(batch.families, sums.tolist(), counts.tolist()):
+                    loss_total += cfg.distill_weight * float(kl.detach()) / cfg.grad_accum
+                rows = list(zip(batch.families, sums.tolist(), counts.tolist()))
+                ntok = int(batch.attention_mask.sum())
+                if self.acc.num_processes > 1:  # the log covers the whole global batch, every rank's part
+                    from accelerate.utils import gather_object
+
+                    rows, ntok = gather_object(rows), sum(gather_object([ntok]))
+                loss_total += sum(r[1] for r in rows) / max(sum(r[2] for r in rows), 1) / cfg.grad_accum
+                for f, s, c in rows:
                     fam_sum[f] = fam_sum.get(f, 0.0) + s
                     fam_cnt[f] = fam_cnt.get(f, 0) + c
-                self.tokens += int(batch.attention_mask.sum())
+                self.tokens += ntok
                 overlap.append(pairwise_overlap(masks))
                 lam.append(masks.detach()[masks.detach() != 0])
             self.step += 1
