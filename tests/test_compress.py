@@ -1,5 +1,6 @@
-"""Compressed models on disk: ifprune reloads them exactly (plans included), stock transformers loads
-the dense-format part, corrupted or mismatched files are refused; the CLI."""
+"""Compressed models on disk (compressed-tensors format): ifprune reloads them exactly (plans
+included), stock transformers + compressed-tensors loads them without ifprune, every command takes
+one as --model, corrupted or mismatched files are refused; the CLI."""
 
 import json
 
@@ -55,6 +56,54 @@ def test_stock_transformers_loads_the_dense_format(calib, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(stock(IDS).logits, lm.model(IDS).logits, rtol=0, atol=1e-6)
     assert comp.pattern(stock)["all_2_4"]
+
+
+_STOCK = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+ids = torch.tensor([[{ids}]])
+with torch.no_grad():
+    torch.save(m(ids).logits, sys.argv[2])
+assert not any(k.startswith("ifprune") for k in sys.modules), "ifprune was imported"
+"""
+
+
+@pytest.mark.parametrize("recipe", [dict(sparsity=None, quant="int8"), dict(sparsity=None, quant="int4"),
+                                    dict(quant="int4"), dict(quant="int8", down="reprune")])
+def test_stock_transformers_with_compressed_tensors_loads_it_without_ifprune(calib, tmp_path, recipe):
+    """The format llm-compressor writes: config.json's quantization_config (pack-quantized), packed int
+    weights; a fresh interpreter with transformers + compressed-tensors only gives ifprune's logits."""
+    import subprocess
+    import sys
+
+    lm, comp, out = make(calib, tmp_path, **recipe)
+    cfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "pack-quantized"
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    some = next(iter(comp.qweights))
+    assert f"{some}.weight_packed" in keys and f"{some}.weight" not in keys  # stored packed, not dense
+    script = _STOCK.replace("{ids}", ", ".join(map(str, IDS[0].tolist())))
+    r = subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "logits.pt")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with torch.no_grad():
+        ref = lm.model(IDS).logits  # ifprune's dequantised reference
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), ref, rtol=0, atol=1e-5)
+
+
+def test_every_command_takes_a_compressed_directory_as_model(calib, tmp_path, capsys):
+    lm, comp, out = make(calib, tmp_path, quant="int4")
+    assert main(["generate", "--model", str(out), "--selector", "griffin", "--keep", "0.5", "--max-new-tokens", "4",
+                 "--json", "hello there"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] is not None
+    from ifprune.core.loading import load_model
+
+    with torch.no_grad():  # what --model DIR runs is the compressed model's weights, not random ones
+        torch.testing.assert_close(load_model(str(out)).model(IDS).logits, lm.model(IDS).logits, rtol=0, atol=1e-6)
 
 
 def test_corrupted_and_mismatched_files_are_refused(calib, tmp_path):

@@ -1,15 +1,18 @@
 """Compression pipeline (2:4 pruning, then weight-only quantization), its on-disk format, plans on
 compressed models, and a minimal accuracy scorer (NLL per token, multiple choice).
 
-On disk (`save_compressed`), a directory that is also a Hugging Face checkpoint:
-- `config.json`, tokenizer files, `model.safetensors`: every tensor that is *not* quantized, in
-  dense format (2:4 weights as dense matrices with zeros). Without quantization this is the whole
-  model and stock `AutoModelForCausalLM.from_pretrained` loads it and computes what ifprune does.
-- `ifprune-compress.safetensors`: int codes and scales of quantized linears, the FFN activation
-  norms that re-impose 2:4 on down after a plan, and (policy "regather", no quantization) the dense
-  down weights.
-- `ifprune-compress.json`: recipe, tensor specs and the sha256 of both weight files, so a corrupted
-  or mismatched file is refused instead of loaded.
+On disk (`save_compressed`), a directory in the compressed-tensors format that llm-compressor writes
+and transformers (with the `compressed-tensors` package) and vLLM read, without ifprune:
+- `config.json` with a `quantization_config` (quant_method compressed-tensors, format
+  pack-quantized: int8 per output row, strategy channel; int4 group-wise, strategy group; symmetric,
+  weight-only) written by compressed-tensors' `ModelCompressor`; tokenizer files;
+- `model.safetensors`: quantized linears as `weight_packed` / `weight_scale` / `weight_shape`, every
+  other tensor as it is. 2:4 weights are stored with their zeros (compressed-tensors >= 0.15 has no
+  sparse storage format any more; the 2:4 pattern is recorded in ifprune's manifest);
+- `ifprune/`: what only ifprune uses, in a subdirectory so that loaders globbing `*.safetensors` do not
+  see it: `compress.json` (recipe, tensor specs, the sha256 of every weight file, so a corrupted or
+  mismatched file is refused) and `compress.safetensors` (the FFN activation norms that re-impose 2:4
+  on down after a plan, and with policy "regather" the dense down weights, quantized like the rest).
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from .sparsity import (
     sparsify_compact,
 )
 
-FORMAT = "ifprune-compress/1"
-MANIFEST = "ifprune-compress.json"
-EXTRA = "ifprune-compress.safetensors"
+FORMAT = "ifprune-compress/2"  # 2: compressed-tensors weights; ifprune's extras under ifprune/
+MANIFEST = "ifprune/compress.json"
+EXTRA = "ifprune/compress.safetensors"
 
 
 @dataclass
@@ -161,45 +164,82 @@ def save_compressed(lm, comp: Compressed, out: str | Path, overwrite: bool = Fal
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise IfpruneError(f"{out} exists and is not empty: pass --overwrite or choose another --out")
-    model = lm.model
-    quantized = {f"{n}.weight" for n in comp.qweights}
-    sd = {k: v for k, v in model.state_dict().items() if k not in quantized}
     extra: dict[str, torch.Tensor] = {}
     if comp.act_norm is not None:
         extra["ffn_act_norm"] = comp.act_norm.float().contiguous()
+    regather = comp.down_dense is not None
     for n, qw in comp.qweights.items():
-        extra.update(qw.tensors(n))
-    if comp.down_dense is not None and not comp.qweights:
+        if regather and n in comp.down_names:  # the dense down (the model holds its 2:4 part)
+            extra.update(qw.tensors(n))
+    if regather and not comp.qweights:
         for n, w in zip(comp.down_names, comp.down_dense):
             extra[f"{n}.dense"] = w.detach().cpu().contiguous()
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        model.save_pretrained(tmp, state_dict=sd)
+        if comp.qweights:
+            _save_compressed_tensors(lm.model, comp, tmp)
+        else:
+            lm.model.save_pretrained(tmp)
         lm.tokenizer.save_pretrained(tmp)
+        (tmp / EXTRA).parent.mkdir()
         save_file(extra or {"empty": torch.zeros(1)}, str(tmp / EXTRA), metadata={"format": FORMAT})
-        weights = sorted(p.name for p in tmp.glob("*.safetensors"))
+        weights = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*.safetensors"))
         manifest = {
             "format": FORMAT,
             "config": asdict(comp.config),
-            "model_class": type(model).__name__,
+            "model_class": type(lm.model).__name__,
             "d_ffn": lm.d_ffn,
             "num_layers": lm.num_layers,
             "linears": comp.linears,
             "down_names": comp.down_names,
             "quantized": {n: qw.spec() for n, qw in comp.qweights.items()},
             "recovery": comp.recovery,
-            "sha256": {name: file_sha256(tmp / name) for name in weights},
+            "sha256": {name: file_sha256(tmp / name) for name in weights + ["config.json"]},
             "bytes": {name: (tmp / name).stat().st_size for name in weights},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
+def _save_compressed_tensors(model, comp: Compressed, out: Path) -> None:
+    """The quantized linears in compressed-tensors' pack-quantized format, with ifprune's own scales
+    (so the stored codes are exactly ifprune's, and every loader dequantizes to ifprune's weights).
+    Works on a copy: compressing replaces the modules' weights."""
+    import copy
+
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationArgs, QuantizationConfig, QuantizationScheme, QuantizationStatus, apply_quantization_config,
+    )
+
+    model = copy.deepcopy(model)
+    groups = {}
+    for n, qw in comp.qweights.items():  # one config group per (bits, group size)
+        groups.setdefault((qw.bits, qw.group_size if qw.bits == 4 else None), []).append(n)
+    config = QuantizationConfig(config_groups={
+        f"group_{i}": QuantizationScheme(targets=sorted(names), weights=QuantizationArgs(
+            num_bits=bits, type="int", symmetric=True, strategy="group" if gs else "channel", group_size=gs))
+        for i, ((bits, gs), names) in enumerate(sorted(groups.items(), key=str))},
+        ignore=[], quantization_status=QuantizationStatus.FROZEN)
+    apply_quantization_config(model, config)
+    for n, qw in comp.qweights.items():
+        m = model.get_submodule(n)
+        m.weight_scale.data.copy_(qw.scales.reshape(m.weight_scale.shape).to(m.weight_scale.dtype))
+        if hasattr(m, "weight_zero_point"):
+            m.weight_zero_point.data.zero_()
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
+    compressor.compress_model(model)
+    model.save_pretrained(out)
+    compressor.update_config(str(out))
+
+
 def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     mf = path / MANIFEST
     if not mf.is_file():
-        raise IfpruneError(f"{path} is not an ifprune compressed model (no {MANIFEST}); create one with ifprune compress")
+        old = (path / "ifprune-compress.json").is_file()
+        raise IfpruneError(f"{path} was written by an older ifprune (format 1); compress the model again" if old else
+                           f"{path} is not an ifprune compressed model (no {MANIFEST}); create one with ifprune compress")
     try:
         manifest = json.loads(mf.read_text())
     except json.JSONDecodeError as e:
@@ -211,7 +251,9 @@ def read_manifest(path: str | Path) -> dict:
 
 @torch.no_grad()
 def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "cpu", verify: bool = True):
-    """(LoadedModel, Compressed) from a `save_compressed` directory; checksums and shapes verified."""
+    """(LoadedModel, Compressed) from a `save_compressed` directory; checksums and shapes verified.
+    The model is what transformers + compressed-tensors load (dequantized); ifprune's extras give the
+    integer codes back (from the stored scales) and what plans need to keep 2:4."""
     from safetensors import safe_open
 
     from ..core.loading import LoadedModel, _dtype, _from_pretrained
@@ -229,16 +271,12 @@ def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "
         cfg = CompressConfig(**manifest["config"])
     except TypeError as e:
         raise IfpruneError(f"{MANIFEST} has an unknown recipe ({e}); re-run ifprune compress") from None
-    dt = _dtype(dtype)
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # quantized weights are absent from model.safetensors by design
     hf_logging.disable_progress_bar()
     try:
-        model, tok = _from_pretrained(str(path), dt, local_only=True, allow_missing=True)  # filled from EXTRA below
+        model, tok = _from_pretrained(str(path), _dtype(dtype), local_only=True)
     finally:
-        hf_logging.set_verbosity(level)
         hf_logging.enable_progress_bar()
     if type(model).__name__ != manifest["model_class"]:
         raise IfpruneError(f"{path} holds a {type(model).__name__}, its manifest says {manifest['model_class']}")
@@ -257,19 +295,26 @@ def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "
         comp.act_norm = tensors["ffn_act_norm"].float()
         if cfg.down == "regather":
             comp.down_dense = [None] * lm_.num_layers
+    if manifest["quantized"]:
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            keys = set(f.keys())
+            scales = {n: f.get_tensor(f"{n}.weight_scale") for n in manifest["quantized"] if f"{n}.weight_scale" in keys}
     for n, spec in manifest["quantized"].items():
-        qw = QuantizedWeight.from_tensors(n, spec, tensors)
         try:
             w = model.get_submodule(n).weight
         except AttributeError:
             raise IfpruneError(f"quantized layer {n} does not exist in {manifest['model_class']}: mismatched files") from None
+        if comp.down_dense is not None and n in comp.down_names:
+            qw = QuantizedWeight.from_tensors(n, spec, tensors)
+        else:  # the codes of what the loader dequantized, under the stored scales
+            if n not in scales:
+                raise IfpruneError(f"model.safetensors lacks {n}.weight_scale: mismatched files; re-run ifprune compress")
+            qw = _requantize(n, spec, w, scales[n])
         if tuple(w.shape) != qw.shape:
             raise IfpruneError(f"{n}: quantized shape {qw.shape} != model shape {tuple(w.shape)}: mismatched files")
         comp.qweights[n] = qw
         if comp.down_dense is not None and n in comp.down_names:
             _set_down(w, qw.dequantize(), comp, comp.down_names.index(n))
-        else:
-            w.copy_(qw.dequantize(w.dtype).to(w.device))
     if comp.down_dense is not None and not comp.qweights:
         for i, n in enumerate(comp.down_names):
             key = f"{n}.dense"
@@ -278,6 +323,27 @@ def load_compressed(path: str | Path, *, dtype: str = "float32", device: str = "
                 raise IfpruneError(f"{EXTRA} lacks {key} with shape {tuple(w.shape)}: mismatched files")
             comp.down_dense[i] = tensors[key].to(w.device, w.dtype)
     return lm_, comp
+
+
+def _requantize(name: str, spec: dict, weight: torch.Tensor, scale: torch.Tensor) -> QuantizedWeight:
+    """A QuantizedWeight from a dequantized weight and its scale: the codes are exact (w = q * s)."""
+    try:
+        bits, group, (out, inp) = int(spec["bits"]), int(spec["group_size"]), spec["shape"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise IfpruneError(f"quantized tensor {name} has a malformed spec ({e!r}): re-run ifprune compress") from None
+    if tuple(weight.shape) != (out, inp) or group < 1 or inp % group or scale.numel() != out * (inp // group):
+        raise IfpruneError(f"quantized tensor {name} does not match its manifest (weight {tuple(weight.shape)}, "
+                           f"scale {tuple(scale.shape)}; manifest {(out, inp)}, group {group}): mismatched files")
+    s = scale.float().reshape(out, inp // group)
+    if not torch.isfinite(s).all():
+        raise IfpruneError(f"quantized tensor {name} has non-finite scales: the file is corrupted")
+    q = (weight.float().reshape(out, inp // group, group) / s.clamp_min(1e-30).unsqueeze(-1)).round()
+    lim = 127 if bits == 8 else 7
+    q = q.clamp(-lim - (bits == 4), lim).to(torch.int8).reshape(out, inp)
+    if bits == 8:
+        return QuantizedWeight(8, group, (out, inp), q, s)
+    u = (q.to(torch.int16) + 8)
+    return QuantizedWeight(4, group, (out, inp), (u[:, 0::2] | (u[:, 1::2] << 4)).to(torch.uint8), s)
 
 
 def packed_bytes(comp: Compressed, model, value_bits: int = 16) -> dict:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,19 +211,29 @@ def _gguf_dtype(path: Path) -> torch.dtype:
 
 
 def _from_pretrained(path: str, dt: torch.dtype, local_only: bool, allow_missing: bool = False):
-    """`allow_missing`: the caller fills absent weights itself (ifprune's compressed format does)."""
+    """`allow_missing`: the caller fills absent weights itself. A compressed-tensors checkpoint (what
+    `ifprune compress` and llm-compressor write) is dequantized on load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safetensors import SafetensorError
 
+    extra = {}
+    if _quant_method(path) == "compressed-tensors":  # ifprune gathers FFN channels: it needs the weights dense
+        if importlib.util.find_spec("compressed_tensors") is None:
+            raise IfpruneError(f"{path} is a compressed-tensors checkpoint: pip install compressed-tensors to load it")
+        from transformers import CompressedTensorsConfig
+
+        extra["quantization_config"] = CompressedTensorsConfig(dequantize=True)
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local_only,
-                                                           output_loading_info=True)
+        with warnings.catch_warnings():  # "you passed quantization_config ...": on purpose, to dequantize
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+            model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local_only,
+                                                               output_loading_info=True, **extra)
     except SafetensorError as e:
         raise IfpruneError(f"cannot load a causal LM from {path}: a weights file is unreadable ({e}): it is truncated "
                            "or corrupt; copy, download or export it again") from None
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, ImportError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise IfpruneError(f"cannot load a causal LM from {path}: {first}") from None
     missing = sorted(info.get("missing_keys") or [])
@@ -232,6 +243,16 @@ def _from_pretrained(path: str, dt: torch.dtype, local_only: bool, allow_missing
                            "is this a format transformers cannot read without an extra package (e.g. compressed-"
                            "tensors), or an incomplete copy?")
     return model, tok
+
+
+def _quant_method(path: str) -> str | None:
+    """The `quantization_config.quant_method` of a local checkpoint's config.json, if any."""
+    cfg = Path(path) / "config.json"
+    try:
+        q = json.loads(cfg.read_text()).get("quantization_config") if cfg.is_file() else None
+    except (OSError, ValueError):
+        return None  # the loader reports an unreadable config itself
+    return q.get("quant_method") if isinstance(q, dict) else None
 
 
 def _from_hub(model_id: str, dt: torch.dtype):
