@@ -214,3 +214,45 @@ def test_request_bodies_of_random_bytes_are_a_400(raw):
         assert isinstance(parse_body(raw), dict)
     except ApiError as e:
         assert e.status == 400
+
+
+# --- the CLI's argument handling ------------------------------------------------------------------
+FLAG_VALUES = {
+    "--keep": ["0.5", "0", "1.5", "-1", "nan", "x", ""], "--width": ["8", "0", "-3", "1e9", "w"],
+    "--selector": ["griffin", "dense", "predictor", "bogus", ""], "--threads": ["1", "0", "-2", "many"],
+    "--max-new-tokens": ["4", "0", "-1", "z"], "--temperature": ["0", "-1", "nan", "inf"],
+    "--top-p": ["1", "0", "2"], "--plan": ["/nonexistent/plan.json", ""], "--dtype": ["float32", "int3", ""],
+    "--out": ["/nonexistent/dir/out", ""], "--format": ["hf", "gguf", "onnx"], "--quant": ["int8", "int5", "none"],
+    "--sparsity": ["2:4", "1:8", "none"], "--port": ["0", "70000", "-1"], "--task": ["", "code"],
+    "--compensate": ["none", "calibration", "bogus"], "--set": ["stage.x=1", "steps=nan", "=", "lr=1"],
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(cmd=st.sampled_from(["generate", "eval", "export", "compress", "serve", "bench", "train"]),
+       flags=st.lists(st.sampled_from(sorted(FLAG_VALUES)).flatmap(
+           lambda f: st.tuples(st.just(f), st.sampled_from(FLAG_VALUES[f]))), max_size=4),
+       prompt=st.sampled_from(["", "hi", "\x00", "-x"]))
+def test_cli_arguments_give_one_clear_error_never_a_traceback(cmd, flags, prompt):
+    """Any mix of flags (valid or not) on a model that does not exist: exit 2 with a one-line
+    `ifprune: error:` (or argparse's usage error), never a traceback and never a run."""
+    import contextlib
+    import io
+
+    from ifprune.cli import main
+
+    argv = [cmd] + (["/nonexistent/config.yaml"] if cmd == "train" else ["--model", "/nonexistent/model-dir"])
+    for flag, value in flags:
+        argv += [flag, value]
+    if cmd == "generate":
+        argv.append(prompt)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # argparse: unknown flag or bad value
+            rc = e.code
+    text = err.getvalue()
+    assert rc == 2, (argv, rc, text[-500:])
+    assert "Traceback" not in text, (argv, text[-1500:])
+    assert "ifprune: error:" in text or "error:" in text.splitlines()[-1], (argv, text[-500:])
