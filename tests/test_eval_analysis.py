@@ -66,3 +66,11 @@ def test_compare_writes_json_markdown_and_plots(data_dir, tmp_path):
     assert "| magnitude | 0.333 (16/48)" in text and "nll=3" in text and "95%" in text
     pngs = plot_metric_vs_params(report, tmp_path / "out")
     assert [p.name for p in pngs] == ["nll_vs_params.png", "mc_vs_params.png"]
+    # the overlap plots of a per-prompt selector follow the run's limits (nll=3: 3 prompts per family)
+    import dataclasses
+
+    from ifprune.commands.eval import emit_plots
+
+    paths = emit_plots(lm, report, dataclasses.replace(cfg, selectors=["griffin"], keeps=[0.5]), tmp_path / "out")
+    analysis = json.loads((tmp_path / "out" / "overlap_griffin.json").read_text())
+    assert set(analysis["prompts_per_family"].values()) == {3} and len(paths) == 4

@@ -149,9 +149,14 @@ def emit_plots(lm, report, cfg, out, load_fresh=None) -> list:
 
     out = Path(out)
     paths = plot_metric_vs_params(report, out)
+    # as many prompts per family as the run's limits allow (the nll suite's, else the smallest), at most 12
+    limits = [v for v in (cfg.limits or {}).values() if v]
+    per_family = min(12, (cfg.limits or {}).get("nll") or (min(limits) if limits else 12))
     prompts: dict[str, list[str]] = {}
-    for row in validation_mix(Path(cfg.data_dir) if cfg.data_dir else default_data_dir(), per_family=12):
+    for row in validation_mix(Path(cfg.data_dir) if cfg.data_dir else default_data_dir(), per_family=per_family):
         prompts.setdefault(row["family"], []).append(row["prompt"])
+    from tqdm.auto import tqdm
+
     for spec, width in configurations(cfg, lm.d_ffn):
         selector, model = build_selector(spec, lm, cfg, load_fresh)
         if not selector.per_prompt or spec.per_task or width == lm.d_ffn:
@@ -159,7 +164,8 @@ def emit_plots(lm, report, cfg, out, load_fresh=None) -> list:
         if not spec.checkpoint and width != width_from_keep(min(cfg.keeps), None, lm.d_ffn):
             continue  # one overlap analysis per training-free selector, at the smallest keep
         sel = spec.label()
-        analysis = overlap_analysis(family_plans(model, selector, width, prompts))
+        with tqdm(total=sum(map(len, prompts.values())), desc=f"overlap plots: {sel} plans", unit="prompt") as bar:
+            analysis = overlap_analysis(family_plans(model, selector, width, prompts, progress=bar.update))
         write_json(out / f"overlap_{sel}.json", analysis)
         paths.append(plot_overlap(analysis, out / f"overlap_{sel}_per_layer.png",
                                   f"{sel} plans (keep {width}/{lm.d_ffn}): overlap per layer"))

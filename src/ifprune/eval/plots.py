@@ -44,7 +44,7 @@ def overlap_analysis(plans: dict[str, list]) -> dict:
                 matrix[i, j] = matrix[j, i] = float(across[(a, b)].mean())
     layers = next(iter(within.values())).numel()
     return {
-        "families": fams, "width": width,
+        "families": fams, "width": width, "prompts_per_family": {f: len(plans[f]) for f in fams},
         "within_per_layer": torch.stack(list(within.values())).mean(0).tolist(),
         "across_per_layer": torch.stack(list(across.values())).mean(0).tolist() if across else [float("nan")] * layers,
         "chance": width / next(iter(plans.values()))[0].d_ffn,
@@ -128,6 +128,12 @@ def _save(fig, path) -> Path:
     return path
 
 
-def family_plans(lm, selector, width: int, prompts: dict[str, list[str]]) -> dict[str, list]:
-    """Per-prompt plans for each family's prompts."""
-    return {fam: [selector.select(lm, p, width) for p in ps] for fam, ps in prompts.items()}
+def family_plans(lm, selector, width: int, prompts: dict[str, list[str]], progress=None) -> dict[str, list]:
+    """Per-prompt plans for each family's prompts; `progress(1)` after each."""
+    out: dict[str, list] = {}
+    for fam, ps in prompts.items():
+        for p in ps:
+            out.setdefault(fam, []).append(selector.select(lm, p, width))
+            if progress is not None:
+                progress(1)
+    return out
