@@ -51,14 +51,20 @@ def compact_logits(lm, plan):
         return compact.model(IDS).logits
 
 
-@pytest.mark.parametrize("qtype,atol", [("f32", 1e-5), ("f16", 5e-3)])
-def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, qtype, atol):
-    lm = bpe_lm(hidden=64, d_ffn=96)
+# transformers' GGUF loader takes qwen3's head_dim from its config default (128), not from the file
+ARCH_KW = {"llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {"head_dim": 128}}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+
+
+@pytest.mark.parametrize("arch,qtype,atol", [("llama", "f32", 1e-5), ("llama", "f16", 5e-3), ("mistral", "f32", 1e-5),
+                                             ("qwen2", "f32", 1e-5), ("qwen2", "f16", 5e-3), ("qwen3", "f32", 1e-5)])
+def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, arch, qtype, atol):
+    lm = bpe_lm(arch, hidden=64, d_ffn=96, **ARCH_KW[arch])
     plan = make_selector("random").select(lm, None, 40)
     info = export_gguf(lm, plan, tmp_path / "m.gguf", qtype=qtype, task="demo")
-    assert info.gguf["gguf_type"] == qtype and info.width == 40
+    assert info.gguf["gguf_type"] == qtype and info.width == 40 and info.gguf["architecture"] == GGUF_ARCH[arch]
     r = gguf.GGUFReader(tmp_path / "m.gguf")
-    assert r.fields["llama.feed_forward_length"].contents() == 40
+    assert r.fields[f"{GGUF_ARCH[arch]}.feed_forward_length"].contents() == 40
     assert r.fields["tokenizer.ggml.model"].contents() == "gpt2"
     down = next(t for t in r.tensors if t.name == "blk.0.ffn_down.weight")
     assert list(down.shape) == [40, 64]  # GGUF lists dims innermost first: k input channels, hidden outputs

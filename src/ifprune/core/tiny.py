@@ -10,7 +10,7 @@ import torch
 TINY_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt_neox", "gpt2")
 
 
-def tiny_config(arch: str, *, layers: int = 2, hidden: int = 32, d_ffn: int = 48, vocab: int = 128):
+def tiny_config(arch: str, *, layers: int = 2, hidden: int = 32, d_ffn: int = 48, vocab: int = 128, head_dim: int = 8):
     import transformers as tf
 
     heads = dict(num_attention_heads=4, num_key_value_heads=2)
@@ -24,7 +24,7 @@ def tiny_config(arch: str, *, layers: int = 2, hidden: int = 32, d_ffn: int = 48
     if arch == "qwen2":
         return tf.Qwen2Config(**common, **heads)
     if arch == "qwen3":
-        return tf.Qwen3Config(**common, **heads, head_dim=8)
+        return tf.Qwen3Config(**common, **heads, head_dim=head_dim)
     if arch == "gemma":
         return tf.GemmaConfig(**common, **heads, head_dim=8)
     if arch == "gemma2":

@@ -24,8 +24,12 @@ from ..core.plan import Plan
 
 log = logging.getLogger(__name__)
 
-# HF model class -> GGUF architecture whose tensor layout it shares (llama.cpp's converter does the same)
-ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama"}
+# HF model class -> GGUF architecture whose tensor layout it shares (llama.cpp's converter does the same),
+# and whether q/k rows go to llama.cpp's interleaved rotary order: only for "llama", whose rope is the
+# interleaved kind; qwen2/qwen3 use the NeoX rope, which is HF's own order. Each one is tested by
+# reading the export back with transformers' GGUF loader (tests/test_export_gguf.py).
+ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
+                 "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False)}
 # --gguf-type -> (tensor type of 2-D weights, file type recorded in general.file_type)
 TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
          "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
@@ -58,12 +62,12 @@ def check_supported(lm, qtype: str) -> str:
         raise IfpruneError(f"unknown --gguf-type {qtype!r}; choose one of {', '.join(TYPES)}")
     cls = type(lm.model).__name__
     if cls not in ARCHITECTURES:
-        raise IfpruneError(f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} (the Llama layout) so far, "
+        raise IfpruneError(f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} so far, "
                            f"not {cls}: export a Hugging Face checkpoint (--format hf) and convert it with "
                            "llama.cpp's convert_hf_to_gguf.py")
     if lm.layout.family.name != "gated":
         raise IfpruneError(f"GGUF export expects a gated MLP, found the {lm.layout.family.name!r} family")
-    return ARCHITECTURES[cls]
+    return ARCHITECTURES[cls][0]
 
 
 def _tokenizer_fields(writer, lm, src: Path | None) -> str:
@@ -124,10 +128,11 @@ def _tensor(writer, name: str, t: torch.Tensor, qtype: str, report: GGUFTensorRe
 
 
 def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) -> dict:
-    """The GGUF of `model` (a stock Llama-layout model, usually the compact one) at `out`."""
+    """The GGUF of `model` (a stock model of a supported family, usually the compact one) at `out`."""
     import gguf
 
     arch = check_supported(lm, qtype)
+    permute_qk = ARCHITECTURES[type(lm.model).__name__][1]
     cfg = model.config.get_text_config()
     n_layers, n_head = cfg.num_hidden_layers, cfg.num_attention_heads
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_head
@@ -168,11 +173,11 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
             continue
         gg = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gg is None:
-            raise IfpruneError(f"no GGUF name for tensor {hf_name} of {type(model).__name__}: this model is not a "
-                               "plain Llama layout")
-        if hf_name.endswith("q_proj.weight"):
+            raise IfpruneError(f"no GGUF name for tensor {hf_name} of {type(model).__name__} in the gguf package's "
+                               f"{arch} map: export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py")
+        if permute_qk and hf_name.endswith("q_proj.weight"):
             t = rotary_permute(t, n_head)
-        elif hf_name.endswith("k_proj.weight"):
+        elif permute_qk and hf_name.endswith("k_proj.weight"):
             t = rotary_permute(t, n_kv)
         _tensor(writer, gg, t, qtype, report)
     writer.write_header_to_file()
