@@ -147,3 +147,18 @@ def test_cli_gguf_export_of_the_default_model(tmp_path):
     compact.load(plan)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, compact.model(ids).logits, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_llama_cpp_runs_the_export(tmp_path, arch):
+    """llama.cpp itself (llama-cpp-python, the `llamacpp` extra: a source build) loads the export and
+    gives the compact model's next-token logits. Skipped where the extra is not installed."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    lm = bpe_lm(arch, hidden=64, d_ffn=96)
+    plan = make_selector("random").select(lm, None, 64)
+    export_gguf(lm, plan, tmp_path / "m.gguf", qtype="f32")
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    llm.eval(IDS[0].tolist())
+    got = torch.tensor(llm.scores[: IDS.shape[1]])
+    want = compact_logits(lm, plan)[0]
+    torch.testing.assert_close(got, want, atol=1e-3 * max(1.0, float(want.abs().max())), rtol=0)

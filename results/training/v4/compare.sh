@@ -1,0 +1,24 @@
+#!/bin/sh
+# Validation NLL per family for the v4 artifacts (keep 1/2 and keep 3/4, SFT continued from the shipped
+# v3 ones on unseen examples) against v3 (shipped before), GRIFFIN with and without output compensation
+# at the same keeps, and dense; per-task plans too. The same SFT validation slices as v3 (first 12 per
+# family of 6: held out from every run's training and from the calibration mix; never a test split).
+# Each artifact runs at its own keep. Resumable (per-example cache): run it again to finish.
+# Usage: sh results/training/v4/compare.sh [V4_KEEP50 [V4_KEEP75]]   (COMPENSATIONS="none calibration")
+set -e
+export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
+THREADS=${THREADS:-2}
+V50=${1:-runs/v4/keep50-sft/artifact}
+V75=${2:-runs/v4/keep75-sft/artifact}
+S50=src/ifprune/artifacts/smollm2-135m-keep50
+S75=src/ifprune/artifacts/smollm2-135m-keep75
+VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"
+.venv/bin/python -m ifprune.training.data_sft --out "$VAL" --val-per-family 12
+exec .venv/bin/ifprune eval compare --threads "$THREADS" \
+  --suites nll \
+  --selectors dense griffin "predictor:$S50" "predictor:$S75" "predictor:$V50" "predictor:$V75" \
+    "predictor-task:$V50" "predictor-task:$V75" \
+  --keeps 0.5 0.75 \
+  --compensations ${COMPENSATIONS:-none calibration} \
+  --data "$VAL" --limits nll=72 --no-progress --no-plots \
+  --out results/training/v4/compare
