@@ -51,13 +51,17 @@ def compact_logits(lm, plan):
         return compact.model(IDS).logits
 
 
-# transformers' GGUF loader takes qwen3's head_dim from its config default (128), not from the file
-ARCH_KW = {"llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {"head_dim": 128}}
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+# transformers' GGUF loader takes qwen3's head_dim and gemma's query_pre_attn_scalar from their config
+# defaults (128; 256), not from the file: the tiny models use those values so the read-back can check them
+ARCH_KW = {"llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "gemma2": {"head_dim": 256},
+           "gemma3": {"head_dim": 256}}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+             "gemma3": "gemma3"}
 
 
 @pytest.mark.parametrize("arch,qtype,atol", [("llama", "f32", 1e-5), ("llama", "f16", 5e-3), ("mistral", "f32", 1e-5),
-                                             ("qwen2", "f32", 1e-5), ("qwen2", "f16", 5e-3), ("qwen3", "f32", 1e-5)])
+                                             ("qwen2", "f32", 1e-5), ("qwen2", "f16", 5e-3), ("qwen3", "f32", 1e-5),
+                                             ("gemma2", "f32", 1e-5), ("gemma3", "f32", 1e-5)])
 def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, arch, qtype, atol):
     lm = bpe_lm(arch, hidden=64, d_ffn=96, **ARCH_KW[arch])
     plan = make_selector("random").select(lm, None, 40)

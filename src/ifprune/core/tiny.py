@@ -28,9 +28,9 @@ def tiny_config(arch: str, *, layers: int = 2, hidden: int = 32, d_ffn: int = 48
     if arch == "gemma":
         return tf.GemmaConfig(**common, **heads, head_dim=8)
     if arch == "gemma2":
-        return tf.Gemma2Config(**common, **heads, head_dim=8)
+        return tf.Gemma2Config(**common, **heads, head_dim=head_dim, query_pre_attn_scalar=head_dim)
     if arch == "gemma3":
-        return tf.Gemma3TextConfig(**common, **heads, head_dim=8)
+        return tf.Gemma3TextConfig(**common, **heads, head_dim=head_dim, query_pre_attn_scalar=head_dim)
     if arch == "phi3":
         return tf.Phi3Config(**common, num_attention_heads=4, num_key_value_heads=4)
     if arch == "gpt_neox":

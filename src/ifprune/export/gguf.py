@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 # interleaved kind; qwen2/qwen3 use the NeoX rope, which is HF's own order. Each one is tested by
 # reading the export back with transformers' GGUF loader (tests/test_export_gguf.py).
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
-                 "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False)}
+                 "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False),
+                 "Gemma2ForCausalLM": ("gemma2", False), "Gemma3ForCausalLM": ("gemma3", False)}
+# Gemma's RMSNorm multiplies by (1 + w): llama.cpp's converter stores 1 + w, readers subtract the 1
+NORM_PLUS_ONE = {"gemma2", "gemma3"}
 # --gguf-type -> (tensor type of 2-D weights, file type recorded in general.file_type)
 TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
          "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
@@ -151,13 +154,28 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
     writer.add_key_value(f"{arch}.attention.key_length", head_dim, gguf.GGUFValueType.UINT32)
     writer.add_key_value(f"{arch}.attention.value_length", head_dim, gguf.GGUFValueType.UINT32)
     rope = getattr(cfg, "rope_parameters", None) or {}
+    if isinstance(rope, dict) and "full_attention" in rope:  # per layer type (Gemma 3): llama.cpp's local base is 10000
+        local = (rope.get("sliding_attention") or {}).get("rope_theta", 10000.0)
+        if float(local) != 10000.0:
+            raise IfpruneError(f"GGUF export: sliding-window layers use rope base {local}; llama.cpp assumes 10000 for "
+                               f"{arch}: export --format hf instead")
+        rope = rope["full_attention"]
     theta = rope.get("rope_theta", getattr(cfg, "rope_theta", None)) if isinstance(rope, dict) else None
     if theta is None:
         theta = getattr(cfg, "rope_theta", 10000.0)
+    scalar = getattr(cfg, "query_pre_attn_scalar", None)
+    if arch in NORM_PLUS_ONE and scalar is not None and scalar != head_dim:
+        raise IfpruneError(f"GGUF export: this {arch} model scales attention by query_pre_attn_scalar={scalar}, not its "
+                           f"head_dim {head_dim}, which llama.cpp cannot express: export --format hf instead")
     if isinstance(rope, dict) and rope.get("rope_type", "default") not in ("default", None):
         raise IfpruneError(f"GGUF export does not write rope scaling {rope.get('rope_type')!r} yet: export a Hugging "
                            "Face checkpoint (--format hf) and convert it with llama.cpp's convert_hf_to_gguf.py")
     writer.add_rope_freq_base(float(theta))
+    if getattr(cfg, "sliding_window", None):
+        writer.add_sliding_window(int(cfg.sliding_window))
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(cfg, key, None) is not None:
+            writer.add_key_value(f"{arch}.{key}", float(getattr(cfg, key)), gguf.GGUFValueType.FLOAT32)
     writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(int(getattr(gguf.LlamaFileType, TYPES[qtype][1])))
@@ -179,6 +197,8 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
             t = rotary_permute(t, n_head)
         elif permute_qk and hf_name.endswith("k_proj.weight"):
             t = rotary_permute(t, n_kv)
+        if arch in NORM_PLUS_ONE and hf_name.endswith("norm.weight"):
+            t = t.float() + 1
         _tensor(writer, gg, t, qtype, report)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
