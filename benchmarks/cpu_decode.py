@@ -4,6 +4,12 @@ Batch 1, a ~256-token prompt, 64 new tokens (EOS ignored), greedy; median over r
 dense and compact runs interleaved so background load hits both alike. Writes JSON + markdown.
 
     python benchmarks/cpu_decode.py --out results/cpu_decode
+    python benchmarks/cpu_decode.py --decoder compiled --out results/cpu_decode_compiled
+
+`--decoder`: `generate` (ifprune's `generate`, HF generate with its per-token logits processing and
+streamer), `static` (runtime.fastdecode.StaticDecoder: pre-allocated static KV cache, a one-token
+greedy step, no per-token Python beyond the loop) or `compiled` (the same step under torch.compile,
+inductor on CPU: fused kernels, less per-op overhead; compiled once per model before timing).
 """
 
 from __future__ import annotations
@@ -55,9 +61,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keeps", type=float, nargs="+", default=[1 / 2, 1 / 3])
     ap.add_argument("--selector", default="magnitude", help="plan source (static, so every run uses the same plan)")
+    ap.add_argument("--decoder", choices=["generate", "static", "compiled"], default="generate")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default="results/cpu_decode")
     args = ap.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = machine()
     lm = load_model(args.model)
     ids = lm.tokenizer(PASSAGE * 20)["input_ids"][: args.prompt_tokens - 40]
@@ -68,15 +78,38 @@ def main(argv=None) -> int:
     dense_flops = linear_flops_per_token(lm.model)
 
     runs: dict[str, list[dict]] = {name: [] for name, _ in configs}
-    generate(lm, prompt, selector=selector, width=configs[-1][1], sampling=sampling)  # warm-up (allocations)
-    generate(lm, prompt, sampling=sampling)
+    decoders = {}
+    if args.decoder == "generate":
+        generate(lm, prompt, selector=selector, width=configs[-1][1], sampling=sampling)  # warm-up (allocations)
+        generate(lm, prompt, sampling=sampling)
+    else:
+        from ifprune.runtime.fastdecode import StaticDecoder
+        from ifprune.core.prompting import encode_prompt
+
+        prompt_ids = encode_prompt(lm.tokenizer, prompt, chat=True)
+        for name, width in configs:  # one model per width, each with its plan loaded once (static plans)
+            model = lm.model
+            if width < lm.d_ffn:
+                model = lm.compact(width).model
+                lm.compact(width).load(selector.select(lm, prompt, width))
+            decoders[name] = StaticDecoder(model, prompt_ids.shape[1] + args.new_tokens + 8,
+                                           compile=args.decoder == "compiled", mode=None)
+            t_c = time.perf_counter()
+            decoders[name].generate(prompt_ids, 4)  # compiles (once) and warms up
+            print(f"{name}: warm-up {time.perf_counter() - t_c:.1f} s", file=sys.stderr)
     for rep in range(args.repeats):
         for name, width in configs:
-            r = generate(lm, prompt, selector=selector if width < lm.d_ffn else "dense", width=width,
-                         sampling=sampling)
-            t = r.timings
-            runs[name].append({"decode_tok_s": (r.new_tokens - 1) / t["decode_s"], **t,
-                               "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens})
+            if decoders:
+                _, t = decoders[name].generate(prompt_ids, args.new_tokens)
+                runs[name].append({"decode_tok_s": (t.new_tokens - 1) / t.decode_s, "prefill_s": t.prefill_s,
+                                   "decode_s": t.decode_s, "prompt_tokens": int(prompt_ids.shape[1]),
+                                   "new_tokens": t.new_tokens})
+            else:
+                r = generate(lm, prompt, selector=selector if width < lm.d_ffn else "dense", width=width,
+                             sampling=sampling)
+                t = r.timings
+                runs[name].append({"decode_tok_s": (r.new_tokens - 1) / t["decode_s"], **t,
+                                   "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens})
             print(f"rep {rep} {name:12s} decode {runs[name][-1]['decode_tok_s']:.1f} tok/s "
                   f"prefill {t['prefill_s'] * 1e3:.0f} ms", file=sys.stderr)
 
@@ -103,13 +136,13 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "cpu_decode", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
-        "model": lm.source, "selector": args.selector, "batch": 1, "prompt_tokens": rows[0]["runs"][0]["prompt_tokens"],
+        "model": lm.source, "selector": args.selector, "decoder": args.decoder, "batch": 1, "prompt_tokens": rows[0]["runs"][0]["prompt_tokens"],
         "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": str(next(lm.model.parameters()).dtype),
         "machine": {**started, "loadavg_end": os.getloadavg()}, "rows": rows,
     }
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "cpu_decode.json"), result)
-    lines = [f"# CPU decode: compact vs dense ({lm.source})", "",
+    lines = [f"# CPU decode: compact vs dense ({lm.source}, decoder: {args.decoder})", "",
              f"{result['date']}; batch 1, {result['prompt_tokens']}-token prompt, {args.new_tokens} new tokens, "
              f"median of {args.repeats}; {result['machine']['platform']}, {result['machine']['cpu_count']} CPUs, "
              f"torch {torch.__version__}, load average {result['machine']['loadavg_start'][0]:.1f} at start. "

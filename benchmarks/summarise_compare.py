@@ -3,6 +3,9 @@ to dense (the bars: keep 1/2 <= 1.10x dense on every family, keep 3/4 <= 1.03x),
 family at each keep.
 
     python benchmarks/summarise_compare.py results/training/v3/compare/results.json results/training/v3/summary.md "v3 training"
+
+SRC may name several reports joined by commas (e.g. a run without compensation and one of GRIFFIN with
+it, on the same data): their rows are listed together; the first report's dense row is the reference.
 """
 
 from __future__ import annotations
@@ -13,8 +16,17 @@ from pathlib import Path
 
 
 def main(src: str, out: str, title: str = "v2 training") -> int:
-    rep = json.loads(Path(src).read_text())
-    rows = [r for r in rep["results"] if r["suite"] == "nll"]
+    reps = [json.loads(Path(p).read_text()) for p in src.split(",")]
+    rep = reps[0]
+    if len({tuple(sorted({r["data_hash"] for r in x["results"]})) for x in reps}) > 1:
+        raise SystemExit("the reports were computed on different data: their rows cannot share a table")
+    seen, rows = set(), []
+    for x in reps:
+        for r in x["results"]:
+            key = (r["selector"], r["keep"])
+            if r["suite"] == "nll" and key not in seen:
+                seen.add(key)
+                rows.append(r)
     dense = next(r for r in rows if r["selector"] == "dense")
     fams = sorted(k.split("/", 1)[1] for k in dense["metrics"] if "/" in k)
 
@@ -26,7 +38,8 @@ def main(src: str, out: str, title: str = "v2 training") -> int:
         return f"[{lo:.3f}, {hi:.3f}]"
 
     lines = [f"# {title}: validation NLL ({rep['model']})", "",
-             f"From `{src}` (command: `{rep['command']}`; machine: {rep['machine']['platform']}, "
+             f"From `{src}` (command{'s' if len(reps) > 1 else ''}: " + "; ".join(f"`{x['command']}`" for x in reps) + "; machine:"
+             f" {rep['machine']['platform']}, "
              f"{rep['machine']['threads']} threads, {rep['machine']['date']}). NLL per response token on "
              f"{dense['examples']} held-out examples ({dense['examples'] // len(fams)} per family); cells: NLL (x dense).", "",
              "| row | keep | all | 95% CI | worst family x dense | " + " | ".join(fams) + " |",
