@@ -25,14 +25,11 @@ def make_protocol(header_timeout_s: float, max_connections: int) -> type:
     class Protocol(H11Protocol):
         _timer = None
         _got_bytes = False
+        _over = False  # opened beyond max_connections
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                transport.write(raw_json_response(503, f"the server holds its limit of {max_connections} open "
-                                                       "connections; retry shortly", "too_many_connections"))
-                transport.close()
-                return
+            self._over = len(self.connections) > max_connections
             self._arm()
 
         def _arm(self) -> None:
@@ -52,6 +49,12 @@ def make_protocol(header_timeout_s: float, max_connections: int) -> type:
 
         def data_received(self, data: bytes) -> None:
             self._got_bytes = True
+            if self._over:  # answered once its request has been read (closing on unread data resets it)
+                if not self.transport.is_closing():
+                    self.transport.write(raw_json_response(503, f"the server holds its limit of {max_connections} "
+                                                                "open connections; retry shortly", "too_many_connections"))
+                    self.transport.close()
+                return
             super().data_received(data)
 
         def on_response_complete(self) -> None:
