@@ -161,7 +161,8 @@ def test_llama_cpp_runs_the_export(tmp_path, arch):
     lm = bpe_lm(arch, hidden=64, d_ffn=96)
     plan = make_selector("random").select(lm, None, 64)
     export_gguf(lm, plan, tmp_path / "m.gguf", qtype="f32")
-    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)  # an F32 KV cache (default F16)
     llm.eval(IDS[0].tolist())
     got = torch.tensor(llm.scores[: IDS.shape[1]])
     want = compact_logits(lm, plan)[0]

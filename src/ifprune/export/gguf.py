@@ -73,7 +73,7 @@ def check_supported(lm, qtype: str) -> str:
     return ARCHITECTURES[cls][0]
 
 
-def _tokenizer_fields(writer, lm, src: Path | None) -> str:
+def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
     """Write the tokenizer; returns where it came from (for the export record)."""
     import gguf
 
@@ -97,6 +97,13 @@ def _tokenizer_fields(writer, lm, src: Path | None) -> str:
         for text, _score, ttype in vocab.all_tokens():
             tokens.append(text)
             types.append(ttype)
+        if len(tokens) > n_vocab:
+            raise IfpruneError(f"the tokenizer has {len(tokens)} tokens but the model's embedding only {n_vocab} rows")
+        # llama.cpp takes the vocabulary size from the token list: pad it to the embedding's rows (Qwen's
+        # embeddings are larger than their tokenizers), as its own converter does
+        pad = n_vocab - len(tokens)
+        tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+        types += [gguf.TokenType.UNUSED] * pad
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("default")
         writer.add_token_list(tokens)
@@ -180,7 +187,7 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(int(getattr(gguf.LlamaFileType, TYPES[qtype][1])))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokenizer = _tokenizer_fields(writer, lm, source_gguf(lm))
+    tokenizer = _tokenizer_fields(writer, lm, source_gguf(lm), cfg.vocab_size)
 
     report = GGUFTensorReport(0, [])
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
