@@ -168,8 +168,8 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
         modes = ["none"] if width == lm.d_ffn else cfg.compensations  # dense: nothing to compensate
         for mode in modes:
             compensate(model, cfg.compensation(mode), progress=progress)
-            # one row per mode; a compensated row is always named selector+mode, also when it is the only mode
-            label = labels[spec.spec] + ("" if mode == "none" else f"+{mode}")  # a compensated row always says so
+            # several modes: one row each, named selector+mode; one mode: plain names (mode in the header)
+            label = labels[spec.spec] + ("" if mode == "none" or len(cfg.compensations) == 1 else f"+{mode}")
             for suite_name in cfg.suites:
                 suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
                                    tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
