@@ -23,6 +23,9 @@ def main(src: str, out: str, title: str = "v2 training") -> int:
     seen, rows = set(), []
     for x in reps:
         for r in x["results"]:
+            mode = ((r.get("options") or {}).get("compensation") or {}).get("mode", "none")
+            if mode != "none" and "+" not in r["selector"]:  # a single-mode report names the mode in its header only
+                r = {**r, "selector": f"{r['selector']}+{mode}"}
             key = (r["selector"], r["keep"])
             if r["suite"] == "nll" and key not in seen:
                 seen.add(key)
