@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                 runs[name].append({"decode_tok_s": (r.new_tokens - 1) / t["decode_s"], **t,
                                    "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens})
             print(f"rep {rep} {name:12s} decode {runs[name][-1]['decode_tok_s']:.1f} tok/s "
-                  f"prefill {t['prefill_s'] * 1e3:.0f} ms", file=sys.stderr)
+                  f"prefill {runs[name][-1]['prefill_s'] * 1e3:.0f} ms", file=sys.stderr)
 
     rows = []
     dense_tps = statistics.median(x["decode_tok_s"] for x in runs["dense"])
