@@ -27,7 +27,7 @@ import torch
 
 from ..core.errors import IfpruneError
 from ..core.paths import atomic_path, file_sha256
-from .quant import INT4_GROUPS, SCHEMES, QuantizedWeight, quantize, quantize_linears
+from .quant import INT4_GROUPS, SCHEMES, QuantizedWeight, encode, quantize, quantize_linears
 from .sparsity import (
     DOWN_POLICIES, METHODS, down_names, impose_down_2_4, pattern_report, prunable_linears, prune_2_4,
     sparsify_compact,
@@ -334,16 +334,9 @@ def _requantize(name: str, spec: dict, weight: torch.Tensor, scale: torch.Tensor
     if tuple(weight.shape) != (out, inp) or group < 1 or inp % group or scale.numel() != out * (inp // group):
         raise IfpruneError(f"quantized tensor {name} does not match its manifest (weight {tuple(weight.shape)}, "
                            f"scale {tuple(scale.shape)}; manifest {(out, inp)}, group {group}): mismatched files")
-    s = scale.float().reshape(out, inp // group)
-    if not torch.isfinite(s).all():
+    if not torch.isfinite(scale).all():
         raise IfpruneError(f"quantized tensor {name} has non-finite scales: the file is corrupted")
-    q = (weight.float().reshape(out, inp // group, group) / s.clamp_min(1e-30).unsqueeze(-1)).round()
-    lim = 127 if bits == 8 else 7
-    q = q.clamp(-lim - (bits == 4), lim).to(torch.int8).reshape(out, inp)
-    if bits == 8:
-        return QuantizedWeight(8, group, (out, inp), q, s)
-    u = (q.to(torch.int16) + 8)
-    return QuantizedWeight(4, group, (out, inp), (u[:, 0::2] | (u[:, 1::2] << 4)).to(torch.uint8), s)
+    return encode(weight, scale.float().reshape(out, inp // group), bits)
 
 
 def packed_bytes(comp: Compressed, model, value_bits: int = 16) -> dict:

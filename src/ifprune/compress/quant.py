@@ -99,19 +99,28 @@ def quantize(weight: torch.Tensor, scheme: str, group_size: int = 128, name: str
     w = weight.detach().float().cpu()
     out, inp = w.shape
     if scheme == "int8":
-        scale = (w.abs().amax(1, keepdim=True) / 127).clamp_min(1e-12)
-        codes = (w / scale).round().clamp(-127, 127).to(torch.int8)
-        return QuantizedWeight(8, inp, (out, inp), codes, scale)
+        return encode(w, (w.abs().amax(1, keepdim=True) / 127).clamp_min(1e-12), 8)
     if group_size not in INT4_GROUPS:
         raise IfpruneError(f"int4 group size {group_size} is not supported; use one of {INT4_GROUPS}")
     if inp % group_size:
         raise IfpruneError(f"{name} has {inp} inputs, not a multiple of the int4 group size {group_size}; "
                            f"use a group size that divides it (one of {INT4_GROUPS})")
-    g = w.reshape(out, inp // group_size, group_size)
-    scale = (g.abs().amax(-1) / 7).clamp_min(1e-12)
-    q = (g / scale.unsqueeze(-1)).round().clamp(-8, 7).to(torch.int16).reshape(out, inp) + 8
-    packed = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
-    return QuantizedWeight(4, group_size, (out, inp), packed, scale)
+    return encode(w, (w.reshape(out, inp // group_size, group_size).abs().amax(-1) / 7).clamp_min(1e-12), 4)
+
+
+def encode(weight: torch.Tensor, scales: torch.Tensor, bits: int) -> QuantizedWeight:
+    """The symmetric round-to-nearest codes of a [out, in] weight under given [out, in / group] scales:
+    what `quantize` stores, and how a dequantized weight (w = q * s) gives its exact codes back."""
+    w = weight.detach().float().cpu()
+    out, inp = w.shape
+    s = scales.detach().float().cpu().reshape(out, -1)
+    group = inp // s.shape[1]
+    lo, hi = (-127, 127) if bits == 8 else (-8, 7)
+    q = (w.reshape(out, -1, group) / s.clamp_min(1e-30).unsqueeze(-1)).round().clamp(lo, hi).reshape(out, inp)
+    if bits == 8:
+        return QuantizedWeight(8, group, (out, inp), q.to(torch.int8), s)
+    u = q.to(torch.int16) + 8  # two codes + 8 per byte, low nibble first
+    return QuantizedWeight(4, group, (out, inp), (u[:, 0::2] | (u[:, 1::2] << 4)).to(torch.uint8), s)
 
 
 class QuantLinear(nn.Module):
