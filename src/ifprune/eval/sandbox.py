@@ -142,7 +142,7 @@ def _drain(proc: subprocess.Popen, bound_s: float = 2.0) -> bytes:
         return b""
 
 
-_NAMESPACES: list[str] | None = None
+_NAMESPACES: tuple[list[str], bool] | None = None  # (unshare arguments, read-only view)
 
 
 # Run inside the new mount namespace (private propagation: nothing leaks to the host) before the
@@ -165,46 +165,49 @@ exec "$@"
 """
 
 
+def _probe() -> tuple[list[str], bool]:
+    """The best `unshare` arguments this machine allows, and whether they give the read-only view:
+    a mount namespace first, then PID + network only; ([], False) without unshare."""
+    import shutil
+
+    exe = shutil.which("unshare")
+    if exe is None:
+        return [], False
+    base = [exe, "--pid", "--fork", "--kill-child", "--net", "--mount-proc"]
+    with tempfile.TemporaryDirectory(prefix="ifprune-sandbox-probe-") as probe:
+        q = shlex.quote(probe)
+        for extra, ro in ((["--mount"], True), (["--user", "--map-root-user", "--mount"], True), ([], False),
+                          (["--user", "--map-root-user"], False)):
+            # with the view, the probe must also show it holds: its directory writable, outside not
+            test = ([*_VIEW, probe, "/bin/sh", "-c", f"touch {q}/ok && touch ok2 && ! touch {q}/../ifprune-probe-$$ "
+                                                     "2>/dev/null"] if ro else ["true"])
+            try:
+                ok = subprocess.run([*base, *extra, *test], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if ok:
+                return [*base, *extra], ro
+    return [], False
+
+
+_VIEW = ["/bin/sh", "-c", _READ_ONLY_VIEW, "sh"]  # then the writable directory, then the command
+
+
 def namespace_prefix(workdir: str | None = None) -> list[str]:
-    """`unshare` arguments for new PID, network, /proc and mount namespaces (then a read-only view of
-    every mount but `workdir`), or fewer where the machine refuses them (probed once per process)."""
+    """`unshare` arguments for new PID, network, /proc and mount namespaces (then, given `workdir`, the
+    read-only view of every mount but it), or fewer where the machine refuses them (probed once)."""
     global _NAMESPACES
     if _NAMESPACES is None:
-        import shutil
-
-        _NAMESPACES = []
-        exe = shutil.which("unshare")
-        if exe is not None:
-            base = [exe, "--pid", "--fork", "--kill-child", "--net", "--mount-proc"]
-            with tempfile.TemporaryDirectory(prefix="ifprune-sandbox-probe-") as probe:
-                # best first: a read-only view (mount namespace), then PID + network only
-                for extra, ro in ((["--mount"], True), (["--user", "--map-root-user", "--mount"], True), ([], False),
-                                  (["--user", "--map-root-user"], False)):
-                    cmd = [*base, *extra] + (["/bin/sh", "-c", _READ_ONLY_VIEW, "sh", probe] if ro else [])
-                    # the probe must also show the view holds: writing outside the directory fails
-                    q = shlex.quote(probe)
-                    test = (["/bin/sh", "-c", f"touch {q}/ok && touch ok2 && ! touch {q}/../ifprune-probe-$$ 2>/dev/null"]
-                            if ro else ["true"])
-                    try:
-                        ok = subprocess.run([*cmd, *test], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, timeout=10).returncode == 0
-                    except (OSError, subprocess.TimeoutExpired):
-                        ok = False
-                    if ok:
-                        _NAMESPACES = [*base, *extra] + (["/bin/sh", "-c", _READ_ONLY_VIEW, "sh"] if ro else [])
-                        break
-    prefix = list(_NAMESPACES)
-    if prefix and prefix[-1] == "sh":  # the read-only view takes the writable directory next
-        if workdir is None:
-            return prefix[: prefix.index("/bin/sh")]
-        prefix.append(workdir)
-    return prefix
+        _NAMESPACES = _probe()
+    args, ro = _NAMESPACES
+    return [*args, *_VIEW, workdir] if ro and workdir is not None else list(args)
 
 
 def read_only_view() -> bool:
     """Whether runs here see every mount but their temporary directory read-only."""
     namespace_prefix()
-    return bool(_NAMESPACES) and _NAMESPACES[-1] == "sh"
+    return _NAMESPACES[1]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
