@@ -39,8 +39,8 @@ def test_each_suite_runs_on_a_tiny_model(lm, data_dir, suite, tmp_path):
 
 def test_mc_limit_is_per_task_and_scores_every_task(lm, data_dir):
     res = _run(lm, "mc", "magnitude", 24, data_dir=data_dir, limit=2)
-    assert res.examples == 12  # 6 tasks x 2
-    for t in ("mmlu", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq"):
+    assert res.examples == 14  # 7 tasks x 2
+    for t in ("mmlu", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq", "openbookqa"):
         assert res.metrics[f"acc/{t}"]["n"] == 2
     assert "acc_norm" in res.metrics
 
@@ -147,6 +147,18 @@ def test_batched_loglikelihoods_equal_one_at_a_time(lm):
     single = [sc.loglikelihoods(None, [p])[0] for p in pairs]
     for (a, na, _), (b, nb, _) in zip(both, single):
         assert a == pytest.approx(b, abs=1e-4) and na == nb
+
+
+def test_shared_context_one_token_choices_equal_the_general_path(lm):
+    """MMLU's four letters after one context take a single forward; the numbers are the general path's."""
+    sc = Scorer(lm, make_selector("random", seed=2), 20)
+    plan = sc.plan_for(None)
+    ctx = sc.encode("Question: which?\nA. x\nB. y\nAnswer:", chat=False)
+    letters = [[t] for t in (11, 12, 13, 14)]  # one-token choices (the tiny tokenizer splits " A")
+    fast = sc.loglikelihoods(plan, [(ctx, t) for t in letters])
+    slow = [sc.loglikelihoods(plan, [(ctx, t), (ctx[:-1], ctx[-1:] + t)])[0] for t in letters]
+    for (a, na, ga), (b, nb, gb) in zip(fast, slow):
+        assert a == pytest.approx(b, abs=1e-4) and na == nb == 1 and ga == gb
 
 
 @pytest.mark.integration

@@ -18,7 +18,7 @@ def _common(p) -> None:
     p.add_argument("--data-dir", default=None, help="benchmark data directory (default: $IFPRUNE_DATA or ../shared/data)")
     p.add_argument("--strict", action="store_true", help="fail on a malformed data row (with its line number) instead of skipping it")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget per example (suite default otherwise)")
-    p.add_argument("--mc-tasks", nargs="+", default=None, help="mc sub-tasks (default: all of mmlu arc_easy arc_challenge piqa winogrande boolq)")
+    p.add_argument("--mc-tasks", nargs="+", default=None, help="mc sub-tasks (default: all of mmlu arc_easy arc_challenge piqa winogrande boolq openbookqa)")
     p.add_argument("--cache-dir", default=None, help="per-example result cache (default: $IFPRUNE_CACHE/eval)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the per-example cache")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -3,7 +3,8 @@ length-normalised accuracy: log-likelihood per byte of the choice, as lm-eval's 
 
 Tasks: MMLU (5-shot from the dev split of the question's subject, test questions interleaved
 across subjects so a small limit still spans many), ARC easy/challenge, PIQA, Winogrande (partial
-scoring: the fixed continuation given each filled-in context), BoolQ. HellaSwag is not in
+scoring: the fixed continuation given each filled-in context), BoolQ, OpenBookQA (the question stem
+alone, no supporting fact, as lm-eval's openbookqa). HellaSwag is not in
 ../shared/data, so it is not offered. `--limit N` applies per task.
 """
 
@@ -22,6 +23,7 @@ ICL = {
     "piqa": "icl_eval/commonsense_reasoning/piqa.jsonl",
     "winogrande": "icl_eval/language_understanding/winogrande.jsonl",
     "boolq": "icl_eval/reading_comprehension/boolq.jsonl",
+    "openbookqa": "icl_eval/commonsense_reasoning/openbook_qa.jsonl",
 }
 TASKS = ("mmlu", *ICL)
 LETTERS = "ABCD"
@@ -48,6 +50,7 @@ MC_TASKS = {  # what a per-task selector reads for each sub-task
     "piqa": "Choose the more sensible way to reach an everyday physical goal.",
     "winogrande": "Decide which option a blank in a sentence refers to, using common sense.",
     "boolq": "Answer a yes/no question about a passage.",
+    "openbookqa": "Answer an elementary science multiple-choice question.",
 }
 
 
