@@ -32,10 +32,71 @@ def bpe_lm(arch="llama", **kw):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 4, "def f(x):\n    return x + 1\n"] * 8,
                             trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>")
+    # a pad token, as real tokenizers have (transformers' phi3 GGUF reader otherwise keeps Phi-3's pad id 32000)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>",
+                                   pad_token="<|endoftext|>")
     fast.chat_template = lm.tokenizer.chat_template
     lm.tokenizer = fast
     return lm
+
+
+def sentencepiece_lm(arch="llama", prefix=True, **kw):
+    """A tiny random model with a SentencePiece-style BPE tokenizer.json (byte fallback, spaces as "▁"):
+    Llama 2 / Mistral / Phi-3 put "▁" before the text (prefix), Gemma does not."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    lm = tiny_lm(arch, vocab=400, **kw)
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    steps = [normalizers.Prepend("\u2581")] if prefix else []
+    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     *([decoders.Strip(" ", 1, 0)] if prefix else [])])
+    specials = ["<unk>", "<s>", "</s>"]
+    trainer = trainers.BpeTrainer(vocab_size=380, special_tokens=specials + [f"<0x{i:02X}>" for i in range(256)],
+                                  show_progress=False)
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 4, "def f(x):\n    return x + 1\n"] * 8,
+                            trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<unk>")
+    fast.chat_template = lm.tokenizer.chat_template
+    lm.tokenizer = fast
+    return lm
+
+
+SP_TEXTS = ["the quick brown fox", "two  spaces, then caf\u00e9 \u2603 and the dog", "def f(x):\n    return x"]
+
+
+@pytest.mark.parametrize("arch,prefix", [("llama", True), ("gemma2", False)])
+def test_gguf_export_writes_sentencepiece_style_tokenizers(tmp_path, arch, prefix):
+    """Byte-fallback BPE (Llama 2, Mistral, Phi-3, Gemma) goes out as llama.cpp's "llama" tokenizer:
+    transformers reads the export's tokenizer back and splits text as the original does, and
+    llama.cpp (where the llamacpp extra is installed) does too; the logits are the compact model's."""
+    lm = sentencepiece_lm(arch, prefix, hidden=64, d_ffn=96, **ARCH_KW[arch])
+    plan = make_selector("random").select(lm, None, 64)
+    info = export_gguf(lm, plan, tmp_path / "m.gguf", qtype="f32")
+    assert info.gguf["tokenizer"] == "built from tokenizer.json (SentencePiece-style BPE)"
+    r = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert r.fields["tokenizer.ggml.model"].contents() == "llama"
+    assert bool(r.fields["tokenizer.ggml.add_space_prefix"].contents()) is prefix
+    assert len(r.fields["tokenizer.ggml.tokens"].contents()) == 400
+    from transformers import AutoTokenizer
+
+    back = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+    for text in SP_TEXTS:
+        want = lm.tokenizer(text, add_special_tokens=False).input_ids
+        assert back(text, add_special_tokens=False).input_ids == want, text
+    with torch.no_grad():
+        got = read_back(tmp_path / "m.gguf")(IDS).logits
+    torch.testing.assert_close(got, compact_logits(lm, plan), atol=1e-5 * max(1.0, float(got.abs().max())), rtol=0)
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, verbose=False, vocab_only=True)
+    # leading spaces too (transformers' GGUF tokenizer reader drops one of two leading "▁"; llama.cpp does not)
+    for text in [*SP_TEXTS, "  two leading spaces"]:
+        assert llm.tokenize(text.encode(), add_bos=False) == lm.tokenizer(text, add_special_tokens=False).input_ids, text
 
 
 def read_back(path):
@@ -54,14 +115,15 @@ def compact_logits(lm, plan):
 # transformers' GGUF loader takes qwen3's head_dim and gemma's query_pre_attn_scalar from their config
 # defaults (128; 256), not from the file: the tiny models use those values so the read-back can check them
 ARCH_KW = {"llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {"head_dim": 128}, "gemma2": {"head_dim": 256},
-           "gemma3": {"head_dim": 256}}
+           "gemma3": {"head_dim": 256}, "phi3": {}}
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
-             "gemma3": "gemma3"}
+             "gemma3": "gemma3", "phi3": "phi3"}
 
 
 @pytest.mark.parametrize("arch,qtype,atol", [("llama", "f32", 1e-5), ("llama", "f16", 5e-3), ("mistral", "f32", 1e-5),
                                              ("qwen2", "f32", 1e-5), ("qwen2", "f16", 5e-3), ("qwen3", "f32", 1e-5),
-                                             ("gemma2", "f32", 1e-5), ("gemma3", "f32", 1e-5)])
+                                             ("gemma2", "f32", 1e-5), ("gemma3", "f32", 1e-5), ("phi3", "f32", 1e-5),
+                                             ("phi3", "f16", 5e-3)])
 def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, arch, qtype, atol):
     lm = bpe_lm(arch, hidden=64, d_ffn=96, **ARCH_KW[arch])
     plan = make_selector("random").select(lm, None, 40)
@@ -72,6 +134,9 @@ def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, arch, q
     assert r.fields["tokenizer.ggml.model"].contents() == "gpt2"
     down = next(t for t in r.tensors if t.name == "blk.0.ffn_down.weight")
     assert list(down.shape) == [40, 64]  # GGUF lists dims innermost first: k input channels, hidden outputs
+    if arch == "phi3":  # llama.cpp's fused gate/up: both halves in ffn_up, no ffn_gate
+        up = next(t for t in r.tensors if t.name == "blk.0.ffn_up.weight")
+        assert list(up.shape) == [64, 80] and not any(t.name.endswith("ffn_gate.weight") for t in r.tensors)
     model = read_back(tmp_path / "m.gguf")
     assert model.config.intermediate_size == 40
     with torch.no_grad():
@@ -120,7 +185,7 @@ def test_gguf_export_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(IfpruneError, match="GGUF export supports"):
         export_gguf(gpt2, make_selector("random").select(gpt2, None, 16), tmp_path / "g.gguf")
     char = tiny_lm("llama")  # a character-level WordLevel tokenizer: no BPE vocabulary to write
-    with pytest.raises(IfpruneError, match="BPE tokenizer"):
+    with pytest.raises(IfpruneError, match="tokenizer is neither"):
         export_gguf(char, make_selector("random").select(char, None, 16), tmp_path / "c.gguf")
     assert not (tmp_path / "c.gguf").exists() and not list(tmp_path.glob(".c.gguf*"))
 
@@ -153,7 +218,7 @@ def test_cli_gguf_export_of_the_default_model(tmp_path):
         torch.testing.assert_close(model(ids).logits, compact.model(ids).logits, atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
 def test_llama_cpp_runs_the_export(tmp_path, arch):
     """llama.cpp itself (llama-cpp-python, the `llamacpp` extra: a source build) loads the export and
     gives the compact model's next-token logits. Skipped where the extra is not installed."""

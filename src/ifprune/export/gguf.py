@@ -10,7 +10,9 @@ built from the model's BPE `tokenizer.json` with the `gguf` package's vocab read
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,11 @@ log = logging.getLogger(__name__)
 # reading the export back with transformers' GGUF loader (tests/test_export_gguf.py).
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
                  "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False),
-                 "Gemma2ForCausalLM": ("gemma2", False), "Gemma3ForCausalLM": ("gemma3", False)}
+                 "Gemma2ForCausalLM": ("gemma2", False), "Gemma3ForCausalLM": ("gemma3", False),
+                 "Phi3ForCausalLM": ("phi3", False)}
+# FFN layouts llama.cpp reads: separate gate/up, or Phi-3's fused gate_up (its ffn_up holds both halves,
+# gate first, exactly HF's gate_up_proj rows; the compact model keeps that order)
+FAMILIES = ("gated", "fused-gated")
 # Gemma's RMSNorm multiplies by (1 + w): llama.cpp's converter stores 1 + w, readers subtract the 1
 NORM_PLUS_ONE = {"gemma2", "gemma3"}
 # --gguf-type -> (tensor type of 2-D weights, file type recorded in general.file_type)
@@ -68,7 +74,7 @@ def check_supported(lm, qtype: str) -> str:
         raise IfpruneError(f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} so far, "
                            f"not {cls}: export a Hugging Face checkpoint (--format hf) and convert it with "
                            "llama.cpp's convert_hf_to_gguf.py")
-    if lm.layout.family.name != "gated":
+    if lm.layout.family.name not in FAMILIES:
         raise IfpruneError(f"GGUF export expects a gated MLP, found the {lm.layout.family.name!r} family")
     return ARCHITECTURES[cls][0]
 
@@ -88,15 +94,24 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
     tok = lm.tokenizer
     with tempfile.TemporaryDirectory() as d:
         tok.save_pretrained(d)
-        try:
-            vocab = gguf.vocab.BpeVocab(Path(d))
-        except Exception as e:  # noqa: BLE001 - the reader raises assorted errors on non-BPE tokenizers
-            raise IfpruneError(f"GGUF export needs a BPE tokenizer.json (byte-level, as Llama 3, SmolLM2, Qwen use) "
-                               f"to write the vocabulary; this model's tokenizer is not one ({e})") from None
-        tokens, types = [], []
-        for text, _score, ttype in vocab.all_tokens():
-            tokens.append(text)
-            types.append(ttype)
+        path = Path(d) / "tokenizer.json"
+        spec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if (spec.get("model") or {}).get("type") == "BPE" and spec["model"].get("byte_fallback"):
+            tokens, scores, types = _sentencepiece_tokens(spec, n_vocab)
+            kind = "llama"
+            writer.add_add_space_prefix(_adds_space_prefix(spec))
+        else:
+            try:
+                vocab = gguf.vocab.BpeVocab(Path(d))
+            except Exception as e:  # noqa: BLE001 - the reader raises assorted errors on other tokenizers
+                raise IfpruneError(f"GGUF export writes byte-level BPE (Llama 3, SmolLM2, Qwen) and SentencePiece-style "
+                                   f"BPE with byte fallback (Llama 2, Mistral, Phi-3, Gemma) tokenizer.json "
+                                   f"vocabularies; this model's tokenizer is neither ({e})") from None
+            tokens, types = [], []
+            for text, _score, ttype in vocab.all_tokens():
+                tokens.append(text)
+                types.append(ttype)
+            scores, kind = None, "gpt2"
         if len(tokens) > n_vocab:
             raise IfpruneError(f"the tokenizer has {len(tokens)} tokens but the model's embedding only {n_vocab} rows")
         # llama.cpp takes the vocabulary size from the token list: pad it to the embedding's rows (Qwen's
@@ -104,16 +119,77 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
         pad = n_vocab - len(tokens)
         tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
         types += [gguf.TokenType.UNUSED] * pad
-        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_model(kind)
         writer.add_tokenizer_pre("default")
         writer.add_token_list(tokens)
+        if scores is not None:
+            writer.add_token_scores(scores + [-1e9] * pad)
         writer.add_token_types(types)
-        special = gguf.SpecialVocab(Path(d), load_merges=True, n_vocab=len(tokens))
+        special = gguf.SpecialVocab(Path(d), load_merges=kind == "gpt2", n_vocab=len(tokens))
         special.add_to_gguf(writer, quiet=True)
     template = getattr(tok, "chat_template", None)
     if special.chat_template is None and isinstance(template, str) and template:
         writer.add_chat_template(template)
-    return "built from tokenizer.json (BPE)"
+    return f"built from tokenizer.json ({'BPE' if kind == 'gpt2' else 'SentencePiece-style BPE'})"
+
+
+def _sentencepiece_tokens(spec: dict, n_vocab: int) -> tuple[list[str], list[float], list[int]]:
+    """Tokens, scores and types of a SentencePiece-style BPE tokenizer.json (byte fallback, "▁" for
+    spaces), as llama.cpp's "llama" tokenizer reads them. Its merge loop joins the adjacent pair whose
+    joined token scores highest, so a token's score is minus the rank of the first merge that makes it:
+    the same merge order as the BPE merges list."""
+    import gguf
+
+    model = spec["model"]
+    vocab: dict[str, int] = model.get("vocab") or {}
+    merges = model.get("merges") or []
+    rank: dict[str, int] = {}
+    for i, m in enumerate(merges):
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        rank.setdefault(a + b, i)
+    added = {t["id"]: t for t in spec.get("added_tokens") or []}
+    size = max([*vocab.values(), *added, -1]) + 1
+    if size > n_vocab:
+        raise IfpruneError(f"the tokenizer has {size} tokens but the model's embedding only {n_vocab} rows")
+    by_id = {i: t for t, i in vocab.items()}
+    unk = model.get("unk_token")
+    tokens, scores, types = [], [], []
+    for i in range(size):
+        if i in added:
+            text = added[i]["content"]
+            ttype = gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED
+            score = 0.0
+        elif i in by_id:
+            text = by_id[i]
+            if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text):
+                ttype = gguf.TokenType.BYTE
+            elif text == unk:
+                ttype = gguf.TokenType.UNKNOWN
+            else:
+                ttype = gguf.TokenType.NORMAL
+            # single characters are never merged into; tokens no merge makes must never win a merge
+            score = -float(rank[text]) if text in rank else (0.0 if len(text) == 1 else -float(len(merges) + 1))
+        else:
+            text, score, ttype = f"[PAD{i}]", -1e9, gguf.TokenType.UNUSED
+        tokens.append(text)
+        scores.append(score)
+        types.append(ttype)
+    return tokens, scores, types
+
+
+def _adds_space_prefix(spec: dict) -> bool:
+    """Whether the tokenizer puts "▁" before the text (Llama 2, Mistral, Phi-3: yes; Gemma: no), which
+    llama.cpp reads as tokenizer.ggml.add_space_prefix; refuses a space scheme it cannot express."""
+    text = json.dumps([spec.get("normalizer"), spec.get("pre_tokenizer")], ensure_ascii=False)
+    if "Prepend" in text:
+        return True
+    pre = json.dumps(spec.get("pre_tokenizer"))
+    if "Metaspace" in pre:
+        return '"prepend_scheme": "never"' not in pre and '"add_prefix_space": false' not in pre
+    if "\u2581" in text:  # spaces replaced by "▁", nothing prepended (Gemma)
+        return False
+    raise IfpruneError("GGUF export: this SentencePiece-style tokenizer.json does not turn spaces into '▁' the way "
+                       "llama.cpp's tokenizer does: export --format hf and convert it with llama.cpp's converter")
 
 
 def _tensor(writer, name: str, t: torch.Tensor, qtype: str, report: GGUFTensorReport) -> None:
@@ -157,7 +233,8 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
     writer.add_feed_forward_length(cfg.intermediate_size)
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv)
-    writer.add_rope_dimension_count(head_dim)
+    # Phi-3 family models may rotate only part of each head (partial_rotary_factor: Phi-4-mini 0.75)
+    writer.add_rope_dimension_count(int(head_dim * float(getattr(cfg, "partial_rotary_factor", None) or 1.0)))
     writer.add_key_value(f"{arch}.attention.key_length", head_dim, gguf.GGUFValueType.UINT32)
     writer.add_key_value(f"{arch}.attention.value_length", head_dim, gguf.GGUFValueType.UINT32)
     rope = getattr(cfg, "rope_parameters", None) or {}
