@@ -19,25 +19,68 @@ from ifprune.selection.selectors import make_selector
 IDS = torch.tensor([[5, 17, 42, 99, 7, 250, 3, 64, 128, 12]])
 
 
-def bpe_lm(arch="llama", **kw):
+def pre_tokenizer(scheme):
+    """Hugging Face's spelling of the byte-level pre-tokenizers llama.cpp knows by name."""
+    from tokenizers import Regex, pre_tokenizers as pt
+
+    from ifprune.export.gguf import SPLIT_PRE
+
+    if scheme == "gpt-2":
+        return pt.ByteLevel(add_prefix_space=False)
+    if scheme == "smollm":
+        return pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False)])
+    regex = next(r for r, name in SPLIT_PRE.items() if name == scheme and r.startswith("(?i:"))
+    return pt.Sequence([pt.Split(Regex(regex), behavior="isolated"), pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def bpe_lm(arch="llama", pre="gpt-2", **kw):
     """A tiny random model with a real byte-level BPE tokenizer (what GGUF vocabularies describe)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     lm = tiny_lm(arch, vocab=320, **kw)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizer(pre)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 4, "def f(x):\n    return x + 1\n"] * 8,
-                            trainer)
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 4, "def f(x):\n    return x + 1\n",
+                             "I'll pay 12345 dollars, it's 2024.\n\n"] * 8, trainer)
     # a pad token, as real tokenizers have (transformers' phi3 GGUF reader otherwise keeps Phi-3's pad id 32000)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>",
                                    pad_token="<|endoftext|>")
     fast.chat_template = lm.tokenizer.chat_template
     lm.tokenizer = fast
     return lm
+
+
+BPE_TEXT = "I'll pay 12345 dollars, OK?\n\nThe  cat's   toys;\tdone. caf\u00e9 42 1000000\n    return x"
+
+
+@pytest.mark.parametrize("scheme", ["gpt-2", "smollm", "llama-bpe", "qwen2"])
+def test_gguf_export_names_the_byte_level_pre_tokenizer(tmp_path, scheme):
+    """tokenizer.ggml.pre tells llama.cpp how to split text before merging; with the right name it
+    gives the same tokens as the model's own tokenizer (checked where the llamacpp extra is installed)."""
+    lm = bpe_lm(pre=scheme, hidden=64, d_ffn=96)
+    export_gguf(lm, make_selector("random").select(lm, None, 64), tmp_path / "m.gguf", qtype="f32")
+    assert gguf.GGUFReader(tmp_path / "m.gguf").fields["tokenizer.ggml.pre"].contents() == scheme
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, verbose=False, vocab_only=True)
+    assert llm.tokenize(BPE_TEXT.encode(), add_bos=False, special=False) == lm.tokenizer(BPE_TEXT, add_special_tokens=False).input_ids
+
+
+def test_gguf_export_refuses_a_pre_tokenizer_llama_cpp_cannot_name(tmp_path):
+    from tokenizers import Regex, pre_tokenizers as pt
+
+    lm = bpe_lm(hidden=64, d_ffn=96)
+    lm.tokenizer.backend_tokenizer.pre_tokenizer = pt.Sequence([pt.Split(Regex(r"\w+|\s+"), behavior="isolated"),
+                                                               pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    with pytest.raises(IfpruneError, match="no name for this tokenizer's pre-tokenizer"):
+        export_gguf(lm, make_selector("random").select(lm, None, 64), tmp_path / "m.gguf")
+    assert not (tmp_path / "m.gguf").exists()
 
 
 def sentencepiece_lm(arch="llama", prefix=True, **kw):

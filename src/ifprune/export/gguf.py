@@ -112,6 +112,7 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
                 tokens.append(text)
                 types.append(ttype)
             scores, kind = None, "gpt2"
+            pre = byte_level_pre(spec)
         if len(tokens) > n_vocab:
             raise IfpruneError(f"the tokenizer has {len(tokens)} tokens but the model's embedding only {n_vocab} rows")
         # llama.cpp takes the vocabulary size from the token list: pad it to the embedding's rows (Qwen's
@@ -120,7 +121,7 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
         tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
         types += [gguf.TokenType.UNUSED] * pad
         writer.add_tokenizer_model(kind)
-        writer.add_tokenizer_pre("default")
+        writer.add_tokenizer_pre(pre if kind == "gpt2" else "default")
         writer.add_token_list(tokens)
         if scores is not None:
             writer.add_token_scores(scores + [-1e9] * pad)
@@ -131,6 +132,36 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
     if special.chat_template is None and isinstance(template, str) and template:
         writer.add_chat_template(template)
     return f"built from tokenizer.json ({'BPE' if kind == 'gpt2' else 'SentencePiece-style BPE'})"
+
+
+# Byte-level BPE splits text with a regex before merging; llama.cpp knows the common ones by name
+# (tokenizer.ggml.pre). Hugging Face spells them in tokenizer.json's pre_tokenizer:
+_CONTRACTIONS = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)", "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])")
+_REST = r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}%s| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+SPLIT_PRE = {**{c + _REST % "{1,3}": "llama-bpe" for c in _CONTRACTIONS},  # Llama 3, Mistral Tekken: digits by threes
+             **{c + _REST % "": "qwen2" for c in _CONTRACTIONS}}  # Qwen 2 / 2.5 / 3: one digit at a time
+
+
+def byte_level_pre(spec: dict) -> str:
+    """llama.cpp's name for the pre-tokenizer of a byte-level BPE tokenizer.json, or a clear refusal:
+    a wrong name would make llama.cpp split text differently from the model's own tokenizer."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [st.get("type") for st in steps]
+    byte_level = steps[-1] if kinds and kinds[-1] == "ByteLevel" else None
+    if byte_level is not None and not byte_level.get("add_prefix_space", False):
+        regex = byte_level.get("use_regex", True)
+        if kinds == ["ByteLevel"] and regex:
+            return "gpt-2"  # GPT-2's split, inside ByteLevel
+        if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and regex:
+            return "smollm"  # SmolLM / SmolLM2: each digit alone, then GPT-2's split
+        if kinds == ["Split", "ByteLevel"] and not regex:
+            name = SPLIT_PRE.get((steps[0].get("pattern") or {}).get("Regex"))
+            if name is not None and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert"):
+                return name
+    raise IfpruneError(f"GGUF export: llama.cpp has no name for this tokenizer's pre-tokenizer ({' + '.join(map(str, kinds)) or 'none'}"
+                       "; known: GPT-2, SmolLM, Llama 3 and Qwen 2 splits), so it would split text differently: "
+                       "export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py")
 
 
 def _sentencepiece_tokens(spec: dict, n_vocab: int) -> tuple[list[str], list[float], list[int]]:
