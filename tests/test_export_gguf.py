@@ -224,9 +224,10 @@ def test_gguf_export_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(IfpruneError, match="already exists"):
         export_gguf(lm, plan, tmp_path / "m.gguf")
     assert (tmp_path / "m.gguf").read_text() == "x"
-    gpt2 = tiny_lm("gpt2")
+    bloom_like = tiny_lm("gpt_neox")  # every tiny family is exportable now: rename one to a class the table lacks
+    bloom_like.model.__class__ = type("BloomForCausalLM", (type(bloom_like.model),), {})
     with pytest.raises(IfpruneError, match="GGUF export supports"):
-        export_gguf(gpt2, make_selector("random").select(gpt2, None, 16), tmp_path / "g.gguf")
+        export_gguf(bloom_like, make_selector("random").select(bloom_like, None, 16), tmp_path / "g.gguf")
     char = tiny_lm("llama")  # a character-level WordLevel tokenizer: no BPE vocabulary to write
     with pytest.raises(IfpruneError, match="tokenizer is neither"):
         export_gguf(char, make_selector("random").select(char, None, 16), tmp_path / "c.gguf")
@@ -261,7 +262,21 @@ def test_cli_gguf_export_of_the_default_model(tmp_path):
         torch.testing.assert_close(model(ids).logits, compact.model(ids).logits, atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3"])
+def test_gguf_export_of_gpt2_writes_its_plain_mlp(tmp_path):
+    """GPT-2: Conv1D weights transposed to GGUF's [out, in], learned positions, LayerNorm biases, and
+    feed_forward_length = k (transformers' GGUF reader ignores that key for gpt2, so llama.cpp checks
+    the logits: test_llama_cpp_runs_the_export)."""
+    lm = bpe_lm("gpt2", hidden=64, d_ffn=96)
+    export_gguf(lm, make_selector("random").select(lm, None, 40), tmp_path / "m.gguf", qtype="f32")
+    r = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert r.fields["gpt2.feed_forward_length"].contents() == 40
+    shapes = {t.name: list(t.shape) for t in r.tensors}
+    assert shapes["blk.0.ffn_up.weight"] == [64, 40] and shapes["blk.0.ffn_down.weight"] == [40, 64]
+    assert shapes["blk.0.attn_qkv.weight"] == [64, 192] and shapes["blk.0.ffn_up.bias"] == [40]
+    assert "position_embd.weight" in shapes and "output.weight" not in shapes  # tied: llama.cpp reuses token_embd
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt2", "gemma", "gpt_neox"])
 def test_llama_cpp_runs_the_export(tmp_path, arch):
     """llama.cpp itself (llama-cpp-python, the `llamacpp` extra: a source build) loads the export and
     gives the compact model's next-token logits. Skipped where the extra is not installed."""

@@ -33,12 +33,16 @@ log = logging.getLogger(__name__)
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
                  "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False),
                  "Gemma2ForCausalLM": ("gemma2", False), "Gemma3ForCausalLM": ("gemma3", False),
-                 "Phi3ForCausalLM": ("phi3", False)}
-# FFN layouts llama.cpp reads: separate gate/up, or Phi-3's fused gate_up (its ffn_up holds both halves,
-# gate first, exactly HF's gate_up_proj rows; the compact model keeps that order)
-FAMILIES = ("gated", "fused-gated")
+                 "GemmaForCausalLM": ("gemma", False), "Phi3ForCausalLM": ("phi3", False),
+                 "GPT2LMHeadModel": ("gpt2", False), "GPTNeoXForCausalLM": ("gptneox", False)}
+# FFN layouts llama.cpp reads: separate gate/up, Phi-3's fused gate_up (its ffn_up holds both halves,
+# gate first, exactly HF's gate_up_proj rows; the compact model keeps that order), plain MLPs (GPT-NeoX;
+# GPT-2's Conv1D)
+FAMILIES = ("gated", "fused-gated", "plain", "plain-conv1d")
+# GPT-2 keeps Conv1D weights as [in, out]; GGUF (like nn.Linear) wants [out, in]
+CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 # Gemma's RMSNorm multiplies by (1 + w): llama.cpp's converter stores 1 + w, readers subtract the 1
-NORM_PLUS_ONE = {"gemma2", "gemma3"}
+NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}
 # --gguf-type -> (tensor type of 2-D weights, file type recorded in general.file_type)
 TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
          "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
@@ -244,31 +248,16 @@ def _tensor(writer, name: str, t: torch.Tensor, qtype: str, report: GGUFTensorRe
     report.quantized += 1
 
 
-def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) -> dict:
-    """The GGUF of `model` (a stock model of a supported family, usually the compact one) at `out`."""
+def _rope_fields(writer, cfg, arch: str, head_dim: int) -> None:
+    """Rotary, attention-scale, sliding-window and soft-capping keys, or a clear refusal."""
     import gguf
 
-    arch = check_supported(lm, qtype)
-    permute_qk = ARCHITECTURES[type(lm.model).__name__][1]
-    cfg = model.config.get_text_config()
-    n_layers, n_head = cfg.num_hidden_layers, cfg.num_attention_heads
-    n_kv = getattr(cfg, "num_key_value_heads", None) or n_head
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
-    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), n_layers)
-    writer = gguf.GGUFWriter(out, arch)
-    writer.add_type("model")
-    writer.add_name(name)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(n_layers)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_kv)
-    # Phi-3 family models may rotate only part of each head (partial_rotary_factor: Phi-4-mini 0.75)
-    writer.add_rope_dimension_count(int(head_dim * float(getattr(cfg, "partial_rotary_factor", None) or 1.0)))
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    # some models rotate only part of each head (Phi-4-mini 0.75, GPT-NeoX / Pythia 0.25)
+    factor = (rope.get("partial_rotary_factor") if isinstance(rope, dict) else None) or getattr(cfg, "partial_rotary_factor", None)
+    writer.add_rope_dimension_count(int(head_dim * float(factor or 1.0)))
     writer.add_key_value(f"{arch}.attention.key_length", head_dim, gguf.GGUFValueType.UINT32)
     writer.add_key_value(f"{arch}.attention.value_length", head_dim, gguf.GGUFValueType.UINT32)
-    rope = getattr(cfg, "rope_parameters", None) or {}
     if isinstance(rope, dict) and "full_attention" in rope:  # per layer type (Gemma 3): llama.cpp's local base is 10000
         local = (rope.get("sliding_attention") or {}).get("rope_theta", 10000.0)
         if float(local) != 10000.0:
@@ -291,7 +280,37 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if getattr(cfg, key, None) is not None:
             writer.add_key_value(f"{arch}.{key}", float(getattr(cfg, key)), gguf.GGUFValueType.FLOAT32)
-    writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+
+
+def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) -> dict:
+    """The GGUF of `model` (a stock model of a supported family, usually the compact one) at `out`."""
+    import gguf
+
+    arch = check_supported(lm, qtype)
+    permute_qk = ARCHITECTURES[type(lm.model).__name__][1]
+    cfg = model.config.get_text_config()
+    n_layers, n_head = cfg.num_hidden_layers, cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_head
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), n_layers)
+    writer = gguf.GGUFWriter(out, arch)
+    writer.add_type("model")
+    writer.add_name(name)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(int(getattr(cfg, lm.layout.family.width_attr)))
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    if arch == "gpt2":  # learned positions, LayerNorm with biases: no rope keys
+        writer.add_layer_norm_eps(float(cfg.layer_norm_epsilon))
+    else:
+        _rope_fields(writer, cfg, arch, head_dim)
+        if arch == "gptneox":
+            writer.add_layer_norm_eps(float(cfg.layer_norm_eps))
+            writer.add_key_value(f"{arch}.use_parallel_residual", bool(cfg.use_parallel_residual), gguf.GGUFValueType.BOOL)
+        else:
+            writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(int(getattr(gguf.LlamaFileType, TYPES[qtype][1])))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -308,6 +327,11 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
         if gg is None:
             raise IfpruneError(f"no GGUF name for tensor {hf_name} of {type(model).__name__} in the gguf package's "
                                f"{arch} map: export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py")
+        if arch == "gpt2" and hf_name.endswith(CONV1D):
+            t = t.t()
+        if arch == "gptneox" and ".attention.query_key_value." in hf_name:
+            # HF interleaves q, k, v per head; llama.cpp wants all q rows, then k, then v
+            t = t.reshape(n_head, 3, head_dim, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
         if permute_qk and hf_name.endswith("q_proj.weight"):
             t = rotary_permute(t, n_head)
         elif permute_qk and hf_name.endswith("k_proj.weight"):
