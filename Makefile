@@ -3,6 +3,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# llama.cpp (the `llamacpp` extra, a source build of llama-cpp-python: ~9 CPU-minutes, once; pip caches
+# the wheel) only for `make test`, whose test_llama_cpp_runs_the_export loads a GGUF export in it.
+LLAMA   := $(VENV)/.llamacpp
 # The CPU wheel of torch 2.13.0 is what this project pins; other versions pull CUDA wheels.
 TORCH   := torch==2.13.0
 PROMPT  ?= What is the capital of France? Answer in one sentence.
@@ -21,13 +24,20 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# A failed build does not stop the tests: that one test then skips and says why (-ra).
+$(LLAMA): $(STAMP)
+	@echo "building llama-cpp-python (the llamacpp extra) once; a few minutes"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e ".[llamacpp]" $(TORCH) \
+		|| echo "WARNING: llama-cpp-python did not build; test_llama_cpp_runs_the_export will skip"
+	touch $(LLAMA)
+
 # dense, then the default: the shipped trained IFPruning predictor (keep 3/4), then GRIFFIN at keep 1/2
 demo: $(STAMP)
 	$(BIN)/ifprune generate "$(PROMPT)" --selector dense --max-new-tokens 48
 	$(BIN)/ifprune generate "$(PROMPT)" --max-new-tokens 48
 	$(BIN)/ifprune generate "$(PROMPT)" --selector griffin --keep 0.5 --max-new-tokens 48
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA)
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
