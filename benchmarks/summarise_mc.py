@@ -1,0 +1,89 @@
+"""Summarise `eval compare --suites mc` reports: accuracy per task for every row, and each pruned row's
+difference to dense on the same examples with a paired 95% bootstrap interval (the bar: keep 3/4
+within 2 points of dense on the average). The per-example rows are copied next to the summary, so the
+table can be recomputed from the repository alone.
+
+    python benchmarks/summarise_mc.py results/quality/mc-keep75/dense/results.json,... results/quality/mc-keep75 "MC at keep 3/4"
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+
+def _label(r: dict) -> str:
+    mode = ((r.get("options") or {}).get("compensation") or {}).get("mode", "none")
+    return r["selector"] if mode == "none" or "+" in r["selector"] else f"{r['selector']}+{mode}"
+
+
+def _rows(path: str) -> dict[str, dict]:
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of an interrupted run
+            out[row["id"]] = row
+    return out
+
+
+def paired_ci(diffs: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
+    reps = [json.loads(Path(p).read_text()) for p in src.split(",")]
+    results = [r for x in reps for r in x["results"] if r["suite"] == "mc"]
+    out = Path(out_dir)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    per_row = {}
+    for r in results:
+        cache = Path(r["cache_file"])
+        src_rows = _rows(str(cache)) if cache.is_file() else _rows(str(out / "examples" / f"{_label(r)}.jsonl"))
+        per_row[_label(r)] = (r, src_rows)
+    ids = set.intersection(*(set(rows) for _, rows in per_row.values()))
+    for label, (_, rows) in per_row.items():
+        lines = [json.dumps(rows[i]) for i in sorted(ids)]
+        (out / "examples" / f"{label}.jsonl").write_text("\n".join(lines) + "\n")
+    tasks = sorted({per_row["dense"][1][i]["task"] for i in ids})
+    dense = per_row["dense"][1]
+
+    def acc(rows, task=None, key="num"):
+        sel = [rows[i][key] for i in ids if task is None or rows[i]["task"] == task]
+        return sum(sel) / len(sel)
+
+    lines = [f"# {title} ({reps[0]['model']})", "",
+             "From " + "; ".join(f"`{x['command']}`" for x in reps) + f" (machine: {reps[0]['machine']['platform']}, "
+             f"{reps[0]['machine']['threads']} thread(s), {reps[0]['machine']['date']}); summarised by "
+             f"`python benchmarks/summarise_mc.py {src} {out_dir} \"{title}\"`. {len(ids)} examples, the same for every row "
+             f"({len(ids) // len(tasks)} per task); accuracy by log-likelihood of each choice (acc; acc_norm per byte). "
+             "Difference to dense: mean over the same examples, paired 95% bootstrap interval (2000 resamples, seed 0).", "",
+             "| row | keep | acc | acc - dense [95% CI] | acc_norm | acc_norm - dense [95% CI] | " + " | ".join(tasks) + " |",
+             "|" + "---|" * (6 + len(tasks))]
+    for label, (r, rows) in sorted(per_row.items(), key=lambda kv: -kv[1][0]["keep"]):
+        cells = [label, f"{r['keep']:.2f}"]
+        for key in ("num", "acc_norm"):
+            a = acc(rows, key=key)
+            cells.append(f"{100 * a:.1f}")
+            if label == "dense":
+                cells.append("")
+            else:
+                diffs = [rows[i][key] - dense[i][key] for i in sorted(ids)]
+                lo, hi = paired_ci(diffs)
+                cells.append(f"{100 * sum(diffs) / len(diffs):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        cells += [f"{100 * acc(rows, t):.1f}" for t in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(*sys.argv[1:4]))
