@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
 
 def _label(r: dict) -> str:
     mode = ((r.get("options") or {}).get("compensation") or {}).get("mode", "none")
-    return r["selector"] if mode == "none" or "+" in r["selector"] else f"{r['selector']}+{mode}"
+    name = r["selector"] if mode == "none" or "+" in r["selector"] else f"{r['selector']}+{mode}"
+    if r["selector"] != "dense" and r["width"] == r["d_ffn"]:
+        name += " (every channel: tuned weights only)"
+    return name
+
+
+def _file(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") + ".jsonl"
 
 
 def _rows(path: str) -> dict[str, dict]:
@@ -39,19 +47,25 @@ def paired_ci(diffs: list[float], resamples: int = 2000, seed: int = 0) -> tuple
 
 
 def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
-    reps = [json.loads(Path(p).read_text()) for p in src.split(",")]
+    reps = []
+    for p in src.split(","):
+        x = json.loads(Path(p).read_text())
+        if "results" not in x:  # one `ifprune eval mc --json` result
+            x = {"results": [x], "command": f"ifprune eval mc ({Path(p).parent.name} row of results/quality/mc.sh)",
+                 "machine": x["machine"], "model": x["model"]}
+        reps.append(x)
     results = [r for x in reps for r in x["results"] if r["suite"] == "mc"]
     out = Path(out_dir)
     (out / "examples").mkdir(parents=True, exist_ok=True)
     per_row = {}
     for r in results:
         cache = Path(r["cache_file"])
-        src_rows = _rows(str(cache)) if cache.is_file() else _rows(str(out / "examples" / f"{_label(r)}.jsonl"))
+        src_rows = _rows(str(cache)) if cache.is_file() else _rows(str(out / "examples" / _file(_label(r))))
         per_row[_label(r)] = (r, src_rows)
     ids = set.intersection(*(set(rows) for _, rows in per_row.values()))
     for label, (_, rows) in per_row.items():
         lines = [json.dumps(rows[i]) for i in sorted(ids)]
-        (out / "examples" / f"{label}.jsonl").write_text("\n".join(lines) + "\n")
+        (out / "examples" / _file(label)).write_text("\n".join(lines) + "\n")
     tasks = sorted({per_row["dense"][1][i]["task"] for i in ids})
     dense = per_row["dense"][1]
 
