@@ -3,8 +3,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# llama.cpp (the `llamacpp` extra, a source build of llama-cpp-python: ~9 CPU-minutes, once; pip caches
-# the wheel) only for `make test`, whose test_llama_cpp_runs_the_export loads a GGUF export in it.
+# llama.cpp (the `llamacpp` extra, a source build of llama-cpp-python: ~9 CPU-minutes, once per .venv;
+# a stamp file) only for `make test`, whose test_llama_cpp_runs_the_export loads a GGUF export in it.
 LLAMA   := $(VENV)/.llamacpp
 # The CPU wheel of torch 2.13.0 is what this project pins; other versions pull CUDA wheels.
 TORCH   := torch==2.13.0
