@@ -1,7 +1,7 @@
 #!/bin/sh
 # Validation NLL per family for the v5 keep-1/2 continuation (from the shipped v4 keep-1/2 artifact, 400
 # steps on unseen examples) against v4 itself (the shipped one before it; give its path as $V4 once it is
-# replaced: `git show` it from commit 8ef7a48), GRIFFIN with output compensation, and dense; the same 72
+# replaced: `git show` it from commit 8ef7a48; the committed summary50.md has its row), GRIFFIN with output compensation, and dense; the same 72
 # held-out examples as every earlier compare. Resumable (per-example cache).
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
