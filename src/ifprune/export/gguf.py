@@ -101,8 +101,8 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
         path = Path(d) / "tokenizer.json"
         spec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         if (spec.get("model") or {}).get("type") == "BPE" and spec["model"].get("byte_fallback"):
-            tokens, scores, types = _sentencepiece_tokens(spec, n_vocab)
-            kind = "llama"
+            tokens, scores, types = _sentencepiece_tokens(spec)
+            kind, pre = "llama", "default"
             writer.add_add_space_prefix(_adds_space_prefix(spec))
         else:
             try:
@@ -125,7 +125,7 @@ def _tokenizer_fields(writer, lm, src: Path | None, n_vocab: int) -> str:
         tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
         types += [gguf.TokenType.UNUSED] * pad
         writer.add_tokenizer_model(kind)
-        writer.add_tokenizer_pre(pre if kind == "gpt2" else "default")
+        writer.add_tokenizer_pre(pre)
         writer.add_token_list(tokens)
         if scores is not None:
             writer.add_token_scores(scores + [-1e9] * pad)
@@ -168,7 +168,7 @@ def byte_level_pre(spec: dict) -> str:
                        "export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py")
 
 
-def _sentencepiece_tokens(spec: dict, n_vocab: int) -> tuple[list[str], list[float], list[int]]:
+def _sentencepiece_tokens(spec: dict) -> tuple[list[str], list[float], list[int]]:
     """Tokens, scores and types of a SentencePiece-style BPE tokenizer.json (byte fallback, "▁" for
     spaces), as llama.cpp's "llama" tokenizer reads them. Its merge loop joins the adjacent pair whose
     joined token scores highest, so a token's score is minus the rank of the first merge that makes it:
@@ -184,8 +184,6 @@ def _sentencepiece_tokens(spec: dict, n_vocab: int) -> tuple[list[str], list[flo
         rank.setdefault(a + b, i)
     added = {t["id"]: t for t in spec.get("added_tokens") or []}
     size = max([*vocab.values(), *added, -1]) + 1
-    if size > n_vocab:
-        raise IfpruneError(f"the tokenizer has {size} tokens but the model's embedding only {n_vocab} rows")
     by_id = {i: t for t, i in vocab.items()}
     unk = model.get("unk_token")
     tokens, scores, types = [], [], []
