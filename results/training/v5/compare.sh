@@ -1,7 +1,7 @@
 #!/bin/sh
 # Validation NLL per family for the v5 distillation A/B at keep 3/4: arm "sft" (cross-entropy) and arm
 # "distill" (+ KL to the dense base), both continued from the shipped v4 keep-3/4 artifact on the same
-# unseen examples, against v4 itself, GRIFFIN with and without output compensation, and dense; per-task
+# examples (1,750 unread, 810 of a second pass), against v4 itself, GRIFFIN with and without output compensation, and dense; per-task
 # plans too. The same SFT validation slices as v3/v4 (first 12 per family of 6: held out from every run's
 # training and from the calibration mix; never a test split). Second command: the refit-after-training
 # order of compensation-aware inference (calibration compensation on the tuned weights) for the arm

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Validation NLL per family for the v5 keep-1/2 continuation (from the shipped v4 keep-1/2 artifact, 400
-# steps on unseen examples) against v4 itself (the shipped one before it; give its path as $V4 once it is
+# steps: 1,350 unread examples, 250 of a second pass) against v4 itself (the shipped one before it; give its path as $V4 once it is
 # replaced: `git show` it from commit 8ef7a48; the committed summary50.md has its row), GRIFFIN with output compensation, and dense; the same 72
 # held-out examples as every earlier compare. Resumable (per-example cache).
 set -e
