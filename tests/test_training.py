@@ -127,6 +127,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"keep": 1.5}, "keep 1.5 is out of range"),
     ({"stage": "rl"}, "stage must be"),
     ({"steps": "ten"}, "steps should be int"),
+    ({"oracle_weight": -1.0}, "oracle_weight must be >= 0"),
+    ({"method": "static", "oracle_weight": 1.0}, "method 'predictor' only"),
 ])
 def test_bad_config(bad, match):
     with pytest.raises(IfpruneError, match=match):
@@ -247,6 +249,44 @@ def test_warm_start_fits_head_to_griffin_per_prompt(tmp_path):
 def test_warm_start_is_for_the_predictor_only(tmp_path):
     with pytest.raises(IfpruneError, match="method 'predictor' only"):
         base_cfg(tmp_path, method="static", warmstart_prompts=8)
+
+
+def test_masked_ffn_records_the_activation_before_its_mask():
+    from ifprune.core.ffn import discover
+    from ifprune.core.hooks import MaskedFFN, record_intermediates
+
+    lm = tiny_lm()
+    ids = torch.tensor([[5, 9, 17, 33]])
+    plain = {}
+    with torch.no_grad(), record_intermediates(lm.layout, lambda i, x: plain.__setitem__(i, x.clone())):
+        dense = lm.model(ids).logits
+    masked = MaskedFFN(discover(lm.model))
+    seen = {}
+    zeros = torch.zeros(1, lm.num_layers, lm.d_ffn)
+    with torch.no_grad(), masked.apply(zeros, record=lambda i, x: seen.__setitem__(i, x.clone())):
+        out = lm.model(ids).logits
+    masked.remove()
+    assert not torch.allclose(out, dense)  # the mask took effect...
+    assert torch.equal(seen[0], plain[0])  # ...after layer 0's activation was recorded unmasked
+    assert seen[0].abs().sum() > 0 and set(seen) == set(range(lm.num_layers))
+
+
+def test_oracle_weight_pulls_the_predictor_toward_the_response_channels(tmp_path):
+    """With the LLM frozen the oracle term fits the head to the GRIFFIN scores of the response tokens
+    (read from the masked training forward): its error falls and its top-k agreement rises."""
+    def run(weight, sub):
+        cfg = base_cfg(tmp_path / sub, llm="frozen", steps=16, lr_predictor=1e-2, oracle_weight=weight, prior="zero")
+        rows = [json.loads(line) for line in open(train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)["log"])]
+        return rows
+
+    rows = run(1.0, "on")
+    assert all({"oracle_mse", "oracle_agreement"} <= set(r) for r in rows)
+    first = sum(r["oracle_mse"] for r in rows[:4]) / 4
+    last = sum(r["oracle_mse"] for r in rows[-4:]) / 4
+    assert last < 0.85 * first, (first, last)
+    agree = [r["oracle_agreement"] for r in rows]
+    assert sum(agree[-4:]) > sum(agree[:4]), agree
+    assert "oracle_mse" not in run(0.0, "off")[0]
 
 
 def test_compare_runs_trained_artifacts_on_fresh_models(tmp_path):
@@ -509,6 +549,19 @@ def test_start_example_continues_on_the_examples_an_earlier_stage_did_not_read(t
         train(changed, lm=tiny_lm(), sft_data=data)
     with pytest.raises(IfpruneError, match="start_example must be >= 0"):
         base_cfg(tmp_path, data={"start_example": -1})
+
+
+def test_a_run_past_the_end_of_the_data_says_it_reads_a_second_pass(tmp_path, caplog):
+    data = [SFTExample("math", f"q{i}", f"a{i}") for i in range(10)]
+    cfg = base_cfg(tmp_path, steps=2, data={"max_seq_len": 64, "max_prompt_tokens": 32, "start_example": 6})
+    with caplog.at_level("WARNING"):
+        summary = train(cfg, lm=tiny_lm(), sft_data=data)
+    assert summary["data_positions"] == [6, 14] and summary["training_examples"] == 10
+    assert "positions from 10 on are pass 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(base_cfg(tmp_path / "b", steps=2), lm=tiny_lm(), sft_data=data)
+    assert "pass" not in caplog.text
 
 
 def test_a_dotted_override_into_a_value_is_one_clear_error(tmp_path):

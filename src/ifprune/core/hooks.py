@@ -26,6 +26,7 @@ class MaskedFFN:
     def __init__(self, layout: FFNLayout):
         self.layout = layout
         self._masks: torch.Tensor | None = None
+        self._record: Callable[[int, torch.Tensor], None] | None = None
         self._handles = [layer.down.register_forward_pre_hook(self._hook(layer.index)) for layer in layout.layers]
 
     def _hook(self, index: int) -> Callable:
@@ -34,6 +35,8 @@ class MaskedFFN:
             if m is None:
                 return None
             x = args[0]
+            if self._record is not None:
+                self._record(index, x.detach())
             mi = m[:, index] if m.dim() == 3 else m[index].unsqueeze(0)
             if mi.shape[0] not in (1, x.shape[0]):
                 raise IfpruneError(f"mask batch {mi.shape[0]} does not match the input batch {x.shape[0]}")
@@ -43,15 +46,19 @@ class MaskedFFN:
         return pre_hook
 
     @contextlib.contextmanager
-    def apply(self, masks: torch.Tensor) -> Iterator[None]:
+    def apply(self, masks: torch.Tensor, record: Callable[[int, torch.Tensor], None] | None = None) -> Iterator[None]:
+        """With `record`, also call `record(layer_index, activation)` with each layer's activation
+        before its mask (detached): what every channel, kept or not, would contribute here."""
         L, d = self.layout.num_layers, self.layout.d_ffn
         if masks.shape[-2:] != (L, d) or masks.dim() not in (2, 3):
             raise IfpruneError(f"masks must be [batch, {L}, {d}] or [{L}, {d}], got {tuple(masks.shape)}")
         prev, self._masks = self._masks, masks
+        prev_rec, self._record = self._record, record
         try:
             yield
         finally:
             self._masks = prev
+            self._record = prev_rec
 
     def remove(self) -> None:
         for h in self._handles:

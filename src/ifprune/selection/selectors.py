@@ -156,6 +156,17 @@ class WandaSelector(Selector):
         return self._static_scores(lm, compute)
 
 
+def griffin_columns(x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GRIFFIN's channel scores [batch, d_ffn] from FFN activations [batch, tokens, d_ffn]: each token's
+    activation vector unit-normalised, then the L2 norm of each channel over the tokens `token_mask`
+    ([batch, tokens], 1 = counted) keeps (all tokens: None)."""
+    x = x.float()
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if token_mask is not None:
+        x = x * token_mask.to(x.device, x.dtype).unsqueeze(-1)
+    return x.pow(2).sum(1).sqrt()
+
+
 class GriffinSelector(Selector):
     """Per prompt, training-free (GRIFFIN): run the dense model on the prompt, unit-normalise each
     token's FFN activation vector, score channel j by the L2 norm of column j over prompt tokens."""
@@ -181,14 +192,10 @@ class GriffinSelector(Selector):
         both from one pass)."""
         batch = ids.shape[0]
         out = torch.zeros(batch, lm.num_layers, lm.d_ffn)
-        keep = attention_mask.to(ids.device).unsqueeze(-1) if attention_mask is not None else None
+        keep = attention_mask.to(ids.device) if attention_mask is not None else None
 
         def acc(i, x):
-            x = x.float()
-            x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            if keep is not None:
-                x = x * keep
-            out[:, i] = x.pow(2).sum(1).sqrt().cpu()
+            out[:, i] = griffin_columns(x, keep).cpu()
 
         with torch.no_grad(), record_intermediates(lm.layout, acc):  # no LM head, no cache: prompt_pass
             res = decoder_body(lm.model)(input_ids=ids, attention_mask=attention_mask,

@@ -86,6 +86,11 @@ class TrainConfig:
     head_hidden: int = 128
     distill: bool = False  # add KL to the frozen dense model's logits
     distill_weight: float = 1.0
+    # predictor: also regress the head's scores (MSE, standardised per layer) onto the GRIFFIN scores of
+    # the example's response tokens, read from the training forward's FFN activations before the mask:
+    # the channels the answer used, a target for every channel (SoftTopK's gradient reaches only the
+    # kept ones near the threshold). 0: off
+    oracle_weight: float = 0.0
     init_from: str | None = None  # artifact dir of an earlier stage to continue from
     output_dir: str = "runs/train"
     resume: bool = True
@@ -124,7 +129,10 @@ class TrainConfig:
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 bad(f"{f.name} must be a finite number, got {v}")
-        for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr"):
+        if self.oracle_weight and self.method != "predictor":
+            bad("oracle_weight trains the predictor head to foresee the response's channels: it applies to method "
+                "'predictor' only (a static mask has no input to read)")
+        for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr", "oracle_weight", "distill_weight"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "grad_accum", "iterations", "lora_r", "checkpoint_every", "head_hidden"):

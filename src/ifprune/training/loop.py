@@ -31,9 +31,11 @@ from ..core.hooks import MaskedFFN
 from ..core.paths import atomic_path, write_json
 from ..core.plan import width_from_keep
 from ..core.prompting import encode_prompt
-from ..selection.heads import PredictorHead, StaticScores, pooled_hidden
+from ..selection.heads import PredictorHead, StaticScores, pooled_hidden, standardise
+from ..selection.selectors import griffin_columns
 from ..core.prompting import encode_batch, length_batches
 from ..selection.softtopk import pairwise_overlap, soft_topk
+from .warmstart import topk_agreement
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -454,7 +456,17 @@ class Trainer:
         self.model.train(was)
         masks = soft_topk(z, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations)
         ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
-        with self.autocast(), self.masked.apply(masks):
+        record, oracle = None, None
+        if self.cfg.oracle_weight:
+            answer = (labels != -100) & att.bool()
+            oracle = torch.zeros(z.shape, device=z.device)
+
+            def record_response(i, x):
+                oracle[:, i] = griffin_columns(x, answer)
+
+            record = record_response
+
+        with self.autocast(), self.masked.apply(masks, record=record):
             out = loss_logits(self.model, ids, att, labels)
         sums, counts = out.losses()
         # each rank holds part of the global batch: normalise by the token count of the whole batch (all
@@ -472,7 +484,15 @@ class Trainer:
                     t_out = loss_logits(self.teacher if self.teacher is not None else self.model, ids, att, labels)
             kl = kl_to_teacher(out.logits, t_out.logits)
             loss = loss + self.cfg.distill_weight * kl
-        return loss, masks, sums.detach(), counts, kl
+        aux = {}
+        if oracle is not None:
+            target = standardise(oracle)
+            mse = F.mse_loss(z.float(), target)
+            loss = loss + self.cfg.oracle_weight * mse
+            aux = {"oracle_mse": float(mse.detach()), "oracle_agreement": topk_agreement(z.detach().float(), target, self.width)}
+        if kl is not None:
+            aux["kl"] = float(kl.detach())
+        return loss, masks, sums.detach(), counts, aux
 
     def _sync_llm_grads(self) -> None:
         """Average the LLM's gradients over ranks. DDP cannot: the loss and the prompt pass call the
@@ -601,6 +621,11 @@ class Trainer:
         self.last_good = self.step
         return True
 
+    def data_span(self) -> tuple[int, int]:
+        """[first, end) data positions this run's steps read; position p is example p mod N of pass p // N."""
+        first = self.cfg.data.start_example
+        return first, first + self.cfg.steps * self.cfg.grad_accum * self.cfg.batch_size
+
     # the loop --------------------------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
@@ -614,15 +639,21 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.stage}/{cfg.method}", unit="step")
         t_start = time.perf_counter() - self.elapsed
+        first, end = self.data_span()
+        n = len(self.train_set)
+        if end > n:
+            log.warning("this run reads data positions %d..%d and the training set holds %d examples: positions from "
+                        "%d on are pass %d over it (examples already read, in a new order)", first, end - 1, n,
+                        max(first, n * (first // n + 1)), first // n + 2)
         stopped_early = False
         collapse_warned = False
         while self.step < cfg.steps:
             fam_sum, fam_cnt = {}, {}
-            loss_total, kl_total, overlap, lam = 0.0, 0.0, [], []
+            loss_total, aux_total, overlap, lam = 0.0, {}, [], []
             for micro in range(cfg.grad_accum):
                 batch = self.micro_batch(self.step, micro)
                 with self.acc.accumulate(self.model, self.predictor):
-                    loss, masks, sums, counts, kl = self.forward(batch)
+                    loss, masks, sums, counts, aux = self.forward(batch)
                     if not torch.isfinite(loss):
                         where = (f"the last good checkpoint is {self.ckpt} (step {self.last_good})"
                                  if self.last_good is not None else "no checkpoint was written yet")
@@ -637,9 +668,10 @@ class Trainer:
                     self.opt.step()
                     self.sched.step()
                     self.opt.zero_grad()
-                if kl is not None:
-                    kl_total += float(kl.detach()) / cfg.grad_accum
-                    loss_total += cfg.distill_weight * float(kl.detach()) / cfg.grad_accum
+                for k, v in aux.items():
+                    aux_total[k] = aux_total.get(k, 0.0) + v / cfg.grad_accum
+                if "kl" in aux:
+                    loss_total += cfg.distill_weight * aux["kl"] / cfg.grad_accum
                 rows = list(zip(batch.families, sums.tolist(), counts.tolist()))
                 ntok = int(batch.attention_mask.sum())
                 if self.acc.num_processes > 1:  # the log covers the whole global batch, every rank's part
@@ -663,8 +695,7 @@ class Trainer:
                    "mask_overlap": ov, "lambda_mean": float(kept.mean()), "lambda_min": float(kept.min()),
                    "lambda_frac_above_0.9": float((kept > 0.9).float().mean()),
                    "tokens": self.tokens, "elapsed_s": round(time.perf_counter() - t_start, 2)}
-            if kl is not None:
-                rec["kl"] = kl_total
+            rec.update(aux_total)  # kl (distill); oracle_mse, oracle_agreement (oracle_weight)
             if cfg.method == "predictor" and ov > cfg.collapse_threshold:
                 rec["warning"] = "mask_collapse"
                 if not collapse_warned:
@@ -692,6 +723,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         summary = {"steps": self.step, "planned_steps": cfg.steps, "stopped_early": stopped_early,
+                   "data_positions": [first, first + self.step * cfg.grad_accum * cfg.batch_size],
+                   "training_examples": n,
                    "tokens": self.tokens, "wall_s": round(self.elapsed, 1), "width": self.width,
                    "d_ffn": self.lm.d_ffn, "device": str(self.acc.device), "precision": self.precision}
         if (self.out / "warmstart.json").is_file():

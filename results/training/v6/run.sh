@@ -1,0 +1,13 @@
+#!/bin/sh
+# The v6 CPU runs, an oracle-target A/B at keep 3/4: both arms continue the v5 keep-3/4 artifact on the
+# same SFT batches (data positions 11160.., the second pass over the training set), same schedule and
+# learning rates, one thread each, side by side on the 2 cores. Arm "oracle" adds the predictor's
+# regression onto the GRIFFIN scores of the response tokens (oracle_weight 1); arm "control" does not.
+# Interrupted? Run this again: each run resumes from its checkpoint exactly (same batches).
+# Logs: runs/v6/<arm>.out; per-step records in runs/v6/keep75-<arm>/log.jsonl.
+set -e
+mkdir -p runs/v6
+for ARM in ${ARMS:-oracle control}; do
+  .venv/bin/ifprune train configs/smollm2-keep75-v6-$ARM-cpu.yaml --threads 1 >> runs/v6/$ARM.out 2>&1 &
+done
+wait
