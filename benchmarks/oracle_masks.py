@@ -1,7 +1,8 @@
 """Is the selector or the pruned model the limit? Validation NLL of a trained artifact under masks from
-its own predictor against masks from GRIFFIN scores of the *response* tokens (an oracle: it sees the
-answer), with and without the artifact's masks upstream, against its tuned weights with every channel
-and the base model dense. The first N held-out examples per family of a training config's split.
+its own predictor against masks from GRIFFIN scores of the whole example, prompt and response (an
+oracle: it sees the answer), with and without the artifact's masks upstream, against its tuned weights
+with every channel and the base model dense. The first N held-out examples per family of a training
+config's split.
 
     python benchmarks/oracle_masks.py --config configs/smollm2-keep75-v5-sft-cpu.yaml \
         --artifact results/training/artifacts/smollm2-135m-keep75-v5 --per-family 8 --threads 2 \
@@ -9,9 +10,15 @@ and the base model dense. The first N held-out examples per family of a training
 
 Rows:
 - predictor: the artifact's masks (what inference runs, no compensation);
-- oracle_in_training: GRIFFIN of the response tokens read at each down projection *before* the
-  predictor's mask in the predictor-masked forward (what `oracle_weight` trains the head towards);
-- oracle_dense: the same scores from a forward with every channel;
+- oracle_in_training: GRIFFIN over every token of the example read at each down projection *before*
+  the predictor's mask in the predictor-masked forward (what `oracle_weight` trains the head towards);
+- oracle_response_in_training: the same over the response tokens only (the first, rejected target:
+  it leaves out the first tokens, whose large activations the model relies on);
+- oracle_dense: oracle_in_training's scores from a forward with every channel;
+- oracle_family_mean / oracle_global_mean (with --mean-from N): the oracle_in_training scores
+  (standardised) averaged over the first N *training* examples of each family / of all families, one
+  mask per family / one for all: how much of the oracle a selector that knew only the task family
+  (or nothing) could reach;
 - tuned_dense: the artifact's tuned weights, every channel; base_dense: the base model.
 """
 
@@ -33,6 +40,8 @@ def main() -> int:
     p.add_argument("--artifact", required=True)
     p.add_argument("--per-family", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mean-from", type=int, default=0, metavar="N",
+                   help="also the family-mean and global-mean oracle masks from N training examples per family")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -53,9 +62,11 @@ def main() -> int:
     def hard(z):
         return torch.zeros_like(z).scatter_(-1, z.topk(W, -1).indices, 1.0)
 
-    def response_scores(b, masks):
+    def oracle_scores(b, masks, response_only=False):
         out = torch.zeros(b.input_ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
-        answer = (b.labels != -100) & b.attention_mask.bool()
+        answer = b.attention_mask.bool()
+        if response_only:
+            answer = answer & (b.labels != -100)
 
         def rec(i, x):
             out[:, i] = griffin_columns(x, answer)
@@ -64,11 +75,33 @@ def main() -> int:
             decoder_body(tr.model)(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
         return out
 
+    from ifprune.selection.heads import standardise
+
+    fam_mean: dict[str, torch.Tensor] = {}
+    if a.mean_from:
+        picked: dict[str, list] = {}
+        pos = 0
+        while pos < len(tr.train_set) and any(len(picked.get(f, [])) < a.mean_from for f in cfg.data.families):
+            e = tr._example(pos)
+            if len(picked.setdefault(e.family, [])) < a.mean_from:
+                picked[e.family].append(e)
+            pos += 1
+        with torch.no_grad():
+            for f, exs in picked.items():
+                acc = []
+                for chunk in (exs[i:i + 8] for i in range(0, len(exs), 8)):
+                    b = sft_batch(tr.lm.tokenizer, chunk, cfg)
+                    acc.append(standardise(oracle_scores(b, hard(tr.scores(b).float()))))
+                fam_mean[f] = torch.cat(acc).mean(0)
+        fam_mean["*"] = torch.stack([fam_mean[f] for f in picked]).mean(0)
+
     rows: dict[str, dict] = {}
     overlap: dict[str, list[float]] = {}
     ones = torch.ones(1, tr.lm.num_layers, tr.lm.d_ffn)
     with torch.no_grad():
-        for mode in ("predictor", "oracle_in_training", "oracle_dense", "tuned_dense", "base_dense"):
+        modes = ["predictor", "oracle_in_training", "oracle_response_in_training", "oracle_dense"]
+        modes += ["oracle_family_mean", "oracle_global_mean"] if fam_mean else []
+        for mode in modes + ["tuned_dense", "base_dense"]:
             sums, counts = {}, {}
             for chunk in (val[i:i + 8] for i in range(0, len(val), 8)):
                 b = sft_batch(tr.lm.tokenizer, chunk, cfg)
@@ -76,11 +109,17 @@ def main() -> int:
                 if mode == "predictor":
                     m = pred
                 elif mode == "oracle_in_training":
-                    m = hard(response_scores(b, pred))
+                    m = hard(oracle_scores(b, pred))
                     for f, o in zip(b.families, ((m * pred).sum(-1).mean(-1) / W).tolist()):
                         overlap.setdefault(f, []).append(o)
+                elif mode == "oracle_response_in_training":
+                    m = hard(oracle_scores(b, pred, response_only=True))
                 elif mode == "oracle_dense":
-                    m = hard(response_scores(b, ones))
+                    m = hard(oracle_scores(b, ones))
+                elif mode == "oracle_family_mean":
+                    m = hard(torch.stack([fam_mean[f] for f in b.families]))
+                elif mode == "oracle_global_mean":
+                    m = hard(fam_mean["*"]).unsqueeze(0)
                 else:
                     m = ones
                 ctx = tr.peft.disable_adapter() if mode == "base_dense" else contextlib.nullcontext()
@@ -95,7 +134,7 @@ def main() -> int:
             print(mode, " ".join(f"{f} {v:.4f}" for f, v in r.items()), file=sys.stderr, flush=True)
     base = rows["base_dense"]
     res = {"config": a.config, "artifact": a.artifact, "examples": len(val), "per_family": a.per_family,
-           "width": W, "d_ffn": tr.lm.d_ffn, "threads": a.threads, "machine": platform.processor() or platform.machine(),
+           "mean_from": a.mean_from, "width": W, "d_ffn": tr.lm.d_ffn, "threads": a.threads, "machine": platform.processor() or platform.machine(),
            "torch": torch.__version__, "nll": rows,
            "x_base_dense": {m: {f: v / base[f] for f, v in r.items()} for m, r in rows.items()},
            "predictor_oracle_overlap": {f: sum(v) / len(v) for f, v in sorted(overlap.items())},

@@ -272,7 +272,7 @@ def test_masked_ffn_records_the_activation_before_its_mask():
 
 
 def test_oracle_weight_pulls_the_predictor_toward_the_response_channels(tmp_path):
-    """With the LLM frozen the oracle term fits the head to the GRIFFIN scores of the response tokens
+    """With the LLM frozen the oracle term fits the head to the GRIFFIN scores of the whole example
     (read from the masked training forward): its error falls and its top-k agreement rises."""
     def run(weight, sub):
         cfg = base_cfg(tmp_path / sub, llm="frozen", steps=16, lr_predictor=1e-2, oracle_weight=weight, prior="zero")

@@ -87,9 +87,9 @@ class TrainConfig:
     distill: bool = False  # add KL to the frozen dense model's logits
     distill_weight: float = 1.0
     # predictor: also regress the head's scores (MSE, standardised per layer) onto the GRIFFIN scores of
-    # the example's response tokens, read from the training forward's FFN activations before the mask:
-    # the channels the answer used, a target for every channel (SoftTopK's gradient reaches only the
-    # kept ones near the threshold). 0: off
+    # the whole example (prompt and response), read from the training forward's FFN activations before
+    # the mask: the channels the answer used, a target for every channel (SoftTopK's gradient reaches
+    # only the kept ones near the threshold). 0: off
     oracle_weight: float = 0.0
     init_from: str | None = None  # artifact dir of an earlier stage to continue from
     output_dir: str = "runs/train"

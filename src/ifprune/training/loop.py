@@ -458,13 +458,13 @@ class Trainer:
         ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
         record, oracle = None, None
         if self.cfg.oracle_weight:
-            answer = (labels != -100) & att.bool()
-            oracle = torch.zeros(z.shape, device=z.device)
+            tokens = att.bool()  # prompt and response: without the first tokens the target drops channels
+            oracle = torch.zeros(z.shape, device=z.device)  # the model leans on (benchmarks/oracle_masks.py)
 
-            def record_response(i, x):
-                oracle[:, i] = griffin_columns(x, answer)
+            def record_example(i, x):
+                oracle[:, i] = griffin_columns(x, tokens)
 
-            record = record_response
+            record = record_example
 
         with self.autocast(), self.masked.apply(masks, record=record):
             out = loss_logits(self.model, ids, att, labels)
