@@ -184,6 +184,19 @@ def test_sft_tokenization_masks_the_prompt():
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
+def test_skip_per_family_reads_exactly_the_examples_a_smaller_run_could_not():
+    first, val = sft_splits(DATA, ["gsm8k", "mbpp"], max_per_family=300, val_per_family=24)
+    later, val2 = sft_splits(DATA, ["gsm8k", "mbpp"], max_per_family=300, val_per_family=24, skip_per_family=300)
+    both, _ = sft_splits(DATA, ["gsm8k", "mbpp"], max_per_family=600, val_per_family=24)
+    key = lambda es: {(e.family, e.prompt) for e in es}  # noqa: E731
+    assert val == val2 and not key(first) & key(later) and key(first) | key(later) == key(both)
+    assert len([e for e in later if e.family == "gsm8k"]) == 300  # mbpp has 350: only 50 left past 300
+    assert len([e for e in later if e.family == "mbpp"]) == 50
+    with pytest.raises(IfpruneError, match="skip_per_family must be >= 0"):
+        config_from_dict({"data": {"skip_per_family": -1}})
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
 def test_real_sft_mixture_families_and_splits():
     train_set, val = sft_splits(DATA, ["gsm8k", "mbpp", "t0"], max_per_family=50, val_per_family=5)
     assert {e.family for e in val} == {"gsm8k", "mbpp", "t0"} and len(val) == 15

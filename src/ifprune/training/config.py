@@ -49,6 +49,9 @@ class DataConfig:
     # first data position of this stage: a stage continuing an earlier one on the same data (init_from)
     # sets it to the examples that one read (steps x batch_size x grad_accum), so it reads new ones
     start_example: int = 0
+    # leave out each family's first K training examples (all a run with max_per_family <= K could read):
+    # a continuation on data no earlier stage read once those are used up (start_example then 0)
+    skip_per_family: int = 0
 
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
@@ -145,8 +148,9 @@ class TrainConfig:
         d = self.data
         if d.num_chunks < 2:
             bad(f"data.num_chunks must be >= 2 (chunk k predicts the mask for chunk k+1), got {d.num_chunks}")
-        if d.start_example < 0:
-            bad(f"data.start_example must be >= 0, got {d.start_example}")
+        for name in ("start_example", "skip_per_family"):
+            if getattr(d, name) < 0:
+                bad(f"data.{name} must be >= 0, got {getattr(d, name)}")
         if d.chunk_tokens < 1 or d.max_seq_len < 8 or d.val_per_family < 0 or d.max_per_family < 1:
             bad("data sizes must be positive (chunk_tokens >= 1, max_seq_len >= 8, max_per_family >= 1)")
         return self

@@ -114,17 +114,20 @@ def load_family(root: Path, family: str) -> list[SFTExample]:
 
 
 def sft_splits(root: Path, families: list[str], *, max_per_family: int, val_per_family: int,
-               seed: int = 0, exclude_eval_prompts: bool = True) -> tuple[list[SFTExample], list[SFTExample]]:
+               seed: int = 0, exclude_eval_prompts: bool = True,
+               skip_per_family: int = 0) -> tuple[list[SFTExample], list[SFTExample]]:
     """(train, validation): per family a seeded shuffle, the first `val_per_family` held out. Prompts
     of `ifprune eval nll`'s validation mix are also kept out of train (after the split, so the
-    validation slices do not depend on it), so that suite stays unseen by trained predictors."""
+    validation slices do not depend on it), so that suite stays unseen by trained predictors.
+    Each family's training examples are a prefix of one fixed order, so `skip_per_family=K` leaves
+    out exactly the examples a run with `max_per_family=K` could have read."""
     train, val = [], []
     reserved = reserved_prompts(root) if exclude_eval_prompts else set()
     for fam in families:
         ex = load_family(root, fam)
         random.Random(f"{seed}:{fam}").shuffle(ex)
         val += ex[:val_per_family]
-        train += [e for e in ex[val_per_family:] if e.prompt not in reserved][:max_per_family]
+        train += [e for e in ex[val_per_family:] if e.prompt not in reserved][skip_per_family:skip_per_family + max_per_family]
     random.Random(seed).shuffle(train)
     return train, val
 

@@ -260,6 +260,7 @@ class Trainer:
                 from .data_sft import sft_splits
 
                 sft_data, self.val = sft_splits(cfg.data.root(), cfg.data.families, max_per_family=cfg.data.max_per_family,
+                                                skip_per_family=cfg.data.skip_per_family,
                                                 val_per_family=cfg.data.val_per_family, seed=cfg.seed,
                                                 exclude_eval_prompts=cfg.data.exclude_eval_prompts)
             if not sft_data:
