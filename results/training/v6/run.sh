@@ -6,10 +6,11 @@
 # (The first oracle attempt regressed onto the response tokens' scores alone; stopped at step 110,
 # its log is logs/keep75-oracle-response-attempt.jsonl.)
 # Interrupted? Run this again: each run resumes from its checkpoint exactly (same batches).
-# Logs: runs/v6/<arm>.out; per-step records in runs/v6/keep75-<arm>/log.jsonl.
+# Logs: runs/v6/<arm>.out; per-step records in runs/v6/keep75-<arm>/log.jsonl. V=v7 runs v7's arms.
 set -e
-mkdir -p runs/v6
+V=${V:-v6}
+mkdir -p runs/$V
 for ARM in ${ARMS:-oracle control}; do
-  .venv/bin/ifprune train configs/smollm2-keep75-v6-$ARM-cpu.yaml --threads 1 >> runs/v6/$ARM.out 2>&1 &
+  .venv/bin/ifprune train configs/smollm2-keep75-$V-$ARM-cpu.yaml --threads 1 >> runs/$V/$ARM.out 2>&1 &
 done
 wait
