@@ -116,6 +116,13 @@ class Plan:
         d = obj.get("d_ffn")
         if isinstance(d, str) and d.isdigit():
             d = int(d)  # safetensors metadata holds strings
+        rows = obj.get("indices")
+        if isinstance(rows, list):  # a JSON file: integers only (the constructor takes whole-number floats from tensors)
+            bad = next((i for r in rows if isinstance(r, list) for i in r
+                        if not isinstance(i, int) or isinstance(i, bool)), None)
+            if bad is not None:
+                raise IfpruneError(f"malformed plan: indices must be integers (whole numbers written without a "
+                                   f"decimal point, not true/false), found {bad!r}")
         try:
             plan = cls(obj["indices"], d, obj.get("meta"))
         except (KeyError, TypeError, ValueError) as e:
