@@ -572,6 +572,11 @@ def test_a_run_past_the_end_of_the_data_says_it_reads_a_second_pass(tmp_path, ca
     assert summary["data_positions"] == [6, 14] and summary["training_examples"] == 10
     assert "positions from 10 on are pass 2" in caplog.text
     caplog.clear()
+    with caplog.at_level("WARNING"):  # a run that starts inside the second pass (v6 did)
+        train(base_cfg(tmp_path / "c", steps=2, data={"max_seq_len": 64, "max_prompt_tokens": 32, "start_example": 12}),
+              lm=tiny_lm(), sft_data=data)
+    assert "positions from 12 on are pass 2" in caplog.text
+    caplog.clear()
     with caplog.at_level("WARNING"):
         train(base_cfg(tmp_path / "b", steps=2), lm=tiny_lm(), sft_data=data)
     assert "pass" not in caplog.text

@@ -622,10 +622,11 @@ class Trainer:
         self.last_good = self.step
         return True
 
-    def data_span(self) -> tuple[int, int]:
-        """[first, end) data positions this run's steps read; position p is example p mod N of pass p // N."""
+    def data_span(self, steps: int | None = None) -> tuple[int, int]:
+        """[first, end) data positions `steps` steps (default: all planned) read; position p is example
+        p mod N of pass p // N + 1."""
         first = self.cfg.data.start_example
-        return first, first + self.cfg.steps * self.cfg.grad_accum * self.cfg.batch_size
+        return first, first + (self.cfg.steps if steps is None else steps) * self.cfg.grad_accum * self.cfg.batch_size
 
     # the loop --------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -643,9 +644,10 @@ class Trainer:
         first, end = self.data_span()
         n = len(self.train_set)
         if end > n:
+            reread = max(first, n)  # the first position past the first pass
             log.warning("this run reads data positions %d..%d and the training set holds %d examples: positions from "
-                        "%d on are pass %d over it (examples already read, in a new order)", first, end - 1, n,
-                        max(first, n * (first // n + 1)), first // n + 2)
+                        "%d on are pass %d (or later) over it (examples already read, in a new order)", first, end - 1,
+                        n, reread, reread // n + 1)
         stopped_early = False
         collapse_warned = False
         while self.step < cfg.steps:
@@ -724,7 +726,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         summary = {"steps": self.step, "planned_steps": cfg.steps, "stopped_early": stopped_early,
-                   "data_positions": [first, first + self.step * cfg.grad_accum * cfg.batch_size],
+                   "data_positions": list(self.data_span(self.step)),
                    "training_examples": n,
                    "tokens": self.tokens, "wall_s": round(self.elapsed, 1), "width": self.width,
                    "d_ffn": self.lm.d_ffn, "device": str(self.acc.device), "precision": self.precision}
