@@ -588,3 +588,30 @@ def test_a_dotted_override_into_a_value_is_one_clear_error(tmp_path):
     with pytest.raises(IfpruneError, match="stage is a value .'sft'., not a section"):
         load_config(p, {"stage.x": 1})
     assert load_config(p, {"data.max_seq_len": 99}).data.max_seq_len == 99
+
+
+def _tuned_weights(art):
+    lm = tiny_lm()
+    load_artifact(art).attach(lm)
+    return {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+
+
+def test_a_stage_continuing_an_artifact_keeps_its_llm_change(tmp_path):
+    """A full or frozen stage from a LoRA or full artifact saves an artifact whose LLM is the earlier one's
+    plus this stage's change (learning rate 0 here: exactly the earlier one's), not the base model's."""
+    train(base_cfg(tmp_path / "a", steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
+    lora = tmp_path / "a" / "run" / "artifact"
+    want = _tuned_weights(lora)
+    assert any(not torch.equal(want[n], p) for n, p in tiny_lm().model.named_parameters())
+    chain = [("b", "full", lora), ("c", "full", tmp_path / "b" / "run" / "artifact"),
+             ("d", "frozen", tmp_path / "c" / "run" / "artifact"), ("e", "frozen", lora)]
+    for name, llm, init in chain:
+        train(base_cfg(tmp_path / name, steps=1, llm=llm, lr_llm=0.0, init_from=str(init)), lm=tiny_lm(), sft_data=EXAMPLES)
+        art = tmp_path / name / "run" / "artifact"
+        got = _tuned_weights(art)
+        assert json.loads((art / "config.json").read_text())["llm"] == {"frozen": load_artifact(init).config["llm"]}.get(llm, llm)
+        for n in want:  # bf16 storage of the delta: within a bf16 step of the merged LoRA
+            torch.testing.assert_close(got[n], want[n], atol=2e-2, rtol=1e-2, msg=f"{name}: {n}")
+    with pytest.raises(IfpruneError, match="cannot carry: continue it with llm: full"):
+        Trainer(base_cfg(tmp_path / "f", steps=1, init_from=str(tmp_path / "b" / "run" / "artifact")),
+                lm=tiny_lm(), sft_data=EXAMPLES)

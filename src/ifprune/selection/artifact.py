@@ -17,6 +17,7 @@ the recorded shapes, and the LoRA is read from the artifact's own folder only (n
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,9 +110,10 @@ def clean_adapter_dir(llm_dir: Path, base_model: str) -> None:
 
 
 def save_artifact(path: str | Path, *, lm, kind: str, width: int, module: torch.nn.Module,
-                  llm: str, peft_model=None, base_state: dict | None = None, recipe: dict,
-                  stats: dict | None = None, base_fingerprint: str) -> Path:
-    """Write an artifact atomically (weights in bf16). `module`: the PredictorHead or StaticScores."""
+                  llm: str, peft_model=None, base_state: dict | None = None, llm_from: Path | None = None,
+                  recipe: dict, stats: dict | None = None, base_fingerprint: str) -> Path:
+    """Write an artifact atomically (weights in bf16). `module`: the PredictorHead or StaticScores.
+    `llm_from`: an earlier artifact's llm/ directory to copy as is (a stage that froze the LLM)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -128,20 +130,25 @@ def save_artifact(path: str | Path, *, lm, kind: str, width: int, module: torch.
         tmp.mkdir()
         state = {k: v.detach().to(torch.bfloat16).contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / "predictor.safetensors"), metadata={"kind": kind})
-        (tmp / "llm").mkdir()
-        if llm == "lora":
+        if llm_from is not None:
+            shutil.copytree(llm_from, tmp / "llm")
+        elif llm == "lora":
             from safetensors.torch import load_file
 
+            (tmp / "llm").mkdir()
             peft_model.save_pretrained(str(tmp / "llm"))
             f = tmp / "llm" / "adapter_model.safetensors"
             save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(f)).items()}, str(f),
                       metadata={"format": "pt"})
             clean_adapter_dir(tmp / "llm", lm.source)
         elif llm == "full":
+            (tmp / "llm").mkdir()
             cur = dict(peft_model.named_parameters())
             delta = {n: (cur[n].detach().float().cpu() - base_state[n].float()).to(torch.bfloat16).contiguous()
                      for n in base_state}
             save_file(delta, str(tmp / "llm" / "llm_delta.safetensors"))
+        else:
+            (tmp / "llm").mkdir()
         seal_config(tmp, cfg)
     return path
 

@@ -307,10 +307,17 @@ class Trainer:
             chunks = None if cfg.stage == "sft" else self.train_set[:, : cfg.data.chunk_tokens]
             self.predictor.set_prior(compute_prior(lm, cfg, texts, chunks))
 
-        # the LLM: LoRA (peft), full, or frozen
+        # the LLM: LoRA (peft), full, or frozen. An init_from artifact's own LLM change is carried into
+        # this stage's artifact: a LoRA continues as LoRA, a full delta (or a LoRA merged) is measured from
+        # the base weights, frozen copies the change unchanged
         self.peft = None
         self.base_state = None
         self.teacher = None
+        self.carried_llm = None
+        init_llm = init.config["llm"] if init is not None else "none"
+        if cfg.llm == "lora" and init_llm == "full":
+            raise IfpruneError(f"init_from artifact {cfg.init_from} stores full-weight changes, which a LoRA "
+                               "adapter cannot carry: continue it with llm: full (or frozen)")
         if cfg.llm == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -330,17 +337,19 @@ class Trainer:
                 set_peft_model_state_dict(self.model, {k: v.float() for k, v in sd.items()})
             self.peft = self.model
         else:
-            if init is not None and init.config["llm"] != "none":
+            if cfg.llm == "full":  # before init's change: the saved delta must hold it too, and the teacher
+                self.base_state = {n: p.detach().clone().cpu() for n, p in lm.model.named_parameters()}
+                if cfg.distill:  # is the dense base, as LoRA's disabled adapter is
+                    self.teacher = copy.deepcopy(lm.model).eval().requires_grad_(False)
+            if init_llm != "none":
                 from ..selection.artifact import apply_llm_change
 
-                apply_llm_change(lm.model, init.path / "llm", init.config["llm"])
+                apply_llm_change(lm.model, init.path / "llm", init_llm)
+                if cfg.llm == "frozen":
+                    self.carried_llm = (init_llm, init.path / "llm")
             self.model = lm.model
             for p in self.model.parameters():
                 p.requires_grad_(cfg.llm == "full")
-            if cfg.llm == "full":
-                self.base_state = {n: p.detach().clone().cpu() for n, p in self.model.named_parameters()}
-                if cfg.distill:
-                    self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.model.train()
         self.masked = MaskedFFN(discover(self.model))
 
@@ -749,7 +758,8 @@ class Trainer:
         path = self.out / "artifact"
         save_artifact(path, lm=self.lm, kind=self.cfg.method, width=self.width,
                       module=self.acc.unwrap_model(self.predictor),
-                      llm="none" if self.cfg.llm == "frozen" else self.cfg.llm,
+                      llm=self.carried_llm[0] if self.carried_llm else "none" if self.cfg.llm == "frozen" else self.cfg.llm,
+                      llm_from=self.carried_llm[1] if self.carried_llm else None,
                       peft_model=self.acc.unwrap_model(self.model), base_state=self.base_state, recipe=recipe,
                       stats=stats, base_fingerprint=self.base_fingerprint)
         return path
