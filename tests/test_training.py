@@ -149,6 +149,16 @@ def test_config_file_errors(tmp_path):
         load_config(p)
     p.write_text("stage: sft\nsteps: 3\n")
     assert load_config(p, {"data.max_seq_len": 99}).data.max_seq_len == 99
+    p.write_text("stage: sft\nlr_llm: 5e-5\nlr_predictor: 1.5e-4\n")  # YAML 1.1 would read 5e-5 as a string
+    cfg = load_config(p)
+    assert (cfg.lr_llm, cfg.lr_predictor) == (5e-5, 1.5e-4)
+
+
+def test_set_reads_exponent_floats():
+    from ifprune.commands.train import _override
+
+    assert _override("lr_llm=5e-5") == ("lr_llm", 5e-5)
+    assert _override("output_dir=runs/x") == ("output_dir", "runs/x")
 
 
 def test_missing_and_malformed_data(tmp_path):

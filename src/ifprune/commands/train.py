@@ -14,9 +14,9 @@ def _override(text: str):
         raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     try:
-        import yaml
+        from ..training.config import parse_yaml
 
-        return key, yaml.safe_load(value)
+        return key, parse_yaml(value)
     except Exception:
         return key, value
 

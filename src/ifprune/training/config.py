@@ -210,6 +210,21 @@ def _check_types(cfg: TrainConfig) -> None:
                 raise IfpruneError(f"config: {where}{f.name} should be {t}, got {v!r}")
 
 
+def parse_yaml(text: str):
+    """YAML with YAML 1.2's floats: PyYAML (YAML 1.1) reads `5e-5` as a string, which a learning rate
+    written the way every paper writes it must not be."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return yaml.load(text, Loader=Loader)
+
+
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
     """Read a YAML (.yaml/.yml) or JSON recipe; `overrides` (dotted keys allowed) win over the file."""
     path = Path(path)
@@ -218,9 +233,7 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Train
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            obj = yaml.safe_load(text)
+            obj = parse_yaml(text)
         else:
             obj = json.loads(text)
     except Exception as e:
