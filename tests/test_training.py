@@ -207,6 +207,22 @@ def test_skip_per_family_reads_exactly_the_examples_a_smaller_run_could_not():
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
+def test_a_second_validation_slice_is_disjoint_from_the_first(tmp_path):
+    from ifprune.training.data_sft import write_validation
+
+    fams = ["gsm8k", "mbpp"]
+    write_validation(tmp_path / "a.jsonl", DATA, fams, val_per_family=3)
+    write_validation(tmp_path / "b.jsonl", DATA, fams, val_per_family=6, first=3)
+    write_validation(tmp_path / "all.jsonl", DATA, fams, val_per_family=6)
+    rows = {n: [json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("a", "b", "all")}
+    key = lambda rs: {(r["family"], r["prompt"]) for r in rs}  # noqa: E731
+    assert len(rows["b"]) == 6 and not key(rows["a"]) & key(rows["b"]) and key(rows["a"]) | key(rows["b"]) == key(rows["all"])
+    assert not {r["id"] for r in rows["a"]} & {r["id"] for r in rows["b"]}
+    with pytest.raises(IfpruneError, match="--first must be in"):
+        write_validation(tmp_path / "c.jsonl", DATA, fams, val_per_family=3, first=3)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
 def test_real_sft_mixture_families_and_splits():
     train_set, val = sft_splits(DATA, ["gsm8k", "mbpp", "t0"], max_per_family=50, val_per_family=5)
     assert {e.family for e in val} == {"gsm8k", "mbpp", "t0"} and len(val) == 15

@@ -34,10 +34,12 @@ def register(sub) -> None:
     add_selector_args(p)
     p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
     p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")
+    p.add_argument("--refresh", type=int, default=None, metavar="R",
+                   help="re-select after R answer tokens (as `generate --refresh`); in compare: name+refreshR per selector")
     _common(p)
     g = p.add_argument_group("compare")
     g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
-    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description)")
+    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+refreshR re-selects after R answer tokens, e.g. predictor+refresh32:DIR")
     g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
     g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
                    help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")
@@ -62,6 +64,9 @@ def run(args) -> int:
     from ..core.errors import IfpruneError
 
     if args.suite == "compare":
+        if args.refresh is not None:
+            raise IfpruneError("compare takes re-selection per selector: write NAME+refreshR in --selectors "
+                               "(e.g. predictor+refresh32:DIR), not --refresh")
         return run_compare(args)
     if args.suite not in SUITE_CHOICES:
         raise IfpruneError(f"unknown suite {args.suite!r}; choose from {', '.join(SUITE_CHOICES)} or 'compare'")
@@ -71,7 +76,9 @@ def run(args) -> int:
                        max_new_tokens=args.max_new_tokens, tasks=args.mc_tasks)
     lm = load(args)
     selector = selector_from_args(args, lm)
-    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task)
+    from ..selection.refresh import check_refresh
+
+    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=check_refresh(args.refresh))
     res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
     if args.json:
         print_json(res.to_dict())

@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--task", default=None, help="select once from this task description instead of the prompt")
     p.add_argument("--plan", default=None, help="use a saved plan file (.json or .safetensors) instead of a selector")
     p.add_argument("--save-plan", default=None, help="write the plan used to this file")
+    p.add_argument("--refresh", type=int, default=None, metavar="R",
+                   help="after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
+                        "and those tokens, then go on under that plan (one more selection and prefill; default: off)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -38,7 +41,7 @@ def run(args) -> int:
     sampling.validate()
     if not args.prompt.strip():
         raise IfpruneError("the prompt is empty: give some text to respond to")
-    refuse_plan_conflicts(args, also=("task",))
+    refuse_plan_conflicts(args, also=("task", "refresh"))
     plan = Plan.load(args.plan) if args.plan else None  # a bad plan file fails before the model loads
     lm = load(args)
     if plan is not None:
@@ -49,7 +52,7 @@ def run(args) -> int:
         width = resolve_width(args, lm, selector)
     stream = None if (args.json or args.no_stream) else sys.stdout
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
-                      sampling=sampling, chat=not args.no_chat, stream=stream)
+                      sampling=sampling, chat=not args.no_chat, stream=stream, refresh=args.refresh)
     if args.save_plan:
         if result.plan is None:
             raise IfpruneError("no plan to save: the dense model was used (give --keep or --width below 1)")

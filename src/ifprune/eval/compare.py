@@ -57,16 +57,30 @@ class CompareConfig:
 @dataclass
 class SelectorSpec:
     """One `--selectors` entry: a selector name, or a trained artifact as `predictor:DIR` (per input;
-    a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description)."""
+    a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description);
+    `+refreshR` after the name re-selects after R answer tokens (selection.refresh), e.g.
+    `predictor+refresh32:DIR`."""
 
     spec: str
     name: str
     checkpoint: str | None = None
     per_task: bool = False
+    refresh: int | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "SelectorSpec":
+        import dataclasses
+        import re
+
         name, sep, path = spec.partition(":")
+        m = re.fullmatch(r"(.+)\+refresh(\d*)", name)
+        if m:
+            if not m.group(2) or int(m.group(2)) < 1:
+                raise IfpruneError(f"selector {spec!r}: +refresh needs a token count >= 1, e.g. {m.group(1)}+refresh32")
+            if m.group(1) == "dense":
+                raise IfpruneError(f"selector {spec!r}: dense keeps every channel; there is nothing to re-select")
+            inner = cls.parse(m.group(1) + sep + path)
+            return dataclasses.replace(inner, spec=spec, refresh=int(m.group(2)))
         if name in ("predictor", "predictor-task"):
             if not sep or not path:
                 from ..artifacts import DEFAULT_MODEL_ARTIFACT
@@ -87,13 +101,14 @@ class SelectorSpec:
         return json.loads((Path(self.checkpoint) / "config.json").read_text()) if self.checkpoint else None
 
     def label(self) -> str:
-        """Name in tables: ifpruning / ifpruning-task / learned-static for artifacts."""
+        """Name in tables: ifpruning / ifpruning-task / learned-static for artifacts (+refreshR)."""
         art = self.artifact_config()
+        tail = f"+refresh{self.refresh}" if self.refresh else ""
         if art is None:
-            return self.name
+            return self.name + tail
         if art["kind"] == "static":
-            return "learned-static"
-        return "ifpruning-task" if self.per_task else "ifpruning"
+            return "learned-static" + tail
+        return ("ifpruning-task" if self.per_task else "ifpruning") + tail
 
 
 def row_labels(specs: list[SelectorSpec]) -> dict[str, str]:
@@ -173,7 +188,7 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
             for suite_name in cfg.suites:
                 suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
                                    tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
-                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label)
+                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label, refresh=spec.refresh)
                 res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
                                 progress=progress).to_dict()
                 results.append(res)

@@ -15,6 +15,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import encode_prompt
+from ..selection.refresh import eos_ids
 from ..selection.selectors import Selector
 
 
@@ -26,8 +27,10 @@ class Scorer:
     task: str | None = None  # per-task mode: one plan from this description for every example
     per_task: bool = False  # per-task mode with the suite's own description of each example's task
     label: str | None = None  # the name results are reported under (default: the selector's name)
+    refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh)
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
     plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
+    _source: str | None = field(default=None, repr=False)  # what the current plan was selected from
     _prompt_stats: object = field(default=None, repr=False)  # compensation mode "prompt": the current prompt's
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
@@ -41,6 +44,8 @@ class Scorer:
                "compensation": self.compensation()}
         if self.per_task:
             out["per_task"] = True
+        if self.refresh:
+            out["refresh"] = self.refresh
         return out
 
     def compensation(self) -> dict:
@@ -57,6 +62,7 @@ class Scorer:
         if source is None and self.per_task:
             raise IfpruneError("per-task selection needs a task description: run the suite through run_suite")
         plan = self.selector.select(self.lm, source if self.selector.per_prompt else None, self.width)
+        self._source = source
         self._prompt_stats = None
         comp = getattr(self.lm, "compensator", None)
         if comp is not None and comp.config.mode == "prompt" and source is not None:
@@ -82,14 +88,45 @@ class Scorer:
         return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
+    def refreshed(self, plan: Plan | None, ids: list[int]) -> Plan | None:
+        """With `refresh`: the plan for what follows `ids`, the prompt and the first `refresh` tokens after
+        it (the plan of the text last given to plan_for, re-selected); else `plan` unchanged."""
+        if not self.refresh or plan is None:
+            return plan
+        from ..selection.refresh import refresh_plan
+
+        t0 = time.perf_counter()
+        out = refresh_plan(self.lm, self.selector, self._source, torch.tensor(ids), self.width, self.refresh)
+        self.timings["selection_s"] += time.perf_counter() - t0
+        return out
+
+    @torch.no_grad()
     def loglikelihoods(self, plan: Plan | None, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, int, bool]]:
         """For each (context ids, continuation ids): (sum log p(continuation), its tokens, greedy?).
+        With `refresh` R, a continuation's tokens after its first R are scored under the refreshed plan
+        from a fresh prefill of context + those R, as generation runs them.
 
         One padded batch per call (right padding, so positions are unaffected); contexts are cut from
         the left if context + continuation exceed the model's context length + 1 (the last token is never
         an input), and a continuation that alone fills the context is scored on its first (context
         length) tokens.
         """
+        R = self.refresh
+        if R and plan is not None and any(len(c) > R for _, c in pairs):
+            out = []
+            for ctx, cont in pairs:
+                cont = list(cont)
+                if len(cont) <= R:
+                    out += self._loglikelihoods(plan, [(ctx, cont)])
+                    continue
+                (h_lp, h_n, h_g), = self._loglikelihoods(plan, [(ctx, cont[:R])])
+                seen = list(ctx) + cont[:R]
+                (t_lp, t_n, t_g), = self._loglikelihoods(self.refreshed(plan, seen), [(seen, cont[R:])])
+                out.append((h_lp + t_lp, h_n + t_n, h_g and t_g))
+            return out
+        return self._loglikelihoods(plan, pairs)
+
+    def _loglikelihoods(self, plan: Plan | None, pairs) -> list[tuple[float, int, bool]]:
         if not pairs:
             return []
         model = self.model_for(plan)
@@ -150,10 +187,19 @@ class Scorer:
                   pad_token_id=tok.pad_token_id)
         if stop:
             kw.update(stop_strings=stop, tokenizer=tok)
+        R = self.refresh
+        split = bool(R) and plan is not None and max_new_tokens > R
         t0 = time.perf_counter()
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), **{**kw, "max_new_tokens": R if split else max_new_tokens})
         self.timings["model_s"] += time.perf_counter() - t0
         text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        if split and out.shape[1] - ids.shape[1] == R and int(out[0, -1]) not in eos_ids(self.lm) \
+                and cut_at_stop(text, stop) == text:
+            model = self.model_for(self.refreshed(plan, out[0].tolist()))
+            t0 = time.perf_counter()
+            out = model.generate(out, attention_mask=torch.ones_like(out), **{**kw, "max_new_tokens": max_new_tokens - R})
+            self.timings["model_s"] += time.perf_counter() - t0
+            text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         return cut_at_stop(text, stop)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TextIO
 
 import torch
@@ -12,6 +12,7 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt
+from ..selection.refresh import check_refresh, eos_ids, refresh_plan
 from ..selection.selectors import Selector, make_selector
 
 
@@ -61,6 +62,7 @@ class GenerationResult:
     plan_hash: str | None
     timings: dict = field(default_factory=dict)
     compensation: dict = field(default_factory=lambda: {"mode": "none"})
+    refresh: dict | None = None  # {"after", "plan_hash"} when the plan was re-selected mid-answer
     plan: Plan | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
@@ -71,14 +73,17 @@ class GenerationResult:
     def summary(self) -> str:
         t = self.timings
         comp = self.compensation.get("mode", "none")
-        decode_tps = (self.new_tokens - 1) / t["decode_s"] if t["decode_s"] > 0 and self.new_tokens > 1 else 0.0
+        timed = self.new_tokens - 1 - (1 if self.refresh else 0)  # the refresh's prefill makes one token
+        decode_tps = timed / t["decode_s"] if t["decode_s"] > 0 and timed > 0 else 0.0
+        refreshed = (f", re-selected after {self.refresh['after']} tok ({t['refresh_s'] * 1e3:.0f} ms)"
+                     if self.refresh else "")
         return (
             f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
             f"{'' if self.ffn_width == self.d_ffn else ', compensation ' + comp} | "
             f"selection {t['selection_s'] * 1e3:.0f} ms, loading {t['loading_s'] * 1e3:.1f} ms, "
             f"prefill {t['prefill_s'] * 1e3:.0f} ms ({self.prompt_tokens} tok), "
-            f"decode {t['decode_s']:.2f} s ({self.new_tokens} tok, {decode_tps:.1f} tok/s)"
+            f"decode {t['decode_s']:.2f} s ({self.new_tokens} tok, {decode_tps:.1f} tok/s){refreshed}"
         )
 
 
@@ -99,8 +104,10 @@ class _TimingStreamer(TextStreamer):
 
     def on_finalized_text(self, text: str, stream_end: bool = False):
         if self.out is not None:
-            self.out.write(text + ("\n" if stream_end else ""))
+            self.out.write(text + ("\n" if stream_end and not self.continues else ""))
             self.out.flush()
+
+    continues = False  # a refresh follows: the answer goes on after this segment's end
 
 
 def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | None) -> Plan | None:
@@ -112,14 +119,19 @@ def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | No
 
 def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
              plan: Plan | None = None, task: str | None = None, sampling: SamplingConfig | None = None,
-             chat: bool = True, stream: TextIO | None = None) -> GenerationResult:
+             chat: bool = True, stream: TextIO | None = None, refresh: int | None = None) -> GenerationResult:
     """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
 
     `task`: select once from this task description instead of the prompt (per-task use; the plan
     is cached by the selector and reused for every prompt of the task).
+    `refresh`: after this many answer tokens, re-select from the selector's scores plus GRIFFIN's over
+    the tokens so far, and go on under that plan (selection.refresh); off by default.
     """
     sampling = sampling or SamplingConfig()
     sampling.validate()
+    refresh = check_refresh(refresh)
+    if refresh is not None and plan is not None:
+        raise IfpruneError("refresh re-selects with a selector: it cannot follow a fixed plan file")
     sel = make_selector(selector) if isinstance(selector, str) else selector
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
@@ -155,13 +167,35 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
 
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
+    split = refresh is not None and plan is not None and not plan.is_dense and sampling.max_new_tokens > refresh
     streamer = _TimingStreamer(lm.tokenizer, stream)
+    streamer.continues = split
+    first_kw = sampling.generate_kwargs()
+    if split:
+        first_kw = replace(sampling, max_new_tokens=refresh).generate_kwargs()
     t1 = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                             pad_token_id=lm.tokenizer.pad_token_id, **sampling.generate_kwargs())
+                             pad_token_id=lm.tokenizer.pad_token_id, **first_kw)
     t2 = time.perf_counter()
     first = streamer.first_token_at or t2
+    refreshed, refresh_s = None, 0.0
+    if split and out.shape[1] - ids.shape[1] == refresh and (sampling.ignore_eos or int(out[0, -1]) not in eos_ids(lm)):
+        t_r = time.perf_counter()
+        plan2 = refresh_plan(lm, sel, task if task is not None else prompt, out[0], plan.width, refresh)
+        compact.load(plan2, prompt=prompt_stats)
+        streamer = _TimingStreamer(lm.tokenizer, stream)
+        rest = replace(sampling, max_new_tokens=sampling.max_new_tokens - refresh)
+        with torch.inference_mode():
+            out = compact.model.generate(out, attention_mask=torch.ones_like(out), streamer=streamer,
+                                         pad_token_id=lm.tokenizer.pad_token_id, **rest.generate_kwargs())
+        t3 = time.perf_counter()
+        refresh_s = (streamer.first_token_at or t3) - t_r
+        t2 = t3 - refresh_s  # decode time: both segments' decoding, without the refresh
+        refreshed = {"after": refresh, "plan_hash": plan2.hash}
+    elif split and stream is not None:
+        stream.write("\n")  # the first segment was the whole answer: end its line as a plain run does
+        stream.flush()
     new = out[0, ids.shape[1]:]
     return GenerationResult(
         text=lm.tokenizer.decode(new, skip_special_tokens=True),
@@ -174,7 +208,9 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         new_tokens=int(new.numel()),
         prompt_tokens=int(ids.shape[1]),
         plan_hash=plan.hash if plan is not None else None,
-        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": t2 - first},
+        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": t2 - first,
+                 **({"refresh_s": refresh_s} if refreshed else {})},
         compensation=compensation,
+        refresh=refreshed,
         plan=plan,
     )

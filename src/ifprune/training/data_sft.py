@@ -150,16 +150,25 @@ def tokenize_sft(tokenizer, ex: SFTExample, *, max_seq_len: int, max_prompt_toke
     return TokenizedSFT(ex.family, ex.prompt, ids, labels)
 
 
-def write_validation(out: Path, root: Path, families: list[str], *, val_per_family: int, seed: int = 0) -> int:
+def write_validation(out: Path, root: Path, families: list[str], *, val_per_family: int, seed: int = 0,
+                     first: int = 0) -> int:
     """The held-out validation slices as JSONL rows {"prompt", "response", "family"} for `ifprune eval
-    nll --data` / `eval compare --data`: the examples a trained artifact never saw."""
+    nll --data` / `eval compare --data`: the examples a trained artifact never saw. `first`: leave out
+    each family's first N of them (a second slice that earlier comparisons did not read)."""
     from ..core.paths import write_text
 
+    if not 0 <= first < val_per_family:
+        raise IfpruneError(f"--first must be in [0, --val-per-family), got {first} with {val_per_family}")
     _, val = sft_splits(root, families, max_per_family=1, val_per_family=val_per_family, seed=seed,
                         exclude_eval_prompts=False)
-    write_text(out, "".join(json.dumps({"id": f"{e.family}-{i}", "prompt": e.prompt, "response": e.response,
-                                        "family": e.family}) + "\n" for i, e in enumerate(val)))
-    return len(val)
+    rows, seen = [], {}
+    for i, e in enumerate(val):  # ids keep their place in the whole slice, so two slices never share one
+        seen[e.family] = seen.get(e.family, 0) + 1
+        if seen[e.family] > first:
+            rows.append(json.dumps({"id": f"{e.family}-{i}", "prompt": e.prompt, "response": e.response,
+                                    "family": e.family}) + "\n")
+    write_text(out, "".join(rows))
+    return len(rows)
 
 
 def main(argv=None) -> int:
@@ -174,9 +183,11 @@ def main(argv=None) -> int:
     p.add_argument("--families", default=",".join(d.families))
     p.add_argument("--val-per-family", type=int, default=d.val_per_family)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first", type=int, default=0, help="leave out each family's first N validation examples")
     a = p.parse_args(argv)
     root = Path(a.data_dir) if a.data_dir else d.root()
-    n = write_validation(Path(a.out), root, a.families.split(","), val_per_family=a.val_per_family, seed=a.seed)
+    n = write_validation(Path(a.out), root, a.families.split(","), val_per_family=a.val_per_family, seed=a.seed,
+                         first=a.first)
     print(f"wrote {n} validation examples to {a.out}")
     return 0
 

@@ -1,0 +1,68 @@
+"""Paired NLL difference of two rows of an `ifprune eval compare` nll run, overall and per family, with
+a 95% bootstrap interval over examples. Both rows score the same tokens of the same examples, so the
+per-example difference removes the example-to-example spread that each row's own interval carries.
+
+    python benchmarks/paired_nll.py results/refresh/compare75/results.json ifpruning ifpruning+refresh32 \
+        --out results/refresh/paired75.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def rows(result: dict) -> dict[str, dict]:
+    path = Path(result["cache_file"])
+    if not path.is_file():
+        raise SystemExit(f"error: {path} (the per-example cache of row {result['selector']}) is missing: rerun the compare")
+    out = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        out[r["id"]] = r
+    return out
+
+
+def main() -> int:
+    from ifprune.eval.statistics import bootstrap_ci, ratio
+
+    p = argparse.ArgumentParser()
+    p.add_argument("results", type=Path, help="results.json of an nll compare")
+    p.add_argument("a", help="row label (the reference)")
+    p.add_argument("b", help="row label (the change)")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    rep = json.loads(a.results.read_text())
+    by = {r["selector"]: r for r in rep["results"] if r["suite"] == "nll"}
+    for name in (a.a, a.b):
+        if name not in by:
+            print(f"error: no nll row {name!r} in {a.results} (rows: {', '.join(by)})", file=sys.stderr)
+            return 2
+    ra, rb = rows(by[a.a]), rows(by[a.b])
+    ids = [i for i in ra if i in rb]
+    if any(ra[i]["den"] != rb[i]["den"] for i in ids):
+        print("error: the rows scored different tokens; they are not paired", file=sys.stderr)
+        return 2
+    out = {"results": str(a.results), "a": a.a, "b": a.b, "examples": len(ids), "families": {}}
+    fams = sorted({ra[i]["family"] for i in ids})
+    for fam in ["all", *fams]:
+        sel = [i for i in ids if fam == "all" or ra[i]["family"] == fam]
+        na, nb = [ra[i]["num"] for i in sel], [rb[i]["num"] for i in sel]
+        den = [ra[i]["den"] for i in sel]
+        diff = [y - x for x, y in zip(na, nb)]
+        lo, hi = bootstrap_ci(diff, den)
+        out["families"][fam] = {"n": len(sel), "nll_a": ratio(na, den), "nll_b": ratio(nb, den),
+                                "b_minus_a": ratio(diff, den), "ci95": [lo, hi],
+                                "b_better_examples": sum(d < 0 for d in diff)}
+    for fam, r in out["families"].items():
+        print(f"{fam:8s} n={r['n']:3d}  {a.a} {r['nll_a']:.4f}  {a.b} {r['nll_b']:.4f}  "
+              f"diff {r['b_minus_a']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]  b better on {r['b_better_examples']}")
+    if a.out:
+        a.out.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

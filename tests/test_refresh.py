@@ -1,0 +1,137 @@
+"""Re-selection after R answer tokens (selection.refresh): generation, scoring and their parity with the
+masked full model, on a tiny random model."""
+
+import io
+
+import pytest
+import torch
+
+from ifprune.core.errors import IfpruneError
+from ifprune.core.hooks import MaskedFFN
+from ifprune.core.plan import Plan
+from ifprune.core.prompting import encode_prompt
+from ifprune.core.tiny import tiny_lm
+from ifprune.eval.scorer import Scorer
+from ifprune.runtime.generation import SamplingConfig, generate
+from ifprune.selection.heads import standardise
+from ifprune.selection.refresh import check_refresh, refresh_plan, refresh_scores
+from ifprune.selection.selectors import GriffinSelector, make_selector
+
+R = 4
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm("llama", layers=3)
+
+
+def masked_greedy(lm, ids, plan, n):
+    with torch.no_grad(), MaskedFFN(lm.layout).apply(plan.to_mask()):
+        return lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                 do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+
+
+def test_refresh_scores_add_the_selectors_and_griffins_standardised_scores(lm):
+    sel = make_selector("wanda")
+    ids = encode_prompt(lm.tokenizer, "count to ten")[0]
+    want = standardise(sel.scores(lm, None)) + standardise(GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0)))
+    torch.testing.assert_close(refresh_scores(lm, sel, "count to ten", ids), want)
+    plan = refresh_plan(lm, sel, "count to ten", ids, 20, R)
+    assert plan.meta["refresh"] == {"after": R, "tokens": ids.numel()} and plan.width == 20
+
+
+def test_generation_re_selects_after_r_tokens_as_the_masked_model_would(lm):
+    s = SamplingConfig(max_new_tokens=10, ignore_eos=True)
+    res = generate(lm, "count to ten", selector="griffin", width=16, sampling=s, refresh=R)
+    plain = generate(lm, "count to ten", selector="griffin", width=16, sampling=s)
+    assert res.refresh["after"] == R and res.new_tokens == 10 and res.timings["refresh_s"] >= 0
+    assert res.plan_hash == plain.plan_hash  # the first plan is the plain one
+    # by hand: R tokens under the first plan, then a fresh prefill of everything so far under the second
+    ids = encode_prompt(lm.tokenizer, "count to ten")
+    head = masked_greedy(lm, ids, res.plan, R)
+    plan2 = refresh_plan(lm, make_selector("griffin"), "count to ten", head[0], 16, R)
+    assert plan2.hash == res.refresh["plan_hash"] != res.plan_hash
+    full = masked_greedy(lm, head, plan2, 10 - R)
+    assert lm.tokenizer.decode(full[0, ids.shape[1]:], skip_special_tokens=True) == res.text
+    assert "re-selected after 4 tok" in res.summary()
+    again = generate(lm, "count to ten", selector="griffin", width=16, sampling=s, refresh=R)
+    assert again.text == res.text  # deterministic
+
+
+def test_streaming_with_refresh_writes_the_whole_answer_once(lm):
+    buf = io.StringIO()
+    res = generate(lm, "hi", selector="griffin", width=16, sampling=SamplingConfig(max_new_tokens=9, ignore_eos=True),
+                   stream=buf, refresh=R)
+    assert res.refresh is not None
+    assert buf.getvalue() == res.text + "\n"
+
+
+def test_no_refresh_when_the_answer_is_short_or_the_model_dense(lm):
+    s = SamplingConfig(max_new_tokens=R, ignore_eos=True)
+    assert generate(lm, "hi", selector="griffin", width=16, sampling=s, refresh=R).refresh is None
+    assert generate(lm, "hi", sampling=SamplingConfig(max_new_tokens=8), refresh=R).refresh is None
+
+
+def test_scoring_with_refresh_is_the_two_segments_scored_as_generation_runs_them(lm):
+    sel = make_selector("griffin")
+    sc = Scorer(lm, sel, 16, refresh=R)
+    plain = Scorer(lm, sel, 16)
+    prompt = "count to ten"
+    ctx = sc.encode(prompt, chat=True)
+    cont = list(range(10, 20))
+    plan = sc.plan_for(prompt)
+    (lp, n, _), = sc.loglikelihoods(plan, [(ctx, cont)])
+    assert n == len(cont)
+    (h, _, _), = plain.loglikelihoods(plan, [(ctx, cont[:R])])
+    plan2 = refresh_plan(lm, sel, prompt, torch.tensor(ctx + cont[:R]), 16, R)
+    (t, _, _), = plain.loglikelihoods(plan2, [(ctx + cont[:R], cont[R:])])
+    assert lp == pytest.approx(h + t, abs=1e-4)
+    # masked full model: the same two sums
+    def masked_sum(plan, context, c):
+        ids = torch.tensor([context + c])
+        with torch.no_grad(), MaskedFFN(lm.layout).apply(plan.to_mask()):
+            logp = torch.log_softmax(lm.model(ids[:, :-1]).logits.float(), -1)[0]
+        return float(logp[len(context) - 1:].gather(1, torch.tensor(c).unsqueeze(1)).sum())
+    assert lp == pytest.approx(masked_sum(plan, ctx, cont[:R]) + masked_sum(plan2, ctx + cont[:R], cont[R:]), abs=1e-3)
+    (short, _, _), = sc.loglikelihoods(plan, [(ctx, cont[:R])])  # nothing after R: no refresh
+    assert short == pytest.approx(h, abs=1e-5)
+    assert sc.config()["refresh"] == R and "refresh" not in plain.config()
+
+
+def test_scorer_generation_with_refresh_matches_generate(lm):
+    sel = make_selector("griffin")
+    sc = Scorer(lm, sel, 16, refresh=R)
+    prompt = "count to ten"
+    plan = sc.plan_for(prompt)
+    text = sc.generate(plan, sc.encode(prompt, chat=True), max_new_tokens=10)
+    res = generate(lm, prompt, selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=10), refresh=R)
+    assert text == res.text
+
+
+def test_bad_refresh_values_and_a_fixed_plan_are_refused(lm):
+    for bad in (-1, 2.5, True):
+        with pytest.raises(IfpruneError, match="refresh must be a whole number"):
+            check_refresh(bad)
+    assert check_refresh(0) is None and check_refresh(None) is None and check_refresh(8) == 8
+    plan = Plan.from_scores(torch.rand(lm.num_layers, lm.d_ffn), 16)
+    with pytest.raises(IfpruneError, match="cannot follow a fixed plan"):
+        generate(lm, "hi", plan=plan, refresh=R)
+
+
+def test_compare_specs_take_refresh():
+    from ifprune.eval.compare import SelectorSpec
+
+    s = SelectorSpec.parse("griffin+refresh32")
+    assert (s.name, s.refresh, s.label()) == ("griffin", 32, "griffin+refresh32")
+    for bad, match in (("griffin+refresh", "needs a token count"), ("dense+refresh8", "nothing to re-select")):
+        with pytest.raises(IfpruneError, match=match):
+            SelectorSpec.parse(bad)
+
+
+def test_cli_refuses_refresh_with_a_plan_file(tmp_path, capsys):
+    from ifprune.cli import main
+
+    p = tmp_path / "p.json"
+    Plan.from_scores(torch.rand(2, 8), 4).save(p)
+    assert main(["generate", "hi", "--plan", str(p), "--refresh", "8"]) == 2
+    assert "--refresh would be ignored" in capsys.readouterr().err
