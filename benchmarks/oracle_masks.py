@@ -19,6 +19,15 @@ Rows:
   (standardised) averaged over the first N *training* examples of each family / of all families, one
   mask per family / one for all: how much of the oracle a selector that knew only the task family
   (or nothing) could reach;
+- griffin_prompt_tuned: GRIFFIN over the prompt alone (the predictor's input, no answer) in a forward of
+  the tuned weights with every channel: a realisable selector, since the predictor's prompt pass is
+  that same forward;
+- predictor_plus_griffin_prompt: the sum of the predictor's and griffin_prompt_tuned's per-layer
+  standardised scores;
+- with --prefix R (every row then scores only the response tokens after the first R, the same tokens
+  for every row): griffin_prefix, GRIFFIN over the prompt and the first R response tokens (a forward of
+  the tuned weights, every channel on): what a selector that re-selected once after R generated tokens
+  could use; predictor_plus_griffin_prefix, its per-layer standardised scores added to the predictor's;
 - tuned_dense: the artifact's tuned weights, every channel; base_dense: the base model.
 """
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import platform
 import sys
@@ -42,6 +52,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mean-from", type=int, default=0, metavar="N",
                    help="also the family-mean and global-mean oracle masks from N training examples per family")
+    p.add_argument("--prefix", type=int, default=0, metavar="R",
+                   help="also the re-selection rows after R response tokens; every row then scores tokens after the first R")
+    p.add_argument("--modes", nargs="*", default=None, help="rows to run (default: all); tuned_dense and base_dense always run")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -77,6 +90,36 @@ def main() -> int:
 
     from ifprune.selection.heads import standardise
 
+    def prompt_scores(b):
+        """GRIFFIN over the prompt the predictor reads, every channel on (what inference could compute)."""
+        out = torch.zeros(b.pred_ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
+
+        def rec(i, x):
+            out[:, i] = griffin_columns(x, b.pred_mask)
+
+        with tr.masked.apply(ones, record=rec):
+            decoder_body(tr.model)(input_ids=b.pred_ids, attention_mask=b.pred_mask, use_cache=False)
+        return out
+
+    def after_prefix(b):
+        """The batch with the first R response tokens' loss off, and the mask of the tokens before them."""
+        resp = b.labels != -100
+        seen = resp.long().cumsum(1)
+        known = b.attention_mask.bool() & (seen <= a.prefix)
+        labels = b.labels.masked_fill(resp & (seen <= a.prefix), -100)
+        return dataclasses.replace(b, labels=labels), known
+
+    def prefix_scores(b, known):
+        out = torch.zeros(b.input_ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
+
+        def rec(i, x):
+            out[:, i] = griffin_columns(x, known)
+
+        with tr.masked.apply(ones, record=rec):
+            decoder_body(tr.model)(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
+        return out
+
+    ones = torch.ones(1, tr.lm.num_layers, tr.lm.d_ffn)
     fam_mean: dict[str, torch.Tensor] = {}
     if a.mean_from:
         picked: dict[str, list] = {}
@@ -97,14 +140,19 @@ def main() -> int:
 
     rows: dict[str, dict] = {}
     overlap: dict[str, list[float]] = {}
-    ones = torch.ones(1, tr.lm.num_layers, tr.lm.d_ffn)
     with torch.no_grad():
         modes = ["predictor", "oracle_in_training", "oracle_response_in_training", "oracle_dense"]
         modes += ["oracle_family_mean", "oracle_global_mean"] if fam_mean else []
+        modes += ["griffin_prompt_tuned", "predictor_plus_griffin_prompt"]
+        modes += ["griffin_prefix", "predictor_plus_griffin_prefix"] if a.prefix else []
+        if a.modes is not None:
+            modes = [m for m in modes if m in a.modes]
         for mode in modes + ["tuned_dense", "base_dense"]:
             sums, counts = {}, {}
             for chunk in (val[i:i + 8] for i in range(0, len(val), 8)):
                 b = sft_batch(tr.lm.tokenizer, chunk, cfg)
+                if a.prefix:
+                    b, known = after_prefix(b)
                 pred = hard(tr.scores(b).float())
                 if mode == "predictor":
                     m = pred
@@ -116,6 +164,14 @@ def main() -> int:
                     m = hard(oracle_scores(b, pred, response_only=True))
                 elif mode == "oracle_dense":
                     m = hard(oracle_scores(b, ones))
+                elif mode == "griffin_prompt_tuned":
+                    m = hard(prompt_scores(b))
+                elif mode == "predictor_plus_griffin_prompt":
+                    m = hard(standardise(tr.scores(b).float()) + standardise(prompt_scores(b)))
+                elif mode == "griffin_prefix":
+                    m = hard(prefix_scores(b, known))
+                elif mode == "predictor_plus_griffin_prefix":
+                    m = hard(standardise(tr.scores(b).float()) + standardise(prefix_scores(b, known)))
                 elif mode == "oracle_family_mean":
                     m = hard(torch.stack([fam_mean[f] for f in b.families]))
                 elif mode == "oracle_global_mean":
@@ -128,13 +184,13 @@ def main() -> int:
                 for f, si, ci in zip(b.families, *(x.tolist() for x in out.losses())):
                     sums[f] = sums.get(f, 0.0) + si
                     counts[f] = counts.get(f, 0) + ci
-            r = {f: sums[f] / counts[f] for f in sorted(sums)}
+            r = {f: sums[f] / counts[f] for f in sorted(sums) if counts[f]}  # --prefix: short answers score nothing
             r["all"] = sum(sums.values()) / sum(counts.values())
             rows[mode] = r
             print(mode, " ".join(f"{f} {v:.4f}" for f, v in r.items()), file=sys.stderr, flush=True)
     base = rows["base_dense"]
     res = {"config": a.config, "artifact": a.artifact, "examples": len(val), "per_family": a.per_family,
-           "mean_from": a.mean_from, "width": W, "d_ffn": tr.lm.d_ffn, "threads": a.threads, "machine": platform.processor() or platform.machine(),
+           "mean_from": a.mean_from, "prefix": a.prefix, "width": W, "d_ffn": tr.lm.d_ffn, "threads": a.threads, "machine": platform.processor() or platform.machine(),
            "torch": torch.__version__, "nll": rows,
            "x_base_dense": {m: {f: v / base[f] for f, v in r.items()} for m, r in rows.items()},
            "predictor_oracle_overlap": {f: sum(v) / len(v) for f, v in sorted(overlap.items())},
