@@ -641,3 +641,41 @@ def test_a_stage_continuing_an_artifact_keeps_its_llm_change(tmp_path):
     with pytest.raises(IfpruneError, match="cannot carry: continue it with llm: full"):
         Trainer(base_cfg(tmp_path / "f", steps=1, init_from=str(tmp_path / "b" / "run" / "artifact")),
                 lm=tiny_lm(), sft_data=EXAMPLES)
+
+
+def test_split_at_refresh_cuts_each_response_after_r_tokens():
+    from ifprune.training.loop import split_at_refresh
+
+    labels = torch.tensor([[-100, -100, 5, 6, 7, 8], [-100, 9, 10, -100, -100, -100]])
+    head, tail = split_at_refresh(labels, 2)
+    assert head.tolist() == [[-100, -100, 5, 6, -100, -100], [-100, 9, 10, -100, -100, -100]]
+    assert tail.tolist() == [[-100, -100, -100, -100, 7, 8], [-100] * 6]
+
+
+def test_training_under_refresh_runs_and_scores_as_inference_does(tmp_path):
+    from ifprune.selection.heads import standardise
+    from ifprune.selection.selectors import GriffinSelector
+
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(4) for b in range(3)]
+    t = Trainer(base_cfg(tmp_path, steps=3, refresh=4, eval_every=3), lm=tiny_lm(), sft_data=data)
+    t.val = data[::4]
+    t.run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
+    val = [r for r in rows if r.get("event") == "validation"]
+    assert len(val) == 1 and val[0]["val_nll"]["all"] > 0
+    # the loop's re-selected scores are the inference ones: GRIFFIN over the prompt and the first R tokens
+    tr = Trainer(base_cfg(tmp_path / "b", steps=1, refresh=4), lm=tiny_lm(), sft_data=data)
+    from ifprune.training.loop import sft_batch
+    b = sft_batch(tr.lm.tokenizer, data[:2], tr.cfg)
+    with torch.no_grad():
+        z = tr.scores(b).float()
+        got = tr.refreshed_scores(z, b.input_ids, b.attention_mask, b.labels)
+    for i in range(2):
+        n = int(((b.labels[i] != -100).long().cumsum(0) <= 4).logical_and(b.attention_mask[i].bool()).sum())
+        g = GriffinSelector.scores_from_ids(tr.lm, b.input_ids[i:i + 1, :n])
+        torch.testing.assert_close(got[i], standardise(z[i]) + standardise(g), atol=1e-4, rtol=1e-4)
+    for bad, match in (({"refresh": -1}, "refresh must be >= 0"), ({"refresh": 4, "method": "static"}, "applies to method"),
+                       ({"refresh": 4, "distill": True}, "not combined")):
+        with pytest.raises(IfpruneError, match=match):
+            base_cfg(tmp_path, **bad)

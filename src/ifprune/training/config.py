@@ -94,6 +94,10 @@ class TrainConfig:
     # the mask: the channels the answer used, a target for every channel (SoftTopK's gradient reaches
     # only the kept ones near the threshold). 0: off
     oracle_weight: float = 0.0
+    # predictor, SFT: train as `--refresh R` runs: each response's first R tokens under the predictor's
+    # masks, the rest under masks re-selected from the predictor's scores plus GRIFFIN's over the prompt
+    # and those R tokens (selection.refresh; a second masked forward). 0: off
+    refresh: int = 0
     init_from: str | None = None  # artifact dir of an earlier stage to continue from
     output_dir: str = "runs/train"
     resume: bool = True
@@ -135,6 +139,12 @@ class TrainConfig:
         if self.oracle_weight and self.method != "predictor":
             bad("oracle_weight trains the predictor head to foresee the response's channels: it applies to method "
                 "'predictor' only (a static mask has no input to read)")
+        if self.refresh < 0:
+            bad(f"refresh must be >= 0 (0: off), got {self.refresh}")
+        if self.refresh and (self.method != "predictor" or self.stage != "sft"):
+            bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
+        if self.refresh and (self.distill or self.oracle_weight):
+            bad("refresh is not combined with distill or oracle_weight yet: use one of them")
         for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr", "oracle_weight", "distill_weight"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -121,6 +121,13 @@ class LossLogits:
         return sums, counts
 
 
+def split_at_refresh(labels: torch.Tensor, after: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels of each row's first `after` response tokens, labels of the rest), -100 elsewhere."""
+    resp = labels != -100
+    early = resp & (resp.long().cumsum(1) <= after)
+    return labels.masked_fill(~early, -100), labels.masked_fill(early | ~resp, -100)
+
+
 def loss_logits(model, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tensor) -> LossLogits:
     """Run the decoder, then the LM head only where a next-token loss is taken.
 
@@ -476,9 +483,17 @@ class Trainer:
 
             record = record_example
 
+        head, tail = (labels, None) if not self.cfg.refresh else split_at_refresh(labels, self.cfg.refresh)
         with self.autocast(), self.masked.apply(masks, record=record):
-            out = loss_logits(self.model, ids, att, labels)
+            out = loss_logits(self.model, ids, att, head)
         sums, counts = out.losses()
+        if tail is not None and bool((tail != -100).any()):
+            z2 = self.refreshed_scores(z, ids, att, labels)
+            masks2 = soft_topk(z2, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations)
+            with self.autocast(), self.masked.apply(masks2):
+                out2 = loss_logits(self.model, ids, att, tail)
+            s2, c2 = out2.losses()
+            sums, counts = sums + s2, counts + c2
         # each rank holds part of the global batch: normalise by the token count of the whole batch (all
         # ranks) and undo DDP's mean over ranks, so the gradient is the single-process one exactly
         world = self.acc.num_processes
@@ -503,6 +518,26 @@ class Trainer:
         if kl is not None:
             aux["kl"] = float(kl.detach())
         return loss, masks, sums.detach(), counts, aux
+
+    def refreshed_scores(self, z: torch.Tensor, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The re-selected scores of `refresh`: standardise(z) + standardise(GRIFFIN over the prompt and
+        the first R response tokens), from a forward with every channel, as inference computes them."""
+        from ..core.prompt_pass import decoder_body
+
+        resp = labels != -100
+        known = att.bool() & (resp.long().cumsum(1) <= self.cfg.refresh)
+        seen = torch.zeros(z.shape, device=z.device)
+
+        def rec(i, x):
+            seen[:, i] = griffin_columns(x, known)
+
+        was = self.model.training
+        self.model.eval()
+        ones = torch.ones(1, *z.shape[1:], device=z.device)
+        with torch.no_grad(), self.autocast(), self.masked.apply(ones, record=rec):
+            decoder_body(self.model)(input_ids=ids, attention_mask=att, use_cache=False)
+        self.model.train(was)
+        return standardise(z.float()) + standardise(seen)
 
     def _sync_llm_grads(self) -> None:
         """Average the LLM's gradients over ranks. DDP cannot: the loss and the prompt pass call the
@@ -553,10 +588,17 @@ class Trainer:
                 batch = sft_batch(self.lm.tokenizer, chunk, self.cfg)
                 z = self.scores(batch).float()
                 masks = torch.zeros_like(z).scatter_(-1, z.topk(self.width, -1).indices, 1.0)
+                ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
+                head, tail = (labels, None) if not self.cfg.refresh else split_at_refresh(labels, self.cfg.refresh)
                 with self.autocast(), self.masked.apply(masks):
-                    out = loss_logits(self.model, batch.input_ids.to(dev), batch.attention_mask.to(dev),
-                                      batch.labels.to(dev))
-                for f, si, ci in zip(batch.families, *(x.tolist() for x in out.losses())):
+                    losses = loss_logits(self.model, ids, att, head).losses()
+                if tail is not None and bool((tail != -100).any()):
+                    z2 = self.refreshed_scores(z, ids, att, labels)
+                    masks2 = torch.zeros_like(z2).scatter_(-1, z2.topk(self.width, -1).indices, 1.0)
+                    with self.autocast(), self.masked.apply(masks2):
+                        s2, c2 = loss_logits(self.model, ids, att, tail).losses()
+                    losses = (losses[0] + s2, losses[1] + c2)
+                for f, si, ci in zip(batch.families, *(x.tolist() for x in losses)):
                     sums[f] = sums.get(f, 0.0) + si
                     counts[f] = counts.get(f, 0) + ci
         self.model.train(was)
