@@ -14,10 +14,22 @@ import sys
 from pathlib import Path
 
 
-def rows(result: dict) -> dict[str, dict]:
+def example_file(result: dict, results_json: Path) -> Path:
+    """A row's per-example results: the eval cache it was written to, else the copy committed next to
+    results.json (examples/<label>.jsonl, as results/refresh/ keeps them)."""
     path = Path(result["cache_file"])
-    if not path.is_file():
-        raise SystemExit(f"error: {path} (the per-example cache of row {result['selector']}) is missing: rerun the compare")
+    if path.is_file():
+        return path
+    label = result["selector"].replace("/", "_").replace("[", "_").replace("]", "").replace("+", "_")
+    copy = results_json.parent / "examples" / f"{label}.jsonl"
+    if copy.is_file():
+        return copy
+    raise SystemExit(f"error: the per-example results of row {result['selector']} are neither at {path} nor at "
+                     f"{copy}: rerun the compare")
+
+
+def rows(result: dict, results_json: Path) -> dict[str, dict]:
+    path = example_file(result, results_json)
     out = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
@@ -40,7 +52,7 @@ def main() -> int:
         if name not in by:
             print(f"error: no nll row {name!r} in {a.results} (rows: {', '.join(by)})", file=sys.stderr)
             return 2
-    ra, rb = rows(by[a.a]), rows(by[a.b])
+    ra, rb = rows(by[a.a], a.results), rows(by[a.b], a.results)
     ids = [i for i in ra if i in rb]
     if any(ra[i]["den"] != rb[i]["den"] for i in ids):
         print("error: the rows scored different tokens; they are not paired", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 def main() -> int:
     from ifprune.eval.statistics import summarise
+    from paired_nll import example_file  # benchmarks/ is the script's directory
 
     p = argparse.ArgumentParser()
     p.add_argument("results", nargs="+", type=Path, help="results.json of nll compares over disjoint slices")
@@ -28,12 +29,7 @@ def main() -> int:
         for r in rep["results"]:
             if r["suite"] != "nll":
                 continue
-            cache = Path(r["cache_file"])
-            if not cache.is_file():
-                print(f"error: {cache} (per-example cache of {r['selector']} in {path}) is missing: rerun that compare",
-                      file=sys.stderr)
-                return 2
-            rows = [json.loads(x) for x in cache.read_text().splitlines()]
+            rows = [json.loads(x) for x in example_file(r, path).read_text().splitlines()]
             per_row.setdefault(r["selector"], []).extend({**x, "slice": str(path)} for x in rows)
     if "dense" not in per_row:
         print("error: no dense row to divide by", file=sys.stderr)
