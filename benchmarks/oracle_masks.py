@@ -62,7 +62,8 @@ def main() -> int:
     from ifprune.core.prompt_pass import decoder_body
     from ifprune.selection.selectors import griffin_columns
     from ifprune.training.config import load_config
-    from ifprune.training.loop import Trainer, loss_logits, sft_batch
+    from ifprune.selection.softtopk import hard_topk_indicator
+    from ifprune.training.loop import Trainer, loss_logits, sft_batch, split_at_refresh
 
     cfg = load_config(a.config, {"init_from": a.artifact, "output_dir": str(Path(a.out).with_suffix("")) + ".run",
                                  "progress": False, "resume": False})
@@ -73,51 +74,38 @@ def main() -> int:
     W = tr.width
 
     def hard(z):
-        return torch.zeros_like(z).scatter_(-1, z.topk(W, -1).indices, 1.0)
+        return hard_topk_indicator(z, W)
+
+    def griffin_under(masks, ids, att, tokens):
+        """GRIFFIN's scores over `tokens`, read at each down projection before `masks` in a forward of ids."""
+        out = torch.zeros(ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
+
+        def rec(i, x):
+            out[:, i] = griffin_columns(x, tokens)
+
+        with tr.masked.apply(masks, record=rec):
+            decoder_body(tr.model)(input_ids=ids, attention_mask=att, use_cache=False)
+        return out
 
     def oracle_scores(b, masks, response_only=False):
-        out = torch.zeros(b.input_ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
         answer = b.attention_mask.bool()
         if response_only:
             answer = answer & (b.labels != -100)
-
-        def rec(i, x):
-            out[:, i] = griffin_columns(x, answer)
-
-        with tr.masked.apply(masks, record=rec):
-            decoder_body(tr.model)(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
-        return out
+        return griffin_under(masks, b.input_ids, b.attention_mask, answer)
 
     from ifprune.selection.heads import standardise
 
     def prompt_scores(b):
         """GRIFFIN over the prompt the predictor reads, every channel on (what inference could compute)."""
-        out = torch.zeros(b.pred_ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
-
-        def rec(i, x):
-            out[:, i] = griffin_columns(x, b.pred_mask)
-
-        with tr.masked.apply(ones, record=rec):
-            decoder_body(tr.model)(input_ids=b.pred_ids, attention_mask=b.pred_mask, use_cache=False)
-        return out
+        return griffin_under(ones, b.pred_ids, b.pred_mask, b.pred_mask)
 
     def after_prefix(b):
-        """The batch with the first R response tokens' loss off, and the mask of the tokens before them."""
-        resp = b.labels != -100
-        seen = resp.long().cumsum(1)
-        known = b.attention_mask.bool() & (seen <= a.prefix)
-        labels = b.labels.masked_fill(resp & (seen <= a.prefix), -100)
-        return dataclasses.replace(b, labels=labels), known
+        """The batch with the first R response tokens' loss off, and the mask of the tokens up to them."""
+        known = b.attention_mask.bool() & ((b.labels != -100).long().cumsum(1) <= a.prefix)
+        return dataclasses.replace(b, labels=split_at_refresh(b.labels, a.prefix)[1]), known
 
     def prefix_scores(b, known):
-        out = torch.zeros(b.input_ids.shape[0], tr.lm.num_layers, tr.lm.d_ffn)
-
-        def rec(i, x):
-            out[:, i] = griffin_columns(x, known)
-
-        with tr.masked.apply(ones, record=rec):
-            decoder_body(tr.model)(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False)
-        return out
+        return griffin_under(ones, b.input_ids, b.attention_mask, known)
 
     ones = torch.ones(1, tr.lm.num_layers, tr.lm.d_ffn)
     fam_mean: dict[str, torch.Tensor] = {}

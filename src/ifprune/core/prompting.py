@@ -39,6 +39,15 @@ def encode_pair(tokenizer, prompt: str, response: str, *, chat: bool = True) -> 
     return torch.cat([encode_prompt(tokenizer, prompt, chat=chat)[0], response_ids(tokenizer, prompt, response, chat=chat)])
 
 
+def eos_ids(lm) -> list[int]:
+    """Token ids that end an answer: the generation config's, then the tokenizer's (first = the main one)."""
+    eos = lm.model.generation_config.eos_token_id
+    out = [eos] if isinstance(eos, int) else list(eos or [])
+    if lm.tokenizer.eos_token_id is not None:
+        out.append(lm.tokenizer.eos_token_id)
+    return list(dict.fromkeys(out))
+
+
 def check_length(n_prompt: int, max_new_tokens: int, context: int | None) -> None:
     if context is not None and n_prompt + max_new_tokens > context:
         raise IfpruneError(

@@ -14,8 +14,7 @@ import torch
 
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
-from ..core.prompting import encode_prompt
-from ..selection.refresh import eos_ids
+from ..core.prompting import encode_prompt, eos_ids
 from ..selection.selectors import Selector
 
 

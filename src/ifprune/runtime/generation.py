@@ -11,8 +11,8 @@ from transformers import TextStreamer
 
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
-from ..core.prompting import check_length, encode_prompt
-from ..selection.refresh import check_refresh, eos_ids, refresh_plan
+from ..core.prompting import check_length, encode_prompt, eos_ids
+from ..selection.refresh import check_refresh, refresh_plan
 from ..selection.selectors import Selector, make_selector
 
 

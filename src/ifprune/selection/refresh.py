@@ -29,15 +29,20 @@ def check_refresh(refresh: int | None) -> int | None:
     return refresh
 
 
+def combine(own: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """The re-selection rule (inference and training share it): each score set standardised per layer, summed."""
+    return standardise(own.float()) + standardise(seen.float())
+
+
 def refresh_scores(lm, selector: Selector, text: str | None, ids: torch.Tensor) -> torch.Tensor:
-    """[layers, d_ffn]: standardise(selector's scores of `text`) + standardise(GRIFFIN over `ids`)."""
+    """[layers, d_ffn]: `combine` of the selector's scores of `text` and GRIFFIN's over `ids`."""
     if ids.dim() == 2:
         if ids.shape[0] != 1:
             raise IfpruneError("refresh re-selects one sequence at a time")
         ids = ids[0]
     own = selector.scores(lm, text if selector.per_prompt else None)
     seen = GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0).to(lm.device))
-    return standardise(own.float().cpu()) + standardise(seen.float().cpu())
+    return combine(own.cpu(), seen.cpu())
 
 
 def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, width: int, after: int) -> Plan:
@@ -46,11 +51,3 @@ def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, wi
             "refresh": {"after": after, "tokens": int(ids.shape[-1])}}
     return Plan.from_scores(refresh_scores(lm, selector, text, ids), width, meta)
 
-
-def eos_ids(lm) -> set[int]:
-    """Token ids that end an answer (the generation config's and the tokenizer's)."""
-    eos = lm.model.generation_config.eos_token_id
-    out = {eos} if isinstance(eos, int) else set(eos or [])
-    if lm.tokenizer.eos_token_id is not None:
-        out.add(lm.tokenizer.eos_token_id)
-    return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.plan import Plan
+from ..core.prompting import eos_ids
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,7 @@ class Engine:
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._plan_cache = plan_cache
         self.tokenizer_lock = threading.Lock()  # HF fast tokenizers are not safe to share across threads
-        eos = lm.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if lm.tokenizer.eos_token_id is not None:
-            eos.append(lm.tokenizer.eos_token_id)
+        eos = eos_ids(lm)
         self.eos = set(eos)
         self.pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
 

@@ -34,7 +34,7 @@ from ..core.prompting import encode_prompt
 from ..selection.heads import PredictorHead, StaticScores, pooled_hidden, standardise
 from ..selection.selectors import griffin_columns
 from ..core.prompting import encode_batch, length_batches
-from ..selection.softtopk import pairwise_overlap, soft_topk
+from ..selection.softtopk import hard_topk_indicator, pairwise_overlap, soft_topk
 from .warmstart import topk_agreement
 from .config import TrainConfig
 
@@ -487,13 +487,10 @@ class Trainer:
         with self.autocast(), self.masked.apply(masks, record=record):
             out = loss_logits(self.model, ids, att, head)
         sums, counts = out.losses()
-        if tail is not None and bool((tail != -100).any()):
-            z2 = self.refreshed_scores(z, ids, att, labels)
-            masks2 = soft_topk(z2, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations)
-            with self.autocast(), self.masked.apply(masks2):
-                out2 = loss_logits(self.model, ids, att, tail)
-            s2, c2 = out2.losses()
-            sums, counts = sums + s2, counts + c2
+        later = self.refreshed_losses(z, ids, att, labels, tail,
+                                      lambda s: soft_topk(s, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations))
+        if later is not None:
+            sums, counts = sums + later[0], counts + later[1]
         # each rank holds part of the global batch: normalise by the token count of the whole batch (all
         # ranks) and undo DDP's mean over ranks, so the gradient is the single-process one exactly
         world = self.acc.num_processes
@@ -520,24 +517,28 @@ class Trainer:
         return loss, masks, sums.detach(), counts, aux
 
     def refreshed_scores(self, z: torch.Tensor, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The re-selected scores of `refresh`: standardise(z) + standardise(GRIFFIN over the prompt and
-        the first R response tokens), from a forward with every channel, as inference computes them."""
-        from ..core.prompt_pass import decoder_body
+        """The re-selected scores of `refresh`, as inference computes them (selection.refresh): `combine` of
+        z and GRIFFIN's over the prompt and the first R response tokens, with every channel. The tokens
+        after those are left out of that forward too; causal attention means they change nothing."""
+        from ..selection.refresh import combine
+        from ..selection.selectors import GriffinSelector
 
-        resp = labels != -100
-        known = att.bool() & (resp.long().cumsum(1) <= self.cfg.refresh)
-        seen = torch.zeros(z.shape, device=z.device)
-
-        def rec(i, x):
-            seen[:, i] = griffin_columns(x, known)
-
+        known = att.bool() & ((labels != -100).long().cumsum(1) <= self.cfg.refresh)
         was = self.model.training
         self.model.eval()
-        ones = torch.ones(1, *z.shape[1:], device=z.device)
-        with torch.no_grad(), self.autocast(), self.masked.apply(ones, record=rec):
-            decoder_body(self.model)(input_ids=ids, attention_mask=att, use_cache=False)
+        with self.autocast():
+            seen = GriffinSelector.scores_from_ids(self.lm, ids, known.long())
         self.model.train(was)
-        return standardise(z.float()) + standardise(seen)
+        return combine(z, seen.to(z.device))
+
+    def refreshed_losses(self, z, ids, att, labels, tail, select):
+        """(sums, counts) per row of the response tokens after the first R under masks `select`ed from the
+        re-selected scores, or None when `refresh` is off or no row has such tokens."""
+        if tail is None or not bool((tail != -100).any()):
+            return None
+        masks = select(self.refreshed_scores(z, ids, att, labels))
+        with self.autocast(), self.masked.apply(masks):
+            return loss_logits(self.model, ids, att, tail).losses()
 
     def _sync_llm_grads(self) -> None:
         """Average the LLM's gradients over ranks. DDP cannot: the loss and the prompt pass call the
@@ -587,17 +588,14 @@ class Trainer:
             for chunk in (val[i:i + 8] for i in range(0, len(val), 8)):
                 batch = sft_batch(self.lm.tokenizer, chunk, self.cfg)
                 z = self.scores(batch).float()
-                masks = torch.zeros_like(z).scatter_(-1, z.topk(self.width, -1).indices, 1.0)
+                masks = hard_topk_indicator(z, self.width)
                 ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
                 head, tail = (labels, None) if not self.cfg.refresh else split_at_refresh(labels, self.cfg.refresh)
                 with self.autocast(), self.masked.apply(masks):
                     losses = loss_logits(self.model, ids, att, head).losses()
-                if tail is not None and bool((tail != -100).any()):
-                    z2 = self.refreshed_scores(z, ids, att, labels)
-                    masks2 = torch.zeros_like(z2).scatter_(-1, z2.topk(self.width, -1).indices, 1.0)
-                    with self.autocast(), self.masked.apply(masks2):
-                        s2, c2 = loss_logits(self.model, ids, att, tail).losses()
-                    losses = (losses[0] + s2, losses[1] + c2)
+                later = self.refreshed_losses(z, ids, att, labels, tail, lambda s: hard_topk_indicator(s, self.width))
+                if later is not None:
+                    losses = (losses[0] + later[0], losses[1] + later[1])
                 for f, si, ci in zip(batch.families, *(x.tolist() for x in losses)):
                     sums[f] = sums.get(f, 0.0) + si
                     counts[f] = counts.get(f, 0) + ci
