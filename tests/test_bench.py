@@ -65,6 +65,20 @@ def test_run_bench_reports_breakdown_side_by_side():
         run_bench(lm, BenchConfig(prompt_tokens=250, new_tokens=10))
 
 
+def test_bench_times_refresh_when_asked_and_counts_it_in_each_answer():
+    lm = tiny_lm("llama", layers=2, d_ffn=48)
+    plain = run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=6, samples=2, keep=0.25))
+    assert plain["refresh"] is None and plain["summary"]["compact"]["refresh_s"] == 0
+    res = run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=6, samples=2, keep=0.25, refresh=3))
+    c = res["summary"]["compact"]
+    assert res["refresh"] == 3 and c["refresh_s"] > 0 and c["refresh_prefill_s"] > 0
+    assert c["generation_s"] == pytest.approx(c["prefill_s"] + c["decode_s"] + c["refresh_s"] + c["refresh_prefill_s"])
+    assert res["summary"]["dense"]["refresh_s"] == 0 and "re-selection after 3 new tokens" in to_markdown(res)
+    assert run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=3, samples=1, keep=0.25, refresh=3))["refresh"] is None
+    with pytest.raises(IfpruneError, match="refresh must be a whole number"):
+        BenchConfig(refresh=-1).validate()
+
+
 def test_cli_bench_random_config(tmp_path, capsys):
     cfg = tiny_config("llama")
     cfg.save_pretrained(tmp_path / "cfg")

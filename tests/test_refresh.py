@@ -135,3 +135,65 @@ def test_cli_refuses_refresh_with_a_plan_file(tmp_path, capsys):
     Plan.from_scores(torch.rand(2, 8), 4).save(p)
     assert main(["generate", "hi", "--plan", str(p), "--refresh", "8"]) == 2
     assert "--refresh would be ignored" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_under_refresh(tmp_path_factory):
+    """A tiny predictor artifact whose recipe says it was trained under re-selection after R tokens, and
+    a fresh model of its base (attaching an artifact changes the model it is attached to)."""
+    from ifprune.selection.artifact import save_artifact
+    from ifprune.selection.heads import PredictorHead
+
+    base = tiny_lm("llama", layers=3)
+    torch.manual_seed(0)
+    head = PredictorHead(base.model.config.hidden_size, base.num_layers, base.d_ffn, 8)
+    path = tmp_path_factory.mktemp("art") / "refresh"
+    save_artifact(path, lm=base, kind="predictor", width=16, module=head, llm="none", recipe={"refresh": R},
+                  base_fingerprint=base.fingerprint())
+    return path, base
+
+
+def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_under_refresh):
+    from ifprune.selection.artifact import load_artifact
+
+    path, lm = trained_under_refresh
+    assert load_artifact(path).refresh == R
+    sel = make_selector("predictor", checkpoint=str(path))
+    s = SamplingConfig(max_new_tokens=10, ignore_eos=True)
+    res = generate(lm, "count to ten", selector=sel, width=16, sampling=s)
+    assert res.refresh["after"] == R and res.refresh_after == R
+    told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R)
+    assert told.text == res.text and told.refresh == res.refresh
+    off = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=0)
+    assert off.refresh is None and off.refresh_after is None and off.plan_hash == res.plan_hash
+    assert Scorer(lm, sel, 16).refresh == R and Scorer(lm, sel, 16, refresh=0).refresh is None
+    assert Scorer(lm, sel, 16).config()["refresh"] == R and "refresh" not in Scorer(lm, sel, 16, refresh=0).config()
+    assert Scorer(lm, make_selector("griffin"), 16).refresh is None  # training-free selectors: off by default
+
+
+def test_compare_rows_of_an_artifact_trained_under_refresh(trained_under_refresh):
+    from ifprune.eval.compare import SelectorSpec
+
+    path, _ = trained_under_refresh
+    own, off, other = (SelectorSpec.parse(f"{n}:{path}") for n in ("predictor", "predictor+refresh0", "predictor+refresh8"))
+    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+refresh{R}")
+    assert (off.refresh, off.effective_refresh(), off.label()) == (0, None, "ifpruning")
+    assert (other.effective_refresh(), other.label()) == (8, "ifpruning+refresh8")
+
+
+def test_a_recipe_refresh_that_makes_no_sense_is_refused(trained_under_refresh, tmp_path):
+    import json
+    import shutil
+
+    from ifprune.selection.artifact import load_artifact, seal_config
+
+    src, _ = trained_under_refresh
+    for value in (-1, "32", True):
+        shutil.rmtree(tmp_path / "a", ignore_errors=True)
+        shutil.copytree(src, tmp_path / "a")
+        cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+        cfg.pop("config_sha256")
+        cfg["recipe"]["refresh"] = value
+        seal_config(tmp_path / "a", cfg)
+        with pytest.raises(IfpruneError, match="recipe refresh must be a whole number"):
+            load_artifact(tmp_path / "a")

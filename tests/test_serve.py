@@ -91,7 +91,7 @@ def test_chat_and_completion_with_plans(srv):
     assert p1.object == "text_completion" and p1.usage.prompt_tokens == len("def add(a, b):")
     assert p1.model_extra["ifprune"]["plan_hash"] != p2.model_extra["ifprune"]["plan_hash"]
     d = c.completions.create(model="ifprune-dense", prompt="hello", max_tokens=3)
-    assert d.model_extra["ifprune"] == {"plan_hash": None, "ffn_width": 48}
+    assert d.model_extra["ifprune"] == {"plan_hash": None, "ffn_width": 48, "refresh": None}
 
 
 def test_greedy_is_deterministic_and_streaming_matches(srv):
@@ -227,6 +227,66 @@ def test_batched_rows_match_unbatched_generation():
     assert run(prompts) == [run([p])[0] for p in prompts]
 
 
+def test_refresh_in_the_engine_matches_generate_with_refresh():
+    """With refresh R each request decodes R tokens under the batch's plan, then goes on under its own
+    re-selected plan: the same answer as `generate(..., refresh=R)`, batched or alone."""
+    from ifprune.core.prompting import encode_prompt
+    from ifprune.runtime.generation import SamplingConfig, generate
+
+    lm = tiny_lm("llama", d_ffn=48)
+    sel = make_selector("griffin")
+    eng = Engine(lm, sel, 24, refresh=3)
+    prompts = ["count to ten", "hello there, general", "def f(x): return x"]
+
+    def run(batch_prompts):
+        reqs = [GenRequest(ids=encode_prompt(lm.tokenizer, p, chat=True)[0].tolist(), max_tokens=9,
+                           select_text=p, events=queue.Queue()) for p in batch_prompts]
+        for r in reqs:
+            r.plan = eng.plan_for(r)
+        for r in reqs[1:]:
+            r.plan = reqs[0].plan  # one batch needs one plan: every row starts under the first's
+        stats = eng.run_batch(reqs, reqs[0].plan)
+        texts = []
+        for r in reqs:
+            evs = []
+            while not r.events.empty():
+                evs.append(r.events.get())
+            texts.append(("".join(e[1] for e in evs if e[0] == "delta"), r.refreshed))
+        return texts, stats
+
+    alone = [run([p])[0][0] for p in prompts]
+    for p, (text, refreshed) in zip(prompts, alone):
+        res = generate(lm, p, selector=sel, width=24, sampling=SamplingConfig(max_new_tokens=9), refresh=3)
+        assert text == res.text
+        assert (refreshed.hash if refreshed else None) == (res.refresh or {}).get("plan_hash")
+    assert any(r is not None for _, r in alone)  # the tiny model answers past 3 tokens at least once
+    batched, stats = run(prompts)
+    assert [t for t, _ in batched][:1] == [alone[0][0]] and stats["refresh_s"] > 0
+    assert all((r is None) == (a is None) for (_, r), (_, a) in zip(batched, alone))
+
+
+def test_served_refresh_is_reported_and_0_turns_it_off():
+    s = _server(refresh=3)
+    try:
+        c = _client(s)
+        card = {m.id: m.model_dump() for m in c.models.list()}
+        assert card["ifprune"]["refresh"] == 3 and card["ifprune-dense"]["refresh"] is None
+        out = c.chat.completions.create(model="ifprune", messages=USER, max_tokens=8).model_extra["ifprune"]
+        if out["refresh"] is not None:  # (unless the tiny model's answer ended within 3 tokens)
+            assert out["refresh"]["after"] == 3 and len(out["refresh"]["plan_hash"]) == len(out["plan_hash"])
+        dense = c.chat.completions.create(model="ifprune-dense", messages=USER, max_tokens=8).model_extra["ifprune"]
+        assert dense["refresh"] is None
+    finally:
+        s.close()
+    s = _server(refresh=0)
+    try:
+        assert s.engine.refresh is None
+    finally:
+        s.close()
+    with pytest.raises(Exception, match="refresh must be a whole number"):
+        ServeConfig(refresh=-2).validate()
+
+
 def test_graceful_shutdown_finishes_running_request_and_leaks_nothing():
     baseline = {t.ident for t in threading.enumerate()}
     s = _server()
@@ -287,8 +347,14 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path, signame, i
                             preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None)
     err: list[str] = []
     try:
-        line = proc.stderr.readline()
-        url = re.search(r"(http://\S+)/v1", line).group(1)
+        found = None
+        for _ in range(50):  # a first run may log other lines (cache builds, warnings) before the URL
+            line = proc.stderr.readline()
+            err.append(line)
+            if not line or (found := re.search(r"(http://\S+)/v1", line)):
+                break
+        assert found, "".join(err)
+        url = found.group(1)
         import threading
 
         # keep reading stderr: a full pipe would block the server's writes (and its exit) forever

@@ -54,6 +54,7 @@ class BenchConfig:
     backbone_layers: int | None = None  # untrained "predictor": read out after this many layers
     compile: bool | None = None  # None: on CUDA only
     seed: int = 0
+    refresh: int | None = None  # re-select after this many new tokens; None: the artifact's own default, 0: off
 
     @classmethod
     def for_device(cls, device: str, **overrides) -> "BenchConfig":
@@ -68,6 +69,9 @@ class BenchConfig:
         for name in ("prompt_tokens", "new_tokens", "samples", "queries"):
             if getattr(self, name) < 1:
                 raise IfpruneError(f"{name} must be >= 1, got {getattr(self, name)}")
+        from ..selection.refresh import check_refresh
+
+        check_refresh(self.refresh)
 
 
 def shape_config(config: str | Path):
@@ -159,25 +163,48 @@ class PromptSelection:
         return width_from_keep(0.5 if self.cfg.keep is None and self.cfg.width is None else self.cfg.keep,
                                self.cfg.width, self.lm.d_ffn)
 
-    def __call__(self, ids: torch.Tensor, width: int) -> Plan:
-        meta = {"selector": self.cfg.selector}
+    def scores(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """[layers, d_ffn] of a per-prompt selector; None for a static one."""
         if self.cfg.selector == "griffin":
             with torch.inference_mode():
-                return Plan.from_scores(GriffinSelector.scores_from_ids(self.lm, ids), width, meta)
+                return GriffinSelector.scores_from_ids(self.lm, ids)
         if self.head is not None:
             from ..selection.predictor import head_scores
 
-            return Plan.from_scores(head_scores(self.head, self.lm.model, ids, None, self.layers)[0], width, meta)
+            return head_scores(self.head, self.lm.model, ids, None, self.layers)[0]
         if self.cfg.selector == "predictor":
-            return Plan.from_scores(self.selector.scores_from_ids(self.lm, ids)[0], width, meta)
-        return self.selector.select(self.lm, None, width)
+            return self.selector.scores_from_ids(self.lm, ids)[0]
+        return None
+
+    def __call__(self, ids: torch.Tensor, width: int) -> Plan:
+        s = self.scores(ids)
+        if s is None:
+            return self.selector.select(self.lm, None, width)
+        return Plan.from_scores(s, width, {"selector": self.cfg.selector})
+
+    def refreshed(self, ids: torch.Tensor, width: int) -> Plan:
+        """The re-selection after the first answer tokens (`ids`: prompt + those tokens), timed as the runtime
+        pays it: the selector's scores of the prompt again plus GRIFFIN's over everything (selection.refresh)."""
+        from ..selection.refresh import combine
+
+        own = self.scores(ids[:, : self.cfg.prompt_tokens])
+        with torch.inference_mode():
+            seen = GriffinSelector.scores_from_ids(self.lm, ids)
+        if own is None:
+            raise IfpruneError("re-selection needs a per-prompt selector (griffin or predictor), not a static one")
+        return Plan.from_scores(combine(own.cpu(), seen.cpu()), width, {"selector": self.cfg.selector, "refresh": True})
 
 
 def run_bench(lm, cfg: BenchConfig) -> dict:
     """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
     cfg.validate()
+    from ..selection.refresh import resolve_refresh
+
     select = PromptSelection(lm, cfg)
     width = select.width()
+    refresh = resolve_refresh(cfg.refresh, select.selector) if select.selector is not None else cfg.refresh or None
+    if refresh is not None and refresh >= cfg.new_tokens:
+        refresh = None  # the answer ends before any re-selection
     if width == lm.d_ffn:
         raise IfpruneError("the compact width equals the full FFN width: pass --keep below 1 or --width below d_ffn")
     ctx = lm.context_length()
@@ -209,6 +236,19 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         selection_s = time.perf_counter() - t0
         compact.plan = None  # force the gather even if the plan repeats
         loading_s = compact.load(plan)
+        refresh_s = refresh_prefill_s = 0.0
+        if refresh:  # once per query (each sample's answer would pay it): re-select, load, prefill prompt + R
+            seen = torch.cat([ids, torch.randint(3, vocab, (1, refresh), generator=g).to(device)], dim=1)
+            sync_device(device)
+            t0 = time.perf_counter()
+            plan2 = select.refreshed(seen, width)
+            compact.plan = None
+            compact.load(plan2)
+            sync_device(device)
+            refresh_s = time.perf_counter() - t0
+            _, t = compact_dec.generate(seen, 1)
+            refresh_prefill_s = t.prefill_s
+            compact.load(plan)
         for s in range(cfg.samples):
             for name, dec in (("dense", dense_dec), ("compact", compact_dec)):
                 _, t = dec.generate(ids, cfg.new_tokens)
@@ -216,7 +256,9 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
                 rows.append({"query": q, "sample": s, "model": name, "prefill_s": t.prefill_s,
                              "ttft_s": t.prefill_s + extra, "decode_s": t.decode_s, "per_token_s": t.per_token_s,
                              "selection_s": selection_s if name == "compact" else 0.0,
-                             "loading_s": loading_s if name == "compact" else 0.0})
+                             "loading_s": loading_s if name == "compact" else 0.0,
+                             "refresh_s": refresh_s if name == "compact" else 0.0,
+                             "refresh_prefill_s": refresh_prefill_s if name == "compact" else 0.0})
     summary = {}
     for name in ("dense", "compact"):
         rs = [r for r in rows if r["model"] == name]
@@ -225,7 +267,10 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         med["ttft_s"] = statistics.median(r["ttft_s"] for r in first)
         med["selection_s"] = statistics.median(r["selection_s"] for r in first)
         med["loading_s"] = statistics.median(r["loading_s"] for r in first)
-        gen = med["prefill_s"] + med["decode_s"]
+        # re-selection: every answer pays one more selection + loading + prefill of prompt + R tokens
+        med["refresh_s"] = statistics.median(r["refresh_s"] for r in first)
+        med["refresh_prefill_s"] = statistics.median(r["refresh_prefill_s"] for r in first)
+        gen = med["prefill_s"] + med["decode_s"] + med["refresh_s"] + med["refresh_prefill_s"]
         med["generation_s"] = gen
         med["query_s"] = med["selection_s"] + med["loading_s"] + cfg.samples * gen
         med["selection_loading_share_of_generation"] = (med["selection_s"] + med["loading_s"]) / gen
@@ -243,7 +288,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
-        "selection": select.label, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
+        "selection": select.label, "refresh": refresh, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
         "compensation": lm.compensator.describe() if getattr(lm, "compensator", None) is not None else {"mode": "none"},
     }
 
@@ -273,6 +318,9 @@ def to_markdown(res: dict, command: str | None = None) -> str:
               f"- selection + loading = {c['selection_loading_share_of_generation']:.1%} of one generation, "
               f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples); with a per-task plan "
               f"(selection cached) loading alone = {c['loading_share_of_generation']:.1%} of one generation",
+              *([f"- re-selection after {res['refresh']} new tokens (the artifact's default; --refresh 0: off): each "
+                 f"compact answer pays {ms(c['refresh_s'])} ms re-selecting and loading plus a {ms(c['refresh_prefill_s'])} ms "
+                 "prefill of prompt + those tokens, counted in its generation and query times"] if res.get("refresh") else []),
               f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, "
               f"1-min load average at the end {res.get('load_average_1m')}, {res['date']}"]
     if command:

@@ -30,6 +30,9 @@ def register(sub) -> None:
                         "predictor is an untrained head of the same shape, timed as a stand-in")
     p.add_argument("--backbone-layers", type=int, default=None,
                    help="untrained predictor: read the prompt's hidden state after this many layers (stops there)")
+    p.add_argument("--refresh", type=int, default=None, metavar="R",
+                   help="time re-selection after R new tokens too (default: the artifact's own, e.g. 32 for the "
+                        "shipped keep-3/4 one; otherwise off; 0: off)")
     compile_ = p.add_mutually_exclusive_group()
     compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
                           help="torch.compile the decode step (default: on CUDA only)")
@@ -57,7 +60,7 @@ def run(args) -> int:
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,
-                                 backbone_layers=args.backbone_layers)
+                                 backbone_layers=args.backbone_layers, refresh=args.refresh)
     if args.keep is not None or args.width is not None:
         cfg.keep, cfg.width = args.keep, args.width
     cfg.validate()

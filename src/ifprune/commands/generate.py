@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--save-plan", default=None, help="write the plan used to this file")
     p.add_argument("--refresh", type=int, default=None, metavar="R",
                    help="after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
-                        "and those tokens, then go on under that plan (one more selection and prefill; default: off)")
+                        "and those tokens, then go on under that plan (one more selection and prefill; default: the artifact's "
+                        "own, e.g. 32 for the shipped keep-3/4 one, which was trained that way; otherwise off; 0: off)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--task-alias", action="append", default=None, metavar="NAME=DESCRIPTION",
                    help="serve model ifprune-NAME with a plan selected from DESCRIPTION (repeatable; "
                         "default: code, math, writing, qa)")
+    p.add_argument("--refresh", type=int, default=None, metavar="R",
+                   help="after R answer tokens, re-select each request's plan (as `generate --refresh`; default: the "
+                        "artifact's own, e.g. 32 for the shipped keep-3/4 one; otherwise off; 0: off)")
     p.add_argument("--policy", default="group", help="mixed-task batching: group (by plan, default) or fifo")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
@@ -65,7 +68,7 @@ def run(args) -> int:
                       max_body_bytes=args.max_body_bytes, max_task_chars=args.max_task_chars,
                       max_connections=args.max_connections, header_timeout_s=args.header_timeout,
                       body_timeout_s=args.body_timeout, request_timeout_s=args.request_timeout,
-                      drain_s=args.drain_seconds, api_key=args.api_key)
+                      drain_s=args.drain_seconds, api_key=args.api_key, refresh=args.refresh)
     cfg.validate()
     lm = load(args)
     selector = selector_from_args(args, lm)
@@ -80,8 +83,9 @@ def run(args) -> int:
         lm.compensator.ensure_stats()  # before the first request, not inside it
     server = IfpruneServer(lm, selector, cfg)
     comp = lm.compensator.config.mode if lm.compensator is not None and cfg.width < lm.d_ffn else "none"
+    refresh = server.engine.refresh
     print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}, "
-          f"compensation {comp}) on "
+          f"compensation {comp}, re-selection {f'after {refresh} tokens' if refresh else 'off'}) on "
           f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)
     if args.access_log:
         handler = logging.StreamHandler(sys.stderr)

@@ -102,7 +102,10 @@ class LoadedModel:
         from .compact import CompactModel
 
         if width not in self._compact:
-            self._compact[width] = CompactModel(self.model, width, self.layout, self.compensator)
+            # never inference tensors (were it first built inside inference_mode, as the server's worker
+            # does, a later load outside it could not write into its buffers)
+            with torch.inference_mode(False):
+                self._compact[width] = CompactModel(self.model, width, self.layout, self.compensator)
         return self._compact[width]
 
     def set_compensator(self, compensator) -> None:

@@ -59,7 +59,8 @@ class SelectorSpec:
     """One `--selectors` entry: a selector name, or a trained artifact as `predictor:DIR` (per input;
     a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description);
     `+refreshR` after the name re-selects after R answer tokens (selection.refresh), e.g.
-    `predictor+refresh32:DIR`."""
+    `predictor+refresh32:DIR`; without it an artifact runs as it was trained (its recipe's `refresh`),
+    and `+refresh0` turns that off."""
 
     spec: str
     name: str
@@ -75,8 +76,9 @@ class SelectorSpec:
         name, sep, path = spec.partition(":")
         m = re.fullmatch(r"(.+)\+refresh(\d*)", name)
         if m:
-            if not m.group(2) or int(m.group(2)) < 1:
-                raise IfpruneError(f"selector {spec!r}: +refresh needs a token count >= 1, e.g. {m.group(1)}+refresh32")
+            if not m.group(2):
+                raise IfpruneError(f"selector {spec!r}: +refresh needs a token count, e.g. {m.group(1)}+refresh32 "
+                                   f"(+refresh0: off)")
             if m.group(1) == "dense":
                 raise IfpruneError(f"selector {spec!r}: dense keeps every channel; there is nothing to re-select")
             inner = cls.parse(m.group(1) + sep + path)
@@ -100,10 +102,18 @@ class SelectorSpec:
 
         return json.loads((Path(self.checkpoint) / "config.json").read_text()) if self.checkpoint else None
 
+    def effective_refresh(self, art: dict | None = None) -> int | None:
+        """What runs: the +refreshR given, else the artifact's own default (selection.refresh)."""
+        if self.refresh is not None:
+            return self.refresh or None
+        art = art if art is not None else self.artifact_config()
+        own = (art or {}).get("recipe", {}).get("refresh") if art and art.get("kind") == "predictor" else None
+        return int(own) if own else None
+
     def label(self) -> str:
         """Name in tables: ifpruning / ifpruning-task / learned-static for artifacts (+refreshR)."""
         art = self.artifact_config()
-        tail = f"+refresh{self.refresh}" if self.refresh else ""
+        tail = f"+refresh{r}" if (r := self.effective_refresh(art)) else ""
         if art is None:
             return self.name + tail
         if art["kind"] == "static":

@@ -9,7 +9,8 @@ and `python -m ifprune.eval.lm_eval_adapter ARGS` runs lm-eval's own CLI with it
 model_args: model (spec for `load_model`; default the packaged SmolLM2), selector, keep | width,
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
 generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width),
-compensate (none | calibration | prompt; default as the CLI's: none on an artifact's tuned weights), calibration_tokens, ridge.
+compensate (none | calibration | prompt; default as the CLI's: none on an artifact's tuned weights), calibration_tokens, ridge,
+refresh (re-select after this many continuation tokens; default as the CLI's: the artifact's own; 0: off).
 Per-prompt selectors pick a plan from each request's context; static ones use one plan for the run.
 """
 
@@ -44,7 +45,8 @@ class IfpruneLM(LM):
                  keep: float | None = None, width: int | None = None, seed: int = 0, calibration: str | None = None,
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
                  max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
-                 calibration_tokens: int | None = None, ridge: float | None = None, lm=None, **_ignored):
+                 calibration_tokens: int | None = None, ridge: float | None = None, refresh: int | None = None,
+                 lm=None, **_ignored):
         super().__init__()
         from .scorer import Scorer
         from ..core.loading import load_model
@@ -77,7 +79,7 @@ class IfpruneLM(LM):
         turn_on(self.lm, CompensationConfig(mode=compensate or default_mode(self.lm), calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
-        self.scorer = Scorer(self.lm, sel, w, task=task)
+        self.scorer = Scorer(self.lm, sel, w, task=task, refresh=int(refresh) if refresh is not None else None)
         self.chat, self.max_gen_toks = bool(chat), int(max_gen_toks)
 
     @property

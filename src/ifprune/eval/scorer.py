@@ -26,12 +26,18 @@ class Scorer:
     task: str | None = None  # per-task mode: one plan from this description for every example
     per_task: bool = False  # per-task mode with the suite's own description of each example's task
     label: str | None = None  # the name results are reported under (default: the selector's name)
-    refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh)
+    refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh); None: the
+    # selector's default (an artifact trained under re-selection runs with it), 0: off
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
     plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
     _source: str | None = field(default=None, repr=False)  # what the current plan was selected from
     _prompt_stats: object = field(default=None, repr=False)  # compensation mode "prompt": the current prompt's
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
+
+    def __post_init__(self):
+        from ..selection.refresh import resolve_refresh
+
+        self.refresh = resolve_refresh(self.refresh, self.selector)  # None: the artifact's default; 0: off
 
     @property
     def dense(self) -> bool:

@@ -12,7 +12,7 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.refresh import check_refresh, refresh_plan
+from ..selection.refresh import check_refresh, refresh_plan, resolve_refresh
 from ..selection.selectors import Selector, make_selector
 
 
@@ -63,6 +63,7 @@ class GenerationResult:
     timings: dict = field(default_factory=dict)
     compensation: dict = field(default_factory=lambda: {"mode": "none"})
     refresh: dict | None = None  # {"after", "plan_hash"} when the plan was re-selected mid-answer
+    refresh_after: int | None = None  # the re-selection setting in effect (None: off), reached or not
     plan: Plan | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
@@ -125,14 +126,15 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     `task`: select once from this task description instead of the prompt (per-task use; the plan
     is cached by the selector and reused for every prompt of the task).
     `refresh`: after this many answer tokens, re-select from the selector's scores plus GRIFFIN's over
-    the tokens so far, and go on under that plan (selection.refresh); off by default.
+    the tokens so far, and go on under that plan (selection.refresh). None: the selector's default (off,
+    except for an artifact trained under re-selection); 0: off.
     """
     sampling = sampling or SamplingConfig()
     sampling.validate()
-    refresh = check_refresh(refresh)
-    if refresh is not None and plan is not None:
+    if check_refresh(refresh) is not None and plan is not None:
         raise IfpruneError("refresh re-selects with a selector: it cannot follow a fixed plan file")
     sel = make_selector(selector) if isinstance(selector, str) else selector
+    refresh = None if plan is not None else resolve_refresh(refresh, sel)
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)
@@ -212,5 +214,6 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
                  **({"refresh_s": refresh_s} if refreshed else {})},
         compensation=compensation,
         refresh=refreshed,
+        refresh_after=refresh if plan is not None and not plan.is_dense else None,
         plan=plan,
     )

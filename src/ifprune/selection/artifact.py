@@ -50,6 +50,12 @@ class Artifact:
     def backbone_layers(self) -> int | None:
         return self.config.get("backbone_layers")
 
+    @property
+    def refresh(self) -> int | None:
+        """Re-selection after this many answer tokens when the artifact was trained that way (recipe
+        `refresh`): how it runs by default, since its weights learned the re-selected masks."""
+        return int((self.config.get("recipe") or {}).get("refresh") or 0) or None
+
     def attach(self, lm) -> None:
         """Check `lm` is the base model and apply the LLM change to it in place (idempotent)."""
         if getattr(lm, "_ifprune_artifact", None) == str(self.path.resolve()):
@@ -220,6 +226,14 @@ def _check_config(path: Path, cfg: dict) -> None:
         bad(f"llm is {cfg['llm']!r} but llm/ holds {sorted(have) or 'nothing'}")
     if "predictor.safetensors" not in cfg["files"]:
         bad("predictor.safetensors is not recorded")
+    recipe = cfg.get("recipe")
+    if recipe is not None and not isinstance(recipe, dict):
+        bad("recipe must be a mapping")
+    refresh = (recipe or {}).get("refresh")
+    if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0):
+        bad(f"recipe refresh must be a whole number of tokens >= 0, got {refresh!r}")
+    if refresh and cfg["kind"] != "predictor":
+        bad("recipe refresh re-selects with the predictor: a static artifact cannot carry it")
 
 
 def _finite(tensors: dict, where: str, path: Path) -> None:

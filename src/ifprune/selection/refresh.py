@@ -8,6 +8,9 @@ GRIFFIN's over the prompt and those R tokens (each standardised per layer, so ne
 size), computed in one forward of the full model over the tokens so far. Generation then continues
 from a fresh prefill under the new plan: still one smaller dense model at a time, with one extra
 selection and prefill per answer.
+
+Off by default, except for an artifact trained under re-selection (recipe `refresh: R`, e.g. the
+shipped keep-3/4 one): it runs with `refresh R` unless told `refresh 0` (`resolve_refresh`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,17 @@ def check_refresh(refresh: int | None) -> int | None:
     if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0:
         raise IfpruneError(f"refresh must be a whole number of tokens >= 1 (0 or none: off), got {refresh!r}")
     return refresh
+
+
+def default_refresh(selector) -> int | None:
+    """The selector's own default: an artifact trained under re-selection (recipe `refresh`) runs with it."""
+    art = getattr(selector, "artifact", None)
+    return art.refresh if art is not None else None
+
+
+def resolve_refresh(refresh: int | None, selector) -> int | None:
+    """What runs: None takes the selector's default (`default_refresh`), 0 turns re-selection off."""
+    return default_refresh(selector) if refresh is None else check_refresh(refresh)
 
 
 def combine(own: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,7 @@ class ServeConfig:
     max_connections: int = 256
     drain_s: float = 30.0  # on shutdown, how long running and queued requests may still take
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
+    refresh: int | None = None  # re-select after this many answer tokens; None: the selector's default, 0: off
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -79,6 +80,9 @@ class ServeConfig:
             raise IfpruneError(f"drain_s must be >= 0, got {self.drain_s}")
         if not 0 <= self.port <= 65535:
             raise IfpruneError(f"port {self.port} is out of range 0..65535")
+        from ..selection.refresh import check_refresh
+
+        check_refresh(self.refresh)
         if self.api_key is not None and not self.api_key.strip():
             raise IfpruneError("the API key is empty: give a non-empty --api-key or leave it out")
 
@@ -106,7 +110,10 @@ class IfpruneServer:
         if not 1 <= width <= lm.d_ffn:
             raise IfpruneError(f"width {width} is out of range 1..{lm.d_ffn} (this model's FFN width)")
         self.metrics = Metrics()
-        self.engine = Engine(lm, selector, width, self.config.tasks)
+        from ..selection.refresh import resolve_refresh
+
+        refresh = resolve_refresh(self.config.refresh, selector) if width < lm.d_ffn else None
+        self.engine = Engine(lm, selector, width, self.config.tasks, refresh=refresh)
         self.created = int(time.time())
         self._sock = _listen(self.config.host, self.config.port)
         self.scheduler = Scheduler(self.engine, self.metrics, max_batch=self.config.max_batch,
@@ -142,7 +149,8 @@ class IfpruneServer:
         comp = getattr(self.lm, "compensator", None)
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
-                "compensation": comp.describe() if comp is not None and not dense else {"mode": "none"}}
+                "compensation": comp.describe() if comp is not None and not dense else {"mode": "none"},
+                "refresh": None if dense else self.engine.refresh}
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> "IfpruneServer":
@@ -435,7 +443,9 @@ def create_app(server: IfpruneServer) -> FastAPI:
         return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
                              "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
                              "ifprune": {"plan_hash": req.plan.hash if req.plan else None,
-                                         "ffn_width": req.plan.width if req.plan else server.lm.d_ffn}})
+                                         "ffn_width": req.plan.width if req.plan else server.lm.d_ffn,
+                                         "refresh": ({"after": server.engine.refresh, "plan_hash": req.refreshed.hash}
+                                                     if req.refreshed is not None else None)}})
 
     async def _stream(request: Request, req: GenRequest, rid: str, model: str, chat: bool, usage_chunk: bool):
         created, t0, first, status, usage = int(time.time()), request.state.t0, None, 200, None
@@ -539,6 +549,8 @@ def _log_access(request: Request, status: int, t0: float) -> None:
     """One line per request: client, method, path, status, completion tokens, latency, plan."""
     req = getattr(request.state, "req", None)
     plan = req.plan.hash[:12] if req is not None and req.plan is not None else "-"
+    if req is not None and req.refreshed is not None:
+        plan += f"+{req.refreshed.hash[:12]}"  # re-selected after --refresh tokens
     client = f"{request.client.host}:{request.client.port}" if request.client else "-"
     access_log.info('%s "%s %s" %d tokens=%s latency=%.3fs plan=%s', client, request.method, request.url.path,
                     status, getattr(request.state, "tokens", "-"), time.perf_counter() - t0, plan)

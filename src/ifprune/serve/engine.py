@@ -3,6 +3,10 @@
 All of it runs on the scheduler's one worker thread. A batch is left-padded, prefilled once and
 decoded step by step; each step hands every request its new text, so streaming, per-request
 `max_tokens`, stop on EOS and cancellation (client gone) are per row while the matmuls are batched.
+
+With `refresh` R (selection.refresh; the default for an artifact trained that way), a batch decodes R
+tokens under its shared plan; each request still going then gets its own re-selected plan and goes on
+alone from a fresh prefill of its prompt and those R tokens, as `ifprune generate --refresh R` runs it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -43,6 +48,7 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     top_k: int = 0
     plan: Plan | None = None
+    refreshed: Plan | None = None  # the plan re-selected after `refresh` answer tokens, once it is
     cancelled: threading.Event = field(default_factory=threading.Event)
     events: object = None  # queue.Queue the HTTP thread reads
     arrived: float = 0.0
@@ -58,8 +64,9 @@ class GenRequest:
 class Engine:
     """Plans (cached per task and per input) and batched decoding on a LoadedModel."""
 
-    def __init__(self, lm, selector, width: int, tasks: dict[str, str] | None = None, plan_cache: int = 256):
-        self.lm, self.selector, self.width = lm, selector, width
+    def __init__(self, lm, selector, width: int, tasks: dict[str, str] | None = None, plan_cache: int = 256,
+                 refresh: int | None = None):
+        self.lm, self.selector, self.width, self.refresh = lm, selector, width, refresh
         self.tasks = dict(DEFAULT_TASKS if tasks is None else tasks)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._plan_cache = plan_cache
@@ -73,10 +80,13 @@ class Engine:
         """A registered task name maps to its description; any other non-empty text is a description."""
         return self.tasks.get(task, task)
 
+    def selection_text(self, req: GenRequest) -> str:
+        return self.resolve_task(req.task) if req.mode == "task" else req.select_text
+
     def plan_for(self, req: GenRequest) -> Plan | None:
         if req.mode == "dense" or self.width == self.lm.d_ffn:
             return None
-        text = self.resolve_task(req.task) if req.mode == "task" else req.select_text
+        text = self.selection_text(req)
         key = (req.mode, hashlib.sha256(text.encode()).digest())  # bounded memory per cached plan
         plan = self._plans.get(key)
         if plan is None:
@@ -100,22 +110,53 @@ class Engine:
     def run_batch(self, reqs: list[GenRequest], plan: Plan | None, abort=lambda: False) -> dict:
         """Generate for `reqs` (all with `plan`); returns timing counters for the metrics. A row that
         fails (sampling, decoding) ends with an error of its own; the other rows go on."""
+        from ..selection.refresh import refresh_plan
+
         model, load_s = self.model_for(plan)
+        rows = [_Row(r) for r in reqs]
+        R = self.refresh if plan is not None and not plan.is_dense else None
+        steps = self._decode(model, rows, limit=R, abort=abort)
+        refresh_s = 0.0
+        for w in rows if R else []:
+            if w.done:
+                continue
+            t0 = time.perf_counter()
+            r = w.req
+            try:
+                r.refreshed = refresh_plan(self.lm, self.selector, self.selection_text(r),
+                                           torch.tensor(r.ids + w.out_ids), plan.width, R)
+            except Exception as e:  # one request's re-selection must not fail the others
+                log.exception("re-selection failed")
+                w.done, w.reason, w.error = True, "error", f"re-selection failed for this request: {type(e).__name__}"
+                continue
+            model, load = self.model_for(r.refreshed)
+            load_s += load
+            refresh_s += time.perf_counter() - t0
+            steps += self._decode(model, [w], limit=None, abort=abort)
+        for w in rows:
+            self._finish(w)
+        return {"load_s": load_s, "steps": steps, "tokens": sum(len(w.out_ids) for w in rows), "refresh_s": refresh_s}
+
+    def _decode(self, model, rows: list["_Row"], *, limit: int | None, abort) -> int:
+        """Prefill each row's prompt and answer so far, then decode until every row is done or has
+        `limit` answer tokens (None: no limit); returns the decoding steps."""
         device = self.lm.device
-        B, T = len(reqs), max(len(r.ids) for r in reqs)
+        seqs = [w.req.ids + w.out_ids for w in rows]
+        B, T = len(rows), max(len(s) for s in seqs)
         ids = torch.full((B, T), self.pad, dtype=torch.long)
         mask = torch.zeros((B, T), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            ids[i, T - len(r.ids):] = torch.tensor(r.ids)
-            mask[i, T - len(r.ids):] = 1
+        for i, s in enumerate(seqs):
+            ids[i, T - len(s):] = torch.tensor(s)
+            mask[i, T - len(s):] = 1
         ids, mask = ids.to(device), mask.to(device)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        rows = [_Row(r) for r in reqs]
         steps = 0
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         cache = out.past_key_values
         logits = out.logits[:, -1].float().cpu()
-        max_steps = max(r.max_tokens for r in reqs)
+        max_steps = max(w.req.max_tokens - len(w.out_ids) for w in rows)
+        if limit is not None:
+            max_steps = min(max_steps, limit)
         while steps < max_steps and not all(w.done for w in rows):
             if abort():
                 for w in rows:
@@ -132,17 +173,15 @@ class Engine:
                 except Exception as e:  # one poisoned request must not fail its batch
                     log.exception("request failed inside a batch")
                     w.done, w.reason, w.error = True, "error", f"generation failed for this request: {type(e).__name__}"
-            if all(w.done for w in rows):
-                break
+            if all(w.done for w in rows) or steps == max_steps:
+                break  # (at `limit` the next token comes from the re-selected plan's prefill)
             mask = torch.cat([mask, mask.new_ones((B, 1))], dim=1)
             pos = pos[:, -1:] + 1
             out = model(input_ids=nxt.view(B, 1).to(device), attention_mask=mask, position_ids=pos,
                         past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             logits = out.logits[:, -1].float().cpu()
-        for w in rows:
-            self._finish(w)
-        return {"load_s": load_s, "steps": steps, "tokens": sum(len(w.out_ids) for w in rows)}
+        return steps
 
     def _step_row(self, w: "_Row", logits: torch.Tensor) -> int:
         """Pick this row's next token, stream the text it makes visible, and end the row on EOS, a stop

@@ -24,6 +24,7 @@ HISTOGRAMS = {
     "selection_seconds": ("plan selection time per request (cached plans included)", SECONDS),
     "batch_seconds": ("wall time of one batch", SECONDS),
     "loading_seconds": ("time gathering a plan's channels into the compact model", SECONDS),
+    "refresh_seconds": ("per batch, time re-selecting plans after --refresh answer tokens (loading included)", SECONDS),
     "batch_size": ("requests per batch", (1, 2, 4, 8, 16, 32, 64)),
 }
 

@@ -152,6 +152,8 @@ class Scheduler:
         self.metrics.observe("batch_size", len(batch))
         self.metrics.observe("batch_seconds", time.perf_counter() - t0)
         self.metrics.observe("loading_seconds", stats["load_s"])
+        if stats.get("refresh_s"):
+            self.metrics.observe("refresh_seconds", stats["refresh_s"])
 
 
     def _generate(self, batch: list[GenRequest]) -> dict:
