@@ -7,7 +7,7 @@
 # caches: a run that is stopped resumes where it was (run it again). One thread each unless THREADS.
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
-ART=${ART:-src/ifprune/artifacts/smollm2-135m-keep75}
+ART=${ART:-results/training/artifacts/smollm2-135m-keep75-v5}  # v5: shipped when mc-keep75/ was measured
 N=${N:-200}
 OUT=${OUT:-results/quality/mc-keep75}
 IFP=".venv/bin/ifprune eval compare --threads ${THREADS:-1} --suites mc --keeps 0.75 --limits mc=$N --no-plots"

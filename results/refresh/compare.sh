@@ -17,7 +17,7 @@ for S in ${SLICES:-a b}; do
   VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
   [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
   for K in ${KEEPS:-75 50}; do
-    A=src/ifprune/artifacts/smollm2-135m-keep$K
+    A=results/training/artifacts/smollm2-135m-keep$K-v5  # v5, shipped at both keeps when this ran
     OUT=results/refresh/compare$K$TAIL
     .venv/bin/ifprune eval compare --threads "$THREADS" --suites nll --keeps "0.$K" --data "$VAL" --limits nll=72 \
       --no-progress --no-plots --compensations none \

@@ -2,12 +2,13 @@
 # Validation NLL per family for v10 (trained under re-selection after 32 answer tokens) against its control
 # v8 (the same batches, without) and v5 (shipped), each with and without `+refresh32` at inference, on both
 # held-out slices of results/refresh/ (a: the 72 every compare reads; b: examples 12..23 per family).
+# v10 carries `refresh: 32` as its default, so its plain row is asked for as predictor+refresh0.
 # Resumable (per-example cache); the dense and v5 rows come from results/refresh/compare.sh's cache.
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 V10=${1:-runs/v10/keep75-refresh/artifact}
 V8=${V8:-runs/v8/keep75-sft/artifact}
-V5=src/ifprune/artifacts/smollm2-135m-keep75
+V5=results/training/artifacts/smollm2-135m-keep75-v5
 .venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
 .venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
 for S in ${SLICES:-a b}; do
@@ -16,7 +17,7 @@ for S in ${SLICES:-a b}; do
   .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.75 --data "$VAL" --limits nll=72 \
     --no-progress --no-plots --compensations none \
     --selectors dense "predictor:$V5" "predictor+refresh32:$V5" "predictor:$V8" "predictor+refresh32:$V8" \
-    "predictor:$V10" "predictor+refresh32:$V10" --out results/training/v10/compare$TAIL
+    "predictor+refresh0:$V10" "predictor+refresh32:$V10" --out results/training/v10/compare$TAIL
   .venv/bin/python benchmarks/summarise_compare.py results/training/v10/compare$TAIL/results.json \
     results/training/v10/summary$TAIL.md "v10 (trained under re-selection) vs v8 and v5, slice $S"
 done
