@@ -197,3 +197,21 @@ def test_a_recipe_refresh_that_makes_no_sense_is_refused(trained_under_refresh, 
         seal_config(tmp_path / "a", cfg)
         with pytest.raises(IfpruneError, match="recipe refresh must be a whole number"):
             load_artifact(tmp_path / "a")
+
+
+def test_a_refresh_reuses_the_first_selections_scores(lm):
+    """Re-selection needs the selector's scores of the prompt again: they come from the first selection,
+    not a second prompt pass."""
+    sel = make_selector("griffin")
+    calls = []
+    inner = sel.scores
+    sel.scores = lambda lm_, text: calls.append(text) or inner(lm_, text)
+    res = generate(lm, "count to ten", selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=10,
+                                                                                         ignore_eos=True), refresh=R)
+    assert res.refresh is not None and calls == ["count to ten"]
+    fresh = make_selector("griffin")
+    ids = encode_prompt(lm.tokenizer, "count to ten")[0]
+    torch.testing.assert_close(refresh_scores(lm, sel, "count to ten", ids), refresh_scores(lm, fresh, "count to ten", ids))
+    for i in range(sel.RECENT + 1):  # bounded: old prompts' scores are dropped
+        sel.select(lm, f"prompt {i}", 16)
+    assert len(sel._recent) == sel.RECENT

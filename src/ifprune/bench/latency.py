@@ -178,16 +178,22 @@ class PromptSelection:
 
     def __call__(self, ids: torch.Tensor, width: int) -> Plan:
         s = self.scores(ids)
+        self._last = (ids, s)
         if s is None:
             return self.selector.select(self.lm, None, width)
         return Plan.from_scores(s, width, {"selector": self.cfg.selector})
 
+    _last = None
+
     def refreshed(self, ids: torch.Tensor, width: int) -> Plan:
         """The re-selection after the first answer tokens (`ids`: prompt + those tokens), timed as the runtime
-        pays it: the selector's scores of the prompt again plus GRIFFIN's over everything (selection.refresh)."""
+        pays it: the first selection's scores of the prompt (kept, as Selector.cached_scores keeps them) plus
+        GRIFFIN's over everything (selection.refresh)."""
         from ..selection.refresh import combine
 
-        own = self.scores(ids[:, : self.cfg.prompt_tokens])
+        prompt = ids[:, : self.cfg.prompt_tokens]
+        last = self._last
+        own = last[1] if last is not None and torch.equal(last[0], prompt) else self.scores(prompt)
         with torch.inference_mode():
             seen = GriffinSelector.scores_from_ids(self.lm, ids)
         if own is None:

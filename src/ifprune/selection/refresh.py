@@ -54,7 +54,7 @@ def refresh_scores(lm, selector: Selector, text: str | None, ids: torch.Tensor) 
         if ids.shape[0] != 1:
             raise IfpruneError("refresh re-selects one sequence at a time")
         ids = ids[0]
-    own = selector.scores(lm, text if selector.per_prompt else None)
+    own = selector.cached_scores(lm, text if selector.per_prompt else None)
     seen = GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0).to(lm.device))
     return combine(own.cpu(), seen.cpu())
 

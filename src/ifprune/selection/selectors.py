@@ -31,6 +31,25 @@ class Selector:
         self._plans: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._static: dict = {}
+        self._recent: OrderedDict = OrderedDict()  # the last few prompts' scores, for re-selection
+
+    RECENT = 8  # scores kept for re-selection (30 x 1536 floats each on SmolLM2: 184 kB)
+
+    def cached_scores(self, lm, text: str | None) -> torch.Tensor:
+        """`scores`, reusing those of a recent `select` of the same text (a re-selection needs the first
+        selection's scores again: no second prompt pass)."""
+        key = (lm.fingerprint(), text if self.per_prompt else None)
+        s = self._recent.get(key)
+        if s is None:
+            s = self._remember(key, self.scores(lm, text))
+        return s
+
+    def _remember(self, key, scores: torch.Tensor) -> torch.Tensor:
+        self._recent[key] = scores
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.RECENT:
+            self._recent.popitem(last=False)
+        return scores
 
     def scores(self, lm, text: str | None) -> torch.Tensor:
         raise NotImplementedError
@@ -46,8 +65,8 @@ class Selector:
         if plan is None:
             if self.per_prompt and text is not None and not text.strip():
                 raise IfpruneError("the prompt is empty: give some text to select channels from")
-            plan = Plan.from_scores(self.scores(lm, text), width,
-                                    {"selector": self.name, **self.options(), "model": lm.fingerprint()})
+            scores = self._remember((lm.fingerprint(), text if self.per_prompt else None), self.scores(lm, text))
+            plan = Plan.from_scores(scores, width, {"selector": self.name, **self.options(), "model": lm.fingerprint()})
             self._plans[key] = plan
             if len(self._plans) > self._cache_size:
                 self._plans.popitem(last=False)
