@@ -4,6 +4,9 @@ per-example difference removes the example-to-example spread that each row's own
 
     python benchmarks/paired_nll.py results/refresh/compare75/results.json ifpruning ifpruning+refresh32 \
         --out results/refresh/paired75.json
+
+`--pool OTHER/results.json` (repeatable) adds the same two rows of other compares on other examples (e.g.
+a second held-out slice): one paired difference over all of them.
 """
 
 from __future__ import annotations
@@ -44,20 +47,26 @@ def main() -> int:
     p.add_argument("results", type=Path, help="results.json of an nll compare")
     p.add_argument("a", help="row label (the reference)")
     p.add_argument("b", help="row label (the change)")
+    p.add_argument("--pool", type=Path, action="append", default=[],
+                   help="another compare's results.json with the same two rows on other examples, pooled in")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    rep = json.loads(a.results.read_text())
-    by = {r["selector"]: r for r in rep["results"] if r["suite"] == "nll"}
-    for name in (a.a, a.b):
-        if name not in by:
-            print(f"error: no nll row {name!r} in {a.results} (rows: {', '.join(by)})", file=sys.stderr)
-            return 2
-    ra, rb = rows(by[a.a], a.results), rows(by[a.b], a.results)
+    ra, rb = {}, {}
+    for k, path in enumerate([a.results, *a.pool]):
+        rep = json.loads(path.read_text())
+        by = {r["selector"]: r for r in rep["results"] if r["suite"] == "nll"}
+        for name in (a.a, a.b):
+            if name not in by:
+                print(f"error: no nll row {name!r} in {path} (rows: {', '.join(by)})", file=sys.stderr)
+                return 2
+        ra.update({(k, i): r for i, r in rows(by[a.a], path).items()})
+        rb.update({(k, i): r for i, r in rows(by[a.b], path).items()})
     ids = [i for i in ra if i in rb]
     if any(ra[i]["den"] != rb[i]["den"] for i in ids):
         print("error: the rows scored different tokens; they are not paired", file=sys.stderr)
         return 2
-    out = {"results": str(a.results), "a": a.a, "b": a.b, "examples": len(ids), "families": {}}
+    out = {"results": str(a.results), **({"pooled_with": [str(x) for x in a.pool]} if a.pool else {}),
+           "a": a.a, "b": a.b, "examples": len(ids), "families": {}}
     fams = sorted({ra[i]["family"] for i in ids})
     for fam in ["all", *fams]:
         sel = [i for i in ids if fam == "all" or ra[i]["family"] == fam]

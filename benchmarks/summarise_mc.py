@@ -74,8 +74,8 @@ def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
         return sum(sel) / len(sel)
 
     lines = [f"# {title} ({reps[0]['model']})", "",
-             "From " + "; ".join(f"`{x['command']}`" for x in reps) + f" (machine: {reps[0]['machine']['platform']}, "
-             f"{reps[0]['machine']['threads']} thread(s), {reps[0]['machine']['date']}); summarised by "
+             "From " + "; ".join(f"`{x['command']}` (machine: {x['machine']['platform']}, {x['machine']['threads']} "
+                                 f"thread(s), {x['machine']['date']})" for x in reps) + "; summarised by "
              f"`python benchmarks/summarise_mc.py {src} {out_dir} \"{title}\"`. {len(ids)} examples, the same for every row "
              f"({len(ids) // len(tasks)} per task); accuracy by log-likelihood of each choice (acc; acc_norm per byte). "
              "Difference to dense: mean over the same examples, paired 95% bootstrap interval (2000 resamples, seed 0).", "",
