@@ -11,6 +11,7 @@ export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 THREADS=${THREADS:-2}
 V50=${1:-runs/v4/keep50-sft/artifact}
 V75=${2:-runs/v4/keep75-sft/artifact}
+# S50, S75: the shipped v3 artifacts when this ran (shipped since: v4, v5, v10/v11; no v3 copies kept)
 S50=src/ifprune/artifacts/smollm2-135m-keep50
 S75=src/ifprune/artifacts/smollm2-135m-keep75
 VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"

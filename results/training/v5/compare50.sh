@@ -7,7 +7,7 @@ set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 THREADS=${THREADS:-2}
 A=${1:-runs/v5/keep50-sft/artifact}
-V4=${V4:-src/ifprune/artifacts/smollm2-135m-keep50}
+V4=${V4:-src/ifprune/artifacts/smollm2-135m-keep50}  # v4 when this ran (shipped since: v5, then v11; no v4 copy kept)
 VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"
 .venv/bin/python -m ifprune.training.data_sft --out "$VAL" --val-per-family 12
 COMMON="--suites nll --keeps 0.5 --data $VAL --limits nll=72 --no-progress --no-plots"

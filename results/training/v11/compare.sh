@@ -1,0 +1,24 @@
+#!/bin/sh
+# Validation NLL per family for v11 (keep 1/2 trained under re-selection after 32 answer tokens) against v5
+# (the shipped keep-1/2 artifact), each with and without re-selection at inference, on both held-out
+# slices of results/refresh/ (a: the 72 every compare reads; b: examples 12..23 per family). v11's recipe
+# records `refresh: 32`, so its plain row is `predictor` (re-selection on, its default) and
+# `predictor+refresh0` turns it off. Resumable (per-example cache).
+set -e
+export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
+V11=${1:-runs/v11/keep50-refresh/artifact}
+V5=${V5:-results/training/artifacts/smollm2-135m-keep50-v5}
+.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
+.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+for S in ${SLICES:-a b}; do
+  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
+  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  OUT=results/training/v11/compare$TAIL
+  .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.5 --data "$VAL" --limits nll=72 \
+    --no-progress --no-plots --compensations none \
+    --selectors dense "predictor:$V5" "predictor+refresh32:$V5" "predictor+refresh0:$V11" "predictor:$V11" --out $OUT
+  .venv/bin/python benchmarks/summarise_compare.py $OUT/results.json results/training/v11/summary$TAIL.md \
+    "v11 (keep 1/2, trained under re-selection) vs v5, slice $S"
+done
+.venv/bin/python benchmarks/pooled_nll.py results/training/v11/compare/results.json results/training/v11/compareb/results.json \
+  --out results/training/v11/pooled.json
