@@ -1,7 +1,7 @@
 #!/bin/sh
 # The demo prompts on the shipped default once v10 was shipped (no flags: v10 keep 3/4, re-selection after
 # 32 tokens, its default) and alongside: the same with --refresh 0, dense, v5 (the keep-3/4 artifact it
-# replaced), the keep-1/2 artifact (--keep 0.5, v5), GRIFFIN keep 1/2 (with compensation, its default);
+# replaced), the keep-1/2 artifact (--keep 0.5: v11 since it was shipped), GRIFFIN keep 1/2 (with compensation, its default);
 # greedy, 64 new tokens. Raw JSON lines to results/training/v10/demo_default.jsonl.
 set -e
 V5=${1:-results/training/artifacts/smollm2-135m-keep75-v5}
