@@ -665,7 +665,8 @@ def test_training_under_refresh_runs_and_scores_as_inference_does(tmp_path):
     val = [r for r in rows if r.get("event") == "validation"]
     assert len(val) == 1 and val[0]["val_nll"]["all"] > 0
     # the loop's re-selected scores are the inference ones: GRIFFIN over the prompt and the first R tokens
-    tr = Trainer(base_cfg(tmp_path / "b", steps=1, refresh=4), lm=tiny_lm(), sft_data=data)
+    # (in float32, as inference runs: on a CPU with fast bf16 the loop would autocast them)
+    tr = Trainer(base_cfg(tmp_path / "b", steps=1, refresh=4, bf16=False), lm=tiny_lm(), sft_data=data)
     from ifprune.training.loop import sft_batch
     b = sft_batch(tr.lm.tokenizer, data[:2], tr.cfg)
     with torch.no_grad():
