@@ -162,6 +162,8 @@ def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_un
     s = SamplingConfig(max_new_tokens=10, ignore_eos=True)
     res = generate(lm, "count to ten", selector=sel, width=16, sampling=s)
     assert res.refresh["after"] == R and res.refresh_after == R
+    short = generate(lm, "count to ten", selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=R, ignore_eos=True))
+    assert short.refresh is None and f"re-selection after {R} tok not reached" in short.summary()
     told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R)
     assert told.text == res.text and told.refresh == res.refresh
     off = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=0)

@@ -77,7 +77,8 @@ class GenerationResult:
         timed = self.new_tokens - 1 - (1 if self.refresh else 0)  # the refresh's prefill makes one token
         decode_tps = timed / t["decode_s"] if t["decode_s"] > 0 and timed > 0 else 0.0
         refreshed = (f", re-selected after {self.refresh['after']} tok ({t['refresh_s'] * 1e3:.0f} ms)"
-                     if self.refresh else "")
+                     if self.refresh else
+                     f", re-selection after {self.refresh_after} tok not reached" if self.refresh_after else "")
         return (
             f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
