@@ -217,3 +217,31 @@ def test_a_refresh_reuses_the_first_selections_scores(lm):
     for i in range(sel.RECENT + 1):  # bounded: old prompts' scores are dropped
         sel.select(lm, f"prompt {i}", 16)
     assert len(sel._recent) == sel.RECENT
+
+
+def test_re_selection_after_the_predictors_pass_runs_only_the_new_tokens(trained_under_refresh):
+    """An artifact that re-selects keeps its prompt pass's GRIFFIN sums and KV cache: the re-selected
+    scores then come from a pass over the answer tokens alone, equal to a pass over everything, and the
+    predictor's own scores are those of its plain pass."""
+    from ifprune.selection.predictor import head_scores
+    from ifprune.selection.refresh import seen_scores
+
+    path, lm = trained_under_refresh
+    sel = make_selector("predictor", checkpoint=str(path))
+    own = sel.scores(lm, "count to ten")
+    ids, _ = __import__("ifprune.core.prompting", fromlist=["encode_batch"]).encode_batch(lm.tokenizer, ["count to ten"])
+    torch.testing.assert_close(own, head_scores(sel.artifact.head, lm.model, ids)[0])
+    state = sel.prompt_state(lm, "count to ten")
+    assert state is not None and sel.prompt_state(lm, "other text") is None
+    full = torch.cat([state.ids, torch.tensor([7, 8, 9, 10, 11])])
+    for _ in range(2):  # the cache is cropped back after each use
+        torch.testing.assert_close(seen_scores(lm, full, state), GriffinSelector.scores_from_ids(lm, full.unsqueeze(0)),
+                                   atol=1e-5, rtol=1e-4)
+    other = torch.tensor([5, 6, 7, 8, 9, 10, 11, 12])  # not this prompt: a pass over everything
+    torch.testing.assert_close(seen_scores(lm, other, state), GriffinSelector.scores_from_ids(lm, other.unsqueeze(0)))
+    s = SamplingConfig(max_new_tokens=10, ignore_eos=True)
+    res = generate(lm, "count to ten", selector=sel, width=16, sampling=s)
+    plan2 = refresh_plan(lm, make_selector("predictor", checkpoint=str(path)), "count to ten",
+                         torch.tensor(encode_prompt(lm.tokenizer, "count to ten")[0].tolist()
+                                      + lm.tokenizer(res.text, add_special_tokens=False)["input_ids"][:R]), 16, R)
+    assert res.refresh is not None and len(plan2.hash) == len(res.refresh["plan_hash"])

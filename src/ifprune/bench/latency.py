@@ -173,8 +173,18 @@ class PromptSelection:
 
             return head_scores(self.head, self.lm.model, ids, None, self.layers)[0]
         if self.cfg.selector == "predictor":
+            art = self.selector.artifact
+            if art.refresh and art.backbone_layers is None:  # as PredictorSelector.scores: keep the pass's state
+                from ..selection.heads import last_token
+                from ..selection.refresh import prompt_pass
+
+                hidden, self._state = prompt_pass(self.lm, ids)
+                with torch.no_grad():
+                    return art.head.to(hidden.device)(last_token(hidden, torch.ones_like(ids))).float().cpu()[0]
             return self.selector.scores_from_ids(self.lm, ids)[0]
         return None
+
+    _state = None
 
     def __call__(self, ids: torch.Tensor, width: int) -> Plan:
         s = self.scores(ids)
@@ -189,13 +199,13 @@ class PromptSelection:
         """The re-selection after the first answer tokens (`ids`: prompt + those tokens), timed as the runtime
         pays it: the first selection's scores of the prompt (kept, as Selector.cached_scores keeps them) plus
         GRIFFIN's over everything (selection.refresh)."""
-        from ..selection.refresh import combine
+        from ..selection.refresh import combine, seen_scores
 
         prompt = ids[:, : self.cfg.prompt_tokens]
         last = self._last
         own = last[1] if last is not None and torch.equal(last[0], prompt) else self.scores(prompt)
         with torch.inference_mode():
-            seen = GriffinSelector.scores_from_ids(self.lm, ids)
+            seen = seen_scores(self.lm, ids[0], self._state)
         if own is None:
             raise IfpruneError("re-selection needs a per-prompt selector (griffin or predictor), not a static one")
         return Plan.from_scores(combine(own.cpu(), seen.cpu()), width, {"selector": self.cfg.selector, "refresh": True})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..core.errors import IfpruneError
-from .heads import PredictorHead, pooled_hidden
+from .heads import PredictorHead, last_token, pooled_hidden
 from ..core.prompting import encode_batch
 from .selectors import Selector, register_selector
 
@@ -55,7 +55,23 @@ class PredictorSelector(Selector):
         if text is None:
             raise IfpruneError("the predictor selects per prompt: give a prompt or a task description")
         ids, att = encode_batch(lm.tokenizer, [text], chat=self.chat)
-        return self.scores_from_ids(lm, ids.to(lm.device), att.to(lm.device))[0]
+        ids, att = ids.to(lm.device), att.to(lm.device)
+        if art.refresh and art.backbone_layers is None:  # it re-selects: keep what the pass leaves for that
+            from .refresh import prompt_pass
+
+            hidden, state = prompt_pass(lm, ids, att)
+            self._state = ((lm.fingerprint(), text), state)  # the last prompt's only (its KV cache is large)
+            with torch.no_grad():
+                return art.head.to(hidden.device)(last_token(hidden, att)).float().cpu()[0]
+        return self.scores_from_ids(lm, ids, att)[0]
+
+    _state = None
+
+    def prompt_state(self, lm, text):
+        """The PromptState of `text` when the last prompt pass was over it (see selection.refresh)."""
+        if self._state is not None and self._state[0] == (lm.fingerprint(), text):
+            return self._state[1]
+        return None
 
     def scores_from_ids(self, lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, layers, d_ffn] for already-encoded prompts (the latency benchmark's path)."""

@@ -15,12 +15,16 @@ shipped keep-3/4 one): it runs with `refresh R` unless told `refresh 0` (`resolv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..core.errors import IfpruneError
+from ..core.hooks import record_intermediates
+from ..core.prompt_pass import decoder_body
 from ..core.plan import Plan
 from .heads import standardise
-from .selectors import GriffinSelector, Selector
+from .selectors import GriffinSelector, Selector, griffin_squares
 
 
 def check_refresh(refresh: int | None) -> int | None:
@@ -48,15 +52,61 @@ def combine(own: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     return standardise(own.float()) + standardise(seen.float())
 
 
+@dataclass
+class PromptState:
+    """What the selector's own dense pass over a prompt leaves for a re-selection: GRIFFIN's squared
+    column sums over the prompt and the pass's KV cache, so that re-selecting needs a dense pass over
+    the new answer tokens only (GRIFFIN's scores are a root of a sum over tokens)."""
+
+    ids: torch.Tensor  # [tokens] the prompt ids the pass read
+    squares: torch.Tensor  # [layers, d_ffn]
+    cache: object  # the pass's KV cache; cropped back to the prompt after each use
+
+
+def prompt_pass(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """One dense pass of the decoder body over one prompt: (last hidden state, PromptState)."""
+    squares = torch.zeros(lm.num_layers, lm.d_ffn)
+
+    def acc(i, x):
+        squares[i] = griffin_squares(x)[0].cpu()
+
+    with torch.no_grad(), record_intermediates(lm.layout, acc):
+        res = decoder_body(lm.model)(input_ids=ids, attention_mask=attention_mask, use_cache=True)
+    return res.last_hidden_state, PromptState(ids[0].detach().cpu(), squares, res.past_key_values)
+
+
+def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torch.Tensor:
+    """GRIFFIN's scores over `ids` [tokens]; from `state` and a pass over the tokens after its prompt
+    when `ids` starts with that prompt, else from a pass over all of `ids`."""
+    n = 0 if state is None else int(state.ids.numel())
+    if not n or ids.numel() <= n or not torch.equal(ids[:n].cpu(), state.ids):
+        return GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0).to(lm.device))
+    squares = torch.zeros(lm.num_layers, lm.d_ffn)
+
+    def acc(i, x):
+        squares[i] = griffin_squares(x)[0].cpu()
+
+    try:
+        with torch.no_grad(), record_intermediates(lm.layout, acc):
+            decoder_body(lm.model)(input_ids=ids[n:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
+                                   use_cache=True)
+    finally:
+        extra = state.cache.get_seq_length() - n
+        if extra > 0:
+            state.cache.crop(-extra)  # (transformers 5: a negative count removes that many tokens)
+    return (state.squares + squares).sqrt()
+
+
 def refresh_scores(lm, selector: Selector, text: str | None, ids: torch.Tensor) -> torch.Tensor:
     """[layers, d_ffn]: `combine` of the selector's scores of `text` and GRIFFIN's over `ids`."""
     if ids.dim() == 2:
         if ids.shape[0] != 1:
             raise IfpruneError("refresh re-selects one sequence at a time")
         ids = ids[0]
-    own = selector.cached_scores(lm, text if selector.per_prompt else None)
-    seen = GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0).to(lm.device))
-    return combine(own.cpu(), seen.cpu())
+    text = text if selector.per_prompt else None
+    own = selector.cached_scores(lm, text)
+    state = selector.prompt_state(lm, text) if hasattr(selector, "prompt_state") else None
+    return combine(own.cpu(), seen_scores(lm, ids, state).cpu())
 
 
 def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, width: int, after: int) -> Plan:

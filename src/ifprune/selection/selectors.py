@@ -179,11 +179,16 @@ def griffin_columns(x: torch.Tensor, token_mask: torch.Tensor | None = None) -> 
     """GRIFFIN's channel scores [batch, d_ffn] from FFN activations [batch, tokens, d_ffn]: each token's
     activation vector unit-normalised, then the L2 norm of each channel over the tokens `token_mask`
     ([batch, tokens], 1 = counted) keeps (all tokens: None)."""
+    return griffin_squares(x, token_mask).sqrt()
+
+
+def griffin_squares(x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`griffin_columns` squared: a sum over tokens, so two stretches of one sequence add up."""
     x = x.float()
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     if token_mask is not None:
         x = x * token_mask.to(x.device, x.dtype).unsqueeze(-1)
-    return x.pow(2).sum(1).sqrt()
+    return x.pow(2).sum(1)
 
 
 class GriffinSelector(Selector):
