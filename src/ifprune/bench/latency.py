@@ -175,12 +175,8 @@ class PromptSelection:
         if self.cfg.selector == "predictor":
             art = self.selector.artifact
             if art.refresh and art.backbone_layers is None:  # as PredictorSelector.scores: keep the pass's state
-                from ..selection.heads import last_token
-                from ..selection.refresh import prompt_pass
-
-                hidden, self._state = prompt_pass(self.lm, ids)
-                with torch.no_grad():
-                    return art.head.to(hidden.device)(last_token(hidden, torch.ones_like(ids))).float().cpu()[0]
+                s, self._state = self.selector.scores_with_state(self.lm, ids)
+                return s
             return self.selector.scores_from_ids(self.lm, ids)[0]
         return None
 

@@ -57,13 +57,20 @@ class PredictorSelector(Selector):
         ids, att = encode_batch(lm.tokenizer, [text], chat=self.chat)
         ids, att = ids.to(lm.device), att.to(lm.device)
         if art.refresh and art.backbone_layers is None:  # it re-selects: keep what the pass leaves for that
-            from .refresh import prompt_pass
-
-            hidden, state = prompt_pass(lm, ids, att)
+            scores, state = self.scores_with_state(lm, ids, att)
             self._state = ((lm.fingerprint(), text), state)  # the last prompt's only (its KV cache is large)
-            with torch.no_grad():
-                return art.head.to(hidden.device)(last_token(hidden, att)).float().cpu()[0]
+            return scores
         return self.scores_from_ids(lm, ids, att)[0]
+
+    def scores_with_state(self, lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """One prompt's scores [layers, d_ffn] and the PromptState its pass leaves (selection.refresh)."""
+        from .refresh import prompt_pass
+
+        self.artifact.attach(lm)
+        att = torch.ones_like(ids) if attention_mask is None else attention_mask
+        hidden, state = prompt_pass(lm, ids, att)
+        with torch.no_grad():
+            return self.artifact.head.to(hidden.device)(last_token(hidden, att)).float().cpu()[0], state
 
     _state = None
 

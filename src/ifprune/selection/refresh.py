@@ -65,14 +65,20 @@ class PromptState:
 
 def prompt_pass(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
     """One dense pass of the decoder body over one prompt: (last hidden state, PromptState)."""
+    squares, res = _recorded_pass(lm, input_ids=ids, attention_mask=attention_mask, use_cache=True)
+    return res.last_hidden_state, PromptState(ids[0].detach().cpu(), squares, res.past_key_values)
+
+
+def _recorded_pass(lm, **inputs):
+    """A decoder-body pass of one sequence that sums GRIFFIN's squares per layer: (squares, output)."""
     squares = torch.zeros(lm.num_layers, lm.d_ffn)
 
     def acc(i, x):
         squares[i] = griffin_squares(x)[0].cpu()
 
     with torch.no_grad(), record_intermediates(lm.layout, acc):
-        res = decoder_body(lm.model)(input_ids=ids, attention_mask=attention_mask, use_cache=True)
-    return res.last_hidden_state, PromptState(ids[0].detach().cpu(), squares, res.past_key_values)
+        res = decoder_body(lm.model)(**inputs)
+    return squares, res
 
 
 def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torch.Tensor:
@@ -81,15 +87,9 @@ def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torc
     n = 0 if state is None else int(state.ids.numel())
     if not n or ids.numel() <= n or not torch.equal(ids[:n].cpu(), state.ids):
         return GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0).to(lm.device))
-    squares = torch.zeros(lm.num_layers, lm.d_ffn)
-
-    def acc(i, x):
-        squares[i] = griffin_squares(x)[0].cpu()
-
     try:
-        with torch.no_grad(), record_intermediates(lm.layout, acc):
-            decoder_body(lm.model)(input_ids=ids[n:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
-                                   use_cache=True)
+        squares, _ = _recorded_pass(lm, input_ids=ids[n:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
+                                    use_cache=True)
     finally:
         extra = state.cache.get_seq_length() - n
         if extra > 0:
