@@ -200,10 +200,10 @@ class PromptSelection:
         prompt = ids[:, : self.cfg.prompt_tokens]
         last = self._last
         own = last[1] if last is not None and torch.equal(last[0], prompt) else self.scores(prompt)
-        with torch.inference_mode():
-            seen = seen_scores(self.lm, ids[0], self._state)
         if own is None:
             raise IfpruneError("re-selection needs a per-prompt selector (griffin or predictor), not a static one")
+        with torch.inference_mode():
+            seen = seen_scores(self.lm, ids[0], self._state)
         return Plan.from_scores(combine(own.cpu(), seen.cpu()), width, {"selector": self.cfg.selector, "refresh": True})
 
 
@@ -214,7 +214,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
 
     select = PromptSelection(lm, cfg)
     width = select.width()
-    refresh = resolve_refresh(cfg.refresh, select.selector) if select.selector is not None else cfg.refresh or None
+    refresh = resolve_refresh(cfg.refresh, select.selector)
     if refresh is not None and refresh >= cfg.new_tokens:
         refresh = None  # the answer ends before any re-selection
     if width == lm.d_ffn:

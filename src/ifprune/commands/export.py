@@ -55,13 +55,13 @@ def run(args) -> int:
         plan = task_plan(lm, selector, args.task, resolve_width(args, lm, selector))
         from ..selection.refresh import default_refresh
 
-        if default_refresh(selector):
+        if refresh := default_refresh(selector):
             import logging
 
             logging.getLogger("ifprune").warning(
                 "artifact %s runs with re-selection after %d answer tokens in ifprune (it was trained that way); an "
                 "exported model is one plan for the whole answer, so it runs without it (its quality: the "
-                "--refresh 0 rows of the artifact's results)", selector.artifact.path.name, default_refresh(selector))
+                "--refresh 0 rows of the artifact's results)", selector.artifact.path.name, refresh)
     if gguf:
         info = export_gguf(lm, plan, args.out, qtype=args.gguf_type, task=args.task, overwrite=args.overwrite)
     else:

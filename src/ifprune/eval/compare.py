@@ -106,9 +106,10 @@ class SelectorSpec:
         """What runs: the +refreshR given, else the artifact's own default (selection.refresh)."""
         if self.refresh is not None:
             return self.refresh or None
+        from ..selection.artifact import recipe_refresh
+
         art = art if art is not None else self.artifact_config()
-        own = (art or {}).get("recipe", {}).get("refresh") if art and art.get("kind") == "predictor" else None
-        return int(own) if own else None
+        return recipe_refresh(art) if art is not None else None
 
     def label(self) -> str:
         """Name in tables: ifpruning / ifpruning-task / learned-static for artifacts (+refreshR)."""

@@ -52,9 +52,7 @@ class Artifact:
 
     @property
     def refresh(self) -> int | None:
-        """Re-selection after this many answer tokens when the artifact was trained that way (recipe
-        `refresh`): how it runs by default, since its weights learned the re-selected masks."""
-        return int((self.config.get("recipe") or {}).get("refresh") or 0) or None
+        return recipe_refresh(self.config)
 
     def attach(self, lm) -> None:
         """Check `lm` is the base model and apply the LLM change to it in place (idempotent)."""
@@ -79,6 +77,12 @@ class Artifact:
         lm._ifprune_artifact = str(self.path.resolve())
         lm._fingerprint = None  # weights changed: plans cached under the base fingerprint must not be reused
         lm._compact.clear()
+
+
+def recipe_refresh(config: dict) -> int | None:
+    """Re-selection after this many answer tokens when the artifact (its config.json) was trained that
+    way (recipe `refresh`): how it runs by default, since its weights learned the re-selected masks."""
+    return int((config.get("recipe") or {}).get("refresh") or 0) or None
 
 
 def apply_llm_change(model: torch.nn.Module, llm_dir: Path, kind: str) -> None:
