@@ -37,6 +37,26 @@ def test_each_suite_runs_on_a_tiny_model(lm, data_dir, suite, tmp_path):
     assert res.active_params < res.total_params
 
 
+def test_a_failing_example_is_a_clear_error_and_the_ones_before_it_stay_cached(lm, data_dir, tmp_path, monkeypatch):
+    from ifprune.eval import ifeval
+
+    calls = []
+    real = ifeval.score_response
+
+    def flaky(row, response):
+        calls.append(row["prompt"])
+        if len(calls) == 2:
+            raise LookupError("checker data missing")
+        return real(row, response)
+
+    monkeypatch.setattr(ifeval, "score_response", flaky)
+    with pytest.raises(IfpruneError, match=r"ifeval failed on example 'ifeval-\d+': LookupError: checker data missing; "
+                                           r"the 1 examples before it are cached"):
+        _run(lm, "ifeval", data_dir=data_dir, max_new_tokens=2, limit=3, cache=tmp_path)
+    res = _run(lm, "ifeval", data_dir=data_dir, max_new_tokens=2, limit=3, cache=tmp_path)
+    assert res.examples == 3 and res.cached == 1
+
+
 def test_mc_limit_is_per_task_and_scores_every_task(lm, data_dir):
     res = _run(lm, "mc", "magnitude", 24, data_dir=data_dir, limit=2)
     assert res.examples == 14  # 7 tasks x 2

@@ -132,7 +132,14 @@ def run_suite(suite: Suite, scorer: Scorer, *, limit: int | None = None, cache_d
         row = cache.get(ex.id)
         if row is None:
             scorer.example_task = suite.task_for(ex)
-            row = {"id": ex.id, **suite.evaluate(scorer, ex)}
+            try:
+                row = {"id": ex.id, **suite.evaluate(scorer, ex)}
+            except (IfpruneError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # a checker or model failure: say where, keep what is done
+                kept = f"the {len(rows)} examples before it are cached in {cache_path}" if cache_path else "nothing was cached (--no-cache)"
+                raise IfpruneError(f"suite {suite.name} failed on example {ex.id!r}: {type(e).__name__}: {e}; "
+                                   f"{kept}; rerun after fixing the cause to go on from there") from e
             cache.put(row)
         else:
             cached += 1
