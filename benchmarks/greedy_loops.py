@@ -1,9 +1,9 @@
 """How often greedy answers degenerate into a loop ("Paris, Paris, Paris, ...", "1. 1. 1. ..."): teacher-
 forced NLL does not see it, a user does. For each held-out prompt (an SFT validation file, as `ifprune eval
 nll --data` reads), one greedy answer of `--max-new-tokens` under a trained artifact as it runs by default
-(its own `refresh` included, unless `--refresh`), then: does its tail repeat one short unit of tokens
-(length 1..8) back to back, at least 3 times and over at least 16 tokens? Per-example rows are appended to
-`--out`.jsonl (a rerun resumes), the summary to `--out`.json.
+(its own `refresh` included, unless `--refresh`; the dense base model without `--checkpoint`), then: does
+its tail repeat one short unit of tokens (length 1..8) back to back, at least 3 times and over at least 16
+tokens? Per-example rows are appended to `--out`.jsonl (a rerun resumes), the summary to `--out`.json.
 
     python benchmarks/greedy_loops.py --checkpoint results/training/artifacts/smollm2-135m-keep50-v5 \\
         --data ~/.cache/ifprune/sft_validation_12.jsonl --out results/training/v11/loops_v5 --threads 1
@@ -34,7 +34,7 @@ def tail_loop(ids: list[int], max_unit: int = 8, min_repeats: int = 3, min_token
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="trained artifact directory")
+    p.add_argument("--checkpoint", default=None, help="trained artifact directory (default: the dense base model)")
     p.add_argument("--data", required=True, help="JSONL of prompt/response/family (held-out SFT examples)")
     p.add_argument("--out", required=True, help="path stem: STEM.jsonl (per example), STEM.json (summary)")
     p.add_argument("--refresh", type=int, default=None, help="as `generate --refresh` (default: the artifact's)")
@@ -50,8 +50,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     lm = load_model()
-    sel = make_selector("predictor", checkpoint=a.checkpoint)
-    sel.artifact.attach(lm)
+    if a.checkpoint:
+        sel = make_selector("predictor", checkpoint=a.checkpoint)
+        sel.artifact.attach(lm)
+        width = sel.artifact.width
+    else:
+        sel, width = make_selector("dense"), lm.d_ffn
     rows_path, summary_path = Path(a.out + ".jsonl"), Path(a.out + ".json")
     done = {}
     if rows_path.is_file():
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
             key = f"{i}:{ex['family']}"
             if key in done:
                 continue
-            res = generate(lm, ex["prompt"], selector=sel, width=sel.artifact.width,
+            res = generate(lm, ex["prompt"], selector=sel, width=width,
                            sampling=SamplingConfig(max_new_tokens=a.max_new_tokens), refresh=a.refresh)
             ids = lm.tokenizer(res.text, add_special_tokens=False)["input_ids"]
             r = {"id": key, "family": ex["family"], "new_tokens": res.new_tokens, "loop_unit": tail_loop(ids),

@@ -223,6 +223,22 @@ def test_a_second_validation_slice_is_disjoint_from_the_first(tmp_path):
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
+def test_unread_examples_are_none_a_run_ending_there_could_read(tmp_path):
+    from ifprune.training.data_sft import sft_splits, write_unread
+
+    n = write_unread(tmp_path / "u.jsonl", DATA, ["gsm8k", "mbpp"], after=300, per_family=40, val_per_family=24)
+    rows = [json.loads(x) for x in (tmp_path / "u.jsonl").read_text().splitlines()]
+    assert n == len(rows) == 80 and {r["family"] for r in rows} == {"gsm8k", "mbpp"}
+    read, val = sft_splits(DATA, ["gsm8k", "mbpp"], max_per_family=300, val_per_family=24)
+    later, _ = sft_splits(DATA, ["gsm8k", "mbpp"], max_per_family=40, val_per_family=24, skip_per_family=300)
+    key = lambda es: {(e.family, e.prompt) for e in es}  # noqa: E731
+    unread = {(r["family"], r["prompt"]) for r in rows}
+    assert unread == key(later) and not unread & (key(read) | key(val))
+    with pytest.raises(IfpruneError, match="no training examples after position 400"):
+        write_unread(tmp_path / "v.jsonl", DATA, ["mbpp"], after=400, per_family=5, val_per_family=24)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not present")
 def test_real_sft_mixture_families_and_splits():
     train_set, val = sft_splits(DATA, ["gsm8k", "mbpp", "t0"], max_per_family=50, val_per_family=5)
     assert {e.family for e in val} == {"gsm8k", "mbpp", "t0"} and len(val) == 15

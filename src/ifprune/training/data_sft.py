@@ -171,6 +171,27 @@ def write_validation(out: Path, root: Path, families: list[str], *, val_per_fami
     return len(rows)
 
 
+def write_unread(out: Path, root: Path, families: list[str], *, after: int, per_family: int, val_per_family: int,
+                 seed: int = 0) -> int:
+    """Training examples at positions `after`..`after + per_family` of each family's fixed order, as
+    `write_validation` writes them: held out from every run whose data ends before `after` (a run reads
+    a prefix, see `sft_splits`), for checks that want more examples than the validation slices hold."""
+    from ..core.paths import write_text
+
+    if after < 0 or per_family < 1:
+        raise IfpruneError(f"--unread-after must be >= 0 and --per-family >= 1, got {after} and {per_family}")
+    rows = []
+    for fam in families:
+        train, _ = sft_splits(root, [fam], max_per_family=per_family, val_per_family=val_per_family, seed=seed,
+                              skip_per_family=after)
+        if not train:
+            raise IfpruneError(f"family {fam} has no training examples after position {after}")
+        rows += [json.dumps({"id": f"{fam}-unread-{after}-{i}", "prompt": e.prompt, "response": e.response,
+                             "family": fam}) + "\n" for i, e in enumerate(train)]
+    write_text(out, "".join(rows))
+    return len(rows)
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -184,8 +205,17 @@ def main(argv=None) -> int:
     p.add_argument("--val-per-family", type=int, default=d.val_per_family)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first", type=int, default=0, help="leave out each family's first N validation examples")
+    p.add_argument("--unread-after", type=int, default=None, metavar="K",
+                   help="instead of the validation slices: training examples from position K of each family on "
+                        "(unread by runs with skip_per_family + max_per_family <= K), --per-family of them")
+    p.add_argument("--per-family", type=int, default=50, help="with --unread-after: examples per family")
     a = p.parse_args(argv)
     root = Path(a.data_dir) if a.data_dir else d.root()
+    if a.unread_after is not None:
+        n = write_unread(Path(a.out), root, a.families.split(","), after=a.unread_after, per_family=a.per_family,
+                         val_per_family=a.val_per_family, seed=a.seed)
+        print(f"wrote {n} unread training examples (from position {a.unread_after} per family) to {a.out}")
+        return 0
     n = write_validation(Path(a.out), root, a.families.split(","), val_per_family=a.val_per_family, seed=a.seed,
                          first=a.first)
     print(f"wrote {n} validation examples to {a.out}")
