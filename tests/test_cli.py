@@ -41,6 +41,24 @@ def test_generate_text_summary_and_plan_round_trip(tiny_dir, tmp_path, capsys):
     assert out["ffn_width"] == 10 and out["selector"] == "magnitude"
 
 
+@pytest.mark.parametrize("suffix", [".json", ".safetensors"])
+def test_save_plan_after_a_re_selection_writes_both_plans(tiny_dir, tmp_path, capsys, suffix):
+    from ifprune.core.plan import Plan
+
+    plan = tmp_path / f"plan{suffix}"
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
+                 "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    second = tmp_path / f"plan.refresh{suffix}"
+    assert out["refresh"]["after"] == 3 and out["saved_plans"] == {"prompt": str(plan), "refresh": str(second)}
+    first, again = Plan.load(plan), Plan.load(second)
+    assert first.hash == out["plan_hash"] and again.hash == out["refresh"]["plan_hash"] != first.hash
+    assert again.meta["refresh_after"] == 3 and again.width == first.width == 24
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
+                 "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--no-stream"]) == 0
+    assert f"the re-selected one to {second}" in capsys.readouterr().err
+
+
 def test_generate_records_compensation_and_none_is_plain(tiny_dir, tmp_path, capsys):
     calib = tmp_path / "calib.txt"
     calib.write_text("The quick brown fox jumps over the lazy dog; 12 + 30 = 42.\n\n" * 30)

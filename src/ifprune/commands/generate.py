@@ -17,7 +17,9 @@ def register(sub) -> None:
     add_selector_args(p)
     p.add_argument("--task", default=None, help="select once from this task description instead of the prompt")
     p.add_argument("--plan", default=None, help="use a saved plan file (.json or .safetensors) instead of a selector")
-    p.add_argument("--save-plan", default=None, help="write the plan used to this file")
+    p.add_argument("--save-plan", default=None,
+                   help="write the plan used to this file (.json or .safetensors); when the answer was re-selected "
+                        "midway, the second plan goes next to it as NAME.refresh.SUFFIX")
     p.add_argument("--refresh", type=int, default=None, metavar="R",
                    help="after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
                         "and those tokens, then go on under that plan (one more selection and prefill; default: the artifact's "
@@ -54,17 +56,15 @@ def run(args) -> int:
     stream = None if (args.json or args.no_stream) else sys.stdout
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
                       sampling=sampling, chat=not args.no_chat, stream=stream, refresh=args.refresh)
-    if args.save_plan:
-        if result.plan is None:
-            raise IfpruneError("no plan to save: the dense model was used (give --keep or --width below 1)")
-        Plan(result.plan.indices, result.plan.d_ffn,
-             {**result.plan.meta, "compensation": result.compensation}).save(args.save_plan)
+    saved = save_plans(args.save_plan, result) if args.save_plan else {}
     if args.json:
         out = result.to_dict()
         out["model"] = lm.source
         out["weights"] = lm.weights()
         if plan is not None:
             out["plan_file"] = args.plan
+        if saved:
+            out["saved_plans"] = saved
         print_json(out)
     else:
         if stream is None:
@@ -72,4 +72,25 @@ def run(args) -> int:
         tuned = lm.weights()["tuned_by"]
         weights = f"weights tuned by {Path(tuned).name}" if tuned else "base weights"
         print(f"{result.summary()} | {weights}", file=sys.stderr)
+        if "refresh" in saved:
+            print(f"saved the prompt's plan to {saved['prompt']} and the re-selected one to {saved['refresh']}",
+                  file=sys.stderr)
     return 0
+
+
+def save_plans(path: str, result) -> dict[str, str]:
+    """The plan(s) an answer ran under: the prompt's at `path`, a re-selected one beside it."""
+    from ..core.errors import IfpruneError
+    from ..core.plan import Plan
+
+    if result.plan is None:
+        raise IfpruneError("no plan to save: the dense model was used (give --keep or --width below 1)")
+    out = {"prompt": str(Plan(result.plan.indices, result.plan.d_ffn,
+                              {**result.plan.meta, "compensation": result.compensation}).save(path))}
+    if result.refresh_plan is not None:
+        p = Path(path)
+        second = p.with_name(f"{p.stem}.refresh{p.suffix}")
+        r = result.refresh_plan
+        out["refresh"] = str(Plan(r.indices, r.d_ffn, {**r.meta, "compensation": result.compensation,
+                                                        "refresh_after": result.refresh["after"]}).save(second))
+    return out

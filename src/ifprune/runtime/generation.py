@@ -65,9 +65,10 @@ class GenerationResult:
     refresh: dict | None = None  # {"after", "plan_hash"} when the plan was re-selected mid-answer
     refresh_after: int | None = None  # the re-selection setting in effect (None: off), reached or not
     plan: Plan | None = field(default=None, repr=False)
+    refresh_plan: Plan | None = field(default=None, repr=False)  # the re-selected plan, when there was one
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "plan"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("plan", "refresh_plan")}
         out["timings"] = dict(self.timings)
         return out
 
@@ -217,4 +218,5 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         refresh=refreshed,
         refresh_after=refresh if plan is not None and not plan.is_dense else None,
         plan=plan,
+        refresh_plan=plan2 if refreshed else None,
     )
