@@ -29,6 +29,9 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
     reps, per_row = [], {}
     for p in src.split(","):
         x = json.loads(Path(p).read_text())
+        if "results" not in x:  # one `ifprune eval ifeval --json` result
+            x = {"results": [x], "command": f"ifprune eval ifeval ({Path(p).parent.name} row of results/quality/ifeval.sh)",
+                 "machine": x["machine"], "model": x["model"]}
         reps.append(x)
         for r in x["results"]:
             if r["suite"] != "ifeval":

@@ -696,3 +696,25 @@ def test_training_under_refresh_runs_and_scores_as_inference_does(tmp_path):
                        ({"refresh": 4, "distill": True}, "not combined")):
         with pytest.raises(IfpruneError, match=match):
             base_cfg(tmp_path, **bad)
+
+
+def test_ce_weight_scales_the_data_loss_and_0_is_pure_distillation(tmp_path):
+    from ifprune.training.data_sft import SFTExample
+    from ifprune.training.loop import Trainer, sft_batch
+
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(3) for b in range(2)]
+    losses = {}
+    for w in (1.0, 0.5, 0.0):
+        torch.manual_seed(0)
+        tr = Trainer(base_cfg(tmp_path / str(w), steps=1, distill=True, ce_weight=w, bf16=False), lm=tiny_lm(),
+                     sft_data=data)
+        b = sft_batch(tr.lm.tokenizer, data[:2], tr.cfg)
+        loss, _, sums, counts, aux = tr.forward(b)
+        losses[w] = (float(loss.detach()), float(sums.sum() / counts.sum()), aux["kl"])
+    for w, (loss, ce, kl) in losses.items():
+        assert loss == pytest.approx(w * ce + kl, rel=1e-4, abs=1e-6)
+    assert losses[0.0][1] > 0 and losses[0.0][0] == pytest.approx(losses[0.0][2], rel=1e-4, abs=1e-6)
+    with pytest.raises(IfpruneError, match="ce_weight 0 leaves nothing to train on"):
+        base_cfg(tmp_path, ce_weight=0.0)
+    with pytest.raises(IfpruneError, match="ce_weight must be >= 0"):
+        base_cfg(tmp_path, ce_weight=-1.0, distill=True)

@@ -89,6 +89,10 @@ class TrainConfig:
     head_hidden: int = 128
     distill: bool = False  # add KL to the frozen dense model's logits
     distill_weight: float = 1.0
+    # weight of the cross-entropy on the data's responses; 0 (with distill): pure distillation, the pruned
+    # model learns to match the dense model rather than the data's answers (keeps the base model's ways,
+    # e.g. its answer lengths, where the SFT data differ from what it was tuned on)
+    ce_weight: float = 1.0
     # predictor: also regress the head's scores (MSE, standardised per layer) onto the GRIFFIN scores of
     # the whole example (prompt and response), read from the training forward's FFN activations before
     # the mask: the channels the answer used, a target for every channel (SoftTopK's gradient reaches
@@ -145,7 +149,10 @@ class TrainConfig:
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
         if self.refresh and (self.distill or self.oracle_weight):
             bad("refresh is not combined with distill or oracle_weight yet: use one of them")
-        for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr", "oracle_weight", "distill_weight"):
+        if self.ce_weight == 0 and not self.distill:
+            bad("ce_weight 0 leaves nothing to train on: set distill: true (pure distillation) or ce_weight > 0")
+        for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr", "oracle_weight", "distill_weight",
+                     "ce_weight"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "grad_accum", "iterations", "lora_r", "checkpoint_every", "head_hidden"):

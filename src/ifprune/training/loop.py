@@ -495,7 +495,7 @@ class Trainer:
         # ranks) and undo DDP's mean over ranks, so the gradient is the single-process one exactly
         world = self.acc.num_processes
         total = self.acc.reduce(counts.sum().float(), "sum") if world > 1 else counts.sum()
-        loss = sums.sum() * world / total.clamp_min(1)
+        loss = self.cfg.ce_weight * sums.sum() * world / total.clamp_min(1)
         kl = None
         if self.cfg.distill:
             with torch.no_grad(), self.autocast():
@@ -730,7 +730,7 @@ class Trainer:
                     from accelerate.utils import gather_object
 
                     rows, ntok = gather_object(rows), sum(gather_object([ntok]))
-                loss_total += sum(r[1] for r in rows) / max(sum(r[2] for r in rows), 1) / cfg.grad_accum
+                loss_total += cfg.ce_weight * sum(r[1] for r in rows) / max(sum(r[2] for r in rows), 1) / cfg.grad_accum
                 for f, s, c in rows:
                     fam_sum[f] = fam_sum.get(f, 0.0) + s
                     fam_cnt[f] = fam_cnt.get(f, 0) + c
