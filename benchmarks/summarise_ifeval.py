@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from greedy_loops import tail_loop  # noqa: E402
-from summarise_mc import _rows, paired_ci  # noqa: E402
+from summarise_mc import _rows, paired_cell  # noqa: E402
 
 
 def main(src: str, out_dir: str, title: str = "IFEval") -> int:
@@ -73,9 +73,7 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
                 if label == dense_label:
                     cells.append("")
                 else:
-                    diffs = [rows[i]["prompt_strict"] - dense[i]["prompt_strict"] for i in ids]
-                    lo, hi = paired_ci(diffs)
-                    cells.append(f"{100 * sum(diffs) / len(diffs):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+                    cells.append(paired_cell([rows[i]["prompt_strict"] - dense[i]["prompt_strict"] for i in ids]))
         cells += [f"{sum(map(len, lens)) / len(lens):.0f}",
                   str(sum(len(x) >= cap - 1 for x in lens)),
                   str(sum(tail_loop(x) is not None for x in lens))]

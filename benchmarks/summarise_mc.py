@@ -46,6 +46,12 @@ def paired_ci(diffs: list[float], resamples: int = 2000, seed: int = 0) -> tuple
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
+def paired_cell(diffs: list[float]) -> str:
+    """A table cell: mean difference in points with its paired 95% interval."""
+    lo, hi = paired_ci(diffs)
+    return f"{100 * sum(diffs) / len(diffs):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
 def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
     reps = []
     for p in src.split(","):
@@ -89,9 +95,7 @@ def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
             if label == "dense":
                 cells.append("")
             else:
-                diffs = [rows[i][key] - dense[i][key] for i in sorted(ids)]
-                lo, hi = paired_ci(diffs)
-                cells.append(f"{100 * sum(diffs) / len(diffs):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+                cells.append(paired_cell([rows[i][key] - dense[i][key] for i in sorted(ids)]))
         cells += [f"{100 * acc(rows, t):.1f}" for t in tasks]
         lines.append("| " + " | ".join(cells) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
