@@ -11,6 +11,7 @@ repository alone.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,18 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
                   str(sum(len(x) >= cap - 1 for x in lens)),
                   str(sum(tail_loop(x) is not None for x in lens))]
         lines.append("| " + " | ".join(cells) + " |")
+    data = Path(os.environ.get("IFPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = data / "ifeval" / "input_data.jsonl"
+    if data.is_file():  # instructions followed (strict) per instruction group: where the rows differ
+        insts = {f"ifeval-{r['key']}": r["instruction_id_list"] for r in map(json.loads, data.read_text().splitlines())}
+        groups = sorted({i.split(":")[0] for k in ids for i in insts[k]})
+        total = {g: sum(i.split(":")[0] == g for k in ids for i in insts[k]) for g in groups}
+        lines += ["", "Instructions followed (strict) per instruction group:", "",
+                  "| row | " + " | ".join(f"{g} ({total[g]})" for g in groups) + " |", "|" + "---|" * (1 + len(groups))]
+        for label, (_, rows, _) in per_row.items():
+            got = {g: sum(ok for k in ids for i, ok in zip(insts[k], rows[k]["inst_strict"]) if i.split(":")[0] == g)
+                   for g in groups}
+            lines.append(f"| {label} | " + " | ".join(str(got[g]) for g in groups) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
