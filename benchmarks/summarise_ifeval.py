@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from greedy_loops import tail_loop  # noqa: E402
-from summarise_mc import _rows, paired_cell  # noqa: E402
+from summarise_mc import _rows, paired_cell, read_report  # noqa: E402
 
 
 def main(src: str, out_dir: str, title: str = "IFEval") -> int:
@@ -29,10 +29,7 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
     (out / "examples").mkdir(parents=True, exist_ok=True)
     reps, per_row = [], {}
     for p in src.split(","):
-        x = json.loads(Path(p).read_text())
-        if "results" not in x:  # one `ifprune eval ifeval --json` result
-            x = {"results": [x], "command": f"ifprune eval ifeval ({Path(p).parent.name} row of results/quality/ifeval.sh)",
-                 "machine": x["machine"], "model": x["model"]}
+        x = read_report(p, "ifeval")
         reps.append(x)
         for r in x["results"]:
             if r["suite"] != "ifeval":

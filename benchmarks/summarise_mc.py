@@ -52,14 +52,18 @@ def paired_cell(diffs: list[float]) -> str:
     return f"{100 * sum(diffs) / len(diffs):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
+def read_report(path: str, suite: str) -> dict:
+    """An `eval compare` report, or one `ifprune eval SUITE --json` result (a row of results/quality/SUITE.sh)
+    wrapped as one."""
+    x = json.loads(Path(path).read_text())
+    if "results" not in x:
+        x = {"results": [x], "command": f"ifprune eval {suite} ({Path(path).parent.name} row of results/quality/{suite}.sh)",
+             "machine": x["machine"], "model": x["model"]}
+    return x
+
+
 def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
-    reps = []
-    for p in src.split(","):
-        x = json.loads(Path(p).read_text())
-        if "results" not in x:  # one `ifprune eval mc --json` result
-            x = {"results": [x], "command": f"ifprune eval mc ({Path(p).parent.name} row of results/quality/mc.sh)",
-                 "machine": x["machine"], "model": x["model"]}
-        reps.append(x)
+    reps = [read_report(p, "mc") for p in src.split(",")]
     results = [r for x in reps for r in x["results"] if r["suite"] == "mc"]
     out = Path(out_dir)
     (out / "examples").mkdir(parents=True, exist_ok=True)

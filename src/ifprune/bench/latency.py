@@ -173,8 +173,7 @@ class PromptSelection:
 
             return head_scores(self.head, self.lm.model, ids, None, self.layers)[0]
         if self.cfg.selector == "predictor":
-            art = self.selector.artifact
-            if art.refresh and art.backbone_layers is None:  # as PredictorSelector.scores: keep the pass's state
+            if self.selector.keeps_prompt_state:  # as PredictorSelector.scores: keep the pass's state
                 s, self._state = self.selector.scores_with_state(self.lm, ids)
                 return s
             return self.selector.scores_from_ids(self.lm, ids)[0]

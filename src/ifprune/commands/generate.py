@@ -83,14 +83,14 @@ def save_plans(path: str, result) -> dict[str, str]:
     from ..core.errors import IfpruneError
     from ..core.plan import Plan
 
+    def save(plan, dest, **meta) -> str:  # with what it ran under
+        return str(Plan(plan.indices, plan.d_ffn, {**plan.meta, "compensation": result.compensation, **meta}).save(dest))
+
     if result.plan is None:
         raise IfpruneError("no plan to save: the dense model was used (give --keep or --width below 1)")
-    out = {"prompt": str(Plan(result.plan.indices, result.plan.d_ffn,
-                              {**result.plan.meta, "compensation": result.compensation}).save(path))}
+    out = {"prompt": save(result.plan, path)}
     if result.refresh_plan is not None:
         p = Path(path)
-        second = p.with_name(f"{p.stem}.refresh{p.suffix}")
-        r = result.refresh_plan
-        out["refresh"] = str(Plan(r.indices, r.d_ffn, {**r.meta, "compensation": result.compensation,
-                                                        "refresh_after": result.refresh["after"]}).save(second))
+        out["refresh"] = save(result.refresh_plan, p.with_name(f"{p.stem}.refresh{p.suffix}"),
+                              refresh_after=result.refresh["after"])
     return out

@@ -56,11 +56,17 @@ class PredictorSelector(Selector):
             raise IfpruneError("the predictor selects per prompt: give a prompt or a task description")
         ids, att = encode_batch(lm.tokenizer, [text], chat=self.chat)
         ids, att = ids.to(lm.device), att.to(lm.device)
-        if art.refresh and art.backbone_layers is None:  # it re-selects: keep what the pass leaves for that
+        if self.keeps_prompt_state:
             scores, state = self.scores_with_state(lm, ids, att)
             self._state = ((lm.fingerprint(), text), state)  # the last prompt's only (its KV cache is large)
             return scores
         return self.scores_from_ids(lm, ids, att)[0]
+
+    @property
+    def keeps_prompt_state(self) -> bool:
+        """An artifact that re-selects keeps its prompt pass's PromptState (its scores read the model's last
+        layer, so that pass is a whole dense pass a re-selection can continue)."""
+        return bool(self.artifact.refresh) and self.artifact.backbone_layers is None
 
     def scores_with_state(self, lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """One prompt's scores [layers, d_ffn] and the PromptState its pass leaves (selection.refresh)."""

@@ -105,8 +105,7 @@ def refresh_scores(lm, selector: Selector, text: str | None, ids: torch.Tensor) 
         ids = ids[0]
     text = text if selector.per_prompt else None
     own = selector.cached_scores(lm, text)
-    state = selector.prompt_state(lm, text) if hasattr(selector, "prompt_state") else None
-    return combine(own.cpu(), seen_scores(lm, ids, state).cpu())
+    return combine(own.cpu(), seen_scores(lm, ids, selector.prompt_state(lm, text)).cpu())
 
 
 def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, width: int, after: int) -> Plan:

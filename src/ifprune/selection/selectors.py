@@ -44,6 +44,11 @@ class Selector:
             s = self._remember(key, self.scores(lm, text))
         return s
 
+    def prompt_state(self, lm, text: str | None):
+        """What this selector's own pass over `text` left for a re-selection (selection.refresh.PromptState);
+        None: a re-selection runs GRIFFIN over everything."""
+        return None
+
     def _remember(self, key, scores: torch.Tensor) -> torch.Tensor:
         self._recent[key] = scores
         self._recent.move_to_end(key)
