@@ -236,3 +236,62 @@ def test_shrink_is_the_refit_under_the_shrunk_moment():
     got, _ = refit_down(W, None, G, mu, keep, 1e-3, dtype=torch.float64, shrink=a)
     want, _ = refit_down(W, None, shrunk, mu, keep, 1e-3, dtype=torch.float64)
     torch.testing.assert_close(got, want)
+
+
+def test_reconstruct_then_the_full_down_projection_is_the_refit():
+    """Training under compensated plans feeds W x_hat; inference runs W'_S x_S: the same, per example."""
+    from ifprune.compensation.refit import reconstruct
+
+    g = torch.Generator().manual_seed(0)
+    d, k, hidden = 24, 10, 16
+    H = torch.randn(400, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
+    G = H.T @ H / H.shape[0]
+    W = torch.randn(hidden, d, generator=g, dtype=torch.float64)
+    keep = torch.stack([torch.randperm(d, generator=g)[:k].sort().values for _ in range(3)])  # [B, k]
+    x = torch.randn(3, 5, d, generator=g, dtype=torch.float64)
+    got = reconstruct(x, keep, G, 1e-2).double() @ W.T
+    for b in range(3):
+        W_s, _ = refit_down(W, None, G, G.diagonal() * 0, keep[b], 1e-2, dtype=torch.float64)
+        torch.testing.assert_close(got[b], x[b][:, keep[b]] @ W_s.T, rtol=1e-5, atol=1e-5)
+    # channels outside the plan are not read, and keeping every channel is the identity
+    noisy = x.clone()
+    for b in range(3):
+        out = torch.ones(d, dtype=torch.bool)
+        out[keep[b]] = False
+        noisy[b][:, out] = 1e3
+    torch.testing.assert_close(reconstruct(noisy, keep, G, 1e-2), reconstruct(x, keep, G, 1e-2))
+    assert reconstruct(x, torch.arange(d).expand(3, d), G, 1e-2) is x
+    # differentiable in the activation (so in the mask values that scale it)
+    xr = x.clone().requires_grad_(True)
+    reconstruct(xr, keep, G, 1e-2).sum().backward()
+    assert xr.grad is not None and xr.grad.abs().sum() > 0
+
+
+def test_masked_ffn_with_compensation_equals_the_compensated_compact_model(calib):
+    """The training forward (hard masks, reconstruct in the hook) computes what the compact model with
+    the refit computes at inference, given the same statistics."""
+    from ifprune.compensation.refit import reconstruct
+    from ifprune.core.hooks import MaskedFFN
+
+    lm = tiny_lm("llama", layers=2)
+    lm.model.double()
+    lm._fingerprint = None
+    comp = compensate(lm, _cfg(calib), progress=False)
+    plan = _plan(lm, 20)
+    compact = lm.compact(20)
+    compact.load(plan)
+    ids = torch.randint(7, 100, (1, 13), generator=torch.Generator().manual_seed(3))
+    G = comp.ensure_stats().G
+    masks = torch.zeros(lm.num_layers, lm.d_ffn, dtype=torch.float64)
+    masks.scatter_(-1, plan.indices.long(), 1.0)
+    masked = MaskedFFN(lm.layout, compensate=lambda i, x, keep: reconstruct(x, keep, G[i], comp.config.ridge))
+    with torch.no_grad():
+        want = compact.model(ids).logits
+        with masked.apply(masks):
+            got = lm.model(ids).logits
+        masked.compensate = None
+        with masked.apply(masks):
+            plain = lm.model(ids).logits
+    masked.remove()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # both solve in float32
+    assert not torch.allclose(plain, want, atol=1e-4)

@@ -718,3 +718,54 @@ def test_ce_weight_scales_the_data_loss_and_0_is_pure_distillation(tmp_path):
         base_cfg(tmp_path, ce_weight=0.0)
     with pytest.raises(IfpruneError, match="ce_weight must be >= 0"):
         base_cfg(tmp_path, ce_weight=-1.0, distill=True)
+
+
+def test_training_under_compensated_plans(tmp_path, monkeypatch):
+    from ifprune.compensation import calibration
+    from ifprune.compensation.calibration import default_mode
+    from ifprune.core.tiny import tiny_lm as tiny_arch_lm
+    from ifprune.training.loop import sft_batch
+
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(4) for b in range(3)]
+    t = Trainer(base_cfg(tmp_path, steps=3, compensate="calibration", bf16=False), lm=tiny_lm(), sft_data=data)
+    moments = tmp_path / "run" / "compensation" / "moments.safetensors"
+    assert moments.is_file() and t.masked.compensate is not None
+    # the predictor learns through the refit: its gradient is there, and the loss differs from plain masks
+    b = sft_batch(t.lm.tokenizer, data[:2], t.cfg)
+    torch.manual_seed(0)
+    loss, *_ = t.forward(b)
+    loss.backward()
+    assert all(p.grad is not None for p in t.predictor.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in t.predictor.parameters()) > 0
+    with torch.no_grad():
+        saved, t.masked.compensate = t.masked.compensate, None
+        torch.manual_seed(0)
+        plain, *_ = t.forward(b)
+        t.masked.compensate = saved
+    assert abs(float(plain) - float(loss.detach())) > 1e-6
+    t.optimizer.zero_grad()
+    t.run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
+    art = tmp_path / "run" / "artifact"
+    assert json.loads((art / "config.json").read_text())["recipe"]["compensate"] == "calibration"
+    # a continued run refits with the statistics of the run's start, read back (not gathered again)
+    monkeypatch.setattr(calibration, "collect_moments", lambda *a, **k: pytest.fail("moments gathered again"))
+    again = Trainer(base_cfg(tmp_path, steps=4, compensate="calibration", bf16=False), lm=tiny_lm(), sft_data=data)
+    assert torch.equal(again.compensation.G, t.compensation.G)
+    monkeypatch.undo()
+    # the artifact runs as it was trained: compensated by default; a plainly trained one is not
+    lm = tiny_lm()
+    load_artifact(art).attach(lm)
+    assert default_mode(lm) == "calibration"
+    plain_run = train(base_cfg(tmp_path / "plain", steps=1), lm=tiny_lm(), sft_data=data)
+    lm2 = tiny_lm()
+    load_artifact(plain_run["artifact"]).attach(lm2)
+    assert default_mode(lm2) == "none" and default_mode(tiny_lm()) == "calibration"
+    # bad input
+    with pytest.raises(IfpruneError, match="compensate must be 'none' or 'calibration'"):
+        base_cfg(tmp_path, compensate="prompt")
+    gpt2 = tiny_arch_lm("gpt2", layers=2)
+    gpt2.tokenizer = char_tokenizer()
+    with pytest.raises(IfpruneError, match="have a bias"):
+        Trainer(base_cfg(tmp_path / "gpt2", steps=1, compensate="calibration", llm="frozen"), lm=gpt2, sft_data=data)

@@ -40,7 +40,8 @@ def add_compensation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compensate", choices=MODES, default=None,
                    help=f"none: plain gathering (the pre-compensation behaviour); calibration: least-squares refit "
                         f"from calibration-text statistics; prompt: those mixed with the prompt's own "
-                        f"(default: {d.mode})")
+                        f"(default: {d.mode}; on a trained artifact's weights, what it was trained under: its "
+                        f"recipe's compensate, none for the shipped artifacts)")
     g.add_argument("--calibration", default=None,
                    help="calibration text or JSONL (prompt/response pairs) for compensation and the wanda selector "
                         "(default: the mix shipped in the package)")

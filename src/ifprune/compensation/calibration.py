@@ -244,10 +244,18 @@ def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
 
 def layer_stats(lm, config: CompensationConfig, *, progress: bool = True, use_cache: bool = True) -> LayerStats:
     """The model's calibration moments for `config`, from the cache or computed (once) and cached."""
+    fp = lm.fingerprint()
+    path = stats_path(fp, file_sha256(calibration_file(config.calibration)), config.max_tokens, config.seq_len)
+    return stats_at(lm, config, path, fp, progress=progress, use_cache=use_cache)
+
+
+def stats_at(lm, config: CompensationConfig, path: Path, key: str, *, progress: bool = True,
+             use_cache: bool = True) -> LayerStats:
+    """The moments of `lm` as it is now, cached at `path` under `key` (what the weights are: a model
+    fingerprint, or a training run's starting point, whose model's fingerprint is the base one's)."""
     path_in = calibration_file(config.calibration)
     sha = file_sha256(path_in)
-    fp = lm.fingerprint()
-    path = stats_path(fp, sha, config.max_tokens, config.seq_len)
+    fp = key
     if use_cache and (cached := read_stats(path, fp)) is not None:
         return cached
     t0 = time.perf_counter()
@@ -363,11 +371,14 @@ def prompt_moments(lm, ids: torch.Tensor) -> PromptMoments:
 
 
 def default_mode(lm=None) -> str:
-    """`calibration` for training-free plans; `none` on weights a trained artifact tuned: its LoRA was
-    trained under plainly gathered masks, and a refit on top measured worse (v2 keep 1/2: validation
-    NLL 2.124 plain vs 2.165 refit; v1 2.204 vs 2.192 but worse on gsm8k; results/training/v2)."""
-    if lm is not None and lm.weights().get("tuned_by"):
-        return "none"
+    """`calibration` for training-free plans; on weights a trained artifact tuned, what it was trained
+    under (recipe `compensate`): `none` for the artifacts trained under plainly gathered masks, where a
+    refit on top measured worse (v2 keep 1/2: validation NLL 2.124 plain vs 2.165 refit; v1 2.204 vs
+    2.192 but worse on gsm8k; results/training/v2)."""
+    if lm is not None and (tuned := lm.weights().get("tuned_by")):
+        from ..selection.artifact import recipe_compensate
+
+        return recipe_compensate(tuned)
     return CompensationConfig.mode
 
 

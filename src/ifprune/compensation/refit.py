@@ -172,3 +172,33 @@ def output_error(W: torch.Tensor, bias: torch.Tensor | None, W_s: torch.Tensor, 
     full = h.double() @ W.double().T + (bias.double() if bias is not None else 0)
     part = h.double()[:, keep] @ W_s.double().T + (b_s.double() if b_s is not None else 0)
     return float((full - part).pow(2).sum(-1).mean())
+
+
+def reconstruct(x: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, ridge: float) -> torch.Tensor:
+    """The full-width activation the refit implies from the kept channels: x_hat = M_S x_S with
+    M_S = (G[:, S] + lam E_S)(G[S, S] + lam I)^-1, so that W x_hat = W'_S x_S for *any* W (the refit
+    of a bias-free down projection is linear in W). Training under compensated plans feeds x_hat to
+    the (LoRA-tuned) down projection: what the refit of the tuned weights computes at inference, and
+    differentiable in x (so in the mask values that scale it) and in W.
+
+    x [B, ..., d] (channels outside S are ignored), keep [B, k] channel indices per example, G [d, d]
+    this layer's second moment, ridge as in `refit_down`. Computed in float32; returns x's dtype."""
+    B, d = x.shape[0], x.shape[-1]
+    idx = keep.to(torch.long)
+    k = idx.shape[-1]
+    if k == d:
+        return x
+    xf = x.reshape(B, -1, d).float()
+    x_s = torch.gather(xf, -1, idx.unsqueeze(1).expand(B, xf.shape[1], k))  # [B, T, k]
+    Gf = G.float()
+    G_rows = Gf[idx]  # [B, k, d] = G[S, :] (= G[:, S]^T)
+    G_ss = torch.gather(G_rows, -1, idx.unsqueeze(1).expand(B, k, k))
+    lam = ridge * G_ss.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)  # [B]
+    A = G_ss + lam[:, None, None] * torch.eye(k, dtype=G_ss.dtype, device=G_ss.device)
+    L, info = torch.linalg.cholesky_ex(A)
+    if bool((info != 0).any()):
+        raise ValueError("compensation statistics are not positive definite even with the ridge")
+    u = torch.cholesky_solve(x_s.transpose(-1, -2), L)  # [B, k, T]
+    out = G_rows.transpose(-1, -2) @ u  # [B, d, T]
+    out = out.scatter_add(1, idx.unsqueeze(-1).expand_as(u), lam[:, None, None] * u)
+    return out.transpose(-1, -2).reshape(x.shape).to(x.dtype)

@@ -23,8 +23,12 @@ class MaskedFFN:
     `[layers, d_ffn]` apply to every example. Hooks stay registered; outside `apply` they do nothing.
     """
 
-    def __init__(self, layout: FFNLayout):
+    def __init__(self, layout: FFNLayout,
+                 compensate: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         self.layout = layout
+        # compensate(layer_index, masked activation, kept channel indices [batch, k]) -> the activation the
+        # down projection reads (training under compensated plans: compensation.refit.reconstruct)
+        self.compensate = compensate
         self._masks: torch.Tensor | None = None
         self._record: Callable[[int, torch.Tensor], None] | None = None
         self._handles = [layer.down.register_forward_pre_hook(self._hook(layer.index)) for layer in layout.layers]
@@ -40,8 +44,15 @@ class MaskedFFN:
             mi = m[:, index] if m.dim() == 3 else m[index].unsqueeze(0)
             if mi.shape[0] not in (1, x.shape[0]):
                 raise IfpruneError(f"mask batch {mi.shape[0]} does not match the input batch {x.shape[0]}")
+            keep = None
+            if self.compensate is not None:  # every row of a mask has exactly k nonzeros (top-k)
+                keep = (mi != 0).nonzero()[:, 1].reshape(mi.shape[0], -1).expand(x.shape[0], -1)
             mi = mi.to(dtype=x.dtype).reshape(mi.shape[0], *([1] * (x.dim() - 2)), mi.shape[-1])
-            return (x * mi, *args[1:])
+            x = x * mi
+            if keep is not None:
+                with torch.autocast(x.device.type, enabled=False):
+                    x = self.compensate(index, x, keep)
+            return (x, *args[1:])
 
         return pre_hook
 

@@ -85,6 +85,16 @@ def recipe_refresh(config: dict) -> int | None:
     return int((config.get("recipe") or {}).get("refresh") or 0) or None
 
 
+def recipe_compensate(path: str | Path) -> str:
+    """The compensation an artifact's weights were trained under (recipe `compensate`, default none):
+    how its plans run by default."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return "none"
+    return str((config.get("recipe") or {}).get("compensate") or "none")
+
+
 def apply_llm_change(model: torch.nn.Module, llm_dir: Path, kind: str) -> None:
     if kind == "lora":
         from peft import PeftModel
@@ -238,6 +248,8 @@ def _check_config(path: Path, cfg: dict) -> None:
         bad(f"recipe refresh must be a whole number of tokens >= 0, got {refresh!r}")
     if refresh and cfg["kind"] != "predictor":
         bad("recipe refresh re-selects with the predictor: a static artifact cannot carry it")
+    if (recipe or {}).get("compensate", "none") not in ("none", "calibration"):
+        bad(f"recipe compensate must be 'none' or 'calibration', got {recipe.get('compensate')!r}")
 
 
 def _finite(tensors: dict, where: str, path: Path) -> None:

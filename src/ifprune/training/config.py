@@ -102,6 +102,11 @@ class TrainConfig:
     # masks, the rest under masks re-selected from the predictor's scores plus GRIFFIN's over the prompt
     # and those R tokens (selection.refresh; a second masked forward). 0: off
     refresh: int = 0
+    # train under compensated plans: the down projection reads the full activation the refit of
+    # compensation implies from the kept channels (compensation.refit.reconstruct), with moments of
+    # the packaged calibration mix gathered once on the weights the run starts from; the artifact then
+    # runs with calibration compensation by default, as it was trained. "none": plain masks
+    compensate: str = "none"
     init_from: str | None = None  # artifact dir of an earlier stage to continue from
     output_dir: str = "runs/train"
     resume: bool = True
@@ -149,6 +154,8 @@ class TrainConfig:
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
         if self.refresh and (self.distill or self.oracle_weight):
             bad("refresh is not combined with distill or oracle_weight yet: use one of them")
+        if self.compensate not in ("none", "calibration"):
+            bad(f"compensate must be 'none' or 'calibration', got {self.compensate!r}")
         if self.ce_weight == 0 and not self.distill:
             bad("ce_weight 0 leaves nothing to train on: set distill: true (pure distillation) or ce_weight > 0")
         for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr", "oracle_weight", "distill_weight",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..compensation.calibration import CompensationConfig
+from ..compensation.refit import reconstruct
 from ..core.errors import IfpruneError
 from ..core.ffn import discover
 from ..core.hooks import MaskedFFN
@@ -359,6 +362,11 @@ class Trainer:
                 p.requires_grad_(cfg.llm == "full")
         self.model.train()
         self.masked = MaskedFFN(discover(self.model))
+        self.compensation = None
+        if cfg.compensate != "none":
+            self.compensation = self._compensation_stats()
+            G, ridge = self.compensation.G, CompensationConfig().ridge
+            self.masked.compensate = lambda i, x, keep: reconstruct(x, keep, G[i].to(x.device), ridge)
 
         llm_params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [{"params": list(self.predictor.parameters()), "lr": cfg.lr_predictor}]
@@ -391,6 +399,22 @@ class Trainer:
         self.elapsed = 0.0
         self.last_good = None
         self._lengths: dict[int, int] = {}
+
+    def _compensation_stats(self):
+        """Calibration moments of the weights this run starts from (base + init_from's change), gathered
+        once and kept in the run directory, so a resumed run refits with the very same statistics."""
+        from ..compensation.calibration import down_weight, stats_at
+
+        if any(down_weight(layer)[1] is not None for layer in self.lm.layout.layers):
+            raise IfpruneError("compensate: calibration trains under the refit of bias-free down projections; "
+                               "this model's down projections have a bias: use compensate: none")
+        start = hashlib.sha256(f"{self.base_fingerprint}|{self.cfg.init_from}".encode()).hexdigest()[:16]
+        was = self.model.training
+        self.model.eval()
+        stats = stats_at(self.lm, CompensationConfig(), self.out / "compensation" / "moments.safetensors",
+                         f"run-start-{start}", progress=self.cfg.progress)
+        self.model.train(was)
+        return stats
 
     def _warm_start(self) -> dict:
         """Fit the head to GRIFFIN's scores of the first training inputs in data order (training.warmstart)."""
@@ -577,7 +601,7 @@ class Trainer:
 
     def validate(self, val: list | None = None) -> dict[str, float]:
         """Validation NLL per family under hard top-k masks of the current scores (what inference
-        runs, minus compensation), on the held-out SFT slice; bf16 autocast as in training."""
+        runs; with `compensate`, its refit too), on the held-out SFT slice; bf16 autocast as in training."""
         val = self.eval_examples() if val is None else val
         was = self.model.training
         self.model.eval()
