@@ -754,6 +754,8 @@ def test_training_under_compensated_plans(tmp_path, monkeypatch):
     again = Trainer(base_cfg(tmp_path, steps=4, compensate="calibration", bf16=False), lm=tiny_lm(), sft_data=data)
     assert torch.equal(again.compensation.G, t.compensation.G)
     monkeypatch.undo()
+    with pytest.raises(IfpruneError, match="made with compensate='calibration', the config says 'none'"):
+        Trainer(base_cfg(tmp_path, steps=4, bf16=False), lm=tiny_lm(), sft_data=data).run()
     # the artifact runs as it was trained: compensated by default; a plainly trained one is not
     lm = tiny_lm()
     load_artifact(art).attach(lm)

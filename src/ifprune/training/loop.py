@@ -674,8 +674,9 @@ class Trainer:
             raise IfpruneError(f"checkpoint {self.ckpt}/state.json is unreadable ({e.__class__.__name__}: {e}); "
                                "restore it, or set resume: false to start over") from None
         old = state["config"]
-        made = {**old, "data.start_example": (old.get("data") or {}).get("start_example", 0)}
-        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed", "data.start_example"):
+        made = {**old, "data.start_example": (old.get("data") or {}).get("start_example", 0),
+                "compensate": old.get("compensate", "none")}  # checkpoints from before the field: plain masks
+        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed", "data.start_example", "compensate"):
             now = self.cfg.data.start_example if key == "data.start_example" else getattr(self.cfg, key)
             if made.get(key) != now:
                 raise IfpruneError(f"checkpoint in {self.ckpt} was made with {key}={made.get(key)!r}, the config says "
