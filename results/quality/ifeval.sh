@@ -21,9 +21,10 @@ for ROW in ${ROWS:-dense v10 v11 griffin75 griffin50}; do
     v10-dense) mkdir -p $OUT/v10_dense
                .venv/bin/ifprune eval ifeval --checkpoint src/ifprune/artifacts/smollm2-135m-keep75 --keep 1.0 --limit $N \
                  --max-new-tokens $TOKENS --threads ${THREADS:-1} --no-progress --json > $OUT/v10_dense/results.json ;;
-    # any other artifact directory given as ART (its default re-selection), output under $OUT/NAME
+    # any other artifact directory given as ART (its default re-selection and compensation), output under $OUT/NAME
     art) $IFP --keeps $(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]+'/config.json'))['keep'])" $ART) \
-           --compensations none --selectors predictor:$ART --out $OUT/${NAME:-$(basename $ART)} ;;
+           --compensations $(.venv/bin/python -c "from ifprune.selection.artifact import recipe_compensate as r; import sys; print(r(sys.argv[1]))" $ART) \
+           --selectors predictor:$ART --out $OUT/${NAME:-$(basename $ART)} ;;
     griffin75) $IFP --keeps 0.75 --compensations calibration --selectors griffin --out $OUT/griffin75_calibration ;;
     griffin50) $IFP --keeps 0.5 --compensations calibration --selectors griffin --out $OUT/griffin50_calibration ;;
   esac
