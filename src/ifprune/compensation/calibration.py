@@ -375,10 +375,8 @@ def default_mode(lm=None) -> str:
     under (recipe `compensate`): `none` for the artifacts trained under plainly gathered masks, where a
     refit on top measured worse (v2 keep 1/2: validation NLL 2.124 plain vs 2.165 refit; v1 2.204 vs
     2.192 but worse on gsm8k; results/training/v2)."""
-    if lm is not None and (tuned := lm.weights().get("tuned_by")):
-        from ..selection.artifact import recipe_compensate
-
-        return recipe_compensate(tuned)
+    if lm is not None and lm.weights().get("tuned_by"):
+        return lm.trained_compensation
     return CompensationConfig.mode
 
 

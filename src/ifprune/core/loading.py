@@ -60,6 +60,8 @@ class LoadedModel:
     _fingerprint: str | None = field(default=None, init=False, repr=False)
     compensator: object = field(default=None, init=False, repr=False)  # calibration.Compensator
     _ifprune_artifact: str | None = field(default=None, init=False, repr=False)  # set by Artifact.attach
+    # the compensation the attached artifact's weights were trained under (its recipe): their default
+    trained_compensation: str = field(default="none", init=False, repr=False)
     # the dtype the source stores its weights in (exports are written in it) and its Hub id, when known
     source_dtype: torch.dtype | None = field(default=None, repr=False)
     hub_id: str | None = field(default=None, repr=False)

@@ -75,6 +75,7 @@ class Artifact:
             raise IfpruneError(f"artifact {self.path} is for {self.config['num_layers']} layers x {self.config['d_ffn']} channels")
         apply_llm_change(lm.model, self.path / "llm", self.config["llm"])
         lm._ifprune_artifact = str(self.path.resolve())
+        lm.trained_compensation = recipe_compensate(self.config)
         lm._fingerprint = None  # weights changed: plans cached under the base fingerprint must not be reused
         lm._compact.clear()
 
@@ -85,13 +86,11 @@ def recipe_refresh(config: dict) -> int | None:
     return int((config.get("recipe") or {}).get("refresh") or 0) or None
 
 
-def recipe_compensate(path: str | Path) -> str:
+def recipe_compensate(config: dict | str | Path) -> str:
     """The compensation an artifact's weights were trained under (recipe `compensate`, default none):
-    how its plans run by default."""
-    try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return "none"
+    how its plans run by default. `config`: its config.json, read, or the artifact directory."""
+    if not isinstance(config, dict):
+        config = json.loads((Path(config) / "config.json").read_text())
     return str((config.get("recipe") or {}).get("compensate") or "none")
 
 
