@@ -759,11 +759,16 @@ def test_training_under_compensated_plans(tmp_path, monkeypatch):
     # the artifact runs as it was trained: compensated by default; a plainly trained one is not
     lm = tiny_lm()
     load_artifact(art).attach(lm)
-    assert default_mode(lm) == "calibration"
+    assert default_mode(lm) == "calibration" and lm.compensator is not None  # on from attach, as trained
+    from ifprune.runtime.generation import SamplingConfig, generate
+
+    sel = make_selector("predictor", checkpoint=str(art))
+    res = generate(lm, "add 1 and 2", selector=sel, width=sel.artifact.width, sampling=SamplingConfig(max_new_tokens=4))
+    assert res.compensation["mode"] == "calibration"
     plain_run = train(base_cfg(tmp_path / "plain", steps=1), lm=tiny_lm(), sft_data=data)
     lm2 = tiny_lm()
     load_artifact(plain_run["artifact"]).attach(lm2)
-    assert default_mode(lm2) == "none" and default_mode(tiny_lm()) == "calibration"
+    assert default_mode(lm2) == "none" and lm2.compensator is None and default_mode(tiny_lm()) == "calibration"
     # bad input
     with pytest.raises(IfpruneError, match="compensate must be 'none' or 'calibration'"):
         base_cfg(tmp_path, compensate="prompt")
