@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     fams = sorted({r["family"] for r in rows})
     summary = {"checkpoint": a.checkpoint, "data": a.data, "max_new_tokens": a.max_new_tokens,
                "refresh": a.refresh, "examples": len(rows),
+               "compensation": lm.compensator.describe() if lm.compensator is not None else {"mode": "none"},
                "loops": {fam: {"n": len(rs), "looping": sum(r["loop_unit"] is not None for r in rs)}
                          for fam in ["all", *fams] for rs in [[r for r in rows if fam == "all" or r["family"] == fam]]},
                "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": a.threads},
