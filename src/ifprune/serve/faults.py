@@ -95,12 +95,30 @@ def _check(results: list[dict], refs: dict | None) -> dict:
             "dropped_by_client": sum(1 for r in results if r.get("dropped"))}
 
 
+def _settle(srv, disconnects: int = 0, timeout_s: float = 10.0) -> None:
+    """Wait until the server is idle, has counted the `disconnects` the clients made, and its counters
+    stop moving: it counts a disconnect when its stream for the gone client ends, and a batch after its
+    requests have their answers, so both can trail the clients (seen on a loaded machine)."""
+    names = ("client_disconnects_total", "batches_total")
+    deadline = time.perf_counter() + timeout_s
+    last, still = None, 0
+    while time.perf_counter() < deadline:
+        now = (srv.metrics.value("running"), srv.metrics.value("queue_depth"), *(srv.metrics.value(n) for n in names))
+        idle = now[0] == 0 and now[1] == 0 and now[2] >= disconnects
+        still = still + 1 if now == last and idle else 0
+        if still >= 4:
+            return
+        last = now
+        time.sleep(0.05)
+
+
 def _scenario(name, srv_kw, lm, selector, fn) -> dict:
     from . import IfpruneServer, ServeConfig
 
     t0 = time.perf_counter()
     with IfpruneServer(lm, selector, ServeConfig(port=0, **srv_kw)) as srv:
         res = fn(srv)
+        _settle(srv, disconnects=res.get("dropped_by_client", 0))
         res["disconnects_counted"] = srv.metrics.value("client_disconnects_total")
         res["batches"] = srv.metrics.value("batches_total")
     res.update(scenario=name, wall_s=round(time.perf_counter() - t0, 3))
