@@ -44,6 +44,17 @@ def _cfg(calib, **kw):
     return CompensationConfig(calibration=str(calib), max_tokens=4096, seq_len=128, **kw)
 
 
+def _compensated_compact(lm, calib, width=20):
+    """(lm in float64, its compensator, a plan of `width`, the compact model loaded with that plan's refit)."""
+    lm.model.double()
+    lm._fingerprint = None
+    comp = compensate(lm, _cfg(calib), progress=False)
+    plan = _plan(lm, width)
+    compact = lm.compact(width)
+    compact.load(plan)
+    return lm, comp, plan, compact
+
+
 def reference_model(lm, plan, refits):
     """Independent of the compact path: a full-width copy whose down projection is the refit on the
     kept columns and zero on the others (and the refit bias)."""
@@ -61,13 +72,7 @@ def reference_model(lm, plan, refits):
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_compact_refit_equals_reference_for_every_family(arch, calib):
-    lm = tiny_lm(arch, layers=2)
-    lm.model.double()
-    lm._fingerprint = None
-    comp = compensate(lm, _cfg(calib), progress=False)
-    plan = _plan(lm, 20)
-    compact = lm.compact(20)
-    compact.load(plan)
+    lm, comp, plan, compact = _compensated_compact(tiny_lm(arch, layers=2), calib)
     ref = reference_model(lm, plan, comp.refit(plan))
     ids = torch.randint(7, 100, (2, 13), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -273,13 +278,7 @@ def test_masked_ffn_with_compensation_equals_the_compensated_compact_model(calib
     from ifprune.compensation.refit import reconstruct
     from ifprune.core.hooks import MaskedFFN
 
-    lm = tiny_lm("llama", layers=2)
-    lm.model.double()
-    lm._fingerprint = None
-    comp = compensate(lm, _cfg(calib), progress=False)
-    plan = _plan(lm, 20)
-    compact = lm.compact(20)
-    compact.load(plan)
+    lm, comp, plan, compact = _compensated_compact(tiny_lm("llama", layers=2), calib)
     ids = torch.randint(7, 100, (1, 13), generator=torch.Generator().manual_seed(3))
     G = comp.ensure_stats().G
     masks = torch.zeros(lm.num_layers, lm.d_ffn, dtype=torch.float64)
