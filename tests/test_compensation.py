@@ -291,6 +291,12 @@ def test_masked_ffn_with_compensation_equals_the_compensated_compact_model(calib
         masked.compensate = None
         with masked.apply(masks):
             plain = lm.model(ids).logits
+    uneven = masks.clone()
+    uneven[0, int(plan.indices[0, 0])] = 0.0  # layer 0 keeps one channel fewer than layer 1
+    masked.compensate = lambda i, x, keep: reconstruct(x, keep, G[i], comp.config.ridge)
+    with pytest.raises(IfpruneError, match="same number of channels"), torch.no_grad(), \
+            masked.apply(torch.stack([masks, uneven])):
+        lm.model(ids.expand(2, -1))
     masked.remove()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # both solve in float32
     assert not torch.allclose(plain, want, atol=1e-4)

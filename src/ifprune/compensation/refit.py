@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.errors import IfpruneError
+
 
 @dataclass
 class Moments:
@@ -197,7 +199,8 @@ def reconstruct(x: torch.Tensor, keep: torch.Tensor, G: torch.Tensor, ridge: flo
     A = G_ss + lam[:, None, None] * torch.eye(k, dtype=G_ss.dtype, device=G_ss.device)
     L, info = torch.linalg.cholesky_ex(A)
     if bool((info != 0).any()):
-        raise ValueError("compensation statistics are not positive definite even with the ridge")
+        raise IfpruneError("compensation statistics are not positive definite even with the ridge: gather them over "
+                           "more calibration text, or train with compensate: none")
     u = torch.cholesky_solve(x_s.transpose(-1, -2), L)  # [B, k, T]
     out = G_rows.transpose(-1, -2) @ u  # [B, d, T]
     out = out.scatter_add(1, idx.unsqueeze(-1).expand_as(u), lam[:, None, None] * u)

@@ -45,8 +45,11 @@ class MaskedFFN:
             if mi.shape[0] not in (1, x.shape[0]):
                 raise IfpruneError(f"mask batch {mi.shape[0]} does not match the input batch {x.shape[0]}")
             keep = None
-            if self.compensate is not None:  # every row of a mask has exactly k nonzeros (top-k)
-                keep = (mi != 0).nonzero()[:, 1].reshape(mi.shape[0], -1).expand(x.shape[0], -1)
+            if self.compensate is not None:  # every row of a top-k mask has exactly k nonzeros
+                on = mi != 0
+                if bool((on.sum(-1) != on[0].sum()).any()):
+                    raise IfpruneError("compensated masks must keep the same number of channels in every row")
+                keep = on.nonzero()[:, 1].reshape(mi.shape[0], -1).expand(x.shape[0], -1)
             mi = mi.to(dtype=x.dtype).reshape(mi.shape[0], *([1] * (x.dim() - 2)), mi.shape[-1])
             x = x * mi
             if keep is not None:
