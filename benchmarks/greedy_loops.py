@@ -44,6 +44,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from ifprune.compensation.calibration import described
     from ifprune.core.loading import load_model
     from ifprune.runtime.generation import SamplingConfig, generate
     from ifprune.selection.selectors import make_selector
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     fams = sorted({r["family"] for r in rows})
     summary = {"checkpoint": a.checkpoint, "data": a.data, "max_new_tokens": a.max_new_tokens,
                "refresh": a.refresh, "examples": len(rows),
-               "compensation": lm.compensator.describe() if lm.compensator is not None else {"mode": "none"},
+               "compensation": described(lm),
                "loops": {fam: {"n": len(rs), "looping": sum(r["loop_unit"] is not None for r in rs)}
                          for fam in ["all", *fams] for rs in [[r for r in rows if fam == "all" or r["family"] == fam]]},
                "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": a.threads},

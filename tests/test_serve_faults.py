@@ -18,6 +18,7 @@ from ifprune.core.tiny import tiny_lm
 from ifprune.selection.selectors import make_selector
 from ifprune.serve import IfpruneServer, ServeConfig
 from ifprune.serve.engine import Engine, GenRequest, first_stop, held_back, sample
+from ifprune.serve.faults import settle
 
 USER = [{"role": "user", "content": "write a function that adds two numbers"}]
 
@@ -135,10 +136,7 @@ def test_tiny_temperature_request_does_not_fail_its_batch():
         for t in threads:
             t.join(60)
         assert sorted(out) == [0, 1, 2, 3] and set(out.values()) <= {"length", "stop"}, out
-        # the worker counts a batch after its requests have their answers: a client can read the metric first
-        deadline = time.monotonic() + 10
-        while s.metrics.value("batches_total") < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        settle(s)  # the worker counts a batch after its requests have their answers: a client can read it first
         assert s.metrics.value("batches_total") >= 1
     finally:
         s.close()

@@ -23,7 +23,7 @@ for ROW in ${ROWS:-dense v10 v11 griffin75 griffin50}; do
                  --max-new-tokens $TOKENS --threads ${THREADS:-1} --no-progress --json > $OUT/v10_dense/results.json ;;
     # any other artifact directory given as ART (its default re-selection and compensation), output under $OUT/NAME
     art) $IFP --keeps $(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]+'/config.json'))['keep'])" $ART) \
-           --compensations $(.venv/bin/python -c "from ifprune.selection.artifact import recipe_compensate as r; import sys; print(r(sys.argv[1]))" $ART) \
+           --compensations $(.venv/bin/python -c "from ifprune.selection.artifact import load_artifact, recipe_compensate as r; import sys; print(r(load_artifact(sys.argv[1]).config))" $ART) \
            --selectors predictor:$ART --out $OUT/${NAME:-$(basename $ART)} ;;
     griffin75) $IFP --keeps 0.75 --compensations calibration --selectors griffin --out $OUT/griffin75_calibration ;;
     griffin50) $IFP --keeps 0.5 --compensations calibration --selectors griffin --out $OUT/griffin50_calibration ;;

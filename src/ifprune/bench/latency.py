@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..compensation.calibration import described
 from ..core.errors import IfpruneError
 from ..runtime.fastdecode import StaticDecoder, sync_device
 from ..core.plan import Plan, width_from_keep
@@ -300,7 +301,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
         "selection": select.label, "refresh": refresh, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
-        "compensation": lm.compensator.describe() if getattr(lm, "compensator", None) is not None else {"mode": "none"},
+        "compensation": described(lm),
     }
 
 

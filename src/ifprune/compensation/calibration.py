@@ -244,26 +244,25 @@ def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
 
 def layer_stats(lm, config: CompensationConfig, *, progress: bool = True, use_cache: bool = True) -> LayerStats:
     """The model's calibration moments for `config`, from the cache or computed (once) and cached."""
-    fp = lm.fingerprint()
-    path = stats_path(fp, file_sha256(calibration_file(config.calibration)), config.max_tokens, config.seq_len)
-    return stats_at(lm, config, path, fp, progress=progress, use_cache=use_cache)
+    return stats_at(lm, config, lm.fingerprint(), progress=progress, use_cache=use_cache)
 
 
-def stats_at(lm, config: CompensationConfig, path: Path, key: str, *, progress: bool = True,
+def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None, *, progress: bool = True,
              use_cache: bool = True) -> LayerStats:
-    """The moments of `lm` as it is now, cached at `path` under `key` (what the weights are: a model
-    fingerprint, or a training run's starting point, whose model's fingerprint is the base one's)."""
+    """The moments of `lm` as it is now, cached under `key` (what the weights are: a model fingerprint, or
+    a training run's starting point, whose model's fingerprint is the base one's), at `path` (default:
+    the moments cache)."""
     path_in = calibration_file(config.calibration)
     sha = file_sha256(path_in)
-    fp = key
-    if use_cache and (cached := read_stats(path, fp)) is not None:
+    path = path or stats_path(key, sha, config.max_tokens, config.seq_len)
+    if use_cache and (cached := read_stats(path, key)) is not None:
         return cached
     t0 = time.perf_counter()
     seq_len = min(config.seq_len, lm.context_length() or config.seq_len)  # rows must fit the positions
     rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, seq_len, need=2 * lm.d_ffn)
     moments = collect_moments(lm, rows, progress=progress)
     stats = LayerStats(torch.stack([m.second_moment() for m in moments]).float(),
-                       torch.stack([m.mean() for m in moments]).float(), moments[0].count, fp, sha)
+                       torch.stack([m.mean() for m in moments]).float(), moments[0].count, key, sha)
     log.info("compensation statistics: %d tokens, %.1f s, %.0f MB", stats.tokens, time.perf_counter() - t0,
              stats.nbytes() / 1e6)
     if use_cache:
@@ -368,6 +367,12 @@ def prompt_moments(lm, ids: torch.Tensor) -> PromptMoments:
     with torch.no_grad(), record_intermediates(lm.layout, keep):
         decoder_body(lm.model)(input_ids=ids.to(lm.device), use_cache=False)
     return PromptMoments(H, hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()[:16])
+
+
+def described(lm, dense: bool = False) -> dict:
+    """What output compensation `lm` runs, for outputs and cards ({"mode": "none"} when off or dense)."""
+    comp = getattr(lm, "compensator", None)
+    return comp.describe() if comp is not None and not dense else {"mode": "none"}
 
 
 def default_mode(lm=None) -> str:

@@ -117,11 +117,12 @@ def plan_model(lm, plan: Plan) -> torch.nn.Module:
 
 def describe(lm, plan: Plan, out: Path, task: str | None) -> ExportInfo:
     """What an export of `plan` holds: selector, width, sizes, compensation, which weights."""
-    comp = getattr(lm, "compensator", None)
+    from ..compensation.calibration import described
+
     return ExportInfo(out=str(out), base_model=lm.source, task=task, selector=str(plan.meta.get("selector", "plan")),
                       width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
                       active_params=lm.active_params(plan.width), total_params=lm.total_params(),
-                      compensation=comp.describe() if comp is not None and not plan.is_dense else {"mode": "none"},
+                      compensation=described(lm, plan.is_dense),
                       weights=lm.weights() if hasattr(lm, "weights") else None, hub_id=getattr(lm, "hub_id", None))
 
 

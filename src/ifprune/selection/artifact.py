@@ -90,11 +90,9 @@ def recipe_refresh(config: dict) -> int | None:
     return int((config.get("recipe") or {}).get("refresh") or 0) or None
 
 
-def recipe_compensate(config: dict | str | Path) -> str:
-    """The compensation an artifact's weights were trained under (recipe `compensate`, default none):
-    how its plans run by default. `config`: its config.json, read, or the artifact directory."""
-    if not isinstance(config, dict):
-        config = json.loads((Path(config) / "config.json").read_text())
+def recipe_compensate(config: dict) -> str:
+    """The compensation an artifact's weights (its config.json) were trained under (recipe `compensate`,
+    default none): how its plans run by default."""
     return str((config.get("recipe") or {}).get("compensate") or "none")
 
 

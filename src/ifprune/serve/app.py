@@ -146,10 +146,11 @@ class IfpruneServer:
         (the base model's own, or tuned by a trained artifact: then ifprune-dense is NOT the base model),
         the FFN width and the output compensation."""
         dense = model_id == f"{MODEL_PREFIX}-dense" or self.engine.width == self.lm.d_ffn
-        comp = getattr(self.lm, "compensator", None)
+        from ..compensation.calibration import described
+
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
-                "compensation": comp.describe() if comp is not None and not dense else {"mode": "none"},
+                "compensation": described(self.lm, dense),
                 "refresh": None if dense else self.engine.refresh}
 
     # lifecycle ----------------------------------------------------------------------------------

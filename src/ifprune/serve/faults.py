@@ -95,7 +95,7 @@ def _check(results: list[dict], refs: dict | None) -> dict:
             "dropped_by_client": sum(1 for r in results if r.get("dropped"))}
 
 
-def _settle(srv, disconnects: int = 0, timeout_s: float = 10.0) -> None:
+def settle(srv, disconnects: int = 0, timeout_s: float = 10.0) -> None:
     """Wait until the server is idle, has counted the `disconnects` the clients made, and its counters
     stop moving: it counts a disconnect when its stream for the gone client ends, and a batch after its
     requests have their answers, so both can trail the clients (seen on a loaded machine)."""
@@ -118,7 +118,7 @@ def _scenario(name, srv_kw, lm, selector, fn) -> dict:
     t0 = time.perf_counter()
     with IfpruneServer(lm, selector, ServeConfig(port=0, **srv_kw)) as srv:
         res = fn(srv)
-        _settle(srv, disconnects=res.get("dropped_by_client", 0))
+        settle(srv, disconnects=res.get("dropped_by_client", 0))
         res["disconnects_counted"] = srv.metrics.value("client_disconnects_total")
         res["batches"] = srv.metrics.value("batches_total")
     res.update(scenario=name, wall_s=round(time.perf_counter() - t0, 3))

@@ -364,9 +364,10 @@ class Trainer:
         self.masked = MaskedFFN(discover(self.model))
         self.compensation = None
         if cfg.compensate != "none":
-            self.compensation = self._compensation_stats()
-            G, ridge = self.compensation.G, CompensationConfig().ridge
-            self.masked.compensate = lambda i, x, keep: reconstruct(x, keep, G[i].to(x.device), ridge)
+            comp = CompensationConfig()
+            self.compensation = self._compensation_stats(comp)
+            G = self.compensation.G.to(self.lm.device)
+            self.masked.compensate = lambda i, x, keep: reconstruct(x, keep, G[i], comp.ridge)
 
         llm_params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [{"params": list(self.predictor.parameters()), "lr": cfg.lr_predictor}]
@@ -400,7 +401,7 @@ class Trainer:
         self.last_good = None
         self._lengths: dict[int, int] = {}
 
-    def _compensation_stats(self):
+    def _compensation_stats(self, config: CompensationConfig):
         """Calibration moments of the weights this run starts from (base + init_from's change), gathered
         once and kept in the run directory, so a resumed run refits with the very same statistics."""
         from ..compensation.calibration import down_weight, stats_at
@@ -411,8 +412,8 @@ class Trainer:
         start = hashlib.sha256(f"{self.base_fingerprint}|{self.cfg.init_from}".encode()).hexdigest()[:16]
         was = self.model.training
         self.model.eval()
-        stats = stats_at(self.lm, CompensationConfig(), self.out / "compensation" / "moments.safetensors",
-                         f"run-start-{start}", progress=self.cfg.progress)
+        stats = stats_at(self.lm, config, f"run-start-{start}", self.out / "compensation" / "moments.safetensors",
+                         progress=self.cfg.progress)
         self.model.train(was)
         return stats
 
