@@ -1,5 +1,5 @@
 """What output compensation costs on the default model: the one-off statistics (time, tokens, bytes
-on disk and in memory), the per-plan refit at load time (cold and cached), and decode speed with and
+on disk and in memory; the moments pass's speed in float32 and bf16), the per-plan refit at load time (cold and cached), and decode speed with and
 without it (same shapes, so it must not change). Writes JSON + markdown.
 
     python benchmarks/compensation_cost.py --threads 2 --out results/compensation
@@ -32,10 +32,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--plans", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--gather-tokens", type=int, default=8192, help="tokens of the packaged mix timed per precision")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    from ifprune.compensation.calibration import CompensationConfig, compensate, layer_stats, stats_path
+    from ifprune.compensation.calibration import (
+        CompensationConfig, calibration_rows, collect_moments, compensate, layer_stats, moments_precision, stats_path,
+    )
     from ifprune.core.loading import load_model
     from ifprune.core.plan import Plan
     from ifprune.core.prompting import encode_prompt
@@ -57,6 +60,13 @@ def main() -> int:
            "stats_file_bytes": path.stat().st_size, "stats_memory_bytes": stats.nbytes(),
            "stats_read_or_compute_s": read_s, "cross_moment_precompute_s": cross_s,
            "rss_mb_before_stats": rss0, "rss_mb_after_stats": rss_mb(), "widths": {}}
+    rows = calibration_rows(lm.tokenizer, None, a.gather_tokens, cfg.seq_len)
+    n = sum(len(r) for r in rows)
+    res["moments_pass"] = {"tokens": n, "default_precision": moments_precision(lm)}
+    for precision in ("native", "bf16"):
+        t0 = time.perf_counter()
+        collect_moments(lm, rows, progress=False, precision=precision)
+        res["moments_pass"][f"{precision}_tok_s"] = n / (time.perf_counter() - t0)
     ids = encode_prompt(lm.tokenizer, "Write a short story about a robot who learns to paint.")
     for keep in (0.75, 0.5, 1 / 3):
         width = round(keep * lm.d_ffn)
@@ -98,6 +108,11 @@ def main() -> int:
              f"(float32 G per layer), {res['stats_memory_bytes'] / 1e6:.0f} MB in memory; read from the cache in "
              f"{read_s:.1f} s here (computing them is a one-off pass, timed in the sweep log); W @ G precompute "
              f"{cross_s:.1f} s once per model",
+             f"- the moments pass ({n} tokens of the packaged mix): {res['moments_pass']['native_tok_s']:.0f} tokens/s "
+             f"in float32, {res['moments_pass']['bf16_tok_s']:.0f} under bf16 autocast (this machine's default: "
+             f"{res['moments_pass']['default_precision']}), so {res['stats_tokens']} tokens take "
+             f"{res['stats_tokens'] / res['moments_pass']['native_tok_s']:.0f} s or "
+             f"{res['stats_tokens'] / res['moments_pass']['bf16_tok_s']:.0f} s",
              f"- resident memory: {rss0:.0f} MB before, {res['rss_mb_after_stats']:.0f} MB with the statistics, "
              f"{res['rss_mb_end']:.0f} MB at the end (refits of 4 plans per width cached)", "",
              "| width | loading ms, plain (median) | loading ms, refit (median) | loading ms, refit cached | "

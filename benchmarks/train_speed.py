@@ -99,7 +99,7 @@ def main() -> int:
             "batch_size": 4, "warmup_steps": 1, "prior": "griffin", "prior_prompts": 8, "checkpoint_every": 1000,
             "progress": False, "lr_llm": 5e-4, "lr_predictor": 5e-4,
             "data": {"max_seq_len": 160, "max_prompt_tokens": 128}}
-    from ifprune.training.loop import cpu_has_fast_bf16
+    from ifprune.core.precision import cpu_has_fast_bf16
 
     fast_bf16 = cpu_has_fast_bf16()
     mm = {"float32": matmul_ms(torch.float32, a.threads), "bfloat16": matmul_ms(torch.bfloat16, a.threads)}

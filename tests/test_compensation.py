@@ -10,7 +10,7 @@ import torch
 
 from ifprune.compensation.calibration import (
     CompensationConfig, Compensator, calibration_rows, collect_moments, compensate, down_weight, layer_stats,
-    stats_path,
+    moments_precision, stats_path,
 )
 from ifprune.compensation.refit import Moments, output_error, refit_down
 from ifprune.core.errors import IfpruneError
@@ -131,6 +131,21 @@ def test_moments_weights_drop_padding():
     ref.add(torch.cat([x[0, :3], x[1, :2]]))
     assert m.count == ref.count == 5
     torch.testing.assert_close(m.second_moment(), ref.second_moment())
+
+
+def test_bf16_moments_are_close_to_native_and_recorded(calib):
+    lm = tiny_lm("llama", layers=2)
+    rows = calibration_rows(lm.tokenizer, calib, 2048, 128)
+    native = torch.stack([m.second_moment() for m in collect_moments(lm, rows, progress=False)])
+    bf16 = torch.stack([m.second_moment() for m in collect_moments(lm, rows, progress=False, precision="bf16")])
+    assert not torch.equal(native, bf16)  # the passes did run in bf16
+    assert float((bf16 - native).norm() / native.norm()) < 0.05
+    stats = layer_stats(lm, _cfg(calib), progress=False)
+    assert stats.precision == moments_precision(lm)
+    path = stats_path(lm.fingerprint(), stats.calibration_sha, 4096, 128)
+    assert json.loads(path.with_suffix(".json").read_text())["precision"] == stats.precision
+    lm.model.double()
+    assert moments_precision(lm) == "native"
 
 
 def test_statistics_are_cached_and_a_corrupt_cache_is_rebuilt(calib):

@@ -439,7 +439,7 @@ def test_loss_position_head_equals_the_full_head(arch):
 
 
 def test_bf16_autocast_step_loss_close_to_float32(tmp_path):
-    from ifprune.training.loop import cpu_has_fast_bf16
+    from ifprune.core.precision import cpu_has_fast_bf16
 
     losses = {}
     for precision in ("fp32", "bf16"):

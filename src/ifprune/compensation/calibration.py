@@ -26,6 +26,7 @@ from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.jsonl import iter_jsonl
 from ..core.paths import atomic_path, cache_dir, file_sha256
+from ..core.precision import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +160,28 @@ class LayerStats:
     tokens: int
     fingerprint: str
     calibration_sha: str
+    precision: str = "native"  # of the passes that gathered them (moments_precision)
 
     def nbytes(self) -> int:
         return self.G.numel() * self.G.element_size() + self.mean.numel() * self.mean.element_size()
 
 
-def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batch_tokens: int = 4096) -> list[Moments]:
-    """Dense forward passes over the rows, summing each layer's FFN intermediate moments."""
+def moments_precision(lm) -> str:
+    """"bf16" (autocast) for a float32 model where bf16 matmuls are faster than float32 here, else
+    "native" (the model's own dtype). The moments pass is matmul-bound: bf16 ran it 2.7x faster on the
+    default model (569 vs 214 tokens/s, one thread), and its moments differ from float32's by ~1%
+    (Frobenius), less than two calibration samples of the same text differ."""
+    if next(lm.model.parameters()).dtype != torch.float32:
+        return "native"
+    if lm.device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "native"
+    return "bf16" if lm.device.type == "cpu" and cpu_has_fast_bf16() else "native"
+
+
+def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batch_tokens: int = 4096,
+                    precision: str = "native") -> list[Moments]:
+    """Dense forward passes over the rows, summing each layer's FFN intermediate moments (sums kept in
+    float64; with precision "bf16" the passes and the per-batch products run under bf16 autocast)."""
     from tqdm.auto import tqdm
 
     from ..core.prompting import length_batches
@@ -183,7 +199,8 @@ def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batc
     body = decoder_body(lm.model)
     bar = tqdm(total=sum(len(r) for r in rows), desc="compensation: calibration moments", unit="tok",
                disable=not progress, leave=False)
-    with torch.no_grad(), record_intermediates(lm.layout, acc):
+    autocast = torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.no_grad(), autocast, record_intermediates(lm.layout, acc):
         for _, ids, att in length_batches(rows, pad, per_batch):
             weight[:] = [att.to(lm.device)]
             body(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), use_cache=False)
@@ -206,7 +223,7 @@ def save_stats(stats: LayerStats, path: Path) -> None:
     from safetensors.torch import save_file
 
     meta = {"format": STATS_FORMAT, "fingerprint": stats.fingerprint, "calibration_sha256": stats.calibration_sha,
-            "tokens": str(stats.tokens)}
+            "tokens": str(stats.tokens), "precision": stats.precision}
     with atomic_path(path) as tmp:
         save_file({"G": stats.G.contiguous(), "mean": stats.mean.contiguous()}, str(tmp), metadata=meta)
         sha = file_sha256(tmp)
@@ -234,7 +251,8 @@ def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
             G, mean = f.get_tensor("G").float(), f.get_tensor("mean").float()
         if not (torch.isfinite(G).all() and torch.isfinite(mean).all()):
             raise ValueError("non-finite values")
-        return LayerStats(G, mean, int(info["tokens"]), fingerprint, info["calibration_sha256"])
+        return LayerStats(G, mean, int(info["tokens"]), fingerprint, info["calibration_sha256"],
+                          info.get("precision", "native"))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         warnings.warn(f"ifprune: compensation statistics {path} are unusable ({e}); recomputing them", stacklevel=2)
         path.unlink(missing_ok=True)
@@ -260,11 +278,12 @@ def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None,
     t0 = time.perf_counter()
     seq_len = min(config.seq_len, lm.context_length() or config.seq_len)  # rows must fit the positions
     rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, seq_len, need=2 * lm.d_ffn)
-    moments = collect_moments(lm, rows, progress=progress)
+    precision = moments_precision(lm)
+    moments = collect_moments(lm, rows, progress=progress, precision=precision)
     stats = LayerStats(torch.stack([m.second_moment() for m in moments]).float(),
-                       torch.stack([m.mean() for m in moments]).float(), moments[0].count, key, sha)
-    log.info("compensation statistics: %d tokens, %.1f s, %.0f MB", stats.tokens, time.perf_counter() - t0,
-             stats.nbytes() / 1e6)
+                       torch.stack([m.mean() for m in moments]).float(), moments[0].count, key, sha, precision)
+    log.info("compensation statistics: %d tokens (%s), %.1f s, %.0f MB", stats.tokens, precision,
+             time.perf_counter() - t0, stats.nbytes() / 1e6)
     if use_cache:
         save_stats(stats, path)
     return stats
@@ -303,6 +322,7 @@ class Compensator:
         out = self.config.describe()
         if self.stats is not None:
             out["statistics_tokens"] = self.stats.tokens
+            out["statistics_precision"] = self.stats.precision
         return out
 
     def ensure_stats(self) -> LayerStats:
