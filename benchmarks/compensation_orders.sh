@@ -1,0 +1,24 @@
+#!/bin/sh
+# Validation NLL per family for both orders of compensation-aware training at one keep: CONTROL (trained under
+# plain masks) with and without the refit at inference, TRAINED (the same run trained under compensated plans)
+# with and without it, dense for reference, on both held-out slices of results/refresh/ (a: the 72 every
+# compare reads; b: examples 12..23 per family). Both artifacts re-select as their recipes say; the
+# +refresh0 row runs TRAINED with one plan per answer, as an export does. Resumable (per-example cache).
+#   sh benchmarks/compensation_orders.sh KEEP CONTROL TRAINED OUTDIR "TITLE"
+# SELECTORS overrides the rows (e.g. to measure the control while the other run trains).
+set -e
+KEEP=$1 CONTROL=$2 TRAINED=$3 OUTDIR=$4 TITLE=$5
+export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
+.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
+.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+for S in ${SLICES:-a b}; do
+  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
+  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  OUT=$OUTDIR/compare$TAIL
+  .venv/bin/ifprune eval compare --threads "${THREADS:-1}" --suites nll --keeps "$KEEP" --data "$VAL" --limits nll=72 \
+    --no-progress --no-plots --compensations none calibration \
+    --selectors ${SELECTORS:-dense "predictor:$CONTROL" "predictor:$TRAINED" "predictor+refresh0:$TRAINED"} --out $OUT
+  .venv/bin/python benchmarks/summarise_compare.py $OUT/results.json $OUTDIR/summary$TAIL.md "$TITLE, slice $S"
+done
+.venv/bin/python benchmarks/pooled_nll.py $OUTDIR/compare/results.json $OUTDIR/compareb/results.json \
+  --out $OUTDIR/pooled.json
