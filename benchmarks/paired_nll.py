@@ -49,23 +49,30 @@ def main() -> int:
     p.add_argument("b", help="row label (the change)")
     p.add_argument("--pool", type=Path, action="append", default=[],
                    help="another compare's results.json with the same two rows on other examples, pooled in")
+    p.add_argument("--b-from", type=Path, action="append", default=[],
+                   help="row b comes from this results.json instead (once per results file, in order: the "
+                        "positional one, then each --pool), for two compares over the same examples")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    paths = [a.results, *a.pool]
+    if a.b_from and len(a.b_from) != len(paths):
+        print(f"error: give --b-from once per results file ({len(paths)}), got {len(a.b_from)}", file=sys.stderr)
+        return 2
     ra, rb = {}, {}
-    for k, path in enumerate([a.results, *a.pool]):
-        rep = json.loads(path.read_text())
-        by = {r["selector"]: r for r in rep["results"] if r["suite"] == "nll"}
-        for name in (a.a, a.b):
+    for k, path in enumerate(paths):
+        for name, src, into in ((a.a, path, ra), (a.b, a.b_from[k] if a.b_from else path, rb)):
+            rep = json.loads(src.read_text())
+            by = {r["selector"]: r for r in rep["results"] if r["suite"] == "nll"}
             if name not in by:
-                print(f"error: no nll row {name!r} in {path} (rows: {', '.join(by)})", file=sys.stderr)
+                print(f"error: no nll row {name!r} in {src} (rows: {', '.join(by)})", file=sys.stderr)
                 return 2
-        ra.update({(k, i): r for i, r in rows(by[a.a], path).items()})
-        rb.update({(k, i): r for i, r in rows(by[a.b], path).items()})
+            into.update({(k, i): r for i, r in rows(by[name], src).items()})
     ids = [i for i in ra if i in rb]
     if any(ra[i]["den"] != rb[i]["den"] for i in ids):
         print("error: the rows scored different tokens; they are not paired", file=sys.stderr)
         return 2
     out = {"results": str(a.results), **({"pooled_with": [str(x) for x in a.pool]} if a.pool else {}),
+           **({"b_from": [str(x) for x in a.b_from]} if a.b_from else {}),
            "a": a.a, "b": a.b, "examples": len(ids), "families": {}}
     fams = sorted({ra[i]["family"] for i in ids})
     for fam in ["all", *fams]:

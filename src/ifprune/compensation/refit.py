@@ -99,8 +99,8 @@ def kept_blocks(W: torch.Tensor, G: torch.Tensor, mu: torch.Tensor, idx: torch.T
                 WG: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> KeptBlocks:
     """Blocks of full moments G [..., d, d], mu [..., d] (WG: precomputed W @ G, reused across plans)."""
     Wf, mu_f = W.to(dtype), mu.to(dtype)
-    cross_full = WG.to(dtype) if WG is not None else Wf @ G.to(dtype)
-    return KeptBlocks(_select(G, idx, (0, 1)).to(dtype), _select(cross_full, idx, (1,)), _select(Wf, idx, (1,)),
+    cross = _select(WG, idx, (1,)).to(dtype) if WG is not None else Wf @ _select(G, idx, (1,)).to(dtype)  # (W G)[:, S]
+    return KeptBlocks(_select(G, idx, (0, 1)).to(dtype), cross, _select(Wf, idx, (1,)),
                       torch.gather(mu_f, -1, idx), (Wf @ mu_f.unsqueeze(-1)).squeeze(-1))
 
 
