@@ -8,12 +8,9 @@
 # SELECTORS overrides the rows (e.g. to measure the control while the other run trains).
 set -e
 KEEP=$1 CONTROL=$2 TRAINED=$3 OUTDIR=$4 TITLE=$5
-export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+. benchmarks/heldout_slices.sh
 for S in ${SLICES:-a b}; do
-  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
-  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
   OUT=$OUTDIR/compare$TAIL
   .venv/bin/ifprune eval compare --threads "${THREADS:-1}" --suites nll --keeps "$KEEP" --data "$VAL" --limits nll=72 \
     --no-progress --no-plots --compensations none calibration \

@@ -5,14 +5,11 @@
 # examples 12..23 per family). IFPruning's rows (v5: the same budget; v11: shipped) and dense come from
 # results/training/v11/compare*/ (same slices; per-example caches); paired.sh pairs them. Resumable.
 set -e
-export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 STATIC=${1:-runs/static/v5-sft/artifact}
 STATIC_V1=results/training/artifacts/smollm2-135m-keep50-static
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+. benchmarks/heldout_slices.sh
 for S in ${SLICES:-a b}; do
-  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
-  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
   D=results/training/static
   .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.5 --data "$VAL" --limits nll=72 \
     --no-progress --no-plots --compensations none --selectors "predictor:$STATIC" "predictor:$STATIC_V1" \
