@@ -1,13 +1,24 @@
 #!/bin/sh
-# Learned-static at the keep-1/2 artifacts' budget: five stages mirroring the IFPruning lineage
-# v2 (stage 1, stage 2) -> v3 -> v4 -> v5, same data, order, steps and learning rates (1.57M tokens).
+# Learned-static at the keep-1/2 artifacts' budget: the IFPruning lineage's own configs, v2 (stage 1, stage 2)
+# -> v3 -> v4 -> v5, run with `method: static`, so data, order, steps and learning rates are theirs by
+# construction (1.57M tokens). Overrides: each stage continues the previous static stage (init_from) into
+# runs/static/; stage 1's scores start at the mean GRIFFIN scores of the 800 chunks the predictor's warm start
+# read (prior_prompts) instead of a warm start; v3's stage is 600 steps (v3 stopped at 600 of its 700 planned);
+# no max_minutes (the lineage's were session limits). bf16 autocast where the CPU has native bf16.
 # Interrupted? Run this again: a finished stage is not re-trained, an unfinished one resumes exactly.
 # Log: runs/static/train.out; per-step records in runs/static/<stage>/log.jsonl (copied to logs/ as each ends).
 set -e
 THREADS=${THREADS:-2}
 mkdir -p runs/static results/training/static/logs
-for stage in 1-pretrain 2-v2-sft 3-v3-sft 4-v4-sft 5-v5-sft; do
-  .venv/bin/ifprune train configs/smollm2-keep50-static-$stage-cpu.yaml --threads "$THREADS" >> runs/static/train.out 2>&1
-  name=${stage#*-}
+stage() {  # NAME CONFIG INIT_FROM [--set KEY=VALUE ...]
+  name=$1 config=configs/smollm2-keep50-$2-cpu.yaml init=$3
+  shift 3
+  .venv/bin/ifprune train "$config" --threads "$THREADS" --set method=static --set max_minutes=null \
+    --set output_dir=runs/static/$name --set init_from="$init" "$@" >> runs/static/train.out 2>&1
   cp runs/static/$name/log.jsonl results/training/static/logs/$name.jsonl
-done
+}
+stage pretrain v2-pretrain null --set warmstart_prompts=0 --set prior_prompts=800
+stage v2-sft v2-sft runs/static/pretrain/artifact
+stage v3-sft v3-sft runs/static/v2-sft/artifact --set steps=600
+stage v4-sft v4-sft runs/static/v3-sft/artifact
+stage v5-sft v5-sft runs/static/v4-sft/artifact
