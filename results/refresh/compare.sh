@@ -8,14 +8,11 @@
 # (results/training/v9/prefix32_v5_keep75.json) before any compare with refresh ran; nothing was swept.
 # Resumable (per-example cache).
 set -e
-export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 THREADS=${THREADS:-2}
 R=${R:-32}
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+. benchmarks/heldout_slices.sh
 for S in ${SLICES:-a b}; do
-  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
-  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
   for K in ${KEEPS:-75 50}; do
     A=results/training/artifacts/smollm2-135m-keep$K-v5  # v5, shipped at both keeps when this ran
     OUT=results/refresh/compare$K$TAIL

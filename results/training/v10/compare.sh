@@ -5,15 +5,12 @@
 # v10 carries `refresh: 32` as its default, so its plain row is asked for as predictor+refresh0.
 # Resumable (per-example cache); the dense and v5 rows come from results/refresh/compare.sh's cache.
 set -e
-export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 V10=${1:-runs/v10/keep75-refresh/artifact}
 V8=${V8:-runs/v8/keep75-sft/artifact}
 V5=results/training/artifacts/smollm2-135m-keep75-v5
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+. benchmarks/heldout_slices.sh
 for S in ${SLICES:-a b}; do
-  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
-  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
   .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.75 --data "$VAL" --limits nll=72 \
     --no-progress --no-plots --compensations none \
     --selectors dense "predictor:$V5" "predictor+refresh32:$V5" "predictor:$V8" "predictor+refresh32:$V8" \

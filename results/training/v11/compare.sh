@@ -5,14 +5,11 @@
 # records `refresh: 32`, so its plain row is `predictor` (re-selection on, its default) and
 # `predictor+refresh0` turns it off. Resumable (per-example cache).
 set -e
-export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 V11=${1:-runs/v11/keep50-refresh/artifact}
 V5=${V5:-results/training/artifacts/smollm2-135m-keep50-v5}
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+. benchmarks/heldout_slices.sh
 for S in ${SLICES:-a b}; do
-  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
-  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
   OUT=results/training/v11/compare$TAIL
   .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.5 --data "$VAL" --limits nll=72 \
     --no-progress --no-plots --compensations none \

@@ -3,14 +3,11 @@
 # default, re-selecting after 32 tokens) and v10 without re-selection, on both held-out slices (a: the 72
 # every compare reads; b: examples 12..23 per family). Resumable (per-example cache).
 set -e
-export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 V12=${1:-runs/v12/keep75-distill/artifact}
 V10=src/ifprune/artifacts/smollm2-135m-keep75
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
+. benchmarks/heldout_slices.sh
 for S in ${SLICES:-a b}; do
-  VAL="$IFPRUNE_CACHE/sft_validation_12.jsonl"; TAIL=""
-  [ "$S" = b ] && VAL="$IFPRUNE_CACHE/sft_validation_12to24.jsonl" && TAIL=b
+  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
   OUT=results/training/v12/compare$TAIL
   .venv/bin/ifprune eval compare --threads "${THREADS:-1}" --suites nll --keeps 0.75 --data "$VAL" --limits nll=72 \
     --no-progress --no-plots --compensations none \
