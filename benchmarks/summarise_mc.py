@@ -4,6 +4,8 @@ within 2 points of dense on the average). The per-example rows are copied next t
 table can be recomputed from the repository alone.
 
     python benchmarks/summarise_mc.py results/quality/mc-keep75/dense/results.json,... results/quality/mc-keep75 "MC at keep 3/4"
+
+A fourth argument names a reference row (e.g. learned-static): every other pruned row is also paired against it.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def read_report(path: str, suite: str) -> dict:
     return x
 
 
-def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
+def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | None = None) -> int:
     reps = [read_report(p, "mc") for p in src.split(",")]
     results = [r for x in reps for r in x["results"] if r["suite"] == "mc"]
     out = Path(out_dir)
@@ -86,7 +88,7 @@ def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
     lines = [f"# {title} ({reps[0]['model']})", "",
              "From " + "; ".join(f"`{x['command']}` (machine: {x['machine']['platform']}, {x['machine']['threads']} "
                                  f"thread(s), {x['machine']['date']})" for x in reps) + "; summarised by "
-             f"`python benchmarks/summarise_mc.py {src} {out_dir} \"{title}\"`. {len(ids)} examples, the same for every row "
+             f"`python benchmarks/summarise_mc.py {src} {out_dir} \"{title}\"" + (f" {versus}" if versus else "") + f"`. {len(ids)} examples, the same for every row "
              f"({len(ids) // len(tasks)} per task); accuracy by log-likelihood of each choice (acc; acc_norm per byte). "
              "Difference to dense: mean over the same examples, paired 95% bootstrap interval (2000 resamples, seed 0).", "",
              "| row | keep | acc | acc - dense [95% CI] | acc_norm | acc_norm - dense [95% CI] | " + " | ".join(tasks) + " |",
@@ -102,10 +104,21 @@ def main(src: str, out_dir: str, title: str = "multiple choice") -> int:
                 cells.append(paired_cell([rows[i][key] - dense[i][key] for i in sorted(ids)]))
         cells += [f"{100 * acc(rows, t):.1f}" for t in tasks]
         lines.append("| " + " | ".join(cells) + " |")
+    if versus is not None:
+        if versus not in per_row:
+            print(f"summarise_mc: no row {versus!r} to pair against; rows: {', '.join(per_row)}", file=sys.stderr)
+            return 2
+        ref = per_row[versus][1]
+        lines += ["", f"Paired against {versus} (same examples; negative: the row is below it):", "",
+                  f"| row | acc - {versus} [95% CI] | acc_norm - {versus} [95% CI] |", "|---|---|---|"]
+        for label, (r, rows) in per_row.items():
+            if label not in ("dense", versus):
+                lines.append(f"| {label} | " + " | ".join(
+                    paired_cell([rows[i][key] - ref[i][key] for i in sorted(ids)]) for key in ("num", "acc_norm")) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(*sys.argv[1:4]))
+    raise SystemExit(main(*sys.argv[1:5]))

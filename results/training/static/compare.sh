@@ -3,17 +3,27 @@
 # lineage v2 -> v5) against the 157k-token learned-static of the first CPU run, and GRIFFIN with calibration
 # compensation, at keep 1/2 on both held-out slices of results/refresh/ (a: the 72 every compare reads; b:
 # examples 12..23 per family). IFPruning's rows (v5: the same budget; v11: shipped) and dense come from
-# results/training/v11/compare*/ (same slices; per-example caches); paired.sh pairs them. Resumable.
+# results/training/v11/compare*/ (same slices; per-example caches); paired.sh pairs them. Keep 3/4
+# (compare75*/): learned-static of the keep-3/4 lineage (runs/static/v5-keep75: v2's stages, then v3 -> v5 at
+# keep 3/4) against IFPruning at the same budget (v5 keep 3/4, one plan per answer), the shipped default (v10),
+# dense and GRIFFIN with compensation, all rows here. Resumable.
 set -e
 STATIC=${1:-runs/static/v5-sft/artifact}
+STATIC75=${2:-runs/static/v5-keep75/artifact}
 STATIC_V1=results/training/artifacts/smollm2-135m-keep50-static
 . benchmarks/heldout_slices.sh
+D=results/training/static KEEPS=" ${KEEPS:-0.5 0.75} "
 for S in ${SLICES:-a b}; do
   VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  D=results/training/static
-  .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.5 --data "$VAL" --limits nll=72 \
-    --no-progress --no-plots --compensations none --selectors "predictor:$STATIC" "predictor:$STATIC_V1" \
-    --out $D/compare$TAIL
-  .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.5 --data "$VAL" --limits nll=72 \
-    --no-progress --no-plots --compensations calibration --selectors griffin --out $D/compare${TAIL}_griffin_compensated
+  IFP=".venv/bin/ifprune eval compare --threads ${THREADS:-2} --suites nll --data $VAL --limits nll=72 --no-progress --no-plots"
+  case $KEEPS in *" 0.5 "*)
+    $IFP --keeps 0.5 --compensations none --selectors "predictor:$STATIC" "predictor:$STATIC_V1" --out $D/compare$TAIL
+    $IFP --keeps 0.5 --compensations calibration --selectors griffin --out $D/compare${TAIL}_griffin_compensated ;;
+  esac
+  case $KEEPS in *" 0.75 "*)
+    $IFP --keeps 0.75 --compensations none --selectors dense "predictor:$STATIC75" \
+      predictor:results/training/artifacts/smollm2-135m-keep75-v5 predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
+      --out $D/compare75$TAIL
+    $IFP --keeps 0.75 --compensations calibration --selectors griffin --out $D/compare75${TAIL}_griffin_compensated ;;
+  esac
 done

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Learned-static at the keep-1/2 artifacts' budget: the IFPruning lineage's own configs, v2 (stage 1, stage 2)
+# Learned-static at the IFPruning artifacts' budget (keep 1/2, then keep 3/4 below): the IFPruning lineage's own configs, v2 (stage 1, stage 2)
 # -> v3 -> v4 -> v5, run with `method: static`, so data, order, steps and learning rates are theirs by
 # construction (1.57M tokens). Overrides: each stage continues the previous static stage (init_from) into
 # runs/static/; stage 1's scores start at the mean GRIFFIN scores of the 800 chunks the predictor's warm start
@@ -11,14 +11,19 @@ set -e
 THREADS=${THREADS:-2}
 mkdir -p runs/static results/training/static/logs
 stage() {  # NAME CONFIG INIT_FROM [--set KEY=VALUE ...]
-  name=$1 config=configs/smollm2-keep50-$2-cpu.yaml init=$3
+  name=$1 config=configs/smollm2-$2-cpu.yaml init=$3
   shift 3
   .venv/bin/ifprune train "$config" --threads "$THREADS" --set method=static --set max_minutes=null \
     --set output_dir=runs/static/$name --set init_from="$init" "$@" >> runs/static/train.out 2>&1
   cp runs/static/$name/log.jsonl results/training/static/logs/$name.jsonl
 }
-stage pretrain v2-pretrain null --set warmstart_prompts=0 --set prior_prompts=800
-stage v2-sft v2-sft runs/static/pretrain/artifact
-stage v3-sft v3-sft runs/static/v2-sft/artifact --set steps=600
-stage v4-sft v4-sft runs/static/v3-sft/artifact
-stage v5-sft v5-sft runs/static/v4-sft/artifact
+stage pretrain keep50-v2-pretrain null --set warmstart_prompts=0 --set prior_prompts=800
+stage v2-sft keep50-v2-sft runs/static/pretrain/artifact
+stage v3-sft keep50-v3-sft runs/static/v2-sft/artifact --set steps=600
+stage v4-sft keep50-v4-sft runs/static/v3-sft/artifact
+stage v5-sft keep50-v5-sft runs/static/v4-sft/artifact
+# keep 3/4: the keep-3/4 lineage (v3 -> v4 -> v5 at keep 0.75, continued from v2's keep-1/2 artifact, as the
+# IFPruning one was; v3 stopped at 600 of 700 steps there too): 1.19M tokens more on top of stages 1-2.
+stage v3-keep75 keep75-v3-sft runs/static/v2-sft/artifact --set steps=600
+stage v4-keep75 keep75-v4-sft runs/static/v3-keep75/artifact
+stage v5-keep75 keep75-v5-sft runs/static/v4-keep75/artifact
