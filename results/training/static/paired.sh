@@ -26,3 +26,4 @@ for B in learned-static:static ifpruning+refresh32:v10; do
     --b-from $D/compare75/results.json --b-from $D/compare75b/results.json \
     --out $D/paired75_${B##*:}_vs_griffin_compensated.json
 done
+.venv/bin/python benchmarks/pooled_nll.py $D/compare75/results.json $D/compare75b/results.json --out $D/pooled75.json
