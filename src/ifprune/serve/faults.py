@@ -98,7 +98,9 @@ def _check(results: list[dict], refs: dict | None) -> dict:
 def settle(srv, disconnects: int = 0, timeout_s: float = 10.0) -> None:
     """Wait until the server is idle, has counted the `disconnects` the clients made, and its counters
     stop moving: it counts a disconnect when its stream for the gone client ends, and a batch after its
-    requests have their answers, so both can trail the clients (seen on a loaded machine)."""
+    requests have their answers, so both can trail the clients (seen on a loaded machine). A stream that
+    was written out before the server saw its client close is not counted, so `disconnects` may never be
+    reached: then this waits out `timeout_s`."""
     names = ("client_disconnects_total", "batches_total")
     deadline = time.perf_counter() + timeout_s
     last, still = None, 0
