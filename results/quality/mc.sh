@@ -3,9 +3,10 @@
 # Winogrande, BoolQ, OpenBookQA, the first $N of each (default 200: what this session's CPU allowed; the
 # issue asks for 500), 95% bootstrap intervals; dense, GRIFFIN with calibration compensation, and
 # IFPruning per input (the artifact given as $ART, default: the shipped keep-3/4 one), and that
-# artifact's tuned weights with every channel kept (ROWS=tuned-dense), IFPruning per task (ROWS=task: one plan
-# per sub-task from its description, eval/mc.py MC_TASKS) and a learned-static artifact (ROWS=static, $STATIC). Per-example
-# caches: a run that is stopped resumes where it was (run it again). One thread each unless THREADS.
+# artifact's tuned weights with every channel kept (ROWS=tuned-dense), IFPruning per task (ROWS=task: one
+# plan per sub-task from its description, eval/mc.py MC_TASKS) and a learned-static artifact (ROWS=static,
+# $STATIC). Per-example caches: a run that is stopped resumes where it was (run it again). One thread each
+# unless THREADS.
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 ART=${ART:-results/training/artifacts/smollm2-135m-keep75-v5}  # v5: shipped when mc-keep75/ was measured
