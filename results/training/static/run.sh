@@ -1,7 +1,7 @@
 #!/bin/sh
 # Learned-static at the IFPruning artifacts' budget (keep 1/2, then keep 3/4 below): the IFPruning lineage's
-# own configs, v2 (stage 1, stage 2) -> v3 -> v4 -> v5, run with `method: static`, so data, order, steps and learning rates are theirs by
-# construction (1.57M tokens). Overrides: each stage continues the previous static stage (init_from) into
+# own configs, v2 (stage 1, stage 2) -> v3 -> v4 -> v5, run with `method: static`, so data, order, steps and
+# learning rates are theirs by construction (keep 1/2: 1.57M tokens; keep 3/4: 1.64M). Overrides: each stage continues the previous static stage (init_from) into
 # runs/static/; stage 1's scores start at the mean GRIFFIN scores of the 800 chunks the predictor's warm start
 # read (prior_prompts) instead of a warm start; v3's stage is 600 steps (v3 stopped at 600 of its 700 planned);
 # no max_minutes (the lineage's were session limits). bf16 autocast where the CPU has native bf16.
