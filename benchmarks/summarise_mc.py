@@ -20,7 +20,7 @@ from pathlib import Path
 def _label(r: dict) -> str:
     mode = ((r.get("options") or {}).get("compensation") or {}).get("mode", "none")
     name = r["selector"] if mode == "none" or "+" in r["selector"] else f"{r['selector']}+{mode}"
-    if r["selector"] != "dense" and r["width"] == r["d_ffn"]:
+    if not r["selector"].startswith("dense") and r["width"] == r["d_ffn"]:
         name += " (every channel: tuned weights only)"
     return name
 

@@ -344,6 +344,26 @@ def test_oracle_weight_pulls_the_predictor_toward_the_response_channels(tmp_path
     assert "oracle_mse" not in run(0.0, "off")[0]
 
 
+def test_static_at_keep_one_is_the_dense_sft_reference(tmp_path):
+    """method static at keep 1.0 keeps every channel (SoftTopK's mask is all ones): only the LLM trains,
+    and compare names the row dense-sft and runs it at full width on the tuned weights."""
+    from ifprune.eval.compare import CompareConfig, run_compare
+
+    summary = train(base_cfg(tmp_path / "d", method="static", keep=1.0, prior="zero", steps=4), lm=tiny_lm(),
+                    sft_data=EXAMPLES)
+    rows = [json.loads(line) for line in open(summary["log"])]
+    assert all(r["lambda_min"] == 1.0 for r in rows)
+    data = tmp_path / "val.jsonl"
+    data.write_text("".join(json.dumps({"prompt": e.prompt, "response": e.response, "family": e.family}) + "\n"
+                            for e in EXAMPLES[::3]))
+    cfg = CompareConfig(suites=["nll"], selectors=["dense", f"predictor:{tmp_path / 'd' / 'run' / 'artifact'}"],
+                        keeps=[0.5], nll_data=str(data), cache_dir=str(tmp_path / "cache"))
+    dense, tuned = run_compare(tiny_lm(), cfg, progress=False, load_fresh=tiny_lm)["results"]
+    assert tuned["selector"] == "dense-sft" and tuned["width"] == tuned["d_ffn"] == dense["width"]
+    assert tuned["model_hash"] != dense["model_hash"]  # the tuned weights ran, not the base model
+    assert tuned["metrics"]["nll_per_token"]["value"] < dense["metrics"]["nll_per_token"]["value"]
+
+
 def test_compare_runs_trained_artifacts_on_fresh_models(tmp_path):
     """eval compare: predictor:DIR per input, predictor-task:DIR per task description, learned-static."""
     from ifprune.eval.compare import CompareConfig, SelectorSpec, run_compare

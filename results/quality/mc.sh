@@ -4,8 +4,8 @@
 # issue asks for 500), 95% bootstrap intervals; dense, GRIFFIN with calibration compensation, and
 # IFPruning per input (the artifact given as $ART, default: the shipped keep-3/4 one), and that
 # artifact's tuned weights with every channel kept (ROWS=tuned-dense), IFPruning per task (ROWS=task: one
-# plan per sub-task from its description, eval/mc.py MC_TASKS) and a learned-static artifact (ROWS=static,
-# $STATIC). Per-example caches: a run that is stopped resumes where it was (run it again). One thread each
+# plan per sub-task from its description, eval/mc.py MC_TASKS), a learned-static artifact (ROWS=static,
+# $STATIC) and the dense model fine-tuned on the same data and budget (ROWS=dense-sft, $DENSE_SFT). Per-example caches: a run that is stopped resumes where it was (run it again). One thread each
 # unless THREADS.
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
@@ -22,6 +22,10 @@ for ROW in ${ROWS:-dense griffin predictor}; do
     task) $IFP --compensations none --selectors predictor-task:$ART --out $OUT/predictor_task ;;
     static) $IFP --compensations none --selectors predictor:${STATIC:?set STATIC to a learned-static artifact} \
               --out $OUT/static ;;
+    # the dense model fine-tuned on IFPruning's data and budget (results/training/dense/run.sh): the fair dense
+    # reference; it runs at full width whatever KEEP is
+    dense-sft) $IFP --compensations none --selectors predictor:${DENSE_SFT:-runs/dense/v5-sft/artifact} \
+                 --out $OUT/dense_sft ;;
     # the artifact's tuned weights with every channel kept: how much of a gap is SFT, not pruning (compare runs
     # an artifact at its own width, so this row is one `eval mc`)
     tuned-dense) mkdir -p $OUT/tuned_dense

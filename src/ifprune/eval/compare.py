@@ -112,13 +112,14 @@ class SelectorSpec:
         return recipe_refresh(art) if art is not None else None
 
     def label(self) -> str:
-        """Name in tables: ifpruning / ifpruning-task / learned-static for artifacts (+refreshR)."""
+        """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts (+refreshR)."""
         art = self.artifact_config()
         tail = f"+refresh{r}" if (r := self.effective_refresh(art)) else ""
         if art is None:
             return self.name + tail
         if art["kind"] == "static":
-            return "learned-static" + tail
+            # trained with every channel kept (keep 1.0): the dense model fine-tuned by the same loop
+            return ("dense-sft" if art.get("width") == art.get("d_ffn") else "learned-static") + tail
         return ("ifpruning-task" if self.per_task else "ifpruning") + tail
 
 
