@@ -5,6 +5,9 @@ one slice and 0.88x on the other); pooling slices halves that spread.
 
     python benchmarks/pooled_nll.py results/refresh/compare75/results.json results/refresh/compare75b/results.json \
         --out results/refresh/pooled75.json
+
+`--reference ROW` also divides every row by that one (x_reference), e.g. dense-sft: the dense model fine-tuned
+on the same data and budget.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ def main() -> int:
 
     p = argparse.ArgumentParser()
     p.add_argument("results", nargs="+", type=Path, help="results.json of nll compares over disjoint slices")
+    p.add_argument("--reference", default=None, help="a second row to divide by (x_reference), e.g. dense-sft")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     per_row: dict[str, list[dict]] = {}
@@ -38,18 +42,27 @@ def main() -> int:
     if len(keys) != len(per_row["dense"]):
         print("error: the same example appears twice in the dense rows: the slices overlap", file=sys.stderr)
         return 2
+    if a.reference is not None and a.reference not in per_row:
+        print(f"error: no row {a.reference!r} to divide by; rows: {', '.join(per_row)}", file=sys.stderr)
+        return 2
     fams = sorted({x["family"] for x in per_row["dense"]})
-    out = {"results": [str(x) for x in a.results], "rows": {}}
+    out = {"results": [str(x) for x in a.results], "reference": a.reference, "rows": {}}
+
+    def pooled(name: str, fam: str) -> float:
+        rows = [x for x in per_row[name] if fam == "all" or x["family"] == fam]
+        return sum(x["num"] for x in rows) / sum(x["den"] for x in rows)
+
     for name, rows in per_row.items():
         row = {}
         for fam in ["all", *fams]:
             sel = [x for x in rows if fam == "all" or x["family"] == fam]
-            dense = [x for x in per_row["dense"] if fam == "all" or x["family"] == fam]
             m = summarise([x["num"] for x in sel], [x["den"] for x in sel])
-            d = sum(x["num"] for x in dense) / sum(x["den"] for x in dense)
-            row[fam] = {**m, "x_dense": m["value"] / d}
+            row[fam] = {**m, "x_dense": m["value"] / pooled("dense", fam)}
+            if a.reference is not None:
+                row[fam]["x_reference"] = m["value"] / pooled(a.reference, fam)
         out["rows"][name] = row
-        print(f"{name:24s}", " ".join(f"{f} {v['value']:.3f} ({v['x_dense']:.2f}x, n={v['n']})" for f, v in row.items()))
+        key = "x_dense" if a.reference is None else "x_reference"
+        print(f"{name:24s}", " ".join(f"{f} {v['value']:.3f} ({v[key]:.2f}x, n={v['n']})" for f, v in row.items()))
     if a.out:
         a.out.write_text(json.dumps(out, indent=1) + "\n")
     return 0
