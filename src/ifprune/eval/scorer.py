@@ -14,7 +14,8 @@ import torch
 
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
-from ..core.prompting import encode_prompt, eos_ids
+from ..core.prompting import encode_prompt
+from ..selection.refresh import answer_goes_on
 from ..selection.selectors import Selector
 
 
@@ -198,8 +199,7 @@ class Scorer:
         out = model.generate(ids, attention_mask=torch.ones_like(ids), **{**kw, "max_new_tokens": R if split else max_new_tokens})
         self.timings["model_s"] += time.perf_counter() - t0
         text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        if split and out.shape[1] - ids.shape[1] == R and int(out[0, -1]) not in eos_ids(self.lm) \
-                and cut_at_stop(text, stop) == text:
+        if split and answer_goes_on(self.lm, out, ids.shape[1], R) and cut_at_stop(text, stop) == text:
             model = self.model_for(self.refreshed(plan, out[0].tolist()))
             t0 = time.perf_counter()
             out = model.generate(out, attention_mask=torch.ones_like(out), **{**kw, "max_new_tokens": max_new_tokens - R})

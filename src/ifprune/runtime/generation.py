@@ -11,8 +11,8 @@ from transformers import TextStreamer
 
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
-from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.refresh import check_refresh, refresh_plan, resolve_refresh
+from ..core.prompting import check_length, encode_prompt
+from ..selection.refresh import answer_goes_on, check_refresh, refresh_plan, resolve_refresh
 from ..selection.selectors import Selector, make_selector
 
 
@@ -184,7 +184,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     t2 = time.perf_counter()
     first = streamer.first_token_at or t2
     refreshed, refresh_s = None, 0.0
-    if split and out.shape[1] - ids.shape[1] == refresh and (sampling.ignore_eos or int(out[0, -1]) not in eos_ids(lm)):
+    if split and answer_goes_on(lm, out, ids.shape[1], refresh, ignore_eos=sampling.ignore_eos):
         t_r = time.perf_counter()
         plan2 = refresh_plan(lm, sel, task if task is not None else prompt, out[0], plan.width, refresh)
         compact.load(plan2, prompt=prompt_stats)

@@ -23,6 +23,7 @@ from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.prompt_pass import decoder_body
 from ..core.plan import Plan
+from ..core.prompting import eos_ids
 from .heads import standardise
 from .selectors import GriffinSelector, Selector, griffin_squares
 
@@ -45,6 +46,13 @@ def default_refresh(selector) -> int | None:
 def resolve_refresh(refresh: int | None, selector) -> int | None:
     """What runs: None takes the selector's default (`default_refresh`), 0 turns re-selection off."""
     return default_refresh(selector) if refresh is None else check_refresh(refresh)
+
+
+def answer_goes_on(lm, out: torch.Tensor, prompt_len: int, after: int, *, ignore_eos: bool = False) -> bool:
+    """After a first segment of at most `after` new tokens (`out`: prompt and segment, batch of one):
+    whether it used them all without ending the answer, so a segment under the refreshed plan follows.
+    `ifprune generate` and the eval scorer split an answer here, so both run what was measured."""
+    return out.shape[1] - prompt_len == after and (ignore_eos or int(out[0, -1]) not in eos_ids(lm))
 
 
 def combine(own: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
