@@ -6,8 +6,18 @@
 # at their own width (the --keeps below applies to dense only); per-example caches, so rows already scored
 # elsewhere are read back, not recomputed. Then pooled per-family NLL over both slices, divided by the base
 # dense row and by dense-sft (pooled.json), and paired differences against dense-sft (paired_*.json).
+# The learned-static rows need their artifacts (ignored runs/static/, ~2 h each to re-create); without them
+# they are left out, with a message.
 set -e
 DENSE_SFT=${DENSE_SFT:-runs/dense/v5-sft/artifact}
+[ -f $DENSE_SFT/config.json ] || { echo "no dense SFT artifact at $DENSE_SFT: run results/training/dense/run.sh"; exit 2; }
+STATIC= PAIRS="dense ifpruning+refresh32[smollm2-135m-keep75]:v10 ifpruning+refresh32[smollm2-135m-keep50]:v11"
+if [ -d runs/static/v5-keep75/artifact ] && [ -d runs/static/v5-sft/artifact ]; then
+  STATIC="predictor:runs/static/v5-keep75/artifact predictor:runs/static/v5-sft/artifact"
+  PAIRS="$PAIRS learned-static[v5-keep75]:static75 learned-static[v5-sft]:static50"
+else
+  echo "learned-static artifacts not in runs/static/ (results/training/static/run.sh): their rows left out"
+fi
 . benchmarks/heldout_slices.sh
 D=results/training/dense
 for S in ${SLICES:-a b}; do
@@ -15,12 +25,11 @@ for S in ${SLICES:-a b}; do
   .venv/bin/ifprune eval compare --threads ${THREADS:-2} --suites nll --data $VAL --limits nll=72 --no-progress \
     --no-plots --keeps 0.75 --compensations none --selectors dense "predictor:$DENSE_SFT" \
     predictor:src/ifprune/artifacts/smollm2-135m-keep75 predictor:src/ifprune/artifacts/smollm2-135m-keep50 \
-    predictor:runs/static/v5-keep75/artifact predictor:runs/static/v5-sft/artifact --out $D/compare$TAIL
+    $STATIC --out $D/compare$TAIL
 done
 .venv/bin/python benchmarks/pooled_nll.py $D/compare/results.json $D/compareb/results.json --reference dense-sft \
   --out $D/pooled.json
 P=".venv/bin/python benchmarks/paired_nll.py"
-for B in dense "ifpruning+refresh32[smollm2-135m-keep75]:v10" "ifpruning+refresh32[smollm2-135m-keep50]:v11" \
-         "learned-static[v5-keep75]:static75" "learned-static[v5-sft]:static50"; do
+for B in $PAIRS; do
   $P $D/compare/results.json dense-sft "${B%:*}" --pool $D/compareb/results.json --out $D/paired_${B##*:}_vs_dense_sft.json
 done
