@@ -679,6 +679,28 @@ def test_a_stage_continuing_an_artifact_keeps_its_llm_change(tmp_path):
                 lm=tiny_lm(), sft_data=EXAMPLES)
 
 
+def test_init_llm_from_takes_the_llm_from_one_artifact_and_the_head_from_another(tmp_path):
+    """Fine-tune dense first, then prune: a predictor run whose head starts from a pruning run's artifact and
+    whose LLM starts from a static (e.g. keep 1.0) run's LoRA; at learning rate 0 the artifact holds exactly both."""
+    train(base_cfg(tmp_path / "p", steps=2), lm=tiny_lm(), sft_data=EXAMPLES)
+    train(base_cfg(tmp_path / "s", steps=2, method="static", keep=1.0, prior="zero", lr_llm=5e-2), lm=tiny_lm(),
+          sft_data=EXAMPLES)
+    head_art, llm_art = tmp_path / "p" / "run" / "artifact", tmp_path / "s" / "run" / "artifact"
+    cfg = base_cfg(tmp_path / "m", steps=1, lr_llm=0.0, lr_predictor=0.0, init_from=str(head_art),
+                   init_llm_from=str(llm_art))
+    train(cfg, lm=tiny_lm(), sft_data=EXAMPLES)
+    art = tmp_path / "m" / "run" / "artifact"
+    got, want = _tuned_weights(art), _tuned_weights(llm_art)
+    assert any(not torch.equal(_tuned_weights(head_art)[n], want[n]) for n in want)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], atol=2e-2, rtol=1e-2, msg=n)
+    a, b = load_artifact(art).head.state_dict(), load_artifact(head_art).head.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert json.loads((art / "config.json").read_text())["recipe"]["init_llm_from"] == str(llm_art)
+    with pytest.raises(IfpruneError, match="init_llm_from replaces init_from's LLM change: give init_from too"):
+        base_cfg(tmp_path / "x", init_llm_from=str(llm_art))
+
+
 def test_split_at_refresh_cuts_each_response_after_r_tokens():
     from ifprune.training.loop import split_at_refresh
 

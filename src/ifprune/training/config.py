@@ -108,6 +108,10 @@ class TrainConfig:
     # runs with calibration compensation by default, as it was trained. "none": plain masks
     compensate: str = "none"
     init_from: str | None = None  # artifact dir of an earlier stage to continue from
+    # artifact dir whose LLM change (LoRA or full) this run starts from instead of init_from's; the head or
+    # static scores still come from init_from. For "fine-tune dense first, then prune": a dense SFT run's
+    # LLM under an earlier pruning run's predictor
+    init_llm_from: str | None = None
     output_dir: str = "runs/train"
     resume: bool = True
     checkpoint_every: int = 50
@@ -154,6 +158,9 @@ class TrainConfig:
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
         if self.refresh and (self.distill or self.oracle_weight):
             bad("refresh is not combined with distill or oracle_weight yet: use one of them")
+        if self.init_llm_from and not self.init_from:
+            bad("init_llm_from replaces init_from's LLM change: give init_from too (the artifact whose head or "
+                "static scores the run starts from)")
         if self.compensate not in ("none", "calibration"):
             bad(f"compensate must be 'none' or 'calibration', got {self.compensate!r}")
         if self.ce_weight == 0 and not self.distill:

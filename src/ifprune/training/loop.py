@@ -295,9 +295,17 @@ class Trainer:
         self.base_state = None
         self.teacher = None
         self.carried_llm = None
-        init_llm = init.config["llm"] if init is not None else "none"
+        llm_init = init
+        if cfg.init_llm_from:
+            from ..selection.artifact import load_artifact
+
+            llm_init = load_artifact(cfg.init_llm_from)
+            if llm_init.config["base_fingerprint"] != self.base_fingerprint:
+                raise IfpruneError(f"init_llm_from artifact {cfg.init_llm_from} was trained on another base model "
+                                   f"(fingerprint {llm_init.config['base_fingerprint']}, this one {self.base_fingerprint})")
+        init_llm = llm_init.config["llm"] if llm_init is not None else "none"
         if cfg.llm == "lora" and init_llm == "full":
-            raise IfpruneError(f"init_from artifact {cfg.init_from} stores full-weight changes, which a LoRA "
+            raise IfpruneError(f"init artifact {llm_init.path} stores full-weight changes, which a LoRA "
                                "adapter cannot carry: continue it with llm: full (or frozen)")
         if cfg.llm == "lora":
             from peft import LoraConfig, get_peft_model
@@ -306,15 +314,15 @@ class Trainer:
             targets = [t for t in cfg.lora_targets if t in names]
             if not targets:
                 raise IfpruneError(f"none of lora_targets {cfg.lora_targets} is a module of this model")
-            if init is not None and init.config["llm"] == "lora":
-                targets = json.loads((init.path / "llm" / "adapter_config.json").read_text())["target_modules"]
+            if llm_init is not None and llm_init.config["llm"] == "lora":
+                targets = json.loads((llm_init.path / "llm" / "adapter_config.json").read_text())["target_modules"]
             self.model = get_peft_model(lm.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                               target_modules=sorted(targets)))
-            if init is not None and init.config["llm"] == "lora":
+            if llm_init is not None and llm_init.config["llm"] == "lora":
                 from peft import set_peft_model_state_dict
                 from safetensors.torch import load_file
 
-                sd = load_file(str(init.path / "llm" / "adapter_model.safetensors"))
+                sd = load_file(str(llm_init.path / "llm" / "adapter_model.safetensors"))
                 set_peft_model_state_dict(self.model, {k: v.float() for k, v in sd.items()})
             self.peft = self.model
         else:
@@ -325,9 +333,9 @@ class Trainer:
             if init_llm != "none":
                 from ..selection.artifact import apply_llm_change
 
-                apply_llm_change(lm.model, init.path / "llm", init_llm)
+                apply_llm_change(lm.model, llm_init.path / "llm", init_llm)
                 if cfg.llm == "frozen":
-                    self.carried_llm = (init_llm, init.path / "llm")
+                    self.carried_llm = (init_llm, llm_init.path / "llm")
             self.model = lm.model
             for p in self.model.parameters():
                 p.requires_grad_(cfg.llm == "full")
@@ -380,7 +388,8 @@ class Trainer:
         if any(down_weight(layer)[1] is not None for layer in self.lm.layout.layers):
             raise IfpruneError("compensate: calibration trains under the refit of bias-free down projections; "
                                "this model's down projections have a bias: use compensate: none")
-        start = hashlib.sha256(f"{self.base_fingerprint}|{self.cfg.init_from}".encode()).hexdigest()[:16]
+        start = hashlib.sha256(f"{self.base_fingerprint}|{self.cfg.init_from}|{self.cfg.init_llm_from}".encode()
+                               ).hexdigest()[:16]
         was = self.model.training
         self.model.eval()
         stats = stats_at(self.lm, config, f"run-start-{start}", self.out / "compensation" / "moments.safetensors",
