@@ -699,6 +699,11 @@ def test_init_llm_from_takes_the_llm_from_one_artifact_and_the_head_from_another
     assert json.loads((art / "config.json").read_text())["recipe"]["init_llm_from"] == str(llm_art)
     with pytest.raises(IfpruneError, match="init_llm_from replaces init_from's LLM change: give init_from too"):
         base_cfg(tmp_path / "x", init_llm_from=str(llm_art))
+    train(base_cfg(tmp_path / "o", steps=1, method="static", keep=1.0, prior="zero"), lm=tiny_lm(seed=1),
+          sft_data=EXAMPLES)
+    other = base_cfg(tmp_path / "y", steps=1, init_from=str(head_art), init_llm_from=str(tmp_path / "o" / "run" / "artifact"))
+    with pytest.raises(IfpruneError, match="init_llm_from artifact .* was trained on another base model"):
+        Trainer(other, lm=tiny_lm(), sft_data=EXAMPLES)
 
 
 def test_split_at_refresh_cuts_each_response_after_r_tokens():

@@ -20,13 +20,8 @@ else
 fi
 . benchmarks/heldout_slices.sh
 D=results/training/dense
-for S in ${SLICES:-a b}; do
-  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  .venv/bin/ifprune eval compare --threads ${THREADS:-2} --suites nll --data $VAL --limits nll=72 --no-progress \
-    --no-plots --keeps 0.75 --compensations none --selectors dense "predictor:$DENSE_SFT" \
-    predictor:src/ifprune/artifacts/smollm2-135m-keep75 predictor:src/ifprune/artifacts/smollm2-135m-keep50 \
-    $STATIC --out $D/compare$TAIL
-done
+nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
+  predictor:src/ifprune/artifacts/smollm2-135m-keep50 $STATIC
 .venv/bin/python benchmarks/pooled_nll.py $D/compare/results.json $D/compareb/results.json --reference dense-sft \
   --out $D/pooled.json
 P=".venv/bin/python benchmarks/paired_nll.py"

@@ -8,15 +8,8 @@
 # Interrupted? Run this again: a finished stage is not re-trained, an unfinished one resumes exactly.
 # Log: runs/dense/train.out; per-step records in runs/dense/<stage>/log.jsonl (copied to logs/ as each ends).
 set -e
-THREADS=${THREADS:-2}
-mkdir -p runs/dense results/training/dense/logs
-stage() {  # NAME CONFIG INIT_FROM [--set KEY=VALUE ...]
-  name=$1 config=configs/smollm2-$2-cpu.yaml init=$3
-  shift 3
-  .venv/bin/ifprune train "$config" --threads "$THREADS" --set method=static --set keep=1.0 --set prior=zero \
-    --set max_minutes=null --set output_dir=runs/dense/$name --set init_from="$init" "$@" >> runs/dense/train.out 2>&1
-  cp runs/dense/$name/log.jsonl results/training/dense/logs/$name.jsonl
-}
+ROOT=runs/dense LOGS=results/training/dense/logs OVERRIDES="--set keep=1.0 --set prior=zero"
+. results/training/lineage.sh
 stage pretrain keep50-v2-pretrain null --set warmstart_prompts=0
 stage v2-sft keep50-v2-sft runs/dense/pretrain/artifact
 stage v3-sft keep75-v3-sft runs/dense/v2-sft/artifact --set steps=600

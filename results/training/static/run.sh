@@ -8,15 +8,8 @@
 # Interrupted? Run this again: a finished stage is not re-trained, an unfinished one resumes exactly.
 # Log: runs/static/train.out; per-step records in runs/static/<stage>/log.jsonl (copied to logs/ as each ends).
 set -e
-THREADS=${THREADS:-2}
-mkdir -p runs/static results/training/static/logs
-stage() {  # NAME CONFIG INIT_FROM [--set KEY=VALUE ...]
-  name=$1 config=configs/smollm2-$2-cpu.yaml init=$3
-  shift 3
-  .venv/bin/ifprune train "$config" --threads "$THREADS" --set method=static --set max_minutes=null \
-    --set output_dir=runs/static/$name --set init_from="$init" "$@" >> runs/static/train.out 2>&1
-  cp runs/static/$name/log.jsonl results/training/static/logs/$name.jsonl
-}
+ROOT=runs/static LOGS=results/training/static/logs OVERRIDES=
+. results/training/lineage.sh
 stage pretrain keep50-v2-pretrain null --set warmstart_prompts=0 --set prior_prompts=800
 stage v2-sft keep50-v2-sft runs/static/pretrain/artifact
 stage v3-sft keep50-v3-sft runs/static/v2-sft/artifact --set steps=600

@@ -263,12 +263,7 @@ class Trainer:
         # predictor (or static scores), with its prior
         init = None
         if cfg.init_from:
-            from ..selection.artifact import load_artifact
-
-            init = load_artifact(cfg.init_from)
-            if init.config["base_fingerprint"] != self.base_fingerprint:
-                raise IfpruneError(f"init_from artifact {cfg.init_from} was trained on another base model "
-                                   f"(fingerprint {init.config['base_fingerprint']}, this one {self.base_fingerprint})")
+            init = self._init_artifact("init_from", cfg.init_from)
             if init.kind != cfg.method:
                 raise IfpruneError(f"init_from artifact {cfg.init_from} is a {init.kind} artifact; this run trains {cfg.method}")
         hidden = lm.model.config.get_text_config().hidden_size
@@ -297,12 +292,7 @@ class Trainer:
         self.carried_llm = None
         llm_init = init
         if cfg.init_llm_from:
-            from ..selection.artifact import load_artifact
-
-            llm_init = load_artifact(cfg.init_llm_from)
-            if llm_init.config["base_fingerprint"] != self.base_fingerprint:
-                raise IfpruneError(f"init_llm_from artifact {cfg.init_llm_from} was trained on another base model "
-                                   f"(fingerprint {llm_init.config['base_fingerprint']}, this one {self.base_fingerprint})")
+            llm_init = self._init_artifact("init_llm_from", cfg.init_llm_from)
         init_llm = llm_init.config["llm"] if llm_init is not None else "none"
         if cfg.llm == "lora" and init_llm == "full":
             raise IfpruneError(f"init artifact {llm_init.path} stores full-weight changes, which a LoRA "
@@ -379,6 +369,16 @@ class Trainer:
         self.elapsed = 0.0
         self.last_good = None
         self._lengths: dict[int, int] = {}
+
+    def _init_artifact(self, key: str, path: str):
+        """An artifact this run starts from; one trained on another base model would load silently wrong."""
+        from ..selection.artifact import load_artifact
+
+        art = load_artifact(path)
+        if art.config["base_fingerprint"] != self.base_fingerprint:
+            raise IfpruneError(f"{key} artifact {path} was trained on another base model "
+                               f"(fingerprint {art.config['base_fingerprint']}, this one {self.base_fingerprint})")
+        return art
 
     def _compensation_stats(self, config: CompensationConfig):
         """Calibration moments of the weights this run starts from (base + init_from's change), gathered
