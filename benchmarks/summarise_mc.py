@@ -5,7 +5,8 @@ table can be recomputed from the repository alone.
 
     python benchmarks/summarise_mc.py results/quality/mc-keep75/dense/results.json,... results/quality/mc-keep75 "MC at keep 3/4"
 
-A fourth argument names a reference row (e.g. learned-static): every other pruned row is also paired against it.
+A fourth argument names reference rows, comma-separated (e.g. learned-static,dense-sft): every other row but dense
+is also paired against each.
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | N
     (out / "examples").mkdir(parents=True, exist_ok=True)
     per_row = {}
     for r in results:
-        cache = Path(r["cache_file"])
-        src_rows = _rows(str(cache)) if cache.is_file() else _rows(str(out / "examples" / _file(_label(r))))
-        per_row[_label(r)] = (r, src_rows)
+        cache, copy = Path(r["cache_file"]), out / "examples" / _file(_label(r))
+        if not cache.is_file() and not copy.is_file():
+            print(f"summarise_mc: the per-example results of row {_label(r)!r} are neither at {cache} (the eval cache) "
+                  f"nor at {copy}: copy the committed examples/{copy.name} of an earlier summary there", file=sys.stderr)
+            return 2
+        per_row[_label(r)] = (r, _rows(str(cache if cache.is_file() else copy)))
     ids = set.intersection(*(set(rows) for _, rows in per_row.values()))
     for label, (_, rows) in per_row.items():
         lines = [json.dumps(rows[i]) for i in sorted(ids)]
@@ -104,15 +108,15 @@ def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | N
                 cells.append(paired_cell([rows[i][key] - dense[i][key] for i in sorted(ids)]))
         cells += [f"{100 * acc(rows, t):.1f}" for t in tasks]
         lines.append("| " + " | ".join(cells) + " |")
-    if versus is not None:
-        if versus not in per_row:
-            print(f"summarise_mc: no row {versus!r} to pair against; rows: {', '.join(per_row)}", file=sys.stderr)
+    for ref_label in versus.split(",") if versus else []:
+        if ref_label not in per_row:
+            print(f"summarise_mc: no row {ref_label!r} to pair against; rows: {', '.join(per_row)}", file=sys.stderr)
             return 2
-        ref = per_row[versus][1]
-        lines += ["", f"Paired against {versus} (same examples; negative: the row is below it):", "",
-                  f"| row | acc - {versus} [95% CI] | acc_norm - {versus} [95% CI] |", "|---|---|---|"]
+        ref = per_row[ref_label][1]
+        lines += ["", f"Paired against {ref_label} (same examples; negative: the row is below it):", "",
+                  f"| row | acc - {ref_label} [95% CI] | acc_norm - {ref_label} [95% CI] |", "|---|---|---|"]
         for label, (r, rows) in per_row.items():
-            if label not in ("dense", versus):
+            if label not in ("dense", ref_label):
                 lines.append(f"| {label} | " + " | ".join(
                     paired_cell([rows[i][key] - ref[i][key] for i in sorted(ids)]) for key in ("num", "acc_norm")) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
