@@ -704,6 +704,9 @@ def test_init_llm_from_takes_the_llm_from_one_artifact_and_the_head_from_another
     other = base_cfg(tmp_path / "y", steps=1, init_from=str(head_art), init_llm_from=str(tmp_path / "o" / "run" / "artifact"))
     with pytest.raises(IfpruneError, match="init_llm_from artifact .* was trained on another base model"):
         Trainer(other, lm=tiny_lm(), sft_data=EXAMPLES)
+    with pytest.raises(IfpruneError, match="holds a LoRA of rank 4; this run's lora_r is 8: set lora_r: 4"):
+        Trainer(base_cfg(tmp_path / "z", steps=1, lora_r=8, init_from=str(head_art), init_llm_from=str(llm_art)),
+                lm=tiny_lm(), sft_data=EXAMPLES)
 
 
 def test_split_at_refresh_cuts_each_response_after_r_tokens():

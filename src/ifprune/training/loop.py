@@ -305,7 +305,11 @@ class Trainer:
             if not targets:
                 raise IfpruneError(f"none of lora_targets {cfg.lora_targets} is a module of this model")
             if llm_init is not None and llm_init.config["llm"] == "lora":
-                targets = json.loads((llm_init.path / "llm" / "adapter_config.json").read_text())["target_modules"]
+                adapter = json.loads((llm_init.path / "llm" / "adapter_config.json").read_text())
+                if adapter.get("r", cfg.lora_r) != cfg.lora_r:
+                    raise IfpruneError(f"init artifact {llm_init.path} holds a LoRA of rank {adapter['r']}; this run's "
+                                       f"lora_r is {cfg.lora_r}: set lora_r: {adapter['r']} to continue it")
+                targets = adapter["target_modules"]
             self.model = get_peft_model(lm.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                               target_modules=sorted(targets)))
             if llm_init is not None and llm_init.config["llm"] == "lora":
