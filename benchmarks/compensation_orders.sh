@@ -9,13 +9,11 @@
 set -e
 KEEP=$1 CONTROL=$2 TRAINED=$3 OUTDIR=$4 TITLE=$5
 . benchmarks/heldout_slices.sh
+THREADS=${THREADS:-1} KEEPS=$KEEP COMPENSATIONS="none calibration" nll_slices $OUTDIR/compare \
+  ${SELECTORS:-dense "predictor:$CONTROL" "predictor:$TRAINED" "predictor+refresh0:$TRAINED"}
 for S in ${SLICES:-a b}; do
-  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  OUT=$OUTDIR/compare$TAIL
-  .venv/bin/ifprune eval compare --threads "${THREADS:-1}" --suites nll --keeps "$KEEP" --data "$VAL" --limits nll=72 \
-    --no-progress --no-plots --compensations none calibration \
-    --selectors ${SELECTORS:-dense "predictor:$CONTROL" "predictor:$TRAINED" "predictor+refresh0:$TRAINED"} --out $OUT
-  .venv/bin/python benchmarks/summarise_compare.py $OUT/results.json $OUTDIR/summary$TAIL.md "$TITLE, slice $S"
+  T=$(slice_tail $S)
+  .venv/bin/python benchmarks/summarise_compare.py $OUTDIR/compare$T/results.json $OUTDIR/summary$T.md "$TITLE, slice $S"
 done
 .venv/bin/python benchmarks/pooled_nll.py $OUTDIR/compare/results.json $OUTDIR/compareb/results.json \
   --out $OUTDIR/pooled.json

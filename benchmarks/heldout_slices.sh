@@ -6,12 +6,15 @@ export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 .venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12
 slice_file() { if [ "$1" = b ]; then echo "$IFPRUNE_CACHE/sft_validation_12to24.jsonl"; else echo "$IFPRUNE_CACHE/sft_validation_12.jsonl"; fi; }
 slice_tail() { if [ "$1" = b ]; then echo b; fi; }
-# nll_slices OUT SELECTOR...: the nll compare of those selectors on each slice of $SLICES (default: a b), into OUT
-# (slice a) and OUTb; plain masks (artifacts run as their recipe says), dense at keep $KEEPS (default 0.75)
+# nll_slices OUT SELECTOR...: the nll compare of those selectors on each slice of $SLICES (default: a b), into
+# OUT (slice a) and OUTb (OUT_SUFFIX, if set, goes after the slice's tail: OUTb_SUFFIX); artifacts run as their
+# recipe says; dense and the training-free selectors at keep $KEEPS (default 0.75), compensations $COMPENSATIONS
+# (default none); $THREADS threads (default 2). Set these per call: `KEEPS=0.5 nll_slices OUT ...`.
 nll_slices() {
   out=$1; shift
   for S in ${SLICES:-a b}; do
     .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --data "$(slice_file $S)" --limits nll=72 \
-      --no-progress --no-plots --keeps "${KEEPS:-0.75}" --compensations none --selectors "$@" --out "$out$(slice_tail $S)"
+      --no-progress --no-plots --keeps ${KEEPS:-0.75} --compensations ${COMPENSATIONS:-none} --selectors "$@" \
+      --out "$out$(slice_tail $S)${OUT_SUFFIX:-}"
   done
 }

@@ -8,19 +8,16 @@
 # (results/training/v9/prefix32_v5_keep75.json) before any compare with refresh ran; nothing was swept.
 # Resumable (per-example cache).
 set -e
-THREADS=${THREADS:-2}
 R=${R:-32}
 . benchmarks/heldout_slices.sh
-for S in ${SLICES:-a b}; do
-  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  for K in ${KEEPS:-75 50}; do
-    A=results/training/artifacts/smollm2-135m-keep$K-v5  # v5, shipped at both keeps when this ran
-    OUT=results/refresh/compare$K$TAIL
-    .venv/bin/ifprune eval compare --threads "$THREADS" --suites nll --keeps "0.$K" --data "$VAL" --limits nll=72 \
-      --no-progress --no-plots --compensations none \
-      --selectors dense "predictor:$A" "predictor+refresh$R:$A" --out $OUT
-    .venv/bin/python benchmarks/summarise_compare.py $OUT/results.json results/refresh/summary$K$TAIL.md \
+for K in ${KEEPS:-75 50}; do
+  A=results/training/artifacts/smollm2-135m-keep$K-v5  # v5, shipped at both keeps when this ran
+  KEEPS=0.$K nll_slices results/refresh/compare$K dense "predictor:$A" "predictor+refresh$R:$A"
+  for S in ${SLICES:-a b}; do
+    OUT=results/refresh/compare$K$(slice_tail $S)
+    .venv/bin/python benchmarks/summarise_compare.py $OUT/results.json results/refresh/summary$K$(slice_tail $S).md \
       "Re-selection after $R answer tokens on the shipped keep-0.$K artifact (slice $S)"
-    .venv/bin/python benchmarks/paired_nll.py $OUT/results.json ifpruning ifpruning+refresh$R --out results/refresh/paired$K$TAIL.json
+    .venv/bin/python benchmarks/paired_nll.py $OUT/results.json ifpruning ifpruning+refresh$R \
+      --out results/refresh/paired$K$(slice_tail $S).json
   done
 done

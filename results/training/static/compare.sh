@@ -13,17 +13,12 @@ STATIC75=${2:-runs/static/v5-keep75/artifact}
 STATIC_V1=results/training/artifacts/smollm2-135m-keep50-static
 . benchmarks/heldout_slices.sh
 D=results/training/static KEEPS=" ${KEEPS:-0.5 0.75} "
-for S in ${SLICES:-a b}; do
-  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  IFP=".venv/bin/ifprune eval compare --threads ${THREADS:-2} --suites nll --data $VAL --limits nll=72 --no-progress --no-plots"
-  case $KEEPS in *" 0.5 "*)
-    $IFP --keeps 0.5 --compensations none --selectors "predictor:$STATIC" "predictor:$STATIC_V1" --out $D/compare$TAIL
-    $IFP --keeps 0.5 --compensations calibration --selectors griffin --out $D/compare${TAIL}_griffin_compensated ;;
-  esac
-  case $KEEPS in *" 0.75 "*)
-    $IFP --keeps 0.75 --compensations none --selectors dense "predictor:$STATIC75" \
-      predictor:results/training/artifacts/smollm2-135m-keep75-v5 predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
-      --out $D/compare75$TAIL
-    $IFP --keeps 0.75 --compensations calibration --selectors griffin --out $D/compare75${TAIL}_griffin_compensated ;;
-  esac
-done
+case $KEEPS in *" 0.5 "*)
+  KEEPS=0.5 nll_slices $D/compare "predictor:$STATIC" "predictor:$STATIC_V1"
+  KEEPS=0.5 COMPENSATIONS=calibration OUT_SUFFIX=_griffin_compensated nll_slices $D/compare griffin ;;
+esac
+case $KEEPS in *" 0.75 "*)
+  KEEPS=0.75 nll_slices $D/compare75 dense "predictor:$STATIC75" predictor:results/training/artifacts/smollm2-135m-keep75-v5 \
+    predictor:src/ifprune/artifacts/smollm2-135m-keep75
+  KEEPS=0.75 COMPENSATIONS=calibration OUT_SUFFIX=_griffin_compensated nll_slices $D/compare75 griffin ;;
+esac

@@ -9,14 +9,12 @@ V10=${1:-runs/v10/keep75-refresh/artifact}
 V8=${V8:-runs/v8/keep75-sft/artifact}
 V5=results/training/artifacts/smollm2-135m-keep75-v5
 . benchmarks/heldout_slices.sh
+nll_slices results/training/v10/compare dense "predictor:$V5" "predictor+refresh32:$V5" "predictor:$V8" \
+  "predictor+refresh32:$V8" "predictor+refresh0:$V10" "predictor+refresh32:$V10"
 for S in ${SLICES:-a b}; do
-  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.75 --data "$VAL" --limits nll=72 \
-    --no-progress --no-plots --compensations none \
-    --selectors dense "predictor:$V5" "predictor+refresh32:$V5" "predictor:$V8" "predictor+refresh32:$V8" \
-    "predictor+refresh0:$V10" "predictor+refresh32:$V10" --out results/training/v10/compare$TAIL
-  .venv/bin/python benchmarks/summarise_compare.py results/training/v10/compare$TAIL/results.json \
-    results/training/v10/summary$TAIL.md "v10 (trained under re-selection) vs v8 and v5, slice $S"
+  T=$(slice_tail $S)
+  .venv/bin/python benchmarks/summarise_compare.py results/training/v10/compare$T/results.json \
+    results/training/v10/summary$T.md "v10 (trained under re-selection) vs v8 and v5, slice $S"
 done
 .venv/bin/python benchmarks/pooled_nll.py results/training/v10/compare/results.json results/training/v10/compareb/results.json \
   --out results/training/v10/pooled.json

@@ -8,14 +8,12 @@ set -e
 V11=${1:-runs/v11/keep50-refresh/artifact}
 V5=${V5:-results/training/artifacts/smollm2-135m-keep50-v5}
 . benchmarks/heldout_slices.sh
+KEEPS=0.5 nll_slices results/training/v11/compare dense "predictor:$V5" "predictor+refresh32:$V5" \
+  "predictor+refresh0:$V11" "predictor:$V11"
 for S in ${SLICES:-a b}; do
-  VAL=$(slice_file $S) TAIL=$(slice_tail $S)
-  OUT=results/training/v11/compare$TAIL
-  .venv/bin/ifprune eval compare --threads "${THREADS:-2}" --suites nll --keeps 0.5 --data "$VAL" --limits nll=72 \
-    --no-progress --no-plots --compensations none \
-    --selectors dense "predictor:$V5" "predictor+refresh32:$V5" "predictor+refresh0:$V11" "predictor:$V11" --out $OUT
-  .venv/bin/python benchmarks/summarise_compare.py $OUT/results.json results/training/v11/summary$TAIL.md \
-    "v11 (keep 1/2, trained under re-selection) vs v5, slice $S"
+  T=$(slice_tail $S)
+  .venv/bin/python benchmarks/summarise_compare.py results/training/v11/compare$T/results.json \
+    results/training/v11/summary$T.md "v11 (keep 1/2, trained under re-selection) vs v5, slice $S"
 done
 .venv/bin/python benchmarks/pooled_nll.py results/training/v11/compare/results.json results/training/v11/compareb/results.json \
   --out results/training/v11/pooled.json
