@@ -11,9 +11,6 @@ KEEP=$1 CONTROL=$2 TRAINED=$3 OUTDIR=$4 TITLE=$5
 . benchmarks/heldout_slices.sh
 THREADS=${THREADS:-1} KEEPS=$KEEP COMPENSATIONS="none calibration" nll_slices $OUTDIR/compare \
   ${SELECTORS:-dense "predictor:$CONTROL" "predictor:$TRAINED" "predictor+refresh0:$TRAINED"}
-for S in ${SLICES:-a b}; do
-  T=$(slice_tail $S)
-  .venv/bin/python benchmarks/summarise_compare.py $OUTDIR/compare$T/results.json $OUTDIR/summary$T.md "$TITLE, slice $S"
-done
+summarise_slices $OUTDIR/compare $OUTDIR/summary "$TITLE"
 .venv/bin/python benchmarks/pooled_nll.py $OUTDIR/compare/results.json $OUTDIR/compareb/results.json \
   --out $OUTDIR/pooled.json

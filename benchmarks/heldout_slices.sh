@@ -18,3 +18,10 @@ nll_slices() {
       --out "$out$(slice_tail $S)${OUT_SUFFIX:-}"
   done
 }
+# summarise_slices OUT SUMMARY TITLE: per slice, the markdown table of what nll_slices wrote to OUT<tail> into
+# SUMMARY<tail>.md, titled "TITLE, slice S"
+summarise_slices() {
+  for S in ${SLICES:-a b}; do
+    .venv/bin/python benchmarks/summarise_compare.py "$1$(slice_tail $S)/results.json" "$2$(slice_tail $S).md" "$3, slice $S"
+  done
+}

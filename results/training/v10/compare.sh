@@ -11,10 +11,6 @@ V5=results/training/artifacts/smollm2-135m-keep75-v5
 . benchmarks/heldout_slices.sh
 nll_slices results/training/v10/compare dense "predictor:$V5" "predictor+refresh32:$V5" "predictor:$V8" \
   "predictor+refresh32:$V8" "predictor+refresh0:$V10" "predictor+refresh32:$V10"
-for S in ${SLICES:-a b}; do
-  T=$(slice_tail $S)
-  .venv/bin/python benchmarks/summarise_compare.py results/training/v10/compare$T/results.json \
-    results/training/v10/summary$T.md "v10 (trained under re-selection) vs v8 and v5, slice $S"
-done
+summarise_slices results/training/v10/compare results/training/v10/summary "v10 (trained under re-selection) vs v8 and v5"
 .venv/bin/python benchmarks/pooled_nll.py results/training/v10/compare/results.json results/training/v10/compareb/results.json \
   --out results/training/v10/pooled.json

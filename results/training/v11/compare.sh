@@ -10,10 +10,7 @@ V5=${V5:-results/training/artifacts/smollm2-135m-keep50-v5}
 . benchmarks/heldout_slices.sh
 KEEPS=0.5 nll_slices results/training/v11/compare dense "predictor:$V5" "predictor+refresh32:$V5" \
   "predictor+refresh0:$V11" "predictor:$V11"
-for S in ${SLICES:-a b}; do
-  T=$(slice_tail $S)
-  .venv/bin/python benchmarks/summarise_compare.py results/training/v11/compare$T/results.json \
-    results/training/v11/summary$T.md "v11 (keep 1/2, trained under re-selection) vs v5, slice $S"
-done
+summarise_slices results/training/v11/compare results/training/v11/summary \
+  "v11 (keep 1/2, trained under re-selection) vs v5"
 .venv/bin/python benchmarks/pooled_nll.py results/training/v11/compare/results.json results/training/v11/compareb/results.json \
   --out results/training/v11/pooled.json

@@ -8,10 +8,7 @@ V10=src/ifprune/artifacts/smollm2-135m-keep75
 . benchmarks/heldout_slices.sh
 THREADS=${THREADS:-1} nll_slices results/training/v12/compare dense "predictor:$V10" "predictor+refresh0:$V10" \
   "predictor:$V12" "predictor+refresh32:$V12"
-for S in ${SLICES:-a b}; do
-  T=$(slice_tail $S)
-  .venv/bin/python benchmarks/summarise_compare.py results/training/v12/compare$T/results.json \
-    results/training/v12/summary$T.md "v12 (keep 3/4, pure distillation to the dense model) vs v10, slice $S"
-done
+summarise_slices results/training/v12/compare results/training/v12/summary \
+  "v12 (keep 3/4, pure distillation to the dense model) vs v10"
 .venv/bin/python benchmarks/pooled_nll.py results/training/v12/compare/results.json results/training/v12/compareb/results.json \
   --out results/training/v12/pooled.json
