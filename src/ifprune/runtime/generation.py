@@ -125,8 +125,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
              chat: bool = True, stream: TextIO | None = None, refresh: int | None = None) -> GenerationResult:
     """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
 
-    `task`: select once from this task description instead of the prompt (per-task use; the plan
-    is cached by the selector and reused for every prompt of the task).
+    `task`: select from this task description instead of the prompt (per-task use; the plan is cached
+    by the selector and reused for every prompt of the task; re-selection, when on, starts from it).
     `refresh`: after this many answer tokens, re-select from the selector's scores plus GRIFFIN's over
     the tokens so far, and go on under that plan (selection.refresh). None: the selector's default (off,
     except for an artifact trained under re-selection); 0: off.
