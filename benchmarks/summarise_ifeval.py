@@ -6,6 +6,9 @@ test). The per-example rows are copied next to the summary, so the table can be 
 repository alone.
 
     python benchmarks/summarise_ifeval.py results/quality/ifeval/dense/results.json,... results/quality/ifeval "IFEval"
+
+A fourth argument pairs rows by their folder names, comma-separated A:B (e.g. v10_task:v10): A - B on the same
+prompts, with paired 95% intervals.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from greedy_loops import tail_loop  # noqa: E402
 from summarise_mc import _rows, paired_cell, read_report  # noqa: E402
 
 
-def main(src: str, out_dir: str, title: str = "IFEval") -> int:
+def main(src: str, out_dir: str, title: str = "IFEval", pairs: str = "") -> int:
     from ifprune.core.loading import load_model
     from ifprune.eval.statistics import summarise
 
@@ -38,6 +41,11 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
             saved = out / "examples" / f"{Path(p).parent.name}.jsonl"
             cache = Path(r["cache_file"]) if r.get("cache_file") else saved
             per_row[label] = (r, _rows(str(cache if cache.is_file() else saved)), saved)
+    dirs = [label.split(": ")[0] for label in per_row]
+    missing = [x for pair in filter(None, pairs.split(",")) for x in pair.split(":")[::2] if x not in dirs]
+    if missing:  # before anything is written
+        print(f"summarise_ifeval.py: no row {', '.join(missing)} to pair (rows: {', '.join(dirs)})", file=sys.stderr)
+        return 2
     ids = sorted(set.intersection(*(set(rows) for _, rows, _ in per_row.values())))
     for _, rows, saved in per_row.values():
         saved.write_text("".join(json.dumps(rows[i]) + "\n" for i in ids))
@@ -49,7 +57,7 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
     lines = [f"# {title} ({reps[0]['model']})", "",
              "From " + "; ".join(f"`{x['command']}` (machine: {x['machine']['platform']}, {x['machine']['threads']} "
                                  f"thread(s), {x['machine']['date']})" for x in reps) + "; summarised by "
-             f"`python benchmarks/summarise_ifeval.py {src} {out_dir} \"{title}\"`. {len(ids)} prompts, the same for "
+             f"`python benchmarks/summarise_ifeval.py {src} {out_dir} \"{title}\"" + (f" {pairs}" if pairs else "") + f"`. {len(ids)} prompts, the same for "
              "every row; greedy answers; lm-eval's IFEval checkers. Intervals: 95% bootstrap (2000 resamples, seed 0); "
              "differences to dense are paired over the same prompts. Tokens: mean answer length; at cap: answers "
              f"that used the whole budget ({', '.join(map(str, sorted(budget)))} tokens, within one token after "
@@ -76,6 +84,15 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
                   str(sum(len(x) >= cap - 1 for x in lens)),
                   str(sum(tail_loop(x) is not None for x in lens))]
         lines.append("| " + " | ".join(cells) + " |")
+    by_dir = {label.split(": ")[0]: rows for label, (_, rows, _) in per_row.items()}
+    if pairs:
+        lines += ["", "Paired differences (same prompts; A - B, points, 95% interval):", "",
+                  "| A - B | prompt strict | prompt loose |", "|---|---|---|"]
+        for pair in pairs.split(","):
+            a, _, b = pair.partition(":")
+            lines.append(f"| {a} - {b} | " + " | ".join(
+                paired_cell([by_dir[a][i][k] - by_dir[b][i][k] for i in ids]) for k in ("prompt_strict", "prompt_loose"))
+                + " |")
     data = Path(os.environ.get("IFPRUNE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     data = data / "ifeval" / "input_data.jsonl"
     if data.is_file():  # instructions followed (strict) per instruction group: where the rows differ
@@ -94,4 +111,4 @@ def main(src: str, out_dir: str, title: str = "IFEval") -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(*sys.argv[1:4]))
+    raise SystemExit(main(*sys.argv[1:5]))
