@@ -15,7 +15,10 @@ import json
 import random
 import re
 import sys
+from collections import Counter
 from pathlib import Path
+
+INFORMATIVE_MARGIN = 0.05  # dense accuracy minus the majority-class rate for a task to count as informative
 
 
 def _label(r: dict) -> str:
@@ -78,6 +81,10 @@ def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | N
                   f"nor at {copy}: copy the committed examples/{copy.name} of an earlier summary there", file=sys.stderr)
             return 2
         per_row[_label(r)] = (r, _rows(str(cache if cache.is_file() else copy)))
+    for ref_label in versus.split(",") if versus else []:
+        if ref_label not in per_row:  # before anything is written
+            print(f"summarise_mc: no row {ref_label!r} to pair against; rows: {', '.join(per_row)}", file=sys.stderr)
+            return 2
     ids = set.intersection(*(set(rows) for _, rows in per_row.values()))
     for label, (_, rows) in per_row.items():
         lines = [json.dumps(rows[i]) for i in sorted(ids)]
@@ -108,10 +115,31 @@ def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | N
                 cells.append(paired_cell([rows[i][key] - dense[i][key] for i in sorted(ids)]))
         cells += [f"{100 * acc(rows, t):.1f}" for t in tasks]
         lines.append("| " + " | ".join(cells) + " |")
+    # the prior alone: always the most frequent gold answer of these examples, per task
+    major = {t: Counter(dense[i]["gold"] for i in ids if dense[i]["task"] == t).most_common(1)[0][1] /
+             sum(dense[i]["task"] == t for i in ids) for t in tasks}
+    n_task = {t: sum(dense[i]["task"] == t for i in ids) for t in tasks}
+    mean_major = sum(major[t] * n_task[t] for t in tasks) / len(ids)
+    lines.append(f"| majority class (no model: each task's most frequent answer here) | | {100 * mean_major:.1f} | | "
+                 f"{100 * mean_major:.1f} | | " + " | ".join(f"{100 * major[t]:.1f}" for t in tasks) + " |")
+    # tasks where the dense model is clearly above that prior; on the others a row's shift of answer bias
+    # (e.g. more "yes" on BoolQ) moves accuracy as much as skill does
+    informative = [t for t in tasks if acc(dense, t) - major[t] >= INFORMATIVE_MARGIN]
+    if informative and len(informative) < len(tasks):
+        sub = sorted(i for i in ids if dense[i]["task"] in informative)
+        refs = versus.split(",") if versus else []
+        lines += ["", f"On the tasks where dense is at least {100 * INFORMATIVE_MARGIN:.0f} points above the majority "
+                  f"class ({', '.join(informative)}; {len(sub)} examples; chosen from dense and the gold answers only): "
+                  "acc, paired differences [95% CI]:", "",
+                  "| row | acc | - dense | " + " | ".join(f"- {v}" for v in refs) + " |", "|" + "---|" * (3 + len(refs))]
+        for label, (r, rows) in sorted(per_row.items(), key=lambda kv: -kv[1][0]["keep"]):
+            cells = [label, f"{100 * sum(rows[i]['num'] for i in sub) / len(sub):.1f}"]
+            for ref in ["dense"] + refs:
+                cells.append("" if ref == label else paired_cell([rows[i]["num"] - per_row[ref][1][i]["num"] for i in sub]))
+            lines.append("| " + " | ".join(cells) + " |")
+        sub_major = sum(major[t] * n_task[t] for t in informative) / len(sub)
+        lines.append(f"| majority class | {100 * sub_major:.1f} | " + " | " * len(refs) + " |")
     for ref_label in versus.split(",") if versus else []:
-        if ref_label not in per_row:
-            print(f"summarise_mc: no row {ref_label!r} to pair against; rows: {', '.join(per_row)}", file=sys.stderr)
-            return 2
         ref = per_row[ref_label][1]
         lines += ["", f"Paired against {ref_label} (same examples; negative: the row is below it):", "",
                   f"| row | acc - {ref_label} [95% CI] | acc_norm - {ref_label} [95% CI] |", "|---|---|---|"]
