@@ -40,11 +40,17 @@ def main(src: str, out_dir: str, title: str = "IFEval", pairs: str = "") -> int:
             label = f"{Path(p).parent.name}: {r['selector']}"
             saved = out / "examples" / f"{Path(p).parent.name}.jsonl"
             cache = Path(r["cache_file"]) if r.get("cache_file") else saved
+            if not cache.is_file() and not saved.is_file():
+                print(f"summarise_ifeval.py: the per-example results of row {label!r} are neither at {cache} (the eval "
+                      f"cache) nor at {saved}: copy the committed examples/{saved.name} of an earlier summary there",
+                      file=sys.stderr)
+                return 2
             per_row[label] = (r, _rows(str(cache if cache.is_file() else saved)), saved)
-    dirs = [label.split(": ")[0] for label in per_row]
-    missing = [x for pair in filter(None, pairs.split(",")) for x in pair.split(":")[::2] if x not in dirs]
+    by_dir = {label.split(": ")[0]: rows for label, (_, rows, _) in per_row.items()}
+    pair_rows = [pair.partition(":")[::2] for pair in filter(None, pairs.split(","))]  # [(A, B)]
+    missing = [x for pair in pair_rows for x in pair if x not in by_dir]
     if missing:  # before anything is written
-        print(f"summarise_ifeval.py: no row {', '.join(missing)} to pair (rows: {', '.join(dirs)})", file=sys.stderr)
+        print(f"summarise_ifeval.py: no row {', '.join(missing)} to pair (rows: {', '.join(by_dir)})", file=sys.stderr)
         return 2
     ids = sorted(set.intersection(*(set(rows) for _, rows, _ in per_row.values())))
     for _, rows, saved in per_row.values():
@@ -84,12 +90,10 @@ def main(src: str, out_dir: str, title: str = "IFEval", pairs: str = "") -> int:
                   str(sum(len(x) >= cap - 1 for x in lens)),
                   str(sum(tail_loop(x) is not None for x in lens))]
         lines.append("| " + " | ".join(cells) + " |")
-    by_dir = {label.split(": ")[0]: rows for label, (_, rows, _) in per_row.items()}
-    if pairs:
+    if pair_rows:
         lines += ["", "Paired differences (same prompts; A - B, points, 95% interval):", "",
                   "| A - B | prompt strict | prompt loose |", "|---|---|---|"]
-        for pair in pairs.split(","):
-            a, _, b = pair.partition(":")
+        for a, b in pair_rows:
             lines.append(f"| {a} - {b} | " + " | ".join(
                 paired_cell([by_dir[a][i][k] - by_dir[b][i][k] for i in ids]) for k in ("prompt_strict", "prompt_loose"))
                 + " |")
