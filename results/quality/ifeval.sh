@@ -5,8 +5,8 @@
 # dense; v10, the shipped keep-3/4 default (as it runs by default: re-selection after 32 tokens);
 # v11, the shipped keep-1/2 artifact (`--keep 0.5`); GRIFFIN with calibration compensation at 3/4 and
 # 1/2; v10-dense (v10's weights, every channel); v10-task and v11-task (IFPruning per task: one plan from
-# the suite's task description, re-selection off, as an exported per-task model runs); v10-refresh0 (v10 per
-# input with re-selection off, the per-task rows' like-for-like); art (ART=DIR [NAME=...]). Per-example caches: a run that is stopped resumes where it was (run it again). One thread each
+# the suite's task description, re-selection off, as an exported per-task model runs); v10-refresh0 and
+# v11-refresh0 (per input with re-selection off, the per-task rows' like-for-like); art (ART=DIR [NAME=...]). Per-example caches: a run that is stopped resumes where it was (run it again). One thread each
 # unless THREADS. IFEval is a test set: reported, never tuned on.
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
@@ -23,6 +23,7 @@ for ROW in ${ROWS:-dense v10 v11 griffin75 griffin50}; do
     v10-task) $IFP --keeps 0.75 --compensations none --selectors predictor-task+refresh0:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10_task ;;
     v11-task) $IFP --keeps 0.5 --compensations none --selectors predictor-task+refresh0:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11_task ;;
     v10-refresh0) $IFP --keeps 0.75 --compensations none --selectors predictor+refresh0:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10_refresh0 ;;
+    v11-refresh0) $IFP --keeps 0.5 --compensations none --selectors predictor+refresh0:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11_refresh0 ;;
     # v10's tuned weights with every channel kept: how much of a gap is the fine-tuning, not the pruning
     v10-dense) mkdir -p $OUT/v10_dense
                .venv/bin/ifprune eval ifeval --checkpoint src/ifprune/artifacts/smollm2-135m-keep75 --keep 1.0 --limit $N \
