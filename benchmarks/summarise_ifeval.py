@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from greedy_loops import tail_loop  # noqa: E402
-from summarise_mc import _rows, paired_cell, read_report  # noqa: E402
+from summarise_mc import example_rows, paired_cell, read_report  # noqa: E402
 
 
 def main(src: str, out_dir: str, title: str = "IFEval", pairs: str = "") -> int:
@@ -40,12 +40,10 @@ def main(src: str, out_dir: str, title: str = "IFEval", pairs: str = "") -> int:
             label = f"{Path(p).parent.name}: {r['selector']}"
             saved = out / "examples" / f"{Path(p).parent.name}.jsonl"
             cache = Path(r["cache_file"]) if r.get("cache_file") else saved
-            if not cache.is_file() and not saved.is_file():
-                print(f"summarise_ifeval.py: the per-example results of row {label!r} are neither at {cache} (the eval "
-                      f"cache) nor at {saved}: copy the committed examples/{saved.name} of an earlier summary there",
-                      file=sys.stderr)
+            rows = example_rows(cache, saved, label, "summarise_ifeval.py")
+            if rows is None:
                 return 2
-            per_row[label] = (r, _rows(str(cache if cache.is_file() else saved)), saved)
+            per_row[label] = (r, rows, saved)
     by_dir = {label.split(": ")[0]: rows for label, (_, rows, _) in per_row.items()}
     pair_rows = [pair.partition(":")[::2] for pair in filter(None, pairs.split(","))]  # [(A, B)]
     missing = [x for pair in pair_rows for x in pair if x not in by_dir]

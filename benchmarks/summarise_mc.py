@@ -72,6 +72,17 @@ def read_report(path: str, suite: str) -> dict:
     return x
 
 
+def example_rows(cache: Path, copy: Path, label: str, script: str) -> dict[str, dict] | None:
+    """A row's per-example results from the eval cache, else from the copy an earlier summary committed (the cache
+    is per machine); None, having said which files to restore, when neither is there."""
+    path = cache if cache.is_file() else copy
+    if not path.is_file():
+        print(f"{script}: the per-example results of row {label!r} are neither at {cache} (the eval cache) nor at "
+              f"{copy}: copy the committed examples/{copy.name} of an earlier summary there", file=sys.stderr)
+        return None
+    return _rows(str(path))
+
+
 def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | None = None) -> int:
     reps = [read_report(p, "mc") for p in src.split(",")]
     results = [r for x in reps for r in x["results"] if r["suite"] == "mc"]
@@ -79,12 +90,10 @@ def main(src: str, out_dir: str, title: str = "multiple choice", versus: str | N
     (out / "examples").mkdir(parents=True, exist_ok=True)
     per_row = {}
     for r in results:
-        cache, copy = Path(r["cache_file"]), out / "examples" / _file(_label(r))
-        if not cache.is_file() and not copy.is_file():
-            print(f"summarise_mc: the per-example results of row {_label(r)!r} are neither at {cache} (the eval cache) "
-                  f"nor at {copy}: copy the committed examples/{copy.name} of an earlier summary there", file=sys.stderr)
+        rows = example_rows(Path(r["cache_file"]), out / "examples" / _file(_label(r)), _label(r), "summarise_mc")
+        if rows is None:
             return 2
-        per_row[_label(r)] = (r, _rows(str(cache if cache.is_file() else copy)))
+        per_row[_label(r)] = (r, rows)
     for ref_label in versus.split(",") if versus else []:
         if ref_label not in per_row:  # before anything is written
             print(f"summarise_mc: no row {ref_label!r} to pair against; rows: {', '.join(per_row)}", file=sys.stderr)
