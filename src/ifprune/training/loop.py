@@ -221,7 +221,8 @@ class Trainer:
 
         self.cfg = cfg.validate()
         torch.manual_seed(cfg.seed)
-        self.lm = lm if lm is not None else load_model(cfg.model)
+        # on a GPU the model is loaded there, so the warm start and the prior's dense passes run on it too
+        self.lm = lm if lm is not None else load_model(cfg.model, device="cuda" if torch.cuda.is_available() else "cpu")
         lm = self.lm
         self.width = width_from_keep(cfg.keep if cfg.width is None else None, cfg.width, lm.d_ffn)
         self.base_fingerprint = lm.fingerprint()
@@ -351,6 +352,8 @@ class Trainer:
 
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps, cfg.steps)
         cuda = torch.cuda.is_available()
+        if cuda:  # the fp32 parts (the predictor's prompt pass) on tensor cores too
+            torch.backends.cuda.matmul.allow_tf32 = True
         from accelerate import DataLoaderConfiguration
 
         # split_batches: the loop deals each global batch out to the ranks itself (micro_batch), so the
@@ -569,9 +572,10 @@ class Trainer:
                 offset += g.numel()
 
     def autocast(self):
-        """bf16 autocast on a CPU with native bf16 (accelerate handles the GPU case)."""
-        if self.precision == "bf16" and self.acc.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+        """bf16 autocast (CPU with native bf16, or CUDA). Accelerate's own autocast wraps the model's
+        forward only, and the loss and prompt passes call the decoder body past it."""
+        if self.precision == "bf16":
+            return torch.autocast(self.acc.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def eval_examples(self) -> list:
