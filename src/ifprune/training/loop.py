@@ -229,6 +229,7 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.ckpt = self.out / "checkpoint"
         self.log_path = self.out / "log.jsonl"
+        self._perms: dict[int, torch.Tensor] = {}  # the data order's shuffle, per pass (_example)
 
         # data
         self.val = []
@@ -428,7 +429,10 @@ class Trainer:
     def _example(self, pos: int):
         n = len(self.train_set)
         epoch, i = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
+        perm = self._perms.get(epoch)
+        if perm is None:  # one shuffle per pass, kept: a batch reads hundreds of positions (length grouping)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch))
+            self._perms = {epoch: perm}
         return self.train_set[int(perm[i])]
 
     def _positions(self, start: int) -> list[int]:
