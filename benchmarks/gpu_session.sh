@@ -4,6 +4,9 @@
 # nothing has to be carried but the working tree:
 #   run: PYTHONPATH=$PWD/src OUT=$OUT bash benchmarks/gpu_session.sh all
 # Each part fits one 10-minute call; run them one by one (`... gpu_session.sh bench`) if time is short.
+# The tree that travels is capped at 64 MiB and main's tracked tree is ~240 MB (results/, shipped artifacts): run it
+# from a throw-away branch without them (results/training/gpu/README.md). Run once, 2026-12-04 (results/gpu/): the
+# first bench line in about 85 s with compilation (the call's 175 s less the 90 s kernels ran); `kernels` needed more.
 set -euo pipefail
 OUT=${OUT:-results/gpu}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}

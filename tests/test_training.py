@@ -626,6 +626,15 @@ def test_start_example_continues_on_the_examples_an_earlier_stage_did_not_read(t
         base_cfg(tmp_path, data={"start_example": -1})
 
 
+def test_the_data_order_is_one_seeded_shuffle_per_pass_whatever_order_positions_are_read(tmp_path):
+    data = [SFTExample("math", f"q{i}", f"a{i}") for i in range(10)]
+    t = Trainer(base_cfg(tmp_path, steps=2, seed=3), lm=tiny_lm(), sft_data=data)
+    want = {p: data[int(torch.randperm(10, generator=torch.Generator().manual_seed(3 * 100003 + p // 10))[p % 10])]
+            for p in range(30)}
+    for p in [25, 3, 14, 29, 0, 11, 3, 27]:  # passes visited out of order: the kept shuffle is per pass
+        assert t._example(p) is want[p]
+
+
 def test_a_run_past_the_end_of_the_data_says_it_reads_a_second_pass(tmp_path, caplog):
     data = [SFTExample("math", f"q{i}", f"a{i}") for i in range(10)]
     cfg = base_cfg(tmp_path, steps=2, data={"max_seq_len": 64, "max_prompt_tokens": 32, "start_example": 6})

@@ -20,3 +20,19 @@ KEEPS=0.5 nll_slices $D/compare50 dense predictor:src/ifprune/artifacts/smollm2-
 for K in 75 50; do
   .venv/bin/python benchmarks/pooled_nll.py $D/compare$K/results.json $D/compare${K}b/results.json --out $D/pooled$K.json
 done
+# paired differences over the 144 examples (b - a; negative: b is better)
+P=".venv/bin/python benchmarks/paired_nll.py"
+$P $D/compare75/results.json "ifpruning+refresh32[smollm2-135m-keep75]" "ifpruning+refresh32[k75-predictor]" \
+  --pool $D/compare75b/results.json --out $D/paired75_gpu_vs_v10.json
+$P $D/compare75/results.json "learned-static[k75-static]" "ifpruning+refresh32[k75-predictor]" \
+  --pool $D/compare75b/results.json --out $D/paired75_gpu_vs_gpu_static.json
+if [ -n "$EXTRA75" ]; then
+  $P $D/compare75/results.json "learned-static[v5-keep75]" "learned-static[k75-static]" \
+    --pool $D/compare75b/results.json --out $D/paired75_gpu_static_vs_cpu_static.json
+fi
+$P $D/compare50/results.json "ifpruning+refresh32[smollm2-135m-keep50]" "ifpruning+refresh32[k50-predictor]" \
+  --pool $D/compare50b/results.json --out $D/paired50_gpu_vs_v11.json
+$P $D/compare50/results.json "ifpruning+refresh32[smollm2-135m-keep50]" "ifpruning" \
+  --pool $D/compare50b/results.json --out $D/paired50_gpu_plain_vs_v11.json
+$P $D/compare50/results.json "learned-static" "ifpruning+refresh32[k50-predictor]" \
+  --pool $D/compare50b/results.json --out $D/paired50_gpu_vs_gpu_static.json
