@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,8 +222,10 @@ class Trainer:
 
         self.cfg = cfg.validate()
         torch.manual_seed(cfg.seed)
-        # on a GPU the model is loaded there, so the warm start and the prior's dense passes run on it too
-        self.lm = lm if lm is not None else load_model(cfg.model, device="cuda" if torch.cuda.is_available() else "cpu")
+        # on a GPU the model is loaded there (this rank's, under a launcher), so the warm start and the prior's
+        # dense passes run on it too
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.lm = lm if lm is not None else load_model(cfg.model, device=device)
         lm = self.lm
         self.width = width_from_keep(cfg.keep if cfg.width is None else None, cfg.width, lm.d_ffn)
         self.base_fingerprint = lm.fingerprint()
@@ -577,7 +580,7 @@ class Trainer:
 
     def autocast(self):
         """bf16 autocast (CPU with native bf16, or CUDA). Accelerate's own autocast wraps the model's
-        forward only, and the loss and prompt passes call the decoder body past it."""
+        forward only, and the loss path calls the decoder body past it."""
         if self.precision == "bf16":
             return torch.autocast(self.acc.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
