@@ -26,13 +26,15 @@ mkdir -p "$OUT" "$ROOT"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 ifp() { python3 -m ifprune.cli "$@"; }
 
-# steps that fit: LOG BUDGET_LEFT_S -> PROBE + 0.9 * left / (seconds per step after the first few)
+# steps that fit: LOG BUDGET_S PROBE_WALL_S -> PROBE + 0.9 * (budget - probe wall - one more start-up, at most 30 s)
+# / (seconds per step after the first few); the start-up is the probe's wall less its logged training time
 fit_steps() {
-  python3 - "$1" "$2" "$PROBE" <<'PY'
+  python3 - "$1" "$2" "$3" "$PROBE" <<'PY'
 import json, sys
 rows = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
 rows = [r for r in rows if "step" in r and "elapsed_s" in r and "event" not in r]
-left, probe = float(sys.argv[2]), int(sys.argv[3])
+budget, wall, probe = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+left = budget - wall - min(max(wall - rows[-1]["elapsed_s"], 0), 30)
 a, b = rows[min(3, len(rows) - 2)], rows[-1]
 rate = (b["elapsed_s"] - a["elapsed_s"]) / max(b["step"] - a["step"], 1)
 print(max(probe, probe + int(0.9 * left / max(rate, 1e-3))))
@@ -49,10 +51,7 @@ stage() {
   ifp train "$cfg" "${sets[@]}" --set steps=$PROBE --set eval_every=0 >> "$log" 2>&1 || { echo "$key-$method probe failed"; return 1; }
   t1=$(date +%s)
   if [[ $method == predictor ]]; then
-    # time left after the probe, less one more start-up (the probe's wall minus its logged training time)
-    steps=$(fit_steps "$dir/log.jsonl" "$(python3 -c "
-import json; r=[json.loads(x) for x in open('$dir/log.jsonl') if x.strip() and 'elapsed_s' in x]
-w=$t1-$t0; print($budget - w - min(max(w - r[-1]['elapsed_s'], 0), 30))")")
+    steps=$(fit_steps "$dir/log.jsonl" "$budget" "$((t1 - t0))")
     echo "$steps" > "$ROOT/$key.steps"
   else
     while [[ ! -s $ROOT/$key.steps ]]; do sleep 2; [[ -e $ROOT/$key.failed ]] && return 1; done

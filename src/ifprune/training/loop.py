@@ -19,7 +19,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,11 +221,13 @@ class Trainer:
 
         self.cfg = cfg.validate()
         torch.manual_seed(cfg.seed)
-        # on a GPU the model is loaded there (this rank's, under a launcher), so the warm start and the prior's
-        # dense passes run on it too
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        self.lm = lm if lm is not None else load_model(cfg.model, device=device)
-        lm = self.lm
+        if lm is None:
+            from accelerate import PartialState
+
+            # on the device the Accelerator below trains on (this rank's GPU under a launcher), so the warm
+            # start and the prior's dense passes run there too
+            lm = load_model(cfg.model, device=str(PartialState(cpu=not torch.cuda.is_available()).device))
+        self.lm = lm
         self.width = width_from_keep(cfg.keep if cfg.width is None else None, cfg.width, lm.d_ffn)
         self.base_fingerprint = lm.fingerprint()
         self.out = Path(cfg.output_dir)
