@@ -752,7 +752,7 @@ def test_training_under_refresh_runs_and_scores_as_inference_does(tmp_path):
         g = GriffinSelector.scores_from_ids(tr.lm, b.input_ids[i:i + 1, :n])
         torch.testing.assert_close(got[i], standardise(z[i]) + standardise(g), atol=1e-4, rtol=1e-4)
     for bad, match in (({"refresh": -1}, "refresh must be >= 0"), ({"refresh": 4, "method": "static"}, "applies to method"),
-                       ({"refresh": 4, "distill": True}, "not combined")):
+                       ({"refresh": 4, "oracle_weight": 1.0}, "not combined")):
         with pytest.raises(IfpruneError, match=match):
             base_cfg(tmp_path, **bad)
 
@@ -777,6 +777,52 @@ def test_ce_weight_scales_the_data_loss_and_0_is_pure_distillation(tmp_path):
         base_cfg(tmp_path, ce_weight=0.0)
     with pytest.raises(IfpruneError, match="ce_weight must be >= 0"):
         base_cfg(tmp_path, ce_weight=-1.0, distill=True)
+
+
+def test_distillation_under_refresh_pairs_each_position_with_the_teachers(tmp_path):
+    """Every channel kept and the LoRA at its zero start: the student is the teacher, so the KL is 0 only
+    if the head's and the re-selected tail's positions meet the teacher's own (a shifted pairing is not)."""
+    from ifprune.training.loop import kl_to_teacher, loss_logits, sft_batch
+
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(3) for b in range(2)]
+    tr = Trainer(base_cfg(tmp_path, steps=1, keep=1.0, refresh=4, distill=True, ce_weight=0.0, bf16=False),
+                 lm=tiny_lm(), sft_data=data)
+    b = sft_batch(tr.lm.tokenizer, data[:2], tr.cfg)
+    _, _, _, _, aux = tr.forward(b)
+    assert aux["kl"] < 1e-5
+    with torch.no_grad():
+        t = loss_logits(tr.model, b.input_ids, b.attention_mask, b.labels).logits
+    assert float(kl_to_teacher(t, t.roll(1, 0)).mean()) > 100 * max(aux["kl"], 1e-7)
+
+
+def test_teacher_from_distils_towards_a_tuned_dense_artifact(tmp_path):
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(3) for b in range(2)]
+    train(base_cfg(tmp_path / "d", steps=3, method="static", keep=1.0, prior="zero"), lm=tiny_lm(), sft_data=data)
+    dense = tmp_path / "d" / "run" / "artifact"
+    cfg = dict(steps=2, keep=1.0, refresh=4, distill=True, bf16=False)
+    tr = Trainer(base_cfg(tmp_path / "s", teacher_from=str(dense), **cfg), lm=tiny_lm(), sft_data=data)
+    want = _tuned_weights(dense)
+    got = dict(tr.teacher.named_parameters())
+    assert any(not torch.equal(want[n], p) for n, p in tiny_lm().model.named_parameters())
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], atol=1e-6, rtol=1e-5, msg=n)
+    assert not any(p.requires_grad for p in tr.teacher.parameters())
+    from ifprune.training.loop import sft_batch
+    b = sft_batch(tr.lm.tokenizer, data[:2], tr.cfg)
+    assert tr.forward(b)[4]["kl"] > 1e-4  # the base student differs from the tuned teacher
+    tr.run()
+    art = tmp_path / "s" / "run" / "artifact"
+    assert json.loads((art / "config.json").read_text())["recipe"]["teacher_from"] == str(dense)
+    # bad input: no distill, a missing artifact, another base model, a resume with another teacher
+    with pytest.raises(IfpruneError, match="teacher_from names a distillation teacher: set distill: true"):
+        base_cfg(tmp_path / "x", teacher_from=str(dense))
+    with pytest.raises(IfpruneError, match="no trained artifact at"):
+        Trainer(base_cfg(tmp_path / "x", teacher_from=str(tmp_path / "nowhere"), **cfg), lm=tiny_lm(), sft_data=data)
+    with pytest.raises(IfpruneError, match="teacher_from artifact .* was trained on another base model"):
+        Trainer(base_cfg(tmp_path / "x", teacher_from=str(dense), **cfg), lm=tiny_lm(seed=1), sft_data=data)
+    cfg["steps"] = 4
+    with pytest.raises(IfpruneError, match="was made with teacher_from="):
+        Trainer(base_cfg(tmp_path / "s", teacher_from=None, **cfg), lm=tiny_lm(), sft_data=data).run()
 
 
 def test_training_under_compensated_plans(tmp_path, monkeypatch):

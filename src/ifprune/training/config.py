@@ -89,6 +89,11 @@ class TrainConfig:
     head_hidden: int = 128
     distill: bool = False  # add KL to the frozen dense model's logits
     distill_weight: float = 1.0
+    # artifact dir whose LLM change, applied to the base and run with every channel, is the distillation
+    # teacher instead of the base itself: a dense model fine-tuned on the same data knows its format, so
+    # the KL then teaches what pruning lost rather than pulling back towards the base model's answers
+    # (Minitron's "teacher correction"). None: the frozen base
+    teacher_from: str | None = None
     # weight of the cross-entropy on the data's responses; 0 (with distill): pure distillation, the pruned
     # model learns to match the dense model rather than the data's answers (keeps the base model's ways,
     # e.g. its answer lengths, where the SFT data differ from what it was tuned on)
@@ -156,8 +161,10 @@ class TrainConfig:
             bad(f"refresh must be >= 0 (0: off), got {self.refresh}")
         if self.refresh and (self.method != "predictor" or self.stage != "sft"):
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
-        if self.refresh and (self.distill or self.oracle_weight):
-            bad("refresh is not combined with distill or oracle_weight yet: use one of them")
+        if self.refresh and self.oracle_weight:
+            bad("refresh is not combined with oracle_weight yet: use one of them")
+        if self.teacher_from and not self.distill:
+            bad("teacher_from names a distillation teacher: set distill: true too (or drop teacher_from)")
         if self.init_llm_from and not self.init_from:
             bad("init_llm_from replaces init_from's LLM change: give init_from too (the artifact whose head or "
                 "static scores the run starts from)")

@@ -156,10 +156,10 @@ def loss_logits(model, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tenso
 
 
 def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher || student) over loss positions ([N, vocab] logits each)."""
+    """KL(teacher || student) at each loss position ([N, vocab] logits each -> [N])."""
     s = F.log_softmax(student.float(), -1)
     t = F.log_softmax(teacher.float(), -1)
-    return (t.exp() * (t - s)).sum(-1).mean()
+    return (t.exp() * (t - s)).sum(-1)
 
 
 def compute_prior(lm, cfg: TrainConfig, texts: list[str] | None, chunk_ids: torch.Tensor | None) -> torch.Tensor:
@@ -299,6 +299,13 @@ class Trainer:
         llm_init = init
         if cfg.init_llm_from:
             llm_init = self._init_artifact("init_llm_from", cfg.init_llm_from)
+        if cfg.teacher_from:  # copied before LoRA wraps, or a full change alters, the base modules
+            from ..selection.artifact import apply_llm_change
+
+            teacher = self._init_artifact("teacher_from", cfg.teacher_from)
+            self.teacher = copy.deepcopy(lm.model).eval().requires_grad_(False)
+            if teacher.config["llm"] != "none":
+                apply_llm_change(self.teacher, teacher.path / "llm", teacher.config["llm"])
         init_llm = llm_init.config["llm"] if llm_init is not None else "none"
         if cfg.llm == "lora" and init_llm == "full":
             raise IfpruneError(f"init artifact {llm_init.path} stores full-weight changes, which a LoRA "
@@ -328,7 +335,7 @@ class Trainer:
         else:
             if cfg.llm == "full":  # before init's change: the saved delta must hold it too, and the teacher
                 self.base_state = {n: p.detach().clone().cpu() for n, p in lm.model.named_parameters()}
-                if cfg.distill:  # is the dense base, as LoRA's disabled adapter is
+                if cfg.distill and self.teacher is None:  # is the dense base, as LoRA's disabled adapter is
                     self.teacher = copy.deepcopy(lm.model).eval().requires_grad_(False)
             if init_llm != "none":
                 from ..selection.artifact import apply_llm_change
@@ -507,10 +514,11 @@ class Trainer:
         with self.autocast(), self.masked.apply(masks, record=record):
             out = loss_logits(self.model, ids, att, head)
         sums, counts = out.losses()
-        later = self.refreshed_losses(z, ids, att, labels, tail,
+        later = self.refreshed_logits(z, ids, att, labels, tail,
                                       lambda s: soft_topk(s, self.width, eps=self.cfg.eps, iterations=self.cfg.iterations))
         if later is not None:
-            sums, counts = sums + later[0], counts + later[1]
+            more = later.losses()
+            sums, counts = sums + more[0], counts + more[1]
         # each rank holds part of the global batch: normalise by the token count of the whole batch (all
         # ranks) and undo DDP's mean over ranks, so the gradient is the single-process one exactly
         world = self.acc.num_processes
@@ -519,12 +527,20 @@ class Trainer:
         kl = None
         if self.cfg.distill:
             with torch.no_grad(), self.autocast():
-                if self.peft is not None:
+                if self.teacher is not None:
+                    t_out = loss_logits(self.teacher, ids, att, labels)
+                elif self.peft is not None:
                     with self.peft.disable_adapter():
                         t_out = loss_logits(self.model, ids, att, labels)
                 else:
-                    t_out = loss_logits(self.teacher if self.teacher is not None else self.model, ids, att, labels)
-            kl = kl_to_teacher(out.logits, t_out.logits)
+                    t_out = loss_logits(self.model, ids, att, labels)
+            # the teacher's rows are every response position in order; the student's come as the head
+            # (first R tokens) then, under re-selection, the tail
+            first = (head[:, 1:] != -100)[labels[:, 1:] != -100]
+            kl = kl_to_teacher(out.logits, t_out.logits[first])
+            if later is not None:
+                kl = torch.cat([kl, kl_to_teacher(later.logits, t_out.logits[~first])])
+            kl = kl.mean()
             loss = loss + self.cfg.distill_weight * kl
         aux = {}
         if oracle is not None:
@@ -551,14 +567,14 @@ class Trainer:
         self.model.train(was)
         return combine(z, seen.to(z.device))
 
-    def refreshed_losses(self, z, ids, att, labels, tail, select):
-        """(sums, counts) per row of the response tokens after the first R under masks `select`ed from the
-        re-selected scores, or None when `refresh` is off or no row has such tokens."""
+    def refreshed_logits(self, z, ids, att, labels, tail, select) -> LossLogits | None:
+        """The logits at the response tokens after the first R under masks `select`ed from the re-selected
+        scores, or None when `refresh` is off or no row has such tokens."""
         if tail is None or not bool((tail != -100).any()):
             return None
         masks = select(self.refreshed_scores(z, ids, att, labels))
         with self.autocast(), self.masked.apply(masks):
-            return loss_logits(self.model, ids, att, tail).losses()
+            return loss_logits(self.model, ids, att, tail)
 
     def _sync_llm_grads(self) -> None:
         """Average the LLM's gradients over ranks. DDP cannot: the loss and the prompt pass call the
@@ -614,9 +630,10 @@ class Trainer:
                 head, tail = (labels, None) if not self.cfg.refresh else split_at_refresh(labels, self.cfg.refresh)
                 with self.autocast(), self.masked.apply(masks):
                     losses = loss_logits(self.model, ids, att, head).losses()
-                later = self.refreshed_losses(z, ids, att, labels, tail, lambda s: hard_topk_indicator(s, self.width))
+                later = self.refreshed_logits(z, ids, att, labels, tail, lambda s: hard_topk_indicator(s, self.width))
                 if later is not None:
-                    losses = (losses[0] + later[0], losses[1] + later[1])
+                    more = later.losses()
+                    losses = (losses[0] + more[0], losses[1] + more[1])
                 for f, si, ci in zip(batch.families, *(x.tolist() for x in losses)):
                     sums[f] = sums.get(f, 0.0) + si
                     counts[f] = counts.get(f, 0) + ci
@@ -672,8 +689,10 @@ class Trainer:
                                "restore it, or set resume: false to start over") from None
         old = state["config"]
         made = {**old, "data.start_example": (old.get("data") or {}).get("start_example", 0),
-                "compensate": old.get("compensate", "none")}  # checkpoints from before the field: plain masks
-        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed", "data.start_example", "compensate"):
+                "compensate": old.get("compensate", "none"),  # checkpoints from before the fields: plain masks,
+                "teacher_from": old.get("teacher_from")}  # the base as teacher
+        for key in ("stage", "method", "llm", "keep", "width", "batch_size", "seed", "data.start_example", "compensate",
+                    "teacher_from"):
             now = self.cfg.data.start_example if key == "data.start_example" else getattr(self.cfg, key)
             if made.get(key) != now:
                 raise IfpruneError(f"checkpoint in {self.ckpt} was made with {key}={made.get(key)!r}, the config says "
