@@ -1,6 +1,14 @@
 # Sourced (`. benchmarks/heldout_slices.sh`) by the compare scripts that read both held-out slices of
 # results/refresh/: writes them (a: the first 12 examples per family, the 72 every compare reads; b: examples
 # 12..23 per family) and defines `slice_file S` (the slice's path) and `slice_tail S` ("" for a, "b" for b).
+# require_artifacts HINT DIR...: exit 2 naming the first DIR that holds no trained artifact, and HINT (how to
+# make it); call it before sourcing this file, or after: it needs nothing here.
+require_artifacts() {
+  hint=$1; shift
+  for A in "$@"; do
+    [ -f "$A/config.json" ] || { echo "no artifact at $A: $hint" >&2; exit 2; }
+  done
+}
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 .venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12.jsonl" --val-per-family 12
 .venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_validation_12to24.jsonl" --val-per-family 24 --first 12

@@ -9,10 +9,8 @@ set -e
 V15=${V15:-runs/v15/keep75-dsft/artifact}
 START=${START:-runs/v15/start/artifact}
 DENSE_SFT=${DENSE_SFT:-runs/dense/v5-sft/artifact}
-for A in $V15 $START $DENSE_SFT; do
-  [ -f $A/config.json ] || { echo "no artifact at $A: run results/training/v15/run.sh (and results/training/dense/run.sh)"; exit 2; }
-done
 . benchmarks/heldout_slices.sh
+require_artifacts "run results/training/v15/run.sh (and results/training/dense/run.sh)" $V15 $START $DENSE_SFT
 D=results/training/v15
 nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
   "predictor:$START" "predictor:$V15"
