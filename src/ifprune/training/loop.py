@@ -299,12 +299,14 @@ class Trainer:
         llm_init = init
         if cfg.init_llm_from:
             llm_init = self._init_artifact("init_llm_from", cfg.init_llm_from)
-        if cfg.teacher_from:  # copied before LoRA wraps, or a full change alters, the base modules
-            from ..selection.artifact import apply_llm_change
-
-            teacher = self._init_artifact("teacher_from", cfg.teacher_from)
+        if cfg.distill and (cfg.teacher_from or cfg.llm == "full"):
+            # a frozen dense copy, taken before LoRA wraps, or a full change alters, the base modules: the
+            # base itself under full fine-tuning (as LoRA's disabled adapter is), or teacher_from's tuned model
+            teacher = self._init_artifact("teacher_from", cfg.teacher_from) if cfg.teacher_from else None
             self.teacher = copy.deepcopy(lm.model).eval().requires_grad_(False)
-            if teacher.config["llm"] != "none":
+            if teacher is not None and teacher.config["llm"] != "none":
+                from ..selection.artifact import apply_llm_change
+
                 apply_llm_change(self.teacher, teacher.path / "llm", teacher.config["llm"])
         init_llm = llm_init.config["llm"] if llm_init is not None else "none"
         if cfg.llm == "lora" and init_llm == "full":
@@ -333,10 +335,8 @@ class Trainer:
                 set_peft_model_state_dict(self.model, {k: v.float() for k, v in sd.items()})
             self.peft = self.model
         else:
-            if cfg.llm == "full":  # before init's change: the saved delta must hold it too, and the teacher
+            if cfg.llm == "full":  # before init's change: the saved delta must hold it too
                 self.base_state = {n: p.detach().clone().cpu() for n, p in lm.model.named_parameters()}
-                if cfg.distill and self.teacher is None:  # is the dense base, as LoRA's disabled adapter is
-                    self.teacher = copy.deepcopy(lm.model).eval().requires_grad_(False)
             if init_llm != "none":
                 from ..selection.artifact import apply_llm_change
 
@@ -536,11 +536,12 @@ class Trainer:
                     t_out = loss_logits(self.model, ids, att, labels)
             # the teacher's rows are every response position in order; the student's come as the head
             # (first R tokens) then, under re-selection, the tail
-            first = (head[:, 1:] != -100)[labels[:, 1:] != -100]
-            kl = kl_to_teacher(out.logits, t_out.logits[first])
-            if later is not None:
-                kl = torch.cat([kl, kl_to_teacher(later.logits, t_out.logits[~first])])
-            kl = kl.mean()
+            if later is None:  # the head is every response position
+                kl = kl_to_teacher(out.logits, t_out.logits).mean()
+            else:
+                first = (head[:, 1:] != -100)[labels[:, 1:] != -100]
+                kl = torch.cat([kl_to_teacher(out.logits, t_out.logits[first]),
+                                kl_to_teacher(later.logits, t_out.logits[~first])]).mean()
             loss = loss + self.cfg.distill_weight * kl
         aux = {}
         if oracle is not None:
