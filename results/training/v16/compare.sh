@@ -14,25 +14,14 @@ DENSE_SFT=${DENSE_SFT:-runs/dense/v5-sft/artifact}
 require_artifacts "run results/training/v16/run.sh (KEEP=$KEEP; and results/training/dense/run.sh)" $TEACHER $CONTROL $DENSE_SFT
 D=results/training/v16
 P=".venv/bin/python benchmarks/paired_nll.py"
-ARM="ifpruning+refresh32[keep$KEEP-teacher]"
-if [ "$KEEP" = 75 ]; then
-  nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
-    "predictor:$CONTROL" "predictor:$TEACHER"
-  .venv/bin/python benchmarks/pooled_nll.py $D/compare/results.json $D/compareb/results.json --out $D/pooled.json
-  V10="ifpruning+refresh32[smollm2-135m-keep75]"
-  $P $D/compare/results.json "ifpruning+refresh32[keep75-control]" "$ARM" \
-    --pool $D/compareb/results.json --out $D/paired_teacher_vs_control.json
-  $P $D/compare/results.json "$V10" "$ARM" --pool $D/compareb/results.json --out $D/paired_teacher_vs_v10.json
-  $P $D/compare/results.json "$V10" "ifpruning+refresh32[keep75-control]" --pool $D/compareb/results.json \
-    --out $D/paired_control_vs_v10.json
-else
-  nll_slices $D/compare50 dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep50 \
-    "predictor:$TEACHER" "predictor:$CONTROL"
-  .venv/bin/python benchmarks/pooled_nll.py $D/compare50/results.json $D/compare50b/results.json --out $D/pooled50.json
-  V11="ifpruning+refresh32[smollm2-135m-keep50]"
-  $P $D/compare50/results.json "ifpruning+refresh32[keep50-control]" "$ARM" --pool $D/compare50b/results.json \
-    --out $D/paired_keep50_teacher_vs_control.json
-  $P $D/compare50/results.json "$V11" "$ARM" --pool $D/compare50b/results.json --out $D/paired_keep50_teacher_vs_v11.json
-  $P $D/compare50/results.json "$V11" "ifpruning+refresh32[keep50-control]" --pool $D/compare50b/results.json \
-    --out $D/paired_keep50_control_vs_v11.json
-fi
+ARM="ifpruning+refresh32[keep$KEEP-teacher]" CTRL="ifpruning+refresh32[keep$KEEP-control]"
+START="ifpruning+refresh32[smollm2-135m-keep$KEEP]"
+# output names: keep 3/4's came first (compare, pooled.json, paired_*_vs_v10), keep 1/2's carry its keep
+if [ "$KEEP" = 75 ]; then OUT=$D/compare POOLED=$D/pooled.json PAIRED=$D/paired_ V=v10
+else OUT=$D/compare$KEEP POOLED=$D/pooled$KEEP.json PAIRED=$D/paired_keep${KEEP}_ V=v11; fi
+nll_slices $OUT dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep$KEEP \
+  "predictor:$CONTROL" "predictor:$TEACHER"
+.venv/bin/python benchmarks/pooled_nll.py $OUT/results.json ${OUT}b/results.json --out $POOLED
+$P $OUT/results.json "$CTRL" "$ARM" --pool ${OUT}b/results.json --out ${PAIRED}teacher_vs_control.json
+$P $OUT/results.json "$START" "$ARM" --pool ${OUT}b/results.json --out ${PAIRED}teacher_vs_$V.json
+$P $OUT/results.json "$START" "$CTRL" --pool ${OUT}b/results.json --out ${PAIRED}control_vs_$V.json
