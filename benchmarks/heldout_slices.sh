@@ -33,3 +33,22 @@ summarise_slices() {
     .venv/bin/python benchmarks/summarise_compare.py "$1$(slice_tail $S)/results.json" "$2$(slice_tail $S).md" "$3, slice $S"
   done
 }
+# keep_examples OUT: copy each row's per-example results of OUT<tail>/results.json (every slice) from the eval cache
+# to OUT<tail>/examples/<label>.jsonl, where benchmarks/paired_nll.py reads them on a clone without the cache
+keep_examples() {
+  for S in ${SLICES:-a b}; do
+    .venv/bin/python - "$1$(slice_tail $S)/results.json" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from paired_nll import example_copy, example_file
+res = Path(sys.argv[1])
+for r in json.loads(res.read_text())["results"]:
+    src, dst = Path(r["cache_file"]), example_copy(r, res)
+    if src.is_file():
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copyfile(src, dst)
+    example_file(r, res)  # fails, naming the row, when neither exists
+PY
+  done
+}

@@ -17,14 +17,19 @@ import sys
 from pathlib import Path
 
 
+def example_copy(result: dict, results_json: Path) -> Path:
+    """Where a row's per-example results are committed next to results.json: examples/<label>.jsonl."""
+    label = result["selector"].replace("/", "_").replace("[", "_").replace("]", "").replace("+", "_")
+    return results_json.parent / "examples" / f"{label}.jsonl"
+
+
 def example_file(result: dict, results_json: Path) -> Path:
     """A row's per-example results: the eval cache it was written to, else the copy committed next to
-    results.json (examples/<label>.jsonl, as results/refresh/ keeps them)."""
+    results.json (`example_copy`, as results/refresh/ keeps them)."""
     path = Path(result["cache_file"])
     if path.is_file():
         return path
-    label = result["selector"].replace("/", "_").replace("[", "_").replace("]", "").replace("+", "_")
-    copy = results_json.parent / "examples" / f"{label}.jsonl"
+    copy = example_copy(result, results_json)
     if copy.is_file():
         return copy
     raise SystemExit(f"error: the per-example results of row {result['selector']} are neither at {path} nor at "

@@ -98,6 +98,31 @@ def test_scoring_with_refresh_is_the_two_segments_scored_as_generation_runs_them
     assert sc.config()["refresh"] == R and "refresh" not in plain.config()
 
 
+def test_scoring_with_refresh_every_r_tokens_is_one_segment_per_plan(lm):
+    sel = make_selector("griffin")
+    every = Scorer(lm, sel, 16, refresh=R, refresh_every=True)
+    plain = Scorer(lm, sel, 16)
+    prompt = "count to ten"
+    ctx = every.encode(prompt, chat=True)
+    cont = list(range(10, 20))  # segments [0, R), [R, 2R), [2R, 10), each under the plan re-selected before it
+    plan = every.plan_for(prompt)
+    (lp, n, _), = every.loglikelihoods(plan, [(ctx, cont)])
+    want, cuts = 0.0, [0, R, 2 * R, len(cont)]
+    for a, b in zip(cuts, cuts[1:]):
+        seg = plan if a == 0 else refresh_plan(lm, sel, prompt, torch.tensor(ctx + cont[:a]), 16, R)
+        (s, _, _), = plain.loglikelihoods(seg, [(ctx + cont[:a], cont[a:b])])
+        want += s
+    assert n == len(cont) and lp == pytest.approx(want, abs=1e-4)
+    once = Scorer(lm, sel, 16, refresh=R)
+    once.plan_for(prompt)
+    (two, _, _), = once.loglikelihoods(plan, [(ctx, cont[:2 * R])])  # up to 2R tokens: one re-selection either way
+    (two_every, _, _), = every.loglikelihoods(plan, [(ctx, cont[:2 * R])])
+    assert two == pytest.approx(two_every, abs=1e-6)
+    assert every.config()["refresh_every"] is True and "refresh_every" not in once.config()
+    with pytest.raises(IfpruneError, match="log-likelihood suites only"):
+        every.generate(plan, ctx, max_new_tokens=4)
+
+
 def test_scorer_generation_with_refresh_matches_generate(lm):
     sel = make_selector("griffin")
     sc = Scorer(lm, sel, 16, refresh=R)

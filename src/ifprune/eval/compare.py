@@ -60,13 +60,16 @@ class SelectorSpec:
     a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description);
     `+refreshR` after the name re-selects after R answer tokens (selection.refresh), e.g.
     `predictor+refresh32:DIR`; without it an artifact runs as it was trained (its recipe's `refresh`),
-    and `+refresh0` turns that off."""
+    and `+refresh0` turns that off. `+dense-prefill` (last) runs each prompt through the full model
+    (selection.prefill), e.g. `predictor+refresh32+dense-prefill:DIR`."""
 
     spec: str
     name: str
     checkpoint: str | None = None
     per_task: bool = False
     refresh: int | None = None
+    refresh_every: bool = False
+    prefill: str = "pruned"
 
     @classmethod
     def parse(cls, spec: str) -> "SelectorSpec":
@@ -74,6 +77,18 @@ class SelectorSpec:
         import re
 
         name, sep, path = spec.partition(":")
+        if name.endswith("+dense-prefill"):
+            base = name[: -len("+dense-prefill")]
+            if base == "dense":
+                raise IfpruneError(f"selector {spec!r}: dense runs every token through the full model already")
+            inner = cls.parse(base + sep + path)
+            return dataclasses.replace(inner, spec=spec, prefill="dense")
+        m = re.fullmatch(r"(.+)\+refresh-every(\d+)", name)
+        if m:
+            if m.group(1) == "dense" or int(m.group(2)) < 1:
+                raise IfpruneError(f"selector {spec!r}: +refresh-everyR re-selects a pruned model after every R >= 1 tokens")
+            inner = cls.parse(m.group(1) + sep + path)
+            return dataclasses.replace(inner, spec=spec, refresh=int(m.group(2)), refresh_every=True)
         m = re.fullmatch(r"(.+)\+refresh(\d*)", name)
         if m:
             if not m.group(2):
@@ -114,7 +129,8 @@ class SelectorSpec:
     def label(self) -> str:
         """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts (+refreshR)."""
         art = self.artifact_config()
-        tail = f"+refresh{r}" if (r := self.effective_refresh(art)) else ""
+        tail = (f"+refresh{'-every' if self.refresh_every else ''}{r}" if (r := self.effective_refresh(art)) else "") + (
+            "+dense-prefill" if self.prefill == "dense" else "")
         if art is None:
             return self.name + tail
         if art["kind"] == "static":
@@ -200,7 +216,8 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
             for suite_name in cfg.suites:
                 suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
                                    tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
-                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label, refresh=spec.refresh)
+                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label, refresh=spec.refresh,
+                                refresh_every=spec.refresh_every, prefill=spec.prefill)
                 res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
                                 progress=progress).to_dict()
                 results.append(res)

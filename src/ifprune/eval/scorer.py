@@ -29,6 +29,9 @@ class Scorer:
     label: str | None = None  # the name results are reported under (default: the selector's name)
     refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh); None: the
     # selector's default (an artifact trained under re-selection runs with it), 0: off
+    refresh_every: bool = False  # re-select again after every further `refresh` tokens, not once
+    prefill: str = "pruned"  # "dense": the prompt (but its last token) runs through the full model, whose KV
+    # cache the compact model attends to (selection.prefill)
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
     plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
     _source: str | None = field(default=None, repr=False)  # what the current plan was selected from
@@ -39,6 +42,9 @@ class Scorer:
         from ..selection.refresh import resolve_refresh
 
         self.refresh = resolve_refresh(self.refresh, self.selector)  # None: the artifact's default; 0: off
+        from ..selection.prefill import check_prefill
+
+        self.prefill = check_prefill(self.prefill)
 
     @property
     def dense(self) -> bool:
@@ -52,6 +58,10 @@ class Scorer:
             out["per_task"] = True
         if self.refresh:
             out["refresh"] = self.refresh
+            if self.refresh_every:
+                out["refresh_every"] = True
+        if self.prefill != "pruned":
+            out["prefill"] = self.prefill
         return out
 
     def compensation(self) -> dict:
@@ -122,20 +132,28 @@ class Scorer:
             out = []
             for ctx, cont in pairs:
                 cont = list(cont)
-                if len(cont) <= R:
-                    out += self._loglikelihoods(plan, [(ctx, cont)])
-                    continue
-                (h_lp, h_n, h_g), = self._loglikelihoods(plan, [(ctx, cont[:R])])
-                seen = list(ctx) + cont[:R]
-                (t_lp, t_n, t_g), = self._loglikelihoods(self.refreshed(plan, seen), [(seen, cont[R:])])
-                out.append((h_lp + t_lp, h_n + t_n, h_g and t_g))
+                lp, n, greedy, done, seg = 0.0, 0, True, 0, plan
+                while done < len(cont):
+                    last = done > 0 and not self.refresh_every  # one re-selection: the rest in one segment
+                    end = len(cont) if last or len(cont) - done <= R else done + R
+                    seen = list(ctx) + cont[:done]
+                    (s_lp, s_n, s_g), = self._loglikelihoods(seg, [(seen, cont[done:end])], prompt_lens=[len(ctx)])
+                    lp, n, greedy = lp + s_lp, n + s_n, greedy and s_g
+                    done = end
+                    if done < len(cont):
+                        seg = self.refreshed(plan, list(ctx) + cont[:done])
+                out.append((lp, n, greedy))
             return out
         return self._loglikelihoods(plan, pairs)
 
-    def _loglikelihoods(self, plan: Plan | None, pairs) -> list[tuple[float, int, bool]]:
+    def _loglikelihoods(self, plan: Plan | None, pairs, prompt_lens: list[int] | None = None) -> list[tuple[float, int, bool]]:
+        """`prompt_lens`: where each pair's prompt ends (default: its context), for a dense prefill."""
         if not pairs:
             return []
         model = self.model_for(plan)
+        if self.prefill == "dense" and plan is not None:
+            return [self._dense_prefilled(model, ctx, cont, n)
+                    for (ctx, cont), n in zip(pairs, prompt_lens or [len(c) for c, _ in pairs])]
         limit = self.lm.context_length() or 10**9
         ctx0 = list(pairs[0][0])
         if len(pairs) > 1 and all(len(c) == 1 and list(x) == ctx0 for x, c in pairs) and 1 <= len(ctx0) <= limit:
@@ -179,10 +197,39 @@ class Scorer:
             out.append((float(tok.sum()), b - a, greedy))
         return out
 
+    def _dense_prefilled(self, model, ctx, cont, prompt_len: int) -> tuple[float, int, bool]:
+        """One pair with the prompt's tokens but its last run by the full model (their KV cache kept) and
+        the rest by `model`: every scored token is still predicted by the compact model."""
+        from ..selection.prefill import dense_prefix_cache
+
+        limit = self.lm.context_length() or 10**9
+        if not cont:
+            raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
+        cont = list(cont)[:limit]
+        full = list(ctx) + cont
+        seq = full[-(limit + 1):]
+        start = len(seq) - len(cont)
+        if start < 1:
+            raise IfpruneError("a continuation needs at least one context token before it")
+        P = min(prompt_len - (len(full) - len(seq)), start) - 1  # dense tokens: the prompt's, but its last
+        ids = torch.tensor([seq], device=self.lm.device)
+        t0 = time.perf_counter()
+        cache = dense_prefix_cache(self.lm, ids[:, :P]) if P >= 1 else None
+        P = max(P, 0)
+        logits = model(ids[:, P:-1], past_key_values=cache, use_cache=cache is not None).logits.float()[0]
+        self.timings["model_s"] += time.perf_counter() - t0
+        lp = torch.log_softmax(logits[start - 1 - P:], dim=-1)
+        target = ids[0, start:]
+        tok = lp.gather(1, target.unsqueeze(1)).squeeze(1)
+        return float(tok.sum()), len(cont), bool((lp.argmax(-1) == target).all())
+
     @torch.no_grad()
     def generate(self, plan: Plan | None, prompt_ids: list[int], *, max_new_tokens: int,
                  stop: list[str] | None = None) -> str:
         """Greedy continuation, cut at the first stop string."""
+        if self.refresh_every or self.prefill != "pruned":
+            raise IfpruneError("re-selection after every R tokens and a dense prefill are scored on log-likelihood "
+                               "suites only (nll, mc): leave them out of generation suites")
         model = self.model_for(plan)
         limit = self.lm.context_length()
         if limit is not None and len(prompt_ids) + max_new_tokens > limit:
