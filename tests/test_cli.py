@@ -59,6 +59,25 @@ def test_save_plan_after_a_re_selection_writes_both_plans(tiny_dir, tmp_path, ca
     assert f"the re-selected one to {second}" in capsys.readouterr().err
 
 
+def test_generate_refresh_every_and_dense_prefill_are_recorded_and_refused_without_re_selection(tiny_dir, capsys):
+    base = ["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
+            "--max-new-tokens", "9"]
+    assert main(base + ["--refresh", "3", "--refresh-every", "--prefill", "dense", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prefill"] == "dense" and out["refresh_every"] is True
+    assert out["refresh"] is None or out["refresh"]["every"] is True
+    assert main(base + ["--refresh-every"]) == 2  # the tiny model's selector does not re-select by default
+    assert "refresh_every re-selects after every R answer tokens" in capsys.readouterr().err
+    assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", "p.json", "--refresh-every"]) == 2
+    assert "--refresh-every would be ignored" in capsys.readouterr().err
+
+
+def test_eval_compare_takes_re_selection_and_prefill_per_selector_only(tiny_dir, capsys):
+    for flag in (["--refresh", "4"], ["--refresh-every"], ["--prefill", "dense"]):
+        assert main(["eval", "compare", "--model", str(tiny_dir), "--selectors", "griffin", *flag]) == 2
+        assert "NAME+refresh-everyR or NAME+dense-prefill" in capsys.readouterr().err
+
+
 def test_generate_records_compensation_and_none_is_plain(tiny_dir, tmp_path, capsys):
     calib = tmp_path / "calib.txt"
     calib.write_text("The quick brown fox jumps over the lazy dog; 12 + 30 = 42.\n\n" * 30)

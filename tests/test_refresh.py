@@ -119,8 +119,45 @@ def test_scoring_with_refresh_every_r_tokens_is_one_segment_per_plan(lm):
     (two_every, _, _), = every.loglikelihoods(plan, [(ctx, cont[:2 * R])])
     assert two == pytest.approx(two_every, abs=1e-6)
     assert every.config()["refresh_every"] is True and "refresh_every" not in once.config()
-    with pytest.raises(IfpruneError, match="log-likelihood suites only"):
-        every.generate(plan, ctx, max_new_tokens=4)
+
+
+@pytest.mark.parametrize("prefill", ["pruned", "dense"])
+def test_generation_with_refresh_every_matches_between_scorer_and_generate(lm, prefill):
+    sel = make_selector("griffin")
+    sc = Scorer(lm, sel, 16, refresh=R, refresh_every=True, prefill=prefill)
+    prompt = "count to ten"
+    plan = sc.plan_for(prompt)
+    text = sc.generate(plan, sc.encode(prompt, chat=True), max_new_tokens=3 * R + 2)
+    res = generate(lm, prompt, selector=sel, width=16, refresh=R, refresh_every=True, prefill=prefill,
+                   sampling=SamplingConfig(max_new_tokens=3 * R + 2, ignore_eos=True))
+    assert res.refresh["count"] == 3 and res.refresh["every"] and res.prefill == prefill
+    assert text == res.text
+    # greedy decoding of the masked full model, each segment under its own plan re-selected from the prompt and
+    # the answer so far (dense prefill: every channel on for the prompt but its last token)
+    seq = encode_prompt(lm.tokenizer, prompt)
+    n = seq.shape[1]
+    first_masked = n - 1 if prefill == "dense" else 0
+    for k in range(4):
+        seg = plan if k == 0 else refresh_plan(lm, sel, prompt, seq[0], 16, R)
+        mask = seg.to_mask()
+        hooks = [layer.down.register_forward_pre_hook(
+            lambda m, a, i=layer.index: (torch.cat([a[0][:, :first_masked], a[0][:, first_masked:] * mask[i]], 1),))
+            for layer in lm.layout.layers]
+        try:
+            for _ in range(min(R, 3 * R + 2 - (seq.shape[1] - n))):
+                with torch.no_grad():
+                    seq = torch.cat([seq, lm.model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        finally:
+            for h in hooks:
+                h.remove()
+    assert lm.tokenizer.decode(seq[0, n:], skip_special_tokens=True) == res.text
+
+
+def test_refresh_every_without_re_selection_is_refused(lm):
+    with pytest.raises(IfpruneError, match="refresh_every re-selects after every R"):
+        generate(lm, "hi", selector="griffin", width=16, refresh_every=True)
+    with pytest.raises(IfpruneError, match="prefill must be one of"):
+        generate(lm, "hi", selector="griffin", width=16, prefill="half")
 
 
 def test_scorer_generation_with_refresh_matches_generate(lm):
@@ -270,3 +307,26 @@ def test_re_selection_after_the_predictors_pass_runs_only_the_new_tokens(trained
                          torch.tensor(encode_prompt(lm.tokenizer, "count to ten")[0].tolist()
                                       + lm.tokenizer(res.text, add_special_tokens=False)["input_ids"][:R]), 16, R)
     assert res.refresh is not None and len(plan2.hash) == len(res.refresh["plan_hash"])
+
+
+def test_dense_prefill_reuses_the_predictors_own_prompt_pass(trained_under_refresh):
+    """The artifact's prompt pass already holds the full model's KV cache of the prompt: a dense prefill takes a
+    copy of it (without the last token) instead of another pass, and leaves the selector's own cache whole."""
+    from ifprune.selection.prefill import dense_prefix_cache, prompt_cache
+
+    path, lm = trained_under_refresh
+    sel = make_selector("predictor", checkpoint=str(path))
+    sel.select(lm, "count to ten", 16)
+    state = sel.prompt_state(lm, "count to ten")
+    ids = encode_prompt(lm.tokenizer, "count to ten")
+    assert torch.equal(state.ids, ids[0])  # the pass read what generation runs: it can be reused
+    reused, fresh = prompt_cache(lm, sel, "count to ten", ids), dense_prefix_cache(lm, ids[:, :-1])
+    assert reused.get_seq_length() == fresh.get_seq_length() == ids.shape[1] - 1
+    assert state.cache.get_seq_length() == ids.shape[1]
+    for a, b in zip(reused.layers, fresh.layers):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-4)
+    s = SamplingConfig(max_new_tokens=3 * R, ignore_eos=True)
+    res = generate(lm, "count to ten", selector=sel, width=16, sampling=s, prefill="dense", refresh_every=True)
+    assert res.prefill == "dense" and res.refresh["count"] == 2 and res.refresh_every
+    assert state.cache.get_seq_length() == ids.shape[1]

@@ -37,10 +37,14 @@ def register(sub) -> None:
     p.add_argument("--refresh", type=int, default=None, metavar="R",
                    help="re-select after R answer tokens (as `generate --refresh`; default: the artifact's own, off unless it "
                         "was trained under re-selection; 0: off); in compare: NAME+refreshR per selector")
+    p.add_argument("--refresh-every", action="store_true", default=None,
+                   help="re-select after every R answer tokens, as `generate --refresh-every`; in compare: NAME+refresh-everyR")
+    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
+                   help="as `generate --prefill` (default: pruned); in compare: NAME+dense-prefill")
     _common(p)
     g = p.add_argument_group("compare")
     g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
-    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+refreshR re-selects after R answer tokens, e.g. predictor+refresh32:DIR (an artifact trained under re-selection does so by default; NAME+refresh0 turns it off)")
+    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+refreshR re-selects after R answer tokens, e.g. predictor+refresh32:DIR (an artifact trained under re-selection does so by default; NAME+refresh0 turns it off); NAME+refresh-everyR after every R; +dense-prefill last in the name: the prompt through the full model")
     g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
     g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
                    help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")
@@ -65,9 +69,10 @@ def run(args) -> int:
     from ..core.errors import IfpruneError
 
     if args.suite == "compare":
-        if args.refresh is not None:
-            raise IfpruneError("compare takes re-selection per selector: write NAME+refreshR in --selectors "
-                               "(e.g. predictor+refresh32:DIR), not --refresh")
+        if args.refresh is not None or args.refresh_every or args.prefill is not None:
+            raise IfpruneError("compare takes re-selection and prefill per selector: write NAME+refreshR, "
+                               "NAME+refresh-everyR or NAME+dense-prefill in --selectors (e.g. predictor+refresh32:DIR), "
+                               "not --refresh / --refresh-every / --prefill")
         return run_compare(args)
     if args.suite not in SUITE_CHOICES:
         raise IfpruneError(f"unknown suite {args.suite!r}; choose from {', '.join(SUITE_CHOICES)} or 'compare'")
@@ -77,14 +82,16 @@ def run(args) -> int:
                        max_new_tokens=args.max_new_tokens, tasks=args.mc_tasks)
     lm = load(args)
     selector = selector_from_args(args, lm)
-    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=args.refresh)
+    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=args.refresh,
+                    refresh_every=bool(args.refresh_every), prefill=args.prefill or "pruned")
     res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
     if args.json:
         print_json(res.to_dict())
         return 0
     print(f"{res.suite}: {res.selector} keep {res.keep:.3f} ({res.width}/{res.d_ffn}), "
           f"compensation {res.options.get('compensation', {}).get('mode', 'none')}, "
-          f"re-selection {'after %d tok' % res.options['refresh'] if res.options.get('refresh') else 'off'}, "
+          f"re-selection {('every %d tok' if res.options.get('refresh_every') else 'after %d tok') % res.options['refresh'] if res.options.get('refresh') else 'off'}, "
+          f"{'dense prefill, ' if res.options.get('prefill') == 'dense' else ''}"
           f"active params {res.active_params / 1e6:.1f}M of {res.total_params / 1e6:.1f}M, "
           f"{res.examples} examples ({res.cached} from cache, {res.skipped_rows} malformed rows skipped), {res.wall_s:.1f} s")
     for name, m in res.metrics.items():

@@ -39,12 +39,14 @@ class Scorer:
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
     def __post_init__(self):
+        from ..selection.prefill import check_prefill
         from ..selection.refresh import resolve_refresh
 
         self.refresh = resolve_refresh(self.refresh, self.selector)  # None: the artifact's default; 0: off
-        from ..selection.prefill import check_prefill
-
         self.prefill = check_prefill(self.prefill)
+        if self.refresh_every and not self.refresh:
+            raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
+                               "or an artifact trained under it)")
 
     @property
     def dense(self) -> bool:
@@ -216,7 +218,7 @@ class Scorer:
         t0 = time.perf_counter()
         cache = dense_prefix_cache(self.lm, ids[:, :P]) if P >= 1 else None
         P = max(P, 0)
-        logits = model(ids[:, P:-1], past_key_values=cache, use_cache=cache is not None).logits.float()[0]
+        logits = model(ids[:, P:-1], cache=cache, use_cache=cache is not None).logits.float()[0]
         self.timings["model_s"] += time.perf_counter() - t0
         lp = torch.log_softmax(logits[start - 1 - P:], dim=-1)
         target = ids[0, start:]
@@ -226,33 +228,37 @@ class Scorer:
     @torch.no_grad()
     def generate(self, plan: Plan | None, prompt_ids: list[int], *, max_new_tokens: int,
                  stop: list[str] | None = None) -> str:
-        """Greedy continuation, cut at the first stop string."""
-        if self.refresh_every or self.prefill != "pruned":
-            raise IfpruneError("re-selection after every R tokens and a dense prefill are scored on log-likelihood "
-                               "suites only (nll, mc): leave them out of generation suites")
+        """Greedy continuation, cut at the first stop string; segments and prefill as `generate` runs them."""
+        from ..selection.prefill import crop_to, prompt_cache
+        from ..selection.refresh import segment_lengths
+
         model = self.model_for(plan)
         limit = self.lm.context_length()
         if limit is not None and len(prompt_ids) + max_new_tokens > limit:
             prompt_ids = prompt_ids[-(limit - max_new_tokens):]
         ids = torch.tensor([prompt_ids], device=self.lm.device)
         tok = self.lm.tokenizer
-        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                  pad_token_id=tok.pad_token_id)
+        kw = dict(do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
         if stop:
             kw.update(stop_strings=stop, tokenizer=tok)
-        R = self.refresh
-        split = bool(R) and plan is not None and max_new_tokens > R
+        lengths = segment_lengths(max_new_tokens, self.refresh if plan is not None else None, self.refresh_every)
+        cache = None
         t0 = time.perf_counter()
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), **{**kw, "max_new_tokens": R if split else max_new_tokens})
-        self.timings["model_s"] += time.perf_counter() - t0
-        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        if split and answer_goes_on(self.lm, out, ids.shape[1], R) and cut_at_stop(text, stop) == text:
-            model = self.model_for(self.refreshed(plan, out[0].tolist()))
-            t0 = time.perf_counter()
-            out = model.generate(out, attention_mask=torch.ones_like(out), **{**kw, "max_new_tokens": max_new_tokens - R})
+        if self.prefill == "dense" and plan is not None:
+            cache = prompt_cache(self.lm, self.selector, self._source if self.task is None and not self.per_task
+                                 else None, ids)
+        out = start = ids
+        for i, n in enumerate(lengths):
+            if i:
+                text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                if not answer_goes_on(self.lm, out, start.shape[1], lengths[i - 1]) or cut_at_stop(text, stop) != text:
+                    break  # the last segment ended the answer
+                model = self.model_for(self.refreshed(plan, out[0].tolist()))
+                t0 = time.perf_counter()
+            start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
+                                 cache=crop_to(cache, ids.shape[1] - 1), **kw)
             self.timings["model_s"] += time.perf_counter() - t0
-            text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        return cut_at_stop(text, stop)
+        return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> str:

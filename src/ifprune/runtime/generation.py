@@ -12,7 +12,8 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt
-from ..selection.refresh import answer_goes_on, check_refresh, refresh_plan, resolve_refresh
+from ..selection.prefill import check_prefill, crop_to, prompt_cache
+from ..selection.refresh import answer_goes_on, check_refresh, refresh_plan, resolve_refresh, segment_lengths
 from ..selection.selectors import Selector, make_selector
 
 
@@ -62,8 +63,10 @@ class GenerationResult:
     plan_hash: str | None
     timings: dict = field(default_factory=dict)
     compensation: dict = field(default_factory=lambda: {"mode": "none"})
-    refresh: dict | None = None  # {"after", "plan_hash"} when the plan was re-selected mid-answer
+    refresh: dict | None = None  # {"after", "plan_hash" (the last), "count", "every"} when re-selected mid-answer
     refresh_after: int | None = None  # the re-selection setting in effect (None: off), reached or not
+    refresh_every: bool = False  # re-selection after every `refresh_after` tokens, not once
+    prefill: str = "pruned"  # "dense": the full model read the prompt (selection.prefill)
     plan: Plan | None = field(default=None, repr=False)
     refresh_plan: Plan | None = field(default=None, repr=False)  # the re-selected plan, when there was one
 
@@ -75,9 +78,10 @@ class GenerationResult:
     def summary(self) -> str:
         t = self.timings
         comp = self.compensation.get("mode", "none")
-        timed = self.new_tokens - 1 - (1 if self.refresh else 0)  # the refresh's prefill makes one token
+        timed = self.new_tokens - 1 - (self.refresh["count"] if self.refresh else 0)  # each refresh's prefill makes one
         decode_tps = timed / t["decode_s"] if t["decode_s"] > 0 and timed > 0 else 0.0
-        refreshed = (f", re-selected after {self.refresh['after']} tok ({t['refresh_s'] * 1e3:.0f} ms)"
+        every = f"every {self.refresh_after} tok" if self.refresh_every else f"after {self.refresh_after} tok"
+        refreshed = (f", re-selected {every} ({self.refresh['count']}x, {t['refresh_s'] * 1e3:.0f} ms)"
                      if self.refresh else
                      f", re-selection after {self.refresh_after} tok not reached" if self.refresh_after else "")
         return (
@@ -85,7 +89,7 @@ class GenerationResult:
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
             f"{'' if self.ffn_width == self.d_ffn else ', compensation ' + comp} | "
             f"selection {t['selection_s'] * 1e3:.0f} ms, loading {t['loading_s'] * 1e3:.1f} ms, "
-            f"prefill {t['prefill_s'] * 1e3:.0f} ms ({self.prompt_tokens} tok), "
+            f"prefill {t['prefill_s'] * 1e3:.0f} ms ({self.prompt_tokens} tok{', dense' if self.prefill == 'dense' else ''}), "
             f"decode {t['decode_s']:.2f} s ({self.new_tokens} tok, {decode_tps:.1f} tok/s){refreshed}"
         )
 
@@ -122,14 +126,18 @@ def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | No
 
 def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
              plan: Plan | None = None, task: str | None = None, sampling: SamplingConfig | None = None,
-             chat: bool = True, stream: TextIO | None = None, refresh: int | None = None) -> GenerationResult:
+             chat: bool = True, stream: TextIO | None = None, refresh: int | None = None,
+             refresh_every: bool = False, prefill: str = "pruned") -> GenerationResult:
     """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
 
     `task`: select from this task description instead of the prompt (per-task use; the plan is cached
     by the selector and reused for every prompt of the task; re-selection, when on, starts from it).
     `refresh`: after this many answer tokens, re-select from the selector's scores plus GRIFFIN's over
     the tokens so far, and go on under that plan (selection.refresh). None: the selector's default (off,
-    except for an artifact trained under re-selection); 0: off.
+    except for an artifact trained under re-selection); 0: off. `refresh_every`: re-select after every
+    further R tokens too (needs re-selection on). `prefill="dense"`: the full model reads the prompt (but its last
+    token) and the compact model attends to that KV cache (selection.prefill); each re-selection then re-runs
+    only the answer so far under the new plan, not the prompt.
     """
     sampling = sampling or SamplingConfig()
     sampling.validate()
@@ -137,6 +145,11 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         raise IfpruneError("refresh re-selects with a selector: it cannot follow a fixed plan file")
     sel = make_selector(selector) if isinstance(selector, str) else selector
     refresh = None if plan is not None else resolve_refresh(refresh, sel)
+    prefill = check_prefill(prefill)
+    if refresh_every and refresh is None:
+        raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
+                           "or an artifact trained under it)" + ("; a fixed plan file cannot be re-selected"
+                                                                  if plan is not None else ""))
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)
@@ -171,35 +184,46 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
 
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-    split = refresh is not None and plan is not None and not plan.is_dense and sampling.max_new_tokens > refresh
+    pruned = plan is not None and not plan.is_dense
+    lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
+    dense = prefill == "dense" and pruned
+    text = task if task is not None else prompt
+    cache = None
+
+    def segment(model, cur, n, streamer):
+        kw = replace(sampling, max_new_tokens=n).generate_kwargs()
+        with torch.inference_mode():
+            return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
+                                  pad_token_id=lm.tokenizer.pad_token_id,
+                                  cache=crop_to(cache, ids.shape[1] - 1), **kw)
+
     streamer = _TimingStreamer(lm.tokenizer, stream)
-    streamer.continues = split
-    first_kw = sampling.generate_kwargs()
-    if split:
-        first_kw = replace(sampling, max_new_tokens=refresh).generate_kwargs()
+    streamer.continues = len(lengths) > 1
     t1 = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                             pad_token_id=lm.tokenizer.pad_token_id, **first_kw)
+    if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
+        cache = prompt_cache(lm, sel, text if task is None else None, ids)
+    start, out = ids.shape[1], segment(model, ids, lengths[0], streamer)
     t2 = time.perf_counter()
     first = streamer.first_token_at or t2
-    refreshed, refresh_s = None, 0.0
-    if split and answer_goes_on(lm, out, ids.shape[1], refresh, ignore_eos=sampling.ignore_eos):
+    decode_s, refresh_s, plans = t2 - first, 0.0, []
+    for i, n in enumerate(lengths[1:], 1):
+        if not answer_goes_on(lm, out, start, lengths[i - 1], ignore_eos=sampling.ignore_eos):
+            break  # the last segment ended the answer
         t_r = time.perf_counter()
-        plan2 = refresh_plan(lm, sel, task if task is not None else prompt, out[0], plan.width, refresh)
-        compact.load(plan2, prompt=prompt_stats)
+        plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh))
+        compact.load(plans[-1], prompt=prompt_stats)
         streamer = _TimingStreamer(lm.tokenizer, stream)
-        rest = replace(sampling, max_new_tokens=sampling.max_new_tokens - refresh)
-        with torch.inference_mode():
-            out = compact.model.generate(out, attention_mask=torch.ones_like(out), streamer=streamer,
-                                         pad_token_id=lm.tokenizer.pad_token_id, **rest.generate_kwargs())
+        streamer.continues = i < len(lengths) - 1
+        start, out = out.shape[1], segment(compact.model, out, n, streamer)
         t3 = time.perf_counter()
-        refresh_s = (streamer.first_token_at or t3) - t_r
-        t2 = t3 - refresh_s  # decode time: both segments' decoding, without the refresh
-        refreshed = {"after": refresh, "plan_hash": plan2.hash}
-    elif split and stream is not None:
-        stream.write("\n")  # the first segment was the whole answer: end its line as a plain run does
+        r_s = (streamer.first_token_at or t3) - t_r
+        refresh_s += r_s
+        decode_s += t3 - t_r - r_s  # decoding only: each re-selection, its load and prefill are refresh_s
+    if streamer.continues and stream is not None:
+        stream.write("\n")  # the answer ended before the segment planned after this one: end its line here
         stream.flush()
+    refreshed = ({"after": refresh, "plan_hash": plans[-1].hash, "count": len(plans), "every": refresh_every}
+                 if plans else None)
     new = out[0, ids.shape[1]:]
     return GenerationResult(
         text=lm.tokenizer.decode(new, skip_special_tokens=True),
@@ -212,11 +236,13 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         new_tokens=int(new.numel()),
         prompt_tokens=int(ids.shape[1]),
         plan_hash=plan.hash if plan is not None else None,
-        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": t2 - first,
+        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": decode_s,
                  **({"refresh_s": refresh_s} if refreshed else {})},
         compensation=compensation,
         refresh=refreshed,
-        refresh_after=refresh if plan is not None and not plan.is_dense else None,
+        refresh_after=refresh if pruned else None,
+        refresh_every=bool(refresh_every and refresh and pruned),
+        prefill="dense" if dense else "pruned",
         plan=plan,
-        refresh_plan=plan2 if refreshed else None,
+        refresh_plan=plans[-1] if plans else None,
     )

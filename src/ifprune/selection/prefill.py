@@ -9,6 +9,8 @@ GRIFFIN runs its prompt phase. Decode is unchanged: one smaller dense model per 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..core.prompt_pass import decoder_body
@@ -30,5 +32,25 @@ def dense_prefix_cache(lm, ids: torch.Tensor):
 
     cache = DynamicCache(config=lm.model.config)
     with torch.no_grad():
-        decoder_body(lm.model)(input_ids=ids, past_key_values=cache, use_cache=True)
+        decoder_body(lm.model)(input_ids=ids, cache=cache, use_cache=True)
+    return cache
+
+
+def prompt_cache(lm, selector, text: str | None, ids: torch.Tensor):
+    """The full model's KV cache of `ids` [1, T] but its last token: a copy of the selector's own prompt pass
+    when that pass read exactly these ids (a re-selecting artifact keeps it), else one pass of the full model.
+    Cropped back to T - 1 tokens before each segment (`crop_to`), so re-selection re-runs only the answer."""
+    n = ids.shape[1] - 1
+    get = getattr(selector, "prompt_state", None)
+    state = get(lm, text) if callable(get) and text is not None else None
+    if (state is not None and state.ids.numel() == ids.shape[1] and torch.equal(state.ids, ids[0].cpu())
+            and state.cache.get_seq_length() == ids.shape[1]):
+        return crop_to(copy.deepcopy(state.cache), n)  # the selector's own stays whole: re-selection reads it
+    return dense_prefix_cache(lm, ids[:, :n])
+
+
+def crop_to(cache, tokens: int):
+    """`cache` with only its first `tokens` positions (the dense prompt), ready for the next segment."""
+    if cache is not None and (extra := cache.get_seq_length() - tokens) > 0:
+        cache.crop(-extra)  # (transformers 5: a negative count removes that many tokens)
     return cache

@@ -55,6 +55,16 @@ def answer_goes_on(lm, out: torch.Tensor, prompt_len: int, after: int, *, ignore
     return out.shape[1] - prompt_len == after and (ignore_eos or int(out[0, -1]) not in eos_ids(lm))
 
 
+def segment_lengths(total: int, refresh: int | None, every: bool) -> list[int]:
+    """New tokens per plan: all under one plan; [R, rest] with one re-selection; [R, R, ..., rest] with `every`.
+    A segment runs only while the answer goes on (`answer_goes_on`)."""
+    if not refresh or total <= refresh:
+        return [total]
+    if not every:
+        return [refresh, total - refresh]
+    return [refresh] * (total // refresh) + ([total % refresh] if total % refresh else [])
+
+
 def combine(own: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     """The re-selection rule (inference and training share it): each score set standardised per layer, summed."""
     return standardise(own.float()) + standardise(seen.float())
