@@ -15,7 +15,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import encode_prompt
-from ..selection.refresh import answer_goes_on
+from ..selection.refresh import answer_goes_on, segment_lengths
 from ..selection.selectors import Selector
 
 
@@ -135,15 +135,12 @@ class Scorer:
             for ctx, cont in pairs:
                 cont = list(cont)
                 lp, n, greedy, done, seg = 0.0, 0, True, 0, plan
-                while done < len(cont):
-                    last = done > 0 and not self.refresh_every  # one re-selection: the rest in one segment
-                    end = len(cont) if last or len(cont) - done <= R else done + R
-                    seen = list(ctx) + cont[:done]
-                    (s_lp, s_n, s_g), = self._loglikelihoods(seg, [(seen, cont[done:end])], prompt_lens=[len(ctx)])
-                    lp, n, greedy = lp + s_lp, n + s_n, greedy and s_g
-                    done = end
-                    if done < len(cont):
+                for k in segment_lengths(len(cont), R, self.refresh_every):
+                    if done:
                         seg = self.refreshed(plan, list(ctx) + cont[:done])
+                    (s_lp, s_n, s_g), = self._loglikelihoods(seg, [(list(ctx) + cont[:done], cont[done:done + k])],
+                                                             prompt_lens=[len(ctx)])
+                    lp, n, greedy, done = lp + s_lp, n + s_n, greedy and s_g, done + k
                 out.append((lp, n, greedy))
             return out
         return self._loglikelihoods(plan, pairs)
@@ -168,15 +165,7 @@ class Scorer:
             return [(float(logp[c[0]]), 1, best == c[0]) for _, c in pairs]
         seqs, spans = [], []
         for ctx, cont in pairs:
-            if not cont:
-                raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
-            cont = list(cont)[:limit]
-            # the last token is never an input, so `limit` inputs score up to `limit` tokens and keep one
-            # more context token than a `limit`-token window would (as lm-eval's own HF model cuts)
-            seq = (list(ctx) + cont)[-(limit + 1):]
-            start = len(seq) - len(cont)
-            if start < 1:
-                raise IfpruneError("a continuation needs at least one context token before it")
+            seq, start, _ = self._window(ctx, cont)
             seqs.append(seq)
             spans.append((start, len(seq)))
         pad = self.lm.tokenizer.pad_token_id or 0
@@ -204,16 +193,8 @@ class Scorer:
         the rest by `model`: every scored token is still predicted by the compact model."""
         from ..selection.prefill import dense_prefix_cache
 
-        limit = self.lm.context_length() or 10**9
-        if not cont:
-            raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
-        cont = list(cont)[:limit]
-        full = list(ctx) + cont
-        seq = full[-(limit + 1):]
-        start = len(seq) - len(cont)
-        if start < 1:
-            raise IfpruneError("a continuation needs at least one context token before it")
-        P = min(prompt_len - (len(full) - len(seq)), start) - 1  # dense tokens: the prompt's, but its last
+        seq, start, cut = self._window(ctx, cont)
+        P = min(prompt_len - cut, start) - 1  # dense tokens: the prompt's, but its last
         ids = torch.tensor([seq], device=self.lm.device)
         t0 = time.perf_counter()
         cache = dense_prefix_cache(self.lm, ids[:, :P]) if P >= 1 else None
@@ -223,14 +204,29 @@ class Scorer:
         lp = torch.log_softmax(logits[start - 1 - P:], dim=-1)
         target = ids[0, start:]
         tok = lp.gather(1, target.unsqueeze(1)).squeeze(1)
-        return float(tok.sum()), len(cont), bool((lp.argmax(-1) == target).all())
+        return float(tok.sum()), len(seq) - start, bool((lp.argmax(-1) == target).all())
+
+    def _window(self, ctx, cont) -> tuple[list[int], int, int]:
+        """(sequence, where the continuation starts in it, context tokens cut from the left): contexts are cut
+        from the left if context + continuation exceed the context length + 1, a continuation that alone fills
+        it is scored on its first (context length) tokens."""
+        limit = self.lm.context_length() or 10**9
+        if not cont:
+            raise IfpruneError("a continuation encodes to zero tokens; nothing to score")
+        cont = list(cont)[:limit]
+        # the last token is never an input, so `limit` inputs score up to `limit` tokens and keep one
+        # more context token than a `limit`-token window would (as lm-eval's own HF model cuts)
+        seq = (list(ctx) + cont)[-(limit + 1):]
+        start = len(seq) - len(cont)
+        if start < 1:
+            raise IfpruneError("a continuation needs at least one context token before it")
+        return seq, start, len(ctx) + len(cont) - len(seq)
 
     @torch.no_grad()
     def generate(self, plan: Plan | None, prompt_ids: list[int], *, max_new_tokens: int,
                  stop: list[str] | None = None) -> str:
         """Greedy continuation, cut at the first stop string; segments and prefill as `generate` runs them."""
         from ..selection.prefill import crop_to, prompt_cache
-        from ..selection.refresh import segment_lengths
 
         model = self.model_for(plan)
         limit = self.lm.context_length()

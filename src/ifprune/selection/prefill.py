@@ -13,9 +13,8 @@ import copy
 
 import torch
 
-from ..core.prompt_pass import decoder_body
-
 from ..core.errors import IfpruneError
+from ..core.prompt_pass import decoder_body
 
 PREFILLS = ("pruned", "dense")
 

@@ -25,6 +25,7 @@ from ..core.prompt_pass import decoder_body
 from ..core.plan import Plan
 from ..core.prompting import eos_ids
 from .heads import standardise
+from .prefill import crop_to
 from .selectors import GriffinSelector, Selector, griffin_squares
 
 
@@ -109,9 +110,7 @@ def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torc
         squares, _ = _recorded_pass(lm, input_ids=ids[n:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
                                     use_cache=True)
     finally:
-        extra = state.cache.get_seq_length() - n
-        if extra > 0:
-            state.cache.crop(-extra)  # (transformers 5: a negative count removes that many tokens)
+        crop_to(state.cache, n)
     return (state.squares + squares).sqrt()
 
 
