@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="JSONL of prompt/response/family (held-out SFT examples)")
     p.add_argument("--out", required=True, help="path stem: STEM.jsonl (per example), STEM.json (summary)")
     p.add_argument("--refresh", type=int, default=None, help="as `generate --refresh` (default: the artifact's)")
+    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="as `generate --refresh-every` (and its default)")
+    p.add_argument("--prefill", choices=("pruned", "dense"), default=None, help="as `generate --prefill`")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -74,7 +77,8 @@ def main(argv=None) -> int:
             if key in done:
                 continue
             res = generate(lm, ex["prompt"], selector=sel, width=width,
-                           sampling=SamplingConfig(max_new_tokens=a.max_new_tokens), refresh=a.refresh)
+                           sampling=SamplingConfig(max_new_tokens=a.max_new_tokens), refresh=a.refresh,
+                           refresh_every=a.refresh_every, prefill=a.prefill)
             ids = lm.tokenizer(res.text, add_special_tokens=False)["input_ids"]
             r = {"id": key, "family": ex["family"], "new_tokens": res.new_tokens, "loop_unit": tail_loop(ids),
                  "refreshed": res.refresh is not None, "text": res.text}
@@ -86,7 +90,7 @@ def main(argv=None) -> int:
     rows = [done[k] for k in done]
     fams = sorted({r["family"] for r in rows})
     summary = {"checkpoint": a.checkpoint, "data": a.data, "max_new_tokens": a.max_new_tokens,
-               "refresh": a.refresh, "examples": len(rows),
+               "refresh": a.refresh, "refresh_every": a.refresh_every, "prefill": a.prefill, "examples": len(rows),
                "compensation": described(lm),
                "loops": {fam: {"n": len(rs), "looping": sum(r["loop_unit"] is not None for r in rs)}
                          for fam in ["all", *fams] for rs in [[r for r in rows if fam == "all" or r["family"] == fam]]},

@@ -77,6 +77,49 @@ def test_bench_times_refresh_when_asked_and_counts_it_in_each_answer():
     assert run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=3, samples=1, keep=0.25, refresh=3))["refresh"] is None
     with pytest.raises(IfpruneError, match="refresh must be a whole number"):
         BenchConfig(refresh=-1).validate()
+    with pytest.raises(IfpruneError, match="prefill must be one of"):
+        BenchConfig(prefill="half").validate()
+
+
+def test_bench_times_re_selection_every_r_tokens_with_a_dense_prefill():
+    lm = tiny_lm("llama", layers=2, d_ffn=48)
+    cfg = dict(prompt_tokens=24, new_tokens=10, samples=2, keep=0.25, refresh=3)
+    once = run_bench(lm, BenchConfig(**cfg))
+    every = run_bench(lm, BenchConfig(**cfg, refresh_every=True))
+    assert (once["refreshes"], once["prefill"]) == (1, "pruned")
+    assert (every["refreshes"], every["refresh_every"], every["prefill"]) == (3, True, "dense")  # after 3, 6, 9
+    c = every["summary"]["compact"]
+    assert c["generation_s"] == pytest.approx(c["prefill_s"] + c["decode_s"] + c["refresh_s"] + c["refresh_prefill_s"])
+    md = to_markdown(every)
+    assert "re-selection every 3 new tokens (3 per answer" in md and "dense prefill" in md
+    with pytest.raises(IfpruneError, match="turn re-selection on"):
+        run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=10, keep=0.25, refresh_every=True))
+
+
+def test_static_decoder_dense_prefix_and_kept_positions_match_hf_generate():
+    """A dense prefill (the full model's cache of the prompt but its last token, from a model or a copied cache)
+    and a later prefill that keeps those positions give HF generate's tokens from the same cache."""
+    from ifprune.selection.prefill import dense_prefix_cache
+
+    lm = tiny_lm("llama", layers=2, d_ffn=48)
+    compact = lm.compact(24)
+    compact.load(make_selector("random", seed=1).select(lm, None, 24))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
+
+    def hf(seq, n):
+        out = compact.model.generate(seq, max_new_tokens=n, do_sample=False, pad_token_id=0, eos_token_id=None,
+                                     cache=dense_prefix_cache(lm, ids[:, :-1]))
+        return out[:, seq.shape[1]:].tolist()
+
+    dec = StaticDecoder(compact.model, 40)
+    a, _ = dec.generate(ids, 6, prefix=lm.model)
+    b, _ = dec.generate(ids, 6, prefix=dense_prefix_cache(lm, ids))
+    assert a.tolist() == b.tolist() == hf(ids, 6)
+    seen = torch.cat([ids, a[:, :3]], dim=1)
+    c, _ = dec.generate(seen, 3, keep=ids.shape[1] - 1)
+    assert c.tolist() == hf(seen, 3) == a[:, 3:].tolist()
+    with pytest.raises(IfpruneError, match="keep must be"):
+        dec.generate(seen, 3, keep=2, prefix=lm.model)
 
 
 def test_cli_bench_random_config(tmp_path, capsys):

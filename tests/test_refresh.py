@@ -100,7 +100,7 @@ def test_scoring_with_refresh_is_the_two_segments_scored_as_generation_runs_them
 
 def test_scoring_with_refresh_every_r_tokens_is_one_segment_per_plan(lm):
     sel = make_selector("griffin")
-    every = Scorer(lm, sel, 16, refresh=R, refresh_every=True)
+    every = Scorer(lm, sel, 16, refresh=R, refresh_every=True, prefill="pruned")
     plain = Scorer(lm, sel, 16)
     prompt = "count to ten"
     ctx = every.encode(prompt, chat=True)
@@ -216,6 +216,8 @@ def trained_under_refresh(tmp_path_factory):
 
 
 def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_under_refresh):
+    """Its default: re-selection after every R tokens with a dense prefill; `refresh R` given alone: once, pruned
+    prefill (what it meant before that default); `refresh 0`: one plan."""
     from ifprune.selection.artifact import load_artifact
 
     path, lm = trained_under_refresh
@@ -224,14 +226,23 @@ def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_un
     s = SamplingConfig(max_new_tokens=10, ignore_eos=True)
     res = generate(lm, "count to ten", selector=sel, width=16, sampling=s)
     assert res.refresh["after"] == R and res.refresh_after == R
-    short = generate(lm, "count to ten", selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=R, ignore_eos=True))
-    assert short.refresh is None and f"re-selection after {R} tok not reached" in short.summary()
-    told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R)
+    assert res.refresh_every and res.refresh["count"] == 2 and res.prefill == "dense"
+    told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R, refresh_every=True, prefill="dense")
     assert told.text == res.text and told.refresh == res.refresh
+    short = generate(lm, "count to ten", selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=R, ignore_eos=True))
+    assert short.refresh is None and f"re-selection (every {R} tok) not reached" in short.summary()
+    once = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R)
+    assert once.refresh["count"] == 1 and not once.refresh_every and once.prefill == "pruned"
     off = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=0)
     assert off.refresh is None and off.refresh_after is None and off.plan_hash == res.plan_hash
-    assert Scorer(lm, sel, 16).refresh == R and Scorer(lm, sel, 16, refresh=0).refresh is None
-    assert Scorer(lm, sel, 16).config()["refresh"] == R and "refresh" not in Scorer(lm, sel, 16, refresh=0).config()
+    assert off.prefill == "pruned"
+    own = Scorer(lm, sel, 16)
+    assert (own.refresh, own.refresh_every, own.prefill) == (R, True, "dense")
+    assert own.config()["refresh"] == R and own.config()["refresh_every"] and own.config()["prefill"] == "dense"
+    # rows measured before this default keep their cache keys: `refresh R` alone and `refresh 0`
+    assert Scorer(lm, sel, 16, refresh=R).config().keys() == Scorer(lm, make_selector("griffin"), 16, refresh=R).config().keys()
+    assert Scorer(lm, sel, 16, refresh=0).refresh is None and "refresh" not in Scorer(lm, sel, 16, refresh=0).config()
+    assert "prefill" not in Scorer(lm, sel, 16, refresh=0).config()
     assert Scorer(lm, make_selector("griffin"), 16).refresh is None  # training-free selectors: off by default
 
 
@@ -240,9 +251,15 @@ def test_compare_rows_of_an_artifact_trained_under_refresh(trained_under_refresh
 
     path, _ = trained_under_refresh
     own, off, other = (SelectorSpec.parse(f"{n}:{path}") for n in ("predictor", "predictor+refresh0", "predictor+refresh8"))
-    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+refresh{R}")
+    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+refresh-every{R}+dense-prefill")
     assert (off.refresh, off.effective_refresh(), off.label()) == (0, None, "ifpruning")
     assert (other.effective_refresh(), other.label()) == (8, "ifpruning+refresh8")
+    once = SelectorSpec.parse(f"predictor+refresh-once:{path}")
+    assert once.label() == f"ifpruning+refresh{R}" and once.effective_refresh() == R and once.refresh_every is False
+    assert SelectorSpec.parse("griffin+refresh-once").label() == "griffin"  # no R of its own: nothing to re-select
+    pruned = SelectorSpec.parse(f"predictor+pruned-prefill:{path}")
+    assert pruned.label() == f"ifpruning+refresh-every{R}" and pruned.prefill == "pruned"
+    assert SelectorSpec.parse(f"predictor+refresh{R}+dense-prefill:{path}").label() == f"ifpruning+refresh{R}+dense-prefill"
 
 
 def test_a_recipe_refresh_that_makes_no_sense_is_refused(trained_under_refresh, tmp_path):

@@ -227,15 +227,17 @@ def test_batched_rows_match_unbatched_generation():
     assert run(prompts) == [run([p])[0] for p in prompts]
 
 
-def test_refresh_in_the_engine_matches_generate_with_refresh():
+@pytest.mark.parametrize("every,prefill", [(False, "pruned"), (True, "dense"), (True, "pruned"), (False, "dense")])
+def test_refresh_in_the_engine_matches_generate_with_refresh(every, prefill):
     """With refresh R each request decodes R tokens under the batch's plan, then goes on under its own
-    re-selected plan: the same answer as `generate(..., refresh=R)`, batched or alone."""
+    re-selected plan (re-selected again after every R with `every`; the full model's prompt cache with a dense
+    prefill): the same answer as `generate(..., refresh=R, refresh_every=..., prefill=...)`, batched or alone."""
     from ifprune.core.prompting import encode_prompt
     from ifprune.runtime.generation import SamplingConfig, generate
 
     lm = tiny_lm("llama", d_ffn=48)
     sel = make_selector("griffin")
-    eng = Engine(lm, sel, 24, refresh=3)
+    eng = Engine(lm, sel, 24, refresh=3, every=every, prefill=prefill)
     prompts = ["count to ten", "hello there, general", "def f(x): return x"]
 
     def run(batch_prompts):
@@ -251,16 +253,24 @@ def test_refresh_in_the_engine_matches_generate_with_refresh():
             evs = []
             while not r.events.empty():
                 evs.append(r.events.get())
-            texts.append(("".join(e[1] for e in evs if e[0] == "delta"), r.refreshed))
-        return texts, stats
+            texts.append(("".join(e[1] for e in evs if e[0] == "delta"), r.refreshed, r.refreshes))
+        return [t[:2] for t in texts], stats, [t[2] for t in texts]
 
-    alone = [run([p])[0][0] for p in prompts]
-    for p, (text, refreshed) in zip(prompts, alone):
-        res = generate(lm, p, selector=sel, width=24, sampling=SamplingConfig(max_new_tokens=9), refresh=3)
+    alone, counts = [], []
+    for p in prompts:
+        texts, _, n = run([p])
+        alone.append(texts[0])
+        counts.append(n[0])
+    for p, (text, refreshed), n in zip(prompts, alone, counts):
+        res = generate(lm, p, selector=sel, width=24, sampling=SamplingConfig(max_new_tokens=9), refresh=3,
+                       refresh_every=every, prefill=prefill)
         assert text == res.text
         assert (refreshed.hash if refreshed else None) == (res.refresh or {}).get("plan_hash")
+        assert n == (res.refresh or {}).get("count", 0)
     assert any(r is not None for _, r in alone)  # the tiny model answers past 3 tokens at least once
-    batched, stats = run(prompts)
+    if every:
+        assert max(counts) == 2  # 9 tokens: re-selected after 3 and after 6
+    batched, stats, _ = run(prompts)
     assert [t for t, _ in batched][:1] == [alone[0][0]] and stats["refresh_s"] > 0
     assert all((r is None) == (a is None) for (_, r), (_, a) in zip(batched, alone))
 
@@ -285,6 +295,24 @@ def test_served_refresh_is_reported_and_0_turns_it_off():
         s.close()
     with pytest.raises(Exception, match="refresh must be a whole number"):
         ServeConfig(refresh=-2).validate()
+    with pytest.raises(Exception, match="prefill must be one of"):
+        ServeConfig(prefill="half").validate()
+
+
+def test_served_refresh_every_runs_dense_prefill_and_reports_it():
+    s = _server(refresh=3, refresh_every=True)
+    try:
+        card = {m.id: m.model_dump() for m in _client(s).models.list()}
+        assert (card["ifprune"]["refresh_every"], card["ifprune"]["prefill"]) == (True, "dense")
+        assert (card["ifprune-dense"]["refresh_every"], card["ifprune-dense"]["prefill"]) == (False, "pruned")
+        out = _client(s).chat.completions.create(model="ifprune", messages=USER, max_tokens=10)
+        got = out.model_extra["ifprune"]["refresh"]
+        if got is not None:  # (unless the tiny model's answer ended within 3 tokens)
+            assert got["every"] and 1 <= got["count"] <= 3
+    finally:
+        s.close()
+    with pytest.raises(Exception, match="turn re-selection on"):
+        _server(refresh_every=True)  # griffin has no re-selection of its own
 
 
 def test_graceful_shutdown_finishes_running_request_and_leaks_nothing():

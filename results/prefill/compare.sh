@@ -11,7 +11,7 @@ A=src/ifprune/artifacts/smollm2-135m-keep$KEEP
 P=".venv/bin/python benchmarks/paired_nll.py"
 EXTRA=""
 if [ "$KEEP" = 50 ]; then EXTRA="griffin griffin+dense-prefill"; fi
-KEEPS=0.$KEEP nll_slices $D/compare$KEEP dense "predictor:$A" "predictor+dense-prefill:$A" $EXTRA
+KEEPS=0.$KEEP nll_slices $D/compare$KEEP dense "predictor+refresh-once:$A" "predictor+refresh-once+dense-prefill:$A" $EXTRA
 keep_examples $D/compare$KEEP
 .venv/bin/python benchmarks/pooled_nll.py $D/compare$KEEP/results.json $D/compare${KEEP}b/results.json --out $D/pooled$KEEP.json
 $P $D/compare$KEEP/results.json "ifpruning+refresh32" "ifpruning+refresh32+dense-prefill" \

@@ -12,8 +12,8 @@ DATA="$IFPRUNE_CACHE/fidelity_unread_4000.jsonl"
 ART=results/training/artifacts
 NLL=".venv/bin/ifprune eval compare --threads ${THREADS:-1} --suites nll --data $DATA --limits nll=120 --no-progress --no-plots"
 $NLL --keeps 0.75 --compensations none --selectors dense "predictor:$ART/smollm2-135m-keep75-v5" \
-  "predictor:$ART/smollm2-135m-keep75-v10" ${ROWS75} --out results/quality/fidelity/keep75
+  "predictor+refresh-once:$ART/smollm2-135m-keep75-v10" ${ROWS75} --out results/quality/fidelity/keep75
 $NLL --keeps 0.75 --compensations calibration --selectors griffin --out results/quality/fidelity/keep75_griffin
 $NLL --keeps 0.5 --compensations none --selectors "predictor:$ART/smollm2-135m-keep50-v5" \
-  "predictor:$ART/smollm2-135m-keep50-v11" ${ROWS50} --out results/quality/fidelity/keep50
+  "predictor+refresh-once:$ART/smollm2-135m-keep50-v11" ${ROWS50} --out results/quality/fidelity/keep50
 $NLL --keeps 0.5 --compensations calibration --selectors griffin --out results/quality/fidelity/keep50_griffin

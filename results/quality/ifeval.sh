@@ -17,8 +17,8 @@ IFP=".venv/bin/ifprune eval compare --threads ${THREADS:-1} --suites ifeval --li
 for ROW in ${ROWS:-dense v10 v11 griffin75 griffin50}; do
   case $ROW in
     dense) $IFP --keeps 0.75 --compensations none --selectors dense --out $OUT/dense ;;
-    v10) $IFP --keeps 0.75 --compensations none --selectors predictor:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10 ;;
-    v11) $IFP --keeps 0.5 --compensations none --selectors predictor:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11 ;;
+    v10) $IFP --keeps 0.75 --compensations none --selectors predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10 ;;
+    v11) $IFP --keeps 0.5 --compensations none --selectors predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11 ;;
     # per task: one plan from IFEval's task description (eval/ifeval.py), no re-selection: what an export runs
     v10-task) $IFP --keeps 0.75 --compensations none --selectors predictor-task+refresh0:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10_task ;;
     v11-task) $IFP --keeps 0.5 --compensations none --selectors predictor-task+refresh0:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11_task ;;

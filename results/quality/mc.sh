@@ -18,8 +18,11 @@ for ROW in ${ROWS:-dense griffin predictor}; do
   case $ROW in
     dense) $IFP --compensations none --selectors dense --out $OUT/dense ;;
     griffin) $IFP --compensations calibration --selectors griffin --out $OUT/griffin_calibration ;;
-    predictor) $IFP --compensations none --selectors predictor:$ART --out $OUT/predictor ;;
-    task) $IFP --compensations none --selectors predictor-task:$ART --out $OUT/predictor_task ;;
+    # predictor, task: as the artifact ran by default until 2026-12-05 (re-selection once after its own R, if it
+    # has one; pruned prefill), the rows measured then; default: as it runs by default now (every R, dense prefill)
+    predictor) $IFP --compensations none --selectors predictor+refresh-once:$ART --out $OUT/predictor ;;
+    task) $IFP --compensations none --selectors predictor-task+refresh-once:$ART --out $OUT/predictor_task ;;
+    default) $IFP --compensations none --selectors predictor:$ART --out $OUT/predictor_every_dense ;;
     static) $IFP --compensations none --selectors predictor:${STATIC:?set STATIC to a learned-static artifact} \
               --out $OUT/static ;;
     # the dense model fine-tuned on IFPruning's data and budget (results/training/dense/run.sh): the fair dense

@@ -10,7 +10,7 @@ KEEP=${KEEP:-75}
 D=results/refresh/every
 A=src/ifprune/artifacts/smollm2-135m-keep$KEEP
 P=".venv/bin/python benchmarks/paired_nll.py"
-KEEPS=0.$KEEP nll_slices $D/compare$KEEP dense "predictor:$A" "predictor+refresh-every32:$A" \
+KEEPS=0.$KEEP nll_slices $D/compare$KEEP dense "predictor+refresh-once:$A" "predictor+refresh-every32+pruned-prefill:$A" \
   "predictor+refresh-every32+dense-prefill:$A"
 keep_examples $D/compare$KEEP
 .venv/bin/python benchmarks/pooled_nll.py $D/compare$KEEP/results.json $D/compare${KEEP}b/results.json --out $D/pooled$KEEP.json

@@ -20,8 +20,8 @@ else
 fi
 . benchmarks/heldout_slices.sh
 D=results/training/dense
-nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
-  predictor:src/ifprune/artifacts/smollm2-135m-keep50 $STATIC
+nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep75 \
+  predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep50 $STATIC
 .venv/bin/python benchmarks/pooled_nll.py $D/compare/results.json $D/compareb/results.json --reference dense-sft \
   --out $D/pooled.json
 P=".venv/bin/python benchmarks/paired_nll.py"

@@ -13,9 +13,9 @@ done
 D=results/training/gpu
 CPU_STATIC75=runs/static/v5-keep75/artifact
 EXTRA75=; [ -f $CPU_STATIC75/config.json ] && EXTRA75="predictor:$CPU_STATIC75"
-KEEPS=0.75 nll_slices $D/compare75 dense predictor:src/ifprune/artifacts/smollm2-135m-keep75 "predictor:$G/k75-predictor/artifact" \
+KEEPS=0.75 nll_slices $D/compare75 dense predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep75 "predictor+refresh-once:$G/k75-predictor/artifact" \
   "predictor+refresh32:$G/k75-predictor/artifact" "predictor:$G/k75-static/artifact" $EXTRA75
-KEEPS=0.5 nll_slices $D/compare50 dense predictor:src/ifprune/artifacts/smollm2-135m-keep50 "predictor:$G/k50-predictor/artifact" \
+KEEPS=0.5 nll_slices $D/compare50 dense predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep50 "predictor+refresh-once:$G/k50-predictor/artifact" \
   "predictor+refresh32:$G/k50-predictor/artifact" "predictor:$G/k50-static/artifact"
 for K in 75 50; do
   .venv/bin/python benchmarks/pooled_nll.py $D/compare$K/results.json $D/compare${K}b/results.json --out $D/pooled$K.json

@@ -11,8 +11,8 @@ G=${G:-runs/gpu}
 cp runs/gpu-v11/keep50-refresh/log.jsonl results/training/gpu/logs/k50-continue-v11-recipe.jsonl
 . benchmarks/heldout_slices.sh
 D=results/training/gpu
-KEEPS=0.5 nll_slices $D/continue50 dense predictor:src/ifprune/artifacts/smollm2-135m-keep50 "predictor:$G/k50-predictor/artifact" \
-  "predictor+refresh32:$G/k50-predictor/artifact" predictor:runs/gpu-v11/keep50-refresh/artifact
+KEEPS=0.5 nll_slices $D/continue50 dense predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep50 "predictor+refresh-once:$G/k50-predictor/artifact" \
+  "predictor+refresh32:$G/k50-predictor/artifact" predictor+refresh-once:runs/gpu-v11/keep50-refresh/artifact
 .venv/bin/python benchmarks/pooled_nll.py $D/continue50/results.json $D/continue50b/results.json --out $D/pooled_continue50.json
 .venv/bin/python benchmarks/paired_nll.py $D/continue50/results.json "ifpruning+refresh32[smollm2-135m-keep50]" \
   "ifpruning+refresh32[keep50-refresh]" --pool $D/continue50b/results.json --out $D/paired50_continue_vs_v11.json

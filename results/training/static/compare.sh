@@ -19,6 +19,6 @@ case $KEEPS in *" 0.5 "*)
 esac
 case $KEEPS in *" 0.75 "*)
   KEEPS=0.75 nll_slices $D/compare75 dense "predictor:$STATIC75" predictor:results/training/artifacts/smollm2-135m-keep75-v5 \
-    predictor:src/ifprune/artifacts/smollm2-135m-keep75
+    predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep75
   KEEPS=0.75 COMPENSATIONS=calibration OUT_SUFFIX=_griffin_compensated nll_slices $D/compare75 griffin ;;
 esac

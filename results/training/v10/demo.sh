@@ -7,4 +7,4 @@ exec .venv/bin/python benchmarks/demo_answers.py --out results/training/v10/demo
   --max-new-tokens 128 \
   --prompt "What is the capital of France?" --prompt "Give three tips for staying healthy." \
   --prompt "Write a Python function that returns the factorial of n." \
-  --args "--checkpoint $A --refresh 32" --args "--checkpoint $A"
+  --args "--checkpoint $A --refresh 32" --args "--checkpoint $A --no-refresh-every"

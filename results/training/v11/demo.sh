@@ -9,4 +9,4 @@ exec .venv/bin/python benchmarks/demo_answers.py --out results/training/v11/demo
   --max-new-tokens 64 \
   --prompt "What is the capital of France?" --prompt "Give three tips for staying healthy." \
   --prompt "Write a Python function that returns the factorial of n." \
-  --args "--checkpoint $A" --args "--checkpoint $A --refresh 0" --args "--checkpoint $V5"
+  --args "--checkpoint $A --no-refresh-every" --args "--checkpoint $A --refresh 0" --args "--checkpoint $V5"

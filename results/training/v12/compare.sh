@@ -6,8 +6,8 @@ set -e
 V12=${1:-runs/v12/keep75-distill/artifact}
 V10=src/ifprune/artifacts/smollm2-135m-keep75
 . benchmarks/heldout_slices.sh
-THREADS=${THREADS:-1} nll_slices results/training/v12/compare dense "predictor:$V10" "predictor+refresh0:$V10" \
-  "predictor:$V12" "predictor+refresh32:$V12"
+THREADS=${THREADS:-1} nll_slices results/training/v12/compare dense "predictor+refresh-once:$V10" "predictor+refresh0:$V10" \
+  "predictor+refresh-once:$V12" "predictor+refresh32:$V12"
 summarise_slices results/training/v12/compare results/training/v12/summary \
   "v12 (keep 3/4, pure distillation to the dense model) vs v10"
 .venv/bin/python benchmarks/pooled_nll.py results/training/v12/compare/results.json results/training/v12/compareb/results.json \

@@ -10,4 +10,4 @@ exec .venv/bin/python benchmarks/demo_answers.py --out results/training/v13/demo
   --max-new-tokens 64 \
   --prompt "What is the capital of France?" --prompt "Give three tips for staying healthy." \
   --prompt "Write a Python function that returns the factorial of n." \
-  --args "--checkpoint $A" --args "--checkpoint $A --compensate none" --args "--checkpoint $V11"
+  --args "--checkpoint $A --no-refresh-every" --args "--checkpoint $A --compensate none --no-refresh-every" --args "--checkpoint $V11 --no-refresh-every"

@@ -12,8 +12,8 @@ DENSE_SFT=${DENSE_SFT:-runs/dense/v5-sft/artifact}
 . benchmarks/heldout_slices.sh
 require_artifacts "run results/training/v15/run.sh (and results/training/dense/run.sh)" $V15 $START $DENSE_SFT
 D=results/training/v15
-nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep75 \
-  "predictor:$START" "predictor:$V15"
+nll_slices $D/compare dense "predictor:$DENSE_SFT" predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep75 \
+  "predictor+refresh-once:$START" "predictor+refresh-once:$V15"
 .venv/bin/python benchmarks/pooled_nll.py $D/compare/results.json $D/compareb/results.json --reference dense-sft \
   --out $D/pooled.json
 P=".venv/bin/python benchmarks/paired_nll.py"

@@ -19,8 +19,8 @@ START="ifpruning+refresh32[smollm2-135m-keep$KEEP]"
 # output names: keep 3/4's came first (compare, pooled.json, paired_*_vs_v10), keep 1/2's carry its keep
 if [ "$KEEP" = 75 ]; then OUT=$D/compare POOLED=$D/pooled.json PAIRED=$D/paired_ V=v10
 else OUT=$D/compare$KEEP POOLED=$D/pooled$KEEP.json PAIRED=$D/paired_keep${KEEP}_ V=v11; fi
-nll_slices $OUT dense "predictor:$DENSE_SFT" predictor:src/ifprune/artifacts/smollm2-135m-keep$KEEP \
-  "predictor:$CONTROL" "predictor:$TEACHER"
+nll_slices $OUT dense "predictor:$DENSE_SFT" predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep$KEEP \
+  "predictor+refresh-once:$CONTROL" "predictor+refresh-once:$TEACHER"
 .venv/bin/python benchmarks/pooled_nll.py $OUT/results.json ${OUT}b/results.json --out $POOLED
 $P $OUT/results.json "$CTRL" "$ARM" --pool ${OUT}b/results.json --out ${PAIRED}teacher_vs_control.json
 $P $OUT/results.json "$START" "$ARM" --pool ${OUT}b/results.json --out ${PAIRED}teacher_vs_$V.json

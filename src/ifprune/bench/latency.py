@@ -56,6 +56,8 @@ class BenchConfig:
     compile: bool | None = None  # None: on CUDA only
     seed: int = 0
     refresh: int | None = None  # re-select after this many new tokens; None: the artifact's own default, 0: off
+    refresh_every: bool | None = None  # after every R new tokens; None: as generate (selection.refresh.resolve_every)
+    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.prefill.resolve_prefill)
 
     @classmethod
     def for_device(cls, device: str, **overrides) -> "BenchConfig":
@@ -73,6 +75,10 @@ class BenchConfig:
         from ..selection.refresh import check_refresh
 
         check_refresh(self.refresh)
+        if self.prefill is not None:
+            from ..selection.prefill import check_prefill
+
+            check_prefill(self.prefill)
 
 
 def shape_config(config: str | Path):
@@ -191,6 +197,14 @@ class PromptSelection:
 
     _last = None
 
+    def prefix(self, ids: torch.Tensor):
+        """What fills a dense prefill's cache: the selector's own prompt pass when it kept one for `ids` (as
+        `generate --prefill dense` copies it), else the full model, run again."""
+        state = self._state
+        if state is not None and state.ids.numel() == ids.shape[1] and torch.equal(state.ids, ids[0].cpu()):
+            return state.cache
+        return self.lm.model
+
     def refreshed(self, ids: torch.Tensor, width: int) -> Plan:
         """The re-selection after the first answer tokens (`ids`: prompt + those tokens), timed as the runtime
         pays it: the first selection's scores of the prompt (kept, as Selector.cached_scores keeps them) plus
@@ -210,13 +224,20 @@ class PromptSelection:
 def run_bench(lm, cfg: BenchConfig) -> dict:
     """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
     cfg.validate()
-    from ..selection.refresh import resolve_refresh
+    from ..selection.prefill import resolve_prefill
+    from ..selection.refresh import resolve_every, resolve_refresh, segment_lengths
 
     select = PromptSelection(lm, cfg)
     width = select.width()
+    every = resolve_every(cfg.refresh_every, cfg.refresh, select.selector)
     refresh = resolve_refresh(cfg.refresh, select.selector)
+    prefill = resolve_prefill(cfg.prefill, every)
     if refresh is not None and refresh >= cfg.new_tokens:
         refresh = None  # the answer ends before any re-selection
+    # answer tokens before each re-selection: [R] once, [R, 2R, ...] with `every`
+    starts = [sum(segment_lengths(cfg.new_tokens, refresh, every)[:i + 1])
+              for i in range(len(segment_lengths(cfg.new_tokens, refresh, every)) - 1)]
+    dense = prefill == "dense"
     if width == lm.d_ffn:
         raise IfpruneError("the compact width equals the full FFN width: pass --keep below 1 or --width below d_ffn")
     ctx = lm.context_length()
@@ -249,21 +270,27 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         compact.plan = None  # force the gather even if the plan repeats
         loading_s = compact.load(plan)
         refresh_s = refresh_prefill_s = 0.0
-        if refresh:  # once per query (each sample's answer would pay it): re-select, load, prefill prompt + R
-            seen = torch.cat([ids, torch.randint(3, vocab, (1, refresh), generator=g).to(device)], dim=1)
-            sync_device(device)
-            t0 = time.perf_counter()
-            plan2 = select.refreshed(seen, width)
-            compact.plan = None
-            compact.load(plan2)
-            sync_device(device)
-            refresh_s = time.perf_counter() - t0
-            _, t = compact_dec.generate(seen, 1)
-            refresh_prefill_s = t.prefill_s
+        if starts:  # once per query (each sample's answer would pay it): per re-selection, re-select, load and
+            # prefill the prompt and the answer so far (after a dense prefill: the answer so far only)
+            answer = torch.randint(3, vocab, (1, starts[-1]), generator=g).to(device)
+            if dense:
+                compact_dec.generate(ids, 1, prefix=select.prefix(ids))  # the prompt's cache the answer attends to
+            for done in starts:
+                seen = torch.cat([ids, answer[:, :done]], dim=1)
+                sync_device(device)
+                t0 = time.perf_counter()
+                plan2 = select.refreshed(seen, width)
+                compact.plan = None
+                compact.load(plan2)
+                sync_device(device)
+                refresh_s += time.perf_counter() - t0
+                _, t = compact_dec.generate(seen, 1, keep=ids.shape[1] - 1 if dense else 0)
+                refresh_prefill_s += t.prefill_s
             compact.load(plan)
         for s in range(cfg.samples):
             for name, dec in (("dense", dense_dec), ("compact", compact_dec)):
-                _, t = dec.generate(ids, cfg.new_tokens)
+                _, t = dec.generate(ids, cfg.new_tokens, prefix=select.prefix(ids) if dense and name == "compact"
+                                    else None)
                 extra = selection_s + loading_s if name == "compact" and s == 0 else 0.0
                 rows.append({"query": q, "sample": s, "model": name, "prefill_s": t.prefill_s,
                              "ttft_s": t.prefill_s + extra, "decode_s": t.decode_s, "per_token_s": t.per_token_s,
@@ -279,7 +306,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         med["ttft_s"] = statistics.median(r["ttft_s"] for r in first)
         med["selection_s"] = statistics.median(r["selection_s"] for r in first)
         med["loading_s"] = statistics.median(r["loading_s"] for r in first)
-        # re-selection: every answer pays one more selection + loading + prefill of prompt + R tokens
+        # re-selection: every answer pays, per re-selection, a selection + loading + prefill of what it re-runs
         med["refresh_s"] = statistics.median(r["refresh_s"] for r in first)
         med["refresh_prefill_s"] = statistics.median(r["refresh_prefill_s"] for r in first)
         gen = med["prefill_s"] + med["decode_s"] + med["refresh_s"] + med["refresh_prefill_s"]
@@ -300,7 +327,8 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
-        "selection": select.label, "refresh": refresh, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
+        "selection": select.label, "refresh": refresh, "refresh_every": bool(starts) and every,
+        "refreshes": len(starts), "prefill": prefill, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
         "compensation": described(lm),
     }
 
@@ -330,9 +358,14 @@ def to_markdown(res: dict, command: str | None = None) -> str:
               f"- selection + loading = {c['selection_loading_share_of_generation']:.1%} of one generation, "
               f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples); with a per-task plan "
               f"(selection cached) loading alone = {c['loading_share_of_generation']:.1%} of one generation",
-              *([f"- re-selection after {res['refresh']} new tokens (the artifact's default; --refresh 0: off): each "
-                 f"compact answer pays {ms(c['refresh_s'])} ms re-selecting and loading plus a {ms(c['refresh_prefill_s'])} ms "
-                 "prefill of prompt + those tokens, counted in its generation and query times"] if res.get("refresh") else []),
+              *([f"- re-selection {'every' if res.get('refresh_every') else 'after'} {res['refresh']} new tokens "
+                 f"({res.get('refreshes', 1)} per answer; --refresh 0: off): each compact answer pays "
+                 f"{ms(c['refresh_s'])} ms re-selecting and loading plus {ms(c['refresh_prefill_s'])} ms of prefill "
+                 f"({'the answer so far' if res.get('prefill') == 'dense' else 'prompt + the answer so far'}), counted "
+                 "in its generation and query times"] if res.get("refresh") else []),
+              *(["- dense prefill: the compact model's prefill reads the full model's KV cache of the prompt but its "
+                 "last token (copied from the selector's own pass when it keeps one, else one more pass of the full "
+                 "model, counted in the compact prefill)"] if res.get("prefill") == "dense" else []),
               f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, "
               f"1-min load average at the end {res.get('load_average_1m')}, {res['date']}"]
     if command:

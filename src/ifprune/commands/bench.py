@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .common import add_compensation_args, add_model_args
 
 
@@ -31,8 +33,12 @@ def register(sub) -> None:
     p.add_argument("--backbone-layers", type=int, default=None,
                    help="untrained predictor: read the prompt's hidden state after this many layers (stops there)")
     p.add_argument("--refresh", type=int, default=None, metavar="R",
-                   help="time re-selection after R new tokens too (default: the artifact's own, e.g. 32 for the "
-                        "shipped keep-3/4 one; otherwise off; 0: off)")
+                   help="time re-selection after R new tokens too (default: the artifact's own, every 32 tokens "
+                        "for the shipped ones; otherwise off; 0: off)")
+    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-select after every R new tokens (as `generate --refresh-every`, and with its default)")
+    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
+                   help="as `generate --prefill` (default: dense when re-selecting every R tokens, else pruned)")
     compile_ = p.add_mutually_exclusive_group()
     compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
                           help="torch.compile the decode step (default: on CUDA only)")
@@ -60,7 +66,8 @@ def run(args) -> int:
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,
-                                 backbone_layers=args.backbone_layers, refresh=args.refresh)
+                                 backbone_layers=args.backbone_layers, refresh=args.refresh,
+                                 refresh_every=args.refresh_every, prefill=args.prefill)
     if args.keep is not None or args.width is not None:
         cfg.keep, cfg.width = args.keep, args.width
     cfg.validate()

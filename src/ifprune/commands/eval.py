@@ -3,6 +3,7 @@ data copies; per-example results are cached so an interrupted run resumes."""
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 
@@ -37,10 +38,12 @@ def register(sub) -> None:
     p.add_argument("--refresh", type=int, default=None, metavar="R",
                    help="re-select after R answer tokens (as `generate --refresh`; default: the artifact's own, off unless it "
                         "was trained under re-selection; 0: off); in compare: NAME+refreshR per selector")
-    p.add_argument("--refresh-every", action="store_true", default=None,
-                   help="re-select after every R answer tokens, as `generate --refresh-every`; in compare: NAME+refresh-everyR")
+    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-select after every R answer tokens, as `generate --refresh-every` (default: as generate's); "
+                        "in compare: NAME+refresh-everyR")
     p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
-                   help="as `generate --prefill` (default: pruned); in compare: NAME+dense-prefill")
+                   help="as `generate --prefill` (default: as generate's); in compare: NAME+dense-prefill or "
+                        "NAME+pruned-prefill")
     _common(p)
     g = p.add_argument_group("compare")
     g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
@@ -69,7 +72,7 @@ def run(args) -> int:
     from ..core.errors import IfpruneError
 
     if args.suite == "compare":
-        if args.refresh is not None or args.refresh_every or args.prefill is not None:
+        if args.refresh is not None or args.refresh_every is not None or args.prefill is not None:
             raise IfpruneError("compare takes re-selection and prefill per selector: write NAME+refreshR, "
                                "NAME+refresh-everyR or NAME+dense-prefill in --selectors (e.g. predictor+refresh32:DIR), "
                                "not --refresh / --refresh-every / --prefill")
@@ -83,7 +86,7 @@ def run(args) -> int:
     lm = load(args)
     selector = selector_from_args(args, lm)
     scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=args.refresh,
-                    refresh_every=bool(args.refresh_every), prefill=args.prefill or "pruned")
+                    refresh_every=args.refresh_every, prefill=args.prefill)
     res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
     if args.json:
         print_json(res.to_dict())

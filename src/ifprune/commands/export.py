@@ -59,9 +59,10 @@ def run(args) -> int:
             import logging
 
             logging.getLogger("ifprune").warning(
-                "artifact %s runs with re-selection after %d answer tokens in ifprune (it was trained that way); an "
-                "exported model is one plan for the whole answer, so it runs without it (its quality: the "
-                "--refresh 0 rows of the artifact's results)", selector.artifact.path.name, refresh)
+                "artifact %s runs with re-selection every %d answer tokens and a dense prefill in ifprune (it was "
+                "trained under re-selection); an exported model is one plan for the whole answer and reads the "
+                "prompt itself, so it runs without either (its quality: the --refresh 0 rows of the artifact's "
+                "results)", selector.artifact.path.name, refresh)
     if gguf:
         info = export_gguf(lm, plan, args.out, qtype=args.gguf_type, task=args.task, overwrite=args.overwrite)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -22,16 +23,19 @@ def register(sub) -> None:
                         "midway, the second plan goes next to it as NAME.refresh.SUFFIX")
     p.add_argument("--refresh", type=int, default=None, metavar="R",
                    help="after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
-                        "and those tokens, then go on under that plan (one more selection and prefill; default: the artifact's "
-                        "own, e.g. 32 for the shipped keep-3/4 one, which was trained that way; otherwise off; 0: off)")
-    p.add_argument("--refresh-every", action="store_true", default=None,
+                        "and those tokens, then go on under that plan (given alone: once; default: the artifact's "
+                        "own, every 32 tokens for the shipped ones, which were trained under re-selection; otherwise "
+                        "off; 0: off)")
+    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
                    help="re-select after every R answer tokens, not only the first R (needs re-selection on: --refresh R "
-                        "or an artifact trained under it); with --save-plan the last re-selected plan is saved")
-    p.add_argument("--prefill", choices=("pruned", "dense"), default="pruned",
+                        "or an artifact trained under it; default: on for the artifact's own R, off for a --refresh "
+                        "given); with --save-plan the last re-selected plan is saved")
+    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
                    help="dense: the full model reads the prompt (reusing the selector's own pass when it has one) and "
                         "the compact model attends to it, so a re-selection re-runs only the answer so far, not the "
-                        "prompt; every answer token is still the compact model's (default: pruned, the whole "
-                        "sequence through the compact model, as an export runs)")
+                        "prompt; every answer token is still the compact model's. pruned: the whole sequence through "
+                        "the compact model, as an export runs (default: dense when re-selecting every R tokens, "
+                        "else pruned)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -64,7 +68,7 @@ def run(args) -> int:
     stream = None if (args.json or args.no_stream) else sys.stdout
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
                       sampling=sampling, chat=not args.no_chat, stream=stream, refresh=args.refresh,
-                      refresh_every=bool(args.refresh_every), prefill=args.prefill)
+                      refresh_every=args.refresh_every, prefill=args.prefill)
     saved = save_plans(args.save_plan, result) if args.save_plan else {}
     if args.json:
         out = result.to_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -23,7 +24,11 @@ def register(sub) -> None:
                         "default: code, math, writing, qa)")
     p.add_argument("--refresh", type=int, default=None, metavar="R",
                    help="after R answer tokens, re-select each request's plan (as `generate --refresh`; default: the "
-                        "artifact's own, e.g. 32 for the shipped keep-3/4 one; otherwise off; 0: off)")
+                        "artifact's own, every 32 tokens for the shipped ones; otherwise off; 0: off)")
+    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-select after every R answer tokens (as `generate --refresh-every`, and with its default)")
+    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
+                   help="as `generate --prefill` (default: dense when re-selecting every R tokens, else pruned)")
     p.add_argument("--policy", default="group", help="mixed-task batching: group (by plan, default) or fifo")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
@@ -68,7 +73,8 @@ def run(args) -> int:
                       max_body_bytes=args.max_body_bytes, max_task_chars=args.max_task_chars,
                       max_connections=args.max_connections, header_timeout_s=args.header_timeout,
                       body_timeout_s=args.body_timeout, request_timeout_s=args.request_timeout,
-                      drain_s=args.drain_seconds, api_key=args.api_key, refresh=args.refresh)
+                      drain_s=args.drain_seconds, api_key=args.api_key, refresh=args.refresh,
+                      refresh_every=args.refresh_every, prefill=args.prefill)
     cfg.validate()
     lm = load(args)
     selector = selector_from_args(args, lm)
@@ -83,9 +89,10 @@ def run(args) -> int:
         lm.compensator.ensure_stats()  # before the first request, not inside it
     server = IfpruneServer(lm, selector, cfg)
     comp = lm.compensator.config.mode if lm.compensator is not None and cfg.width < lm.d_ffn else "none"
-    refresh = server.engine.refresh
+    eng = server.engine
+    reselect = f"{'every' if eng.every else 'after'} {eng.refresh} tokens" if eng.refresh else "off"
     print(f"ifprune: serving {lm.source} (FFN width {cfg.width}/{lm.d_ffn}, selector {args.selector}, "
-          f"compensation {comp}, re-selection {f'after {refresh} tokens' if refresh else 'off'}) on "
+          f"compensation {comp}, re-selection {reselect}, {eng.prefill} prefill) on "
           f"{server.url}/v1; models: {', '.join(server.model_ids())}", file=sys.stderr, flush=True)
     if args.access_log:
         handler = logging.StreamHandler(sys.stderr)

@@ -58,18 +58,20 @@ class CompareConfig:
 class SelectorSpec:
     """One `--selectors` entry: a selector name, or a trained artifact as `predictor:DIR` (per input;
     a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description);
-    `+refreshR` after the name re-selects after R answer tokens (selection.refresh), e.g.
-    `predictor+refresh32:DIR`; without it an artifact runs as it was trained (its recipe's `refresh`),
-    and `+refresh0` turns that off. `+dense-prefill` (last) runs each prompt through the full model
-    (selection.prefill), e.g. `predictor+refresh32+dense-prefill:DIR`."""
+    `+refreshR` after the name re-selects once after R answer tokens (selection.refresh), e.g.
+    `predictor+refresh32:DIR`, `+refresh-everyR` after every R, `+refresh0` never, `+refresh-once` once after
+    the artifact's own R (none if it has none); without any an artifact trained under re-selection (recipe
+    `refresh: R`) runs its default, every R with a dense prefill.
+    `+dense-prefill` or `+pruned-prefill` (last) names the prefill (selection.prefill; default: dense when
+    re-selecting every R), e.g. `predictor+refresh32+dense-prefill:DIR`."""
 
     spec: str
     name: str
     checkpoint: str | None = None
     per_task: bool = False
     refresh: int | None = None
-    refresh_every: bool = False
-    prefill: str = "pruned"
+    refresh_every: bool | None = None  # None: the artifact's default (selection.refresh.resolve_every)
+    prefill: str | None = None  # None: selection.prefill.resolve_prefill's default
 
     @classmethod
     def parse(cls, spec: str) -> "SelectorSpec":
@@ -77,12 +79,16 @@ class SelectorSpec:
         import re
 
         name, sep, path = spec.partition(":")
-        if name.endswith("+dense-prefill"):
-            base = name[: -len("+dense-prefill")]
-            if base == "dense":
+        m = re.fullmatch(r"(.+)\+(dense|pruned)-prefill", name)
+        if m:
+            if m.group(1) == "dense":
                 raise IfpruneError(f"selector {spec!r}: dense runs every token through the full model already")
-            inner = cls.parse(base + sep + path)
-            return dataclasses.replace(inner, spec=spec, prefill="dense")
+            inner = cls.parse(m.group(1) + sep + path)
+            return dataclasses.replace(inner, spec=spec, prefill=m.group(2))
+        m = re.fullmatch(r"(.+)\+refresh-once", name)
+        if m:  # the artifact's own R, once (its default before re-selection every R): rows measured then
+            inner = cls.parse(m.group(1) + sep + path)
+            return dataclasses.replace(inner, spec=spec, refresh_every=False)
         m = re.fullmatch(r"(.+)\+refresh-every(\d+)", name)
         if m:
             if m.group(1) == "dense" or int(m.group(2)) < 1:
@@ -97,7 +103,7 @@ class SelectorSpec:
             if m.group(1) == "dense":
                 raise IfpruneError(f"selector {spec!r}: dense keeps every channel; there is nothing to re-select")
             inner = cls.parse(m.group(1) + sep + path)
-            return dataclasses.replace(inner, spec=spec, refresh=int(m.group(2)))
+            return dataclasses.replace(inner, spec=spec, refresh=int(m.group(2)), refresh_every=False)
         if name in ("predictor", "predictor-task"):
             if not sep or not path:
                 from ..artifacts import DEFAULT_MODEL_ARTIFACT
@@ -126,11 +132,21 @@ class SelectorSpec:
         art = art if art is not None else self.artifact_config()
         return recipe_refresh(art) if art is not None else None
 
+    def effective_every(self, art: dict | None = None) -> bool:
+        """As selection.refresh.resolve_every: every R when R is the artifact's own default."""
+        if self.refresh_every is not None:
+            return self.refresh_every
+        return self.refresh is None and self.effective_refresh(art) is not None
+
     def label(self) -> str:
-        """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts (+refreshR)."""
+        """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts, then what runs:
+        +refreshR (once), +refresh-everyR, +dense-prefill."""
+        from ..selection.prefill import resolve_prefill
+
         art = self.artifact_config()
-        tail = (f"+refresh{'-every' if self.refresh_every else ''}{r}" if (r := self.effective_refresh(art)) else "") + (
-            "+dense-prefill" if self.prefill == "dense" else "")
+        every = self.effective_every(art)
+        tail = (f"+refresh{'-every' if every else ''}{r}" if (r := self.effective_refresh(art)) else "") + (
+            "+dense-prefill" if resolve_prefill(self.prefill, every) == "dense" else "")
         if art is None:
             return self.name + tail
         if art["kind"] == "static":

@@ -10,7 +10,8 @@ model_args: model (spec for `load_model`; default the packaged SmolLM2), selecto
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
 generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width),
 compensate (none | calibration | prompt; default as the CLI's: none on an artifact's tuned weights), calibration_tokens, ridge,
-refresh (re-select after this many continuation tokens; default as the CLI's: the artifact's own; 0: off).
+refresh (re-select after this many continuation tokens; default as the CLI's: the artifact's own; 0: off),
+refresh_every (true/false; default as the CLI's), prefill (pruned | dense; default as the CLI's).
 Per-prompt selectors pick a plan from each request's context; static ones use one plan for the run.
 """
 
@@ -39,6 +40,18 @@ def usable_device(device: str | None) -> str:
     return str(device)
 
 
+def flag(name: str, value) -> bool | None:
+    """A model_args boolean: lm-eval hands over the text of `name=true` unless it parsed it."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise IfpruneError(f"model_args {name}={value!r}: write true or false")
+
+
 @register_model("ifprune")
 class IfpruneLM(LM):
     def __init__(self, model: str | None = None, pretrained: str | None = None, selector: str | None = None,
@@ -46,7 +59,7 @@ class IfpruneLM(LM):
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
                  max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
                  calibration_tokens: int | None = None, ridge: float | None = None, refresh: int | None = None,
-                 lm=None, **_ignored):
+                 refresh_every: bool | str | None = None, prefill: str | None = None, lm=None, **_ignored):
         super().__init__()
         from .scorer import Scorer
         from ..core.loading import load_model
@@ -79,7 +92,8 @@ class IfpruneLM(LM):
         turn_on(self.lm, CompensationConfig(mode=compensate or default_mode(self.lm), calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
-        self.scorer = Scorer(self.lm, sel, w, task=task, refresh=int(refresh) if refresh is not None else None)
+        self.scorer = Scorer(self.lm, sel, w, task=task, refresh=int(refresh) if refresh is not None else None,
+                             refresh_every=flag("refresh_every", refresh_every), prefill=prefill)
         self.chat, self.max_gen_toks = bool(chat), int(max_gen_toks)
 
     @property

@@ -29,24 +29,25 @@ class Scorer:
     label: str | None = None  # the name results are reported under (default: the selector's name)
     refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh); None: the
     # selector's default (an artifact trained under re-selection runs with it), 0: off
-    refresh_every: bool = False  # re-select again after every further `refresh` tokens, not once
-    prefill: str = "pruned"  # "dense": the prompt (but its last token) runs through the full model, whose KV
-    # cache the compact model attends to (selection.prefill)
+    refresh_every: bool | None = None  # re-select again after every further `refresh` tokens, not once; None:
+    # the selector's default (selection.refresh.resolve_every)
+    prefill: str | None = None  # "dense": the prompt (but its last token) runs through the full model, whose KV
+    # cache the compact model attends to (selection.prefill); None: dense when re-selecting every R tokens
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
     plans: list = field(default_factory=list, repr=False)  # (example id, plan hash) of per-example plans
     _source: str | None = field(default=None, repr=False)  # what the current plan was selected from
     _prompt_stats: object = field(default=None, repr=False)  # compensation mode "prompt": the current prompt's
+    _prefix: tuple | None = field(default=None, repr=False)  # (ids, full model's KV cache of them): the last dense
+    # prefix, reused by the next pair with the same one (MC choices, re-selection segments)
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
     def __post_init__(self):
-        from ..selection.prefill import check_prefill
-        from ..selection.refresh import resolve_refresh
+        from ..selection.prefill import resolve_prefill
+        from ..selection.refresh import resolve_every, resolve_refresh
 
+        self.refresh_every = resolve_every(self.refresh_every, self.refresh, self.selector)
         self.refresh = resolve_refresh(self.refresh, self.selector)  # None: the artifact's default; 0: off
-        self.prefill = check_prefill(self.prefill)
-        if self.refresh_every and not self.refresh:
-            raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
-                               "or an artifact trained under it)")
+        self.prefill = resolve_prefill(self.prefill, self.refresh_every)
 
     @property
     def dense(self) -> bool:
@@ -60,9 +61,9 @@ class Scorer:
             out["per_task"] = True
         if self.refresh:
             out["refresh"] = self.refresh
-            if self.refresh_every:
+            if self.refresh_every and not self.dense:
                 out["refresh_every"] = True
-        if self.prefill != "pruned":
+        if self.prefill != "pruned" and not self.dense:  # (the full model has nothing to prefill otherwise)
             out["prefill"] = self.prefill
         return out
 
@@ -191,13 +192,11 @@ class Scorer:
     def _dense_prefilled(self, model, ctx, cont, prompt_len: int) -> tuple[float, int, bool]:
         """One pair with the prompt's tokens but its last run by the full model (their KV cache kept) and
         the rest by `model`: every scored token is still predicted by the compact model."""
-        from ..selection.prefill import dense_prefix_cache
-
         seq, start, cut = self._window(ctx, cont)
         P = min(prompt_len - cut, start) - 1  # dense tokens: the prompt's, but its last
         ids = torch.tensor([seq], device=self.lm.device)
         t0 = time.perf_counter()
-        cache = dense_prefix_cache(self.lm, ids[:, :P]) if P >= 1 else None
+        cache = self._dense_prefix(ids[:, :P]) if P >= 1 else None
         P = max(P, 0)
         logits = model(ids[:, P:-1], cache=cache, use_cache=cache is not None).logits.float()[0]
         self.timings["model_s"] += time.perf_counter() - t0
@@ -205,6 +204,17 @@ class Scorer:
         target = ids[0, start:]
         tok = lp.gather(1, target.unsqueeze(1)).squeeze(1)
         return float(tok.sum()), len(seq) - start, bool((lp.argmax(-1) == target).all())
+
+    def _dense_prefix(self, ids: torch.Tensor):
+        """The full model's KV cache of `ids` [1, P], from the last call when it read the same ids (cropped
+        back to them: the compact model's tokens after them are dropped), else from one new pass."""
+        from ..selection.prefill import crop_to, dense_prefix_cache
+
+        if self._prefix is not None and torch.equal(self._prefix[0], ids):
+            return crop_to(self._prefix[1], ids.shape[1])
+        cache = dense_prefix_cache(self.lm, ids)
+        self._prefix = (ids, cache)
+        return cache
 
     def _window(self, ctx, cont) -> tuple[list[int], int, int]:
         """(sequence, where the continuation starts in it, context tokens cut from the left): contexts are cut

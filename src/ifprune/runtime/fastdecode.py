@@ -61,24 +61,52 @@ class StaticDecoder:
             step = torch.compile(step, **kw)
         self.step = step
 
+    def _fill(self, prefix, ids: torch.Tensor) -> None:
+        """The cache's first ids.shape[1] positions from `prefix`: a model run over `ids`, or a cache to copy."""
+        pos = torch.arange(ids.shape[1], device=self.device)
+        if isinstance(prefix, torch.nn.Module):
+            from ..core.prompt_pass import decoder_body
+
+            decoder_body(prefix)(input_ids=ids, past_key_values=self.cache, cache_position=pos, use_cache=True)
+            return
+        n = ids.shape[1]
+        for i, layer in enumerate(prefix.layers):
+            self.cache.update(layer.keys[:, :, :n], layer.values[:, :, :n], i, {"cache_position": pos})
+
     def _step(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=token, past_key_values=self.cache, cache_position=pos, use_cache=True)
         return out.logits[:, -1].argmax(-1, keepdim=True)
 
     @torch.inference_mode()
-    def generate(self, ids: torch.Tensor, max_new_tokens: int) -> tuple[torch.Tensor, DecodeTimings]:
+    def generate(self, ids: torch.Tensor, max_new_tokens: int, *, prefix=None,
+                 keep: int = 0) -> tuple[torch.Tensor, DecodeTimings]:
+        """Greedy tokens after `ids` and their timings. A dense prefill (selection.prefill), timed as prefill:
+        `prefix` fills the cache's first T - 1 positions (the prompt but its last token) before this model reads
+        the rest: a model to run over them, or a KV cache of them to copy (the selector's own prompt pass).
+        `keep`: the first `keep` positions of the last generation's cache stay (a re-selection's prefill after a
+        dense one re-runs only what follows the prompt)."""
         if ids.dim() != 2 or ids.shape[0] != self.batch_size:
             raise IfpruneError(f"input ids must be [{self.batch_size}, T], got {tuple(ids.shape)}")
         T = ids.shape[1]
         if T + max_new_tokens > self.max_cache_len:
             raise IfpruneError(f"prompt {T} + {max_new_tokens} new tokens exceed the static cache of "
                                f"{self.max_cache_len}: build the decoder with a larger max_cache_len")
+        if not 0 <= keep < T or (keep and prefix is not None):
+            raise IfpruneError(f"keep must be in [0, {T}) and goes without a prefix, got {keep}")
         ids = ids.to(self.device)
-        self.cache.reset()
+        if not keep:
+            self.cache.reset()
+        elif (extra := int(self.cache.get_seq_length()) - keep) > 0:
+            self.cache.crop(-extra)  # the next update overwrites what followed `keep`
+        elif extra < 0:
+            raise IfpruneError(f"keep={keep} but the last generation left only {keep + extra} positions")
         sync_device(self.device)
         t0 = time.perf_counter()
-        out = self.model(input_ids=ids, past_key_values=self.cache,
-                         cache_position=torch.arange(T, device=self.device), use_cache=True)
+        if prefix is not None and T > 1:
+            self._fill(prefix, ids[:, :-1])
+            keep = T - 1
+        out = self.model(input_ids=ids[:, keep:], past_key_values=self.cache,
+                         cache_position=torch.arange(keep, T, device=self.device), use_cache=True)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
         toks = [tok]
         sync_device(self.device)

@@ -12,8 +12,9 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt
-from ..selection.prefill import check_prefill, crop_to, prompt_cache
-from ..selection.refresh import answer_goes_on, check_refresh, refresh_plan, resolve_refresh, segment_lengths
+from ..selection.prefill import crop_to, prompt_cache, resolve_prefill
+from ..selection.refresh import (answer_goes_on, check_refresh, refresh_plan, resolve_every, resolve_refresh,
+                                 segment_lengths)
 from ..selection.selectors import Selector, make_selector
 
 
@@ -83,7 +84,7 @@ class GenerationResult:
         every = f"every {self.refresh_after} tok" if self.refresh_every else f"after {self.refresh_after} tok"
         refreshed = (f", re-selected {every} ({self.refresh['count']}x, {t['refresh_s'] * 1e3:.0f} ms)"
                      if self.refresh else
-                     f", re-selection after {self.refresh_after} tok not reached" if self.refresh_after else "")
+                     f", re-selection ({every}) not reached" if self.refresh_after else "")
         return (
             f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
@@ -127,7 +128,7 @@ def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | No
 def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
              plan: Plan | None = None, task: str | None = None, sampling: SamplingConfig | None = None,
              chat: bool = True, stream: TextIO | None = None, refresh: int | None = None,
-             refresh_every: bool = False, prefill: str = "pruned") -> GenerationResult:
+             refresh_every: bool | None = None, prefill: str | None = None) -> GenerationResult:
     """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
 
     `task`: select from this task description instead of the prompt (per-task use; the plan is cached
@@ -135,21 +136,21 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     `refresh`: after this many answer tokens, re-select from the selector's scores plus GRIFFIN's over
     the tokens so far, and go on under that plan (selection.refresh). None: the selector's default (off,
     except for an artifact trained under re-selection); 0: off. `refresh_every`: re-select after every
-    further R tokens too (needs re-selection on). `prefill="dense"`: the full model reads the prompt (but its last
-    token) and the compact model attends to that KV cache (selection.prefill); each re-selection then re-runs
-    only the answer so far under the new plan, not the prompt.
+    further R tokens too (needs re-selection on; None: yes for the artifact's own default R, no for a `refresh`
+    given). `prefill="dense"`: the full model reads the prompt (but its last token) and the compact model attends
+    to that KV cache (selection.prefill); each re-selection then re-runs only the answer so far under the new
+    plan, not the prompt. None: dense when re-selecting every R tokens, else pruned.
     """
     sampling = sampling or SamplingConfig()
     sampling.validate()
     if check_refresh(refresh) is not None and plan is not None:
         raise IfpruneError("refresh re-selects with a selector: it cannot follow a fixed plan file")
+    if refresh_every and plan is not None:
+        raise IfpruneError("refresh_every re-selects after every R answer tokens: a fixed plan file cannot be re-selected")
     sel = make_selector(selector) if isinstance(selector, str) else selector
+    refresh_every = plan is None and resolve_every(refresh_every, refresh, sel)
     refresh = None if plan is not None else resolve_refresh(refresh, sel)
-    prefill = check_prefill(prefill)
-    if refresh_every and refresh is None:
-        raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
-                           "or an artifact trained under it)" + ("; a fixed plan file cannot be re-selected"
-                                                                  if plan is not None else ""))
+    prefill = resolve_prefill(prefill, refresh_every)
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)

@@ -25,6 +25,12 @@ def check_prefill(prefill: str) -> str:
     return prefill
 
 
+def resolve_prefill(prefill: str | None, every: bool) -> str:
+    """None: dense when re-selecting after every R tokens (each re-selection then re-runs only the answer so far,
+    not the prompt: measured faster on long prompts and better held out), else pruned (as an export runs)."""
+    return check_prefill(prefill) if prefill is not None else ("dense" if every else "pruned")
+
+
 def dense_prefix_cache(lm, ids: torch.Tensor):
     """The full model's KV cache of `ids` [1, tokens] (no LM head)."""
     from transformers import DynamicCache

@@ -10,7 +10,9 @@ from a fresh prefill under the new plan: still one smaller dense model at a time
 selection and prefill per answer.
 
 Off by default, except for an artifact trained under re-selection (recipe `refresh: R`, e.g. the
-shipped keep-3/4 one): it runs with `refresh R` unless told `refresh 0` (`resolve_refresh`).
+shipped ones): it re-selects after every R answer tokens with a dense prefill unless told otherwise
+(`resolve_refresh`, `resolve_every`, `prefill.resolve_prefill`); held out, that beat one re-selection
+after R with a pruned prefill at both keeps, at no more time per answer (results/refresh/every/).
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def default_refresh(selector) -> int | None:
 def resolve_refresh(refresh: int | None, selector) -> int | None:
     """What runs: None takes the selector's default (`default_refresh`), 0 turns re-selection off."""
     return default_refresh(selector) if refresh is None else check_refresh(refresh)
+
+
+def resolve_every(every: bool | None, refresh: int | None, selector) -> bool:
+    """Whether re-selection repeats after every R tokens. None: yes when R is the artifact's own default
+    (`refresh` not given), so `refresh R` given alone re-selects once, as it always has."""
+    R = resolve_refresh(refresh, selector)
+    if every is None:
+        return R is not None and refresh is None
+    if every and R is None:
+        raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
+                           "or an artifact trained under it)")
+    return bool(every)
 
 
 def answer_goes_on(lm, out: torch.Tensor, prompt_len: int, after: int, *, ignore_eos: bool = False) -> bool:

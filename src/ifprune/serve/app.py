@@ -65,6 +65,8 @@ class ServeConfig:
     drain_s: float = 30.0  # on shutdown, how long running and queued requests may still take
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     refresh: int | None = None  # re-select after this many answer tokens; None: the selector's default, 0: off
+    refresh_every: bool | None = None  # re-select after every R tokens; None: as generate (selection.refresh)
+    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.prefill.resolve_prefill)
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -83,6 +85,10 @@ class ServeConfig:
         from ..selection.refresh import check_refresh
 
         check_refresh(self.refresh)
+        if self.prefill is not None:
+            from ..selection.prefill import check_prefill
+
+            check_prefill(self.prefill)
         if self.api_key is not None and not self.api_key.strip():
             raise IfpruneError("the API key is empty: give a non-empty --api-key or leave it out")
 
@@ -110,10 +116,14 @@ class IfpruneServer:
         if not 1 <= width <= lm.d_ffn:
             raise IfpruneError(f"width {width} is out of range 1..{lm.d_ffn} (this model's FFN width)")
         self.metrics = Metrics()
-        from ..selection.refresh import resolve_refresh
+        from ..selection.prefill import resolve_prefill
+        from ..selection.refresh import resolve_every, resolve_refresh
 
-        refresh = resolve_refresh(self.config.refresh, selector) if width < lm.d_ffn else None
-        self.engine = Engine(lm, selector, width, self.config.tasks, refresh=refresh)
+        pruned = width < lm.d_ffn
+        every = pruned and resolve_every(self.config.refresh_every, self.config.refresh, selector)
+        refresh = resolve_refresh(self.config.refresh, selector) if pruned else None
+        self.engine = Engine(lm, selector, width, self.config.tasks, refresh=refresh, every=every,
+                             prefill=resolve_prefill(self.config.prefill, every))
         self.created = int(time.time())
         self._sock = _listen(self.config.host, self.config.port)
         self.scheduler = Scheduler(self.engine, self.metrics, max_batch=self.config.max_batch,
@@ -151,7 +161,9 @@ class IfpruneServer:
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
                 "compensation": described(self.lm, dense),
-                "refresh": None if dense else self.engine.refresh}
+                "refresh": None if dense else self.engine.refresh,
+                "refresh_every": False if dense else self.engine.every,
+                "prefill": "pruned" if dense else self.engine.prefill}
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> "IfpruneServer":
@@ -445,7 +457,8 @@ def create_app(server: IfpruneServer) -> FastAPI:
                              "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
                              "ifprune": {"plan_hash": req.plan.hash if req.plan else None,
                                          "ffn_width": req.plan.width if req.plan else server.lm.d_ffn,
-                                         "refresh": ({"after": server.engine.refresh, "plan_hash": req.refreshed.hash}
+                                         "refresh": ({"after": server.engine.refresh, "plan_hash": req.refreshed.hash,
+                                                      "count": req.refreshes, "every": server.engine.every}
                                                      if req.refreshed is not None else None)}})
 
     async def _stream(request: Request, req: GenRequest, rid: str, model: str, chat: bool, usage_chunk: bool):
@@ -551,7 +564,7 @@ def _log_access(request: Request, status: int, t0: float) -> None:
     req = getattr(request.state, "req", None)
     plan = req.plan.hash[:12] if req is not None and req.plan is not None else "-"
     if req is not None and req.refreshed is not None:
-        plan += f"+{req.refreshed.hash[:12]}"  # re-selected after --refresh tokens
+        plan += f"+{req.refreshed.hash[:12]}"  # the last plan re-selected after --refresh tokens
     client = f"{request.client.host}:{request.client.port}" if request.client else "-"
     access_log.info('%s "%s %s" %d tokens=%s latency=%.3fs plan=%s', client, request.method, request.url.path,
                     status, getattr(request.state, "tokens", "-"), time.perf_counter() - t0, plan)

@@ -6,7 +6,10 @@ decoded step by step; each step hands every request its new text, so streaming, 
 
 With `refresh` R (selection.refresh; the default for an artifact trained that way), a batch decodes R
 tokens under its shared plan; each request still going then gets its own re-selected plan and goes on
-alone from a fresh prefill of its prompt and those R tokens, as `ifprune generate --refresh R` runs it.
+alone from a fresh prefill of its prompt and those R tokens (`every`: re-selected again after each further
+R), as `ifprune generate` runs it. With a dense prefill (selection.prefill) the full model reads the prompts
+but their last token and the compact model attends to that cache; a re-selected request keeps its own copy
+of it, so each later prefill runs only the answer so far.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     top_k: int = 0
     plan: Plan | None = None
-    refreshed: Plan | None = None  # the plan re-selected after `refresh` answer tokens, once it is
+    refreshed: Plan | None = None  # the last plan re-selected after `refresh` answer tokens, once there is one
+    refreshes: int = 0  # how many re-selections ran
     cancelled: threading.Event = field(default_factory=threading.Event)
     events: object = None  # queue.Queue the HTTP thread reads
     arrived: float = 0.0
@@ -65,8 +69,9 @@ class Engine:
     """Plans (cached per task and per input) and batched decoding on a LoadedModel."""
 
     def __init__(self, lm, selector, width: int, tasks: dict[str, str] | None = None, plan_cache: int = 256,
-                 refresh: int | None = None):
+                 refresh: int | None = None, every: bool = False, prefill: str = "pruned"):
         self.lm, self.selector, self.width, self.refresh = lm, selector, width, refresh
+        self.every, self.prefill = bool(every and refresh), prefill
         self.tasks = dict(DEFAULT_TASKS if tasks is None else tasks)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._plan_cache = plan_cache
@@ -110,36 +115,58 @@ class Engine:
     def run_batch(self, reqs: list[GenRequest], plan: Plan | None, abort=lambda: False) -> dict:
         """Generate for `reqs` (all with `plan`); returns timing counters for the metrics. A row that
         fails (sampling, decoding) ends with an error of its own; the other rows go on."""
+        from ..selection.prefill import crop_to, prompt_cache
         from ..selection.refresh import refresh_plan
 
         model, load_s = self.model_for(plan)
         rows = [_Row(r) for r in reqs]
-        R = self.refresh if plan is not None and not plan.is_dense else None
-        steps = self._decode(model, rows, limit=R, abort=abort)
+        pruned = plan is not None and not plan.is_dense
+        R = self.refresh if pruned else None
+        dense = self.prefill == "dense" and pruned
+        steps = self._decode(model, rows, limit=R, abort=abort, dense=dense)
         refresh_s = 0.0
         for w in rows if R else []:
-            if w.done:
-                continue
-            t0 = time.perf_counter()
-            r = w.req
-            try:
-                r.refreshed = refresh_plan(self.lm, self.selector, self.selection_text(r),
-                                           torch.tensor(r.ids + w.out_ids), plan.width, R)
-            except Exception as e:  # one request's re-selection must not fail the others
-                log.exception("re-selection failed")
-                w.done, w.reason, w.error = True, "error", f"re-selection failed for this request: {type(e).__name__}"
-                continue
-            model, load = self.model_for(r.refreshed)
-            load_s += load
-            refresh_s += time.perf_counter() - t0
-            steps += self._decode(model, [w], limit=None, abort=abort)
+            r, cache = w.req, None
+            while not w.done:
+                t0 = time.perf_counter()
+                try:
+                    text = self.selection_text(r)
+                    r.refreshed = refresh_plan(self.lm, self.selector, text, torch.tensor(r.ids + w.out_ids),
+                                               plan.width, R)
+                    if dense and cache is None:  # this request's own copy of the full model's prompt cache
+                        cache = prompt_cache(self.lm, self.selector, text if r.mode == "input" else None,
+                                             torch.tensor([r.ids], device=self.lm.device))
+                except Exception as e:  # one request's re-selection must not fail the others
+                    log.exception("re-selection failed")
+                    w.done, w.reason, w.error = True, "error", f"re-selection failed for this request: {type(e).__name__}"
+                    break
+                r.refreshes += 1
+                model, load = self.model_for(r.refreshed)
+                load_s += load
+                refresh_s += time.perf_counter() - t0
+                steps += self._decode(model, [w], limit=R if self.every else None, abort=abort,
+                                      cache=crop_to(cache, len(r.ids) - 1))
         for w in rows:
             self._finish(w)
         return {"load_s": load_s, "steps": steps, "tokens": sum(len(w.out_ids) for w in rows), "refresh_s": refresh_s}
 
-    def _decode(self, model, rows: list["_Row"], *, limit: int | None, abort) -> int:
+    def _prompt_prefix(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor):
+        """The full model's KV cache of the left-padded prompts `ids` (their last token is the compact model's)."""
+        from transformers import DynamicCache
+
+        from ..core.prompt_pass import decoder_body
+
+        cache = DynamicCache(config=self.lm.model.config)
+        decoder_body(self.lm.model)(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                    use_cache=True)
+        return cache
+
+    def _decode(self, model, rows: list["_Row"], *, limit: int | None, abort, dense: bool = False,
+                cache=None) -> int:
         """Prefill each row's prompt and answer so far, then decode until every row is done or has
-        `limit` answer tokens (None: no limit); returns the decoding steps."""
+        `limit` answer tokens (None: no limit); returns the decoding steps. `dense`: the full model prefills
+        the (right-aligned) prompts but their last token; `cache`: one row's prompt but its last token, already
+        in the full model's cache (a re-selected request's), so the prefill runs only the rest."""
         device = self.lm.device
         seqs = [w.req.ids + w.out_ids for w in rows]
         B, T = len(rows), max(len(s) for s in seqs)
@@ -151,7 +178,11 @@ class Engine:
         ids, mask = ids.to(device), mask.to(device)
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         steps = 0
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        if dense and T > 1:  # (a one-token prompt has nothing before its last token)
+            cache = self._prompt_prefix(ids[:, :-1], mask[:, :-1], pos[:, :-1])
+        P = cache.get_seq_length() if cache is not None else 0
+        out = model(input_ids=ids[:, P:], attention_mask=mask, position_ids=pos[:, P:], past_key_values=cache,
+                    use_cache=True)
         cache = out.past_key_values
         logits = out.logits[:, -1].float().cpu()
         max_steps = max(w.req.max_tokens - len(w.out_ids) for w in rows)
