@@ -66,6 +66,11 @@ def test_generate_refresh_every_and_dense_prefill_are_recorded_and_refused_witho
     out = json.loads(capsys.readouterr().out)
     assert out["prefill"] == "dense" and out["refresh_every"] is True
     assert out["refresh"] is None or out["refresh"]["every"] is True
+    assert main(base + ["--refresh", "3", "--refresh-every", "--json"]) == 0  # every R: dense prefill by default
+    assert json.loads(capsys.readouterr().out)["prefill"] == "dense"
+    assert main(base + ["--refresh", "3", "--json"]) == 0  # once: pruned, as before
+    out = json.loads(capsys.readouterr().out)
+    assert (out["prefill"], out["refresh_every"]) == ("pruned", False)
     assert main(base + ["--refresh-every"]) == 2  # the tiny model's selector does not re-select by default
     assert "refresh_every re-selects after every R answer tokens" in capsys.readouterr().err
     assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", "p.json", "--refresh-every"]) == 2
@@ -73,7 +78,7 @@ def test_generate_refresh_every_and_dense_prefill_are_recorded_and_refused_witho
 
 
 def test_eval_compare_takes_re_selection_and_prefill_per_selector_only(tiny_dir, capsys):
-    for flag in (["--refresh", "4"], ["--refresh-every"], ["--prefill", "dense"]):
+    for flag in (["--refresh", "4"], ["--refresh-every"], ["--no-refresh-every"], ["--prefill", "dense"]):
         assert main(["eval", "compare", "--model", str(tiny_dir), "--selectors", "griffin", *flag]) == 2
         assert "NAME+refresh-everyR or NAME+dense-prefill" in capsys.readouterr().err
 

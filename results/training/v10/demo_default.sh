@@ -9,5 +9,5 @@ exec .venv/bin/python benchmarks/demo_answers.py --out results/training/v10/demo
   --threads "${THREADS:-2}" --max-new-tokens 64 \
   --prompt "What is the capital of France?" --prompt "Give three tips for staying healthy." \
   --prompt "Write a Python function that returns the factorial of n." \
-  --args "--no-refresh-every" --args "--refresh 0" --args "--selector dense" --args "--checkpoint $V5" --args "--keep 0.5 --no-refresh-every" \
+  --args=--no-refresh-every --args "--refresh 0" --args "--selector dense" --args "--checkpoint $V5" --args "--keep 0.5 --no-refresh-every" \
   --args "--selector griffin --keep 0.5"
