@@ -16,6 +16,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -234,9 +235,8 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
     prefill = resolve_prefill(cfg.prefill, every)
     if refresh is not None and refresh >= cfg.new_tokens:
         refresh = None  # the answer ends before any re-selection
-    # answer tokens before each re-selection: [R] once, [R, 2R, ...] with `every`
-    starts = [sum(segment_lengths(cfg.new_tokens, refresh, every)[:i + 1])
-              for i in range(len(segment_lengths(cfg.new_tokens, refresh, every)) - 1)]
+    starts = list(accumulate(segment_lengths(cfg.new_tokens, refresh, every)))[:-1]  # answer tokens before each
+    # re-selection: [R] once, [R, 2R, ...] with `every`
     dense = prefill == "dense"
     if width == lm.d_ffn:
         raise IfpruneError("the compact width equals the full FFN width: pass --keep below 1 or --width below d_ffn")
