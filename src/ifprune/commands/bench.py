@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 
-from .common import add_compensation_args, add_model_args
+from .common import add_compensation_args, add_model_args, add_reselection_args
 
 
 def register(sub) -> None:
@@ -32,13 +31,8 @@ def register(sub) -> None:
                         "predictor is an untrained head of the same shape, timed as a stand-in")
     p.add_argument("--backbone-layers", type=int, default=None,
                    help="untrained predictor: read the prompt's hidden state after this many layers (stops there)")
-    p.add_argument("--refresh", type=int, default=None, metavar="R",
-                   help="time re-selection after R new tokens too (default: the artifact's own, every 32 tokens "
-                        "for the shipped ones; otherwise off; 0: off)")
-    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-select after every R new tokens (as `generate --refresh-every`, and with its default)")
-    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
-                   help="as `generate --prefill` (default: dense when re-selecting every R tokens, else pruned)")
+    add_reselection_args(p, "time re-selection after R new tokens too (default: the artifact's own, every 32 tokens "
+                            "for the shipped ones; otherwise off; 0: off)")
     compile_ = p.add_mutually_exclusive_group()
     compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
                           help="torch.compile the decode step (default: on CUDA only)")

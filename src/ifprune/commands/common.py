@@ -19,6 +19,23 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
 
+def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
+                         prefill_note: str = "") -> None:
+    """--refresh R, --refresh-every / --no-refresh-every and --prefill: one meaning and one default in every
+    command (selection.refresh.resolve_every, selection.prefill.resolve_prefill)."""
+    p.add_argument("--refresh", type=int, default=None, metavar="R", help=refresh_help)
+    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-select after every R answer tokens, not only the first R (needs re-selection on: --refresh R "
+                        "or an artifact trained under it; default: on for the artifact's own R, off for a --refresh "
+                        "given)" + every_note)
+    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
+                   help="dense: the full model reads the prompt (reusing the selector's own pass when it has one) and "
+                        "the compact model attends to it, so a re-selection re-runs only the answer so far, not the "
+                        "prompt; every answer token is still the compact model's. pruned: the whole sequence through "
+                        "the compact model, as an export runs (default: dense when re-selecting every R tokens, "
+                        "else pruned)" + prefill_note)
+
+
 def add_selector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("channel selection")
     g.add_argument("--selector", default=None,

@@ -3,12 +3,12 @@ data copies; per-example results are cached so an interrupted run resumes."""
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
 from .common import (
-    add_model_args, add_selector_args, compensation_config, load, print_json, resolve_width, selector_from_args,
+    add_model_args, add_reselection_args, add_selector_args, compensation_config, load, print_json, resolve_width,
+    selector_from_args,
 )
 
 SUITE_CHOICES = ("nll", "gsm8k", "math500", "humaneval", "mbpp", "ifeval", "mc")
@@ -35,19 +35,14 @@ def register(sub) -> None:
     add_selector_args(p)
     p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
     p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")
-    p.add_argument("--refresh", type=int, default=None, metavar="R",
-                   help="re-select after R answer tokens (as `generate --refresh`; default: the artifact's own, off unless it "
-                        "was trained under re-selection; 0: off); in compare: NAME+refreshR per selector")
-    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-select after every R answer tokens, as `generate --refresh-every` (default: as generate's); "
-                        "in compare: NAME+refresh-everyR")
-    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
-                   help="as `generate --prefill` (default: as generate's); in compare: NAME+dense-prefill or "
-                        "NAME+pruned-prefill")
+    add_reselection_args(p, "re-select after R answer tokens (as `generate --refresh`; default: the artifact's own, "
+                            "off unless it was trained under re-selection; 0: off); in compare: NAME+refreshR per selector",
+                         every_note="; in compare: NAME+refresh-everyR, NAME+refresh-once",
+                         prefill_note="; in compare: NAME+dense-prefill or NAME+pruned-prefill")
     _common(p)
     g = p.add_argument_group("compare")
     g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
-    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+refreshR re-selects after R answer tokens, e.g. predictor+refresh32:DIR (an artifact trained under re-selection does so by default; NAME+refresh0 turns it off); NAME+refresh-everyR after every R; +dense-prefill last in the name: the prompt through the full model")
+    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+refreshR re-selects once after R answer tokens, e.g. predictor+refresh32:DIR; NAME+refresh-everyR after every R; NAME+refresh-once once after the artifact's own R; NAME+refresh0 never (an artifact trained under re-selection re-selects every R with a dense prefill by default); +dense-prefill or +pruned-prefill last in the name: who reads the prompt")
     g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
     g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
                    help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")

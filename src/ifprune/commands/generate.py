@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from .common import (add_model_args, add_selector_args, load, plan_weights, print_json, refuse_plan_conflicts,
-                     resolve_width, selector_from_args)
+from .common import (add_model_args, add_reselection_args, add_selector_args, load, plan_weights, print_json,
+                     refuse_plan_conflicts, resolve_width, selector_from_args)
 
 
 def register(sub) -> None:
@@ -21,21 +20,11 @@ def register(sub) -> None:
     p.add_argument("--save-plan", default=None,
                    help="write the plan used to this file (.json or .safetensors); when the answer was re-selected "
                         "midway, the second plan goes next to it as NAME.refresh.SUFFIX")
-    p.add_argument("--refresh", type=int, default=None, metavar="R",
-                   help="after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
-                        "and those tokens, then go on under that plan (given alone: once; default: the artifact's "
-                        "own, every 32 tokens for the shipped ones, which were trained under re-selection; otherwise "
-                        "off; 0: off)")
-    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-select after every R answer tokens, not only the first R (needs re-selection on: --refresh R "
-                        "or an artifact trained under it; default: on for the artifact's own R, off for a --refresh "
-                        "given); with --save-plan the last re-selected plan is saved")
-    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
-                   help="dense: the full model reads the prompt (reusing the selector's own pass when it has one) and "
-                        "the compact model attends to it, so a re-selection re-runs only the answer so far, not the "
-                        "prompt; every answer token is still the compact model's. pruned: the whole sequence through "
-                        "the compact model, as an export runs (default: dense when re-selecting every R tokens, "
-                        "else pruned)")
+    add_reselection_args(p, "after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
+                            "and those tokens, then go on under that plan (given alone: once; default: the artifact's "
+                            "own, every 32 tokens for the shipped ones, which were trained under re-selection; "
+                            "otherwise off; 0: off)",
+                         every_note="; with --save-plan the last re-selected plan is saved")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
-from .common import add_model_args, add_selector_args, load, selector_from_args
+from .common import add_model_args, add_reselection_args, add_selector_args, load, selector_from_args
 
 
 def register(sub) -> None:
@@ -22,13 +21,8 @@ def register(sub) -> None:
     p.add_argument("--task-alias", action="append", default=None, metavar="NAME=DESCRIPTION",
                    help="serve model ifprune-NAME with a plan selected from DESCRIPTION (repeatable; "
                         "default: code, math, writing, qa)")
-    p.add_argument("--refresh", type=int, default=None, metavar="R",
-                   help="after R answer tokens, re-select each request's plan (as `generate --refresh`; default: the "
-                        "artifact's own, every 32 tokens for the shipped ones; otherwise off; 0: off)")
-    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-select after every R answer tokens (as `generate --refresh-every`, and with its default)")
-    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
-                   help="as `generate --prefill` (default: dense when re-selecting every R tokens, else pruned)")
+    add_reselection_args(p, "after R answer tokens, re-select each request's plan (as `generate --refresh`; default: "
+                            "the artifact's own, every 32 tokens for the shipped ones; otherwise off; 0: off)")
     p.add_argument("--policy", default="group", help="mixed-task batching: group (by plan, default) or fifo")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
