@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from .common import add_compensation_args, add_model_args, add_reselection_args
 
 

@@ -133,10 +133,10 @@ class SelectorSpec:
         return recipe_refresh(art) if art is not None else None
 
     def effective_every(self, art: dict | None = None) -> bool:
-        """As selection.refresh.resolve_every: every R when R is the artifact's own default."""
-        if self.refresh_every is not None:
-            return self.refresh_every
-        return self.refresh is None and self.effective_refresh(art) is not None
+        """selection.refresh.repeats with the R that runs: every R when R is the artifact's own default."""
+        from ..selection.refresh import repeats
+
+        return repeats(self.refresh_every, self.refresh, self.effective_refresh(art))
 
     def label(self) -> str:
         """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts, then what runs:

@@ -52,9 +52,13 @@ def resolve_refresh(refresh: int | None, selector) -> int | None:
 
 
 def resolve_every(every: bool | None, refresh: int | None, selector) -> bool:
-    """Whether re-selection repeats after every R tokens. None: yes when R is the artifact's own default
-    (`refresh` not given), so `refresh R` given alone re-selects once, as it always has."""
-    R = resolve_refresh(refresh, selector)
+    """Whether re-selection repeats after every R tokens (`repeats`, with the selector's own R)."""
+    return repeats(every, refresh, resolve_refresh(refresh, selector))
+
+
+def repeats(every: bool | None, refresh: int | None, R: int | None) -> bool:
+    """The rule, given the R that runs: None: yes when R is the artifact's own default (`refresh` not given),
+    so `refresh R` given alone re-selects once, as it always has."""
     if every is None:
         return R is not None and refresh is None
     if every and R is None:
