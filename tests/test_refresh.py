@@ -14,7 +14,7 @@ from ifprune.core.tiny import tiny_lm
 from ifprune.eval.scorer import Scorer
 from ifprune.runtime.generation import SamplingConfig, generate
 from ifprune.selection.heads import standardise
-from ifprune.selection.refresh import check_refresh, refresh_plan, refresh_scores
+from ifprune.selection.refresh import Reselection, check_refresh, refresh_plan, refresh_scores, resolve_reselection
 from ifprune.selection.selectors import GriffinSelector, make_selector
 
 R = 4
@@ -158,6 +158,23 @@ def test_refresh_every_without_re_selection_is_refused(lm):
         generate(lm, "hi", selector="griffin", width=16, refresh_every=True)
     with pytest.raises(IfpruneError, match="prefill must be one of"):
         generate(lm, "hi", selector="griffin", width=16, prefill="half")
+
+
+def test_reselection_defaults_follow_the_artifact_and_what_is_given():
+    from types import SimpleNamespace
+
+    trained = SimpleNamespace(artifact=SimpleNamespace(refresh=32))  # recipe `refresh: 32`, as the shipped ones
+    plain = SimpleNamespace()  # a training-free selector: no default re-selection
+    assert resolve_reselection(None, None, None, trained) == Reselection(32, True, "dense")
+    assert resolve_reselection(16, None, None, trained) == Reselection(16, False, "pruned")  # R given alone: once
+    assert resolve_reselection(None, False, None, trained) == Reselection(32, False, "pruned")
+    assert resolve_reselection(0, None, "dense", trained) == Reselection(None, False, "dense")
+    assert resolve_reselection(None, None, None, plain) == Reselection(None, False, "pruned") == Reselection.off()
+    assert resolve_reselection(8, True, "pruned", plain) == Reselection(8, True, "pruned")
+    with pytest.raises(IfpruneError, match="refresh_every re-selects after every R"):
+        resolve_reselection(None, True, None, plain)
+    with pytest.raises(IfpruneError, match="prefill must be one of"):
+        resolve_reselection(None, None, "half", trained)
 
 
 def test_scorer_generation_with_refresh_matches_generate(lm):

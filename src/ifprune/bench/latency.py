@@ -57,8 +57,8 @@ class BenchConfig:
     compile: bool | None = None  # None: on CUDA only
     seed: int = 0
     refresh: int | None = None  # re-select after this many new tokens; None: the artifact's own default, 0: off
-    refresh_every: bool | None = None  # after every R new tokens; None: as generate (selection.refresh.resolve_every)
-    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.prefill.resolve_prefill)
+    refresh_every: bool | None = None  # after every R new tokens; None: as generate (selection.refresh.resolve_reselection)
+    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.refresh.resolve_reselection)
 
     @classmethod
     def for_device(cls, device: str, **overrides) -> "BenchConfig":
@@ -225,14 +225,12 @@ class PromptSelection:
 def run_bench(lm, cfg: BenchConfig) -> dict:
     """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
     cfg.validate()
-    from ..selection.prefill import resolve_prefill
-    from ..selection.refresh import resolve_every, resolve_refresh, segment_lengths
+    from ..selection.refresh import resolve_reselection, segment_lengths
 
     select = PromptSelection(lm, cfg)
     width = select.width()
-    every = resolve_every(cfg.refresh_every, cfg.refresh, select.selector)
-    refresh = resolve_refresh(cfg.refresh, select.selector)
-    prefill = resolve_prefill(cfg.prefill, every)
+    rs = resolve_reselection(cfg.refresh, cfg.refresh_every, cfg.prefill, select.selector)
+    refresh, every, prefill = rs.refresh, rs.every, rs.prefill
     if refresh is not None and refresh >= cfg.new_tokens:
         refresh = None  # the answer ends before any re-selection
     starts = list(accumulate(segment_lengths(cfg.new_tokens, refresh, every)))[:-1]  # answer tokens before each

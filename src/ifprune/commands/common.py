@@ -22,7 +22,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
                          prefill_note: str = "") -> None:
     """--refresh R, --refresh-every / --no-refresh-every and --prefill: one meaning and one default in every
-    command (selection.refresh.resolve_every, selection.prefill.resolve_prefill)."""
+    command (selection.refresh.resolve_reselection)."""
     p.add_argument("--refresh", type=int, default=None, metavar="R", help=refresh_help)
     p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
                    help="re-select after every R answer tokens, not only the first R (needs re-selection on: --refresh R "

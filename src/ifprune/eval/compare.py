@@ -70,8 +70,8 @@ class SelectorSpec:
     checkpoint: str | None = None
     per_task: bool = False
     refresh: int | None = None
-    refresh_every: bool | None = None  # None: the artifact's default (selection.refresh.resolve_every)
-    prefill: str | None = None  # None: selection.prefill.resolve_prefill's default
+    refresh_every: bool | None = None  # None: the artifact's default (selection.refresh.resolve_reselection)
+    prefill: str | None = None  # None: selection.refresh.resolve_reselection's default
 
     @classmethod
     def parse(cls, spec: str) -> "SelectorSpec":

@@ -30,7 +30,7 @@ class Scorer:
     refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh); None: the
     # selector's default (an artifact trained under re-selection runs with it), 0: off
     refresh_every: bool | None = None  # re-select again after every further `refresh` tokens, not once; None:
-    # the selector's default (selection.refresh.resolve_every)
+    # the selector's default (selection.refresh.resolve_reselection)
     prefill: str | None = None  # "dense": the prompt (but its last token) runs through the full model, whose KV
     # cache the compact model attends to (selection.prefill); None: dense when re-selecting every R tokens
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
@@ -42,12 +42,10 @@ class Scorer:
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
     def __post_init__(self):
-        from ..selection.prefill import resolve_prefill
-        from ..selection.refresh import resolve_every, resolve_refresh
+        from ..selection.refresh import resolve_reselection
 
-        self.refresh_every = resolve_every(self.refresh_every, self.refresh, self.selector)
-        self.refresh = resolve_refresh(self.refresh, self.selector)  # None: the artifact's default; 0: off
-        self.prefill = resolve_prefill(self.prefill, self.refresh_every)
+        rs = resolve_reselection(self.refresh, self.refresh_every, self.prefill, self.selector)
+        self.refresh, self.refresh_every, self.prefill = rs.refresh, rs.every, rs.prefill
 
     @property
     def dense(self) -> bool:

@@ -12,8 +12,8 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt
-from ..selection.prefill import crop_to, prompt_cache, resolve_prefill
-from ..selection.refresh import (answer_goes_on, check_refresh, refresh_plan, resolve_every, resolve_refresh,
+from ..selection.prefill import crop_to, prompt_cache
+from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, refresh_plan, resolve_reselection,
                                  segment_lengths)
 from ..selection.selectors import Selector, make_selector
 
@@ -148,9 +148,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     if refresh_every and plan is not None:
         raise IfpruneError("refresh_every re-selects after every R answer tokens: a fixed plan file cannot be re-selected")
     sel = make_selector(selector) if isinstance(selector, str) else selector
-    refresh_every = plan is None and resolve_every(refresh_every, refresh, sel)
-    refresh = None if plan is not None else resolve_refresh(refresh, sel)
-    prefill = resolve_prefill(prefill, refresh_every)
+    rs = resolve_reselection(refresh, refresh_every, prefill, sel) if plan is None else Reselection.off(prefill)
+    refresh, refresh_every = rs.refresh, rs.every
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)
@@ -187,7 +186,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         torch.manual_seed(sampling.seed)
     pruned = plan is not None and not plan.is_dense
     lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
-    dense = prefill == "dense" and pruned
+    dense = rs.prefill == "dense" and pruned
     text = task if task is not None else prompt
     cache = None
 

@@ -11,8 +11,9 @@ selection and prefill per answer.
 
 Off by default, except for an artifact trained under re-selection (recipe `refresh: R`, e.g. the
 shipped ones): it re-selects after every R answer tokens with a dense prefill unless told otherwise
-(`resolve_refresh`, `resolve_every`, `prefill.resolve_prefill`); held out, that beat one re-selection
-after R with a pruned prefill at both keeps, at no more time per answer (results/refresh/every/).
+(`resolve_reselection`); held out, that beat one re-selection after R with a pruned prefill at both
+keeps (results/refresh/every/), 8% faster per answer on a 512-token prompt and 12% slower on a 64-token
+one (results/bench/).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..core.prompt_pass import decoder_body
 from ..core.plan import Plan
 from ..core.prompting import eos_ids
 from .heads import standardise
-from .prefill import crop_to
+from .prefill import crop_to, resolve_prefill
 from .selectors import GriffinSelector, Selector, griffin_squares
 
 
@@ -51,11 +52,6 @@ def resolve_refresh(refresh: int | None, selector) -> int | None:
     return default_refresh(selector) if refresh is None else check_refresh(refresh)
 
 
-def resolve_every(every: bool | None, refresh: int | None, selector) -> bool:
-    """Whether re-selection repeats after every R tokens (`repeats`, with the selector's own R)."""
-    return repeats(every, refresh, resolve_refresh(refresh, selector))
-
-
 def repeats(every: bool | None, refresh: int | None, R: int | None) -> bool:
     """The rule, given the R that runs: None: yes when R is the artifact's own default (`refresh` not given),
     so `refresh R` given alone re-selects once, as it always has."""
@@ -65,6 +61,29 @@ def repeats(every: bool | None, refresh: int | None, R: int | None) -> bool:
         raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
                            "or an artifact trained under it)")
     return bool(every)
+
+
+@dataclass(frozen=True)
+class Reselection:
+    """What runs after the prompt's plan: re-select after `refresh` answer tokens (None: never), again after
+    every `refresh` when `every`; the prompt prefilled by the full model ("dense") or the compact one."""
+
+    refresh: int | None
+    every: bool
+    prefill: str
+
+    @classmethod
+    def off(cls, prefill: str | None = None) -> "Reselection":
+        """One plan for the whole answer (a fixed plan file, the full width)."""
+        return cls(None, False, resolve_prefill(prefill, False))
+
+
+def resolve_reselection(refresh: int | None, every: bool | None, prefill: str | None, selector) -> Reselection:
+    """The settings that run, from the ones given (None: the selector's default). The one place the entry
+    points (generate, eval's scorer, serve, bench) resolve them, so each runs what the others run."""
+    R = resolve_refresh(refresh, selector)
+    every = repeats(every, refresh, R)
+    return Reselection(R, every, resolve_prefill(prefill, every))
 
 
 def answer_goes_on(lm, out: torch.Tensor, prompt_len: int, after: int, *, ignore_eos: bool = False) -> bool:

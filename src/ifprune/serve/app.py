@@ -66,7 +66,7 @@ class ServeConfig:
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     refresh: int | None = None  # re-select after this many answer tokens; None: the selector's default, 0: off
     refresh_every: bool | None = None  # re-select after every R tokens; None: as generate (selection.refresh)
-    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.prefill.resolve_prefill)
+    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.refresh.resolve_reselection)
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -116,14 +116,12 @@ class IfpruneServer:
         if not 1 <= width <= lm.d_ffn:
             raise IfpruneError(f"width {width} is out of range 1..{lm.d_ffn} (this model's FFN width)")
         self.metrics = Metrics()
-        from ..selection.prefill import resolve_prefill
-        from ..selection.refresh import resolve_every, resolve_refresh
+        from ..selection.refresh import Reselection, resolve_reselection
 
-        pruned = width < lm.d_ffn
-        every = pruned and resolve_every(self.config.refresh_every, self.config.refresh, selector)
-        refresh = resolve_refresh(self.config.refresh, selector) if pruned else None
-        self.engine = Engine(lm, selector, width, self.config.tasks, refresh=refresh, every=every,
-                             prefill=resolve_prefill(self.config.prefill, every))
+        c = self.config
+        rs = (resolve_reselection(c.refresh, c.refresh_every, c.prefill, selector) if width < lm.d_ffn
+              else Reselection.off(c.prefill))
+        self.engine = Engine(lm, selector, width, c.tasks, refresh=rs.refresh, every=rs.every, prefill=rs.prefill)
         self.created = int(time.time())
         self._sock = _listen(self.config.host, self.config.port)
         self.scheduler = Scheduler(self.engine, self.metrics, max_batch=self.config.max_batch,
