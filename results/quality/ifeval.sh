@@ -19,9 +19,10 @@ for ROW in ${ROWS:-dense v10 v11 griffin75 griffin50}; do
     dense) $IFP --keeps 0.75 --compensations none --selectors dense --out $OUT/dense ;;
     v10) $IFP --keeps 0.75 --compensations none --selectors predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10 ;;
     v11) $IFP --keeps 0.5 --compensations none --selectors predictor+refresh-once:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11 ;;
-    # v10 as it runs by default since 2026-12-05 (re-selection every 32 tokens, dense prefill); v10/v11 above: as
+    # v10 and v11 as they run by default since 2026-12-05 (re-selection every 32 tokens, dense prefill); v10/v11 above: as
     # they ran by default when measured (once after 32, pruned prefill)
     v10-default) $IFP --keeps 0.75 --compensations none --selectors predictor:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10_default ;;
+    v11-default) $IFP --keeps 0.5 --compensations none --selectors predictor:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11_default ;;
     # per task: one plan from IFEval's task description (eval/ifeval.py), no re-selection: what an export runs
     v10-task) $IFP --keeps 0.75 --compensations none --selectors predictor-task+refresh0:src/ifprune/artifacts/smollm2-135m-keep75 --out $OUT/v10_task ;;
     v11-task) $IFP --keeps 0.5 --compensations none --selectors predictor-task+refresh0:src/ifprune/artifacts/smollm2-135m-keep50 --out $OUT/v11_task ;;
