@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     from ifprune.compensation.calibration import described
     from ifprune.core.loading import load_model
     from ifprune.runtime.generation import SamplingConfig, generate
+    from ifprune.selection.refresh import Reselection, resolve_reselection
     from ifprune.selection.selectors import make_selector
 
     torch.set_num_threads(a.threads)
@@ -91,6 +93,8 @@ def main(argv=None) -> int:
     fams = sorted({r["family"] for r in rows})
     summary = {"checkpoint": a.checkpoint, "data": a.data, "max_new_tokens": a.max_new_tokens,
                "refresh": a.refresh, "refresh_every": a.refresh_every, "prefill": a.prefill, "examples": len(rows),
+               "ran": asdict(resolve_reselection(a.refresh, a.refresh_every, a.prefill, sel) if a.checkpoint
+                             else Reselection.off(a.prefill)),  # the settings given resolved: what generated
                "compensation": described(lm),
                "loops": {fam: {"n": len(rs), "looping": sum(r["loop_unit"] is not None for r in rs)}
                          for fam in ["all", *fams] for rs in [[r for r in rows if fam == "all" or r["family"] == fam]]},

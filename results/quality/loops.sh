@@ -4,8 +4,8 @@
 # each family's fixed order (every run so far read positions < 4000: skip_per_family + max_per_family <=
 # 4000), 128 new tokens. Why: at keep 1/2, v11 loops on two of the three README demo prompts where v5 does
 # not, while on the 144 held-out validation prompts (64 tokens) it looped less (1 vs 6); this asks which
-# holds on more chat prompts. Rows: dense, keep 1/2 v5 and v11, keep 3/4 v5 and v10, each as it runs by
-# default. Two at a time, one thread each; resumable (per-example JSONL).
+# holds on more chat prompts. Rows: dense, keep 1/2 v5 and v11, keep 3/4 v5 and v10, each as it ran by
+# default then (ROWS="NAME+default ...": as it runs by default now; +every-pruned, +once-dense: its two halves). Two at a time, one thread each; resumable (per-example JSONL).
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 DATA="$IFPRUNE_CACHE/sft_unread_4000.jsonl"
@@ -14,9 +14,19 @@ ART=results/training/artifacts
 OUT=results/quality/loops
 mkdir -p $OUT
 run() {
-  if [ "$1" = dense ]; then CK=""; else CK="--checkpoint $ART/$1"; fi
-  # --no-refresh-every: as the artifacts ran by default when this was measured (re-selection once, pruned prefill)
-  .venv/bin/python benchmarks/greedy_loops.py $CK --no-refresh-every --data "$DATA" --out "$OUT/$1" \
+  # ROW: as the artifact ran by default when the first rows were measured (--no-refresh-every: re-selection once,
+  # pruned prefill); ROW+default: as it runs by default since 2026-12-05 (every 32, dense prefill); the two halves
+  # of that change apart: ROW+every-pruned, ROW+once-dense
+  A=${1%+*}
+  case $1 in
+    *+default) HOW="" ;;
+    *+every-pruned) HOW="--refresh-every --prefill pruned" ;;
+    *+once-dense) HOW="--no-refresh-every --prefill dense" ;;
+    *+*) echo "unknown row $1" >&2; exit 2 ;;
+    *) HOW=--no-refresh-every ;;
+  esac
+  if [ "$A" = dense ]; then CK=""; else CK="--checkpoint $ART/$A"; fi
+  .venv/bin/python benchmarks/greedy_loops.py $CK $HOW --data "$DATA" --out "$OUT/$1" \
     --max-new-tokens 128 --threads 1 \
     2> "$OUT/$1.log"
 }
