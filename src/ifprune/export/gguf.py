@@ -23,6 +23,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.paths import atomic_path
 from ..core.plan import Plan
+from .ggml_quants import quantize_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,11 @@ CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".ml
 NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}
 # --gguf-type -> (tensor type of 2-D weights, file type recorded in general.file_type)
 TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
-         "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
+         "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0"), "q4_1": ("Q4_1", "MOSTLY_Q4_1")}
+# 4-bit files keep the token embedding (the LM head when tied) and the LM head at Q8_0, as the packaged
+# SmolLM2 Q4_1 file does: every answer token's distribution goes through it
+FOUR_BIT = ("q4_0", "q4_1")
+LM_HEAD_TENSORS = ("token_embd.weight", "output.weight")
 
 
 @dataclass
@@ -236,13 +241,17 @@ def _tensor(writer, name: str, t: torch.Tensor, qtype: str, report: GGUFTensorRe
         writer.add_tensor(name, a.astype(np.float16))
         report.quantized += 1
         return
+    if qtype in FOUR_BIT and name in LM_HEAD_TENSORS:
+        qtype = "q8_0"
     kind = getattr(gguf.GGMLQuantizationType, TYPES[qtype][0])
     block = gguf.GGML_QUANT_SIZES[kind][0]
     if a.shape[-1] % block:
         report.kept_wider.append(name)
         writer.add_tensor(name, a.astype(np.float16))
         return
-    writer.add_tensor(name, gguf.quants.quantize(a, kind), raw_dtype=kind)  # shape from the byte rows
+    rows = torch.from_numpy(a.reshape(-1, a.shape[-1]))
+    data = quantize_rows(rows, TYPES[qtype][0]).numpy().reshape(*a.shape[:-1], -1)
+    writer.add_tensor(name, data, raw_dtype=kind)  # shape from the byte rows
     report.quantized += 1
 
 
