@@ -19,6 +19,26 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
 
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--runtime", choices=("torch", "llamacpp"), default="torch",
+                   help="torch: the model in --dtype (default); llamacpp: the compact (or dense) model as a quantised GGUF "
+                        "in llama.cpp, each plan written into it in place (needs the llamacpp extra)")
+    g.add_argument("--quant", choices=("q8_0", "q4_0", "q4_1"), default=None,
+                   help="llama.cpp's weight type with --runtime llamacpp (default q8_0; q4_*: 4-bit, LM head at Q8_0)")
+
+
+def runtime_from_args(args):
+    """The RuntimeConfig the flags ask for (threads: --threads, else torch's)."""
+    import torch
+
+    from ..runtime.generation import RuntimeConfig
+
+    if args.quant is not None and args.runtime != "llamacpp":
+        raise IfpruneError("--quant sets llama.cpp's weight type: give it with --runtime llamacpp")
+    return RuntimeConfig(args.runtime, args.quant or "q8_0", args.threads or torch.get_num_threads())
+
+
 def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
                          prefill_note: str = "") -> None:
     """--refresh R, --refresh-every / --no-refresh-every and --prefill: one meaning and one default in every

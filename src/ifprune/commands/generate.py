@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import (add_model_args, add_reselection_args, add_selector_args, load, plan_weights, print_json,
-                     refuse_plan_conflicts, resolve_width, selector_from_args)
+from .common import (add_model_args, add_reselection_args, add_runtime_args, add_selector_args, load, plan_weights,
+                     print_json, refuse_plan_conflicts, resolve_width, runtime_from_args, selector_from_args)
 
 
 def register(sub) -> None:
@@ -25,6 +25,7 @@ def register(sub) -> None:
                             "own, every 32 tokens for the shipped ones, which were trained under re-selection; "
                             "otherwise off; 0: off)",
                          every_note="; with --save-plan the last re-selected plan is saved")
+    add_runtime_args(p)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -46,6 +47,7 @@ def run(args) -> int:
     if not args.prompt.strip():
         raise IfpruneError("the prompt is empty: give some text to respond to")
     refuse_plan_conflicts(args, also=("task", "refresh", "refresh_every"))
+    runtime = runtime_from_args(args)
     plan = Plan.load(args.plan) if args.plan else None  # a bad plan file fails before the model loads
     lm = load(args)
     if plan is not None:
@@ -57,7 +59,7 @@ def run(args) -> int:
     stream = None if (args.json or args.no_stream) else sys.stdout
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
                       sampling=sampling, chat=not args.no_chat, stream=stream, refresh=args.refresh,
-                      refresh_every=args.refresh_every, prefill=args.prefill)
+                      refresh_every=args.refresh_every, prefill=args.prefill, runtime=runtime)
     saved = save_plans(args.save_plan, result) if args.save_plan else {}
     if args.json:
         out = result.to_dict()

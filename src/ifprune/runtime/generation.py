@@ -11,7 +11,7 @@ from transformers import TextStreamer
 
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
-from ..core.prompting import check_length, encode_prompt
+from ..core.prompting import check_length, encode_prompt, eos_ids
 from ..selection.prefill import crop_to, prompt_cache
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, refresh_plan, resolve_reselection,
                                  segment_lengths)
@@ -51,6 +51,36 @@ class SamplingConfig:
         return kw
 
 
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Which engine decodes: "torch" (the model in its loaded dtype) or "llamacpp" (runtime.llamacpp: the
+    compact model as a GGUF of `weights` type in llama.cpp, plans written into it in place)."""
+
+    engine: str = "torch"
+    weights: str = "q8_0"  # llama.cpp's tensor type
+    threads: int = 1
+    n_ctx: int = 4096
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise IfpruneError(f"--runtime must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "llamacpp":
+            from .llamacpp import check_weights
+
+            check_weights(self.weights)
+
+    def compact(self, lm, width: int):
+        from .llamacpp import compact_for
+
+        return compact_for(lm, width, weights=self.weights, threads=self.threads, n_ctx=self.n_ctx)
+
+    def describe(self) -> dict:
+        return {"engine": self.engine, "weights": self.weights if self.engine == "llamacpp" else None}
+
+
+ENGINES = ("torch", "llamacpp")
+
+
 @dataclass
 class GenerationResult:
     text: str
@@ -68,6 +98,7 @@ class GenerationResult:
     refresh_after: int | None = None  # the re-selection setting in effect (None: off), reached or not
     refresh_every: bool = False  # re-selection after every `refresh_after` tokens, not once
     prefill: str = "pruned"  # "dense": the full model read the prompt (selection.prefill)
+    runtime: dict = field(default_factory=lambda: {"engine": "torch"})  # RuntimeConfig.describe()
     plan: Plan | None = field(default=None, repr=False)
     refresh_plan: Plan | None = field(default=None, repr=False)  # the re-selected plan, when there was one
 
@@ -85,8 +116,9 @@ class GenerationResult:
         refreshed = (f", re-selected {every} ({self.refresh['count']}x, {t['refresh_s'] * 1e3:.0f} ms)"
                      if self.refresh else
                      f", re-selection ({every}) not reached" if self.refresh_after else "")
+        engine = "" if self.runtime.get("engine", "torch") == "torch" else f" llama.cpp {self.runtime['weights']}"
         return (
-            f"[{self.selector}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
+            f"[{self.selector}{engine}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
             f"{'' if self.ffn_width == self.d_ffn else ', compensation ' + comp} | "
             f"selection {t['selection_s'] * 1e3:.0f} ms, loading {t['loading_s'] * 1e3:.1f} ms, "
@@ -128,7 +160,8 @@ def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | No
 def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
              plan: Plan | None = None, task: str | None = None, sampling: SamplingConfig | None = None,
              chat: bool = True, stream: TextIO | None = None, refresh: int | None = None,
-             refresh_every: bool | None = None, prefill: str | None = None) -> GenerationResult:
+             refresh_every: bool | None = None, prefill: str | None = None,
+             runtime: RuntimeConfig | None = None) -> GenerationResult:
     """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
 
     `task`: select from this task description instead of the prompt (per-task use; the plan is cached
@@ -140,7 +173,14 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     given). `prefill="dense"`: the full model reads the prompt (but its last token) and the compact model attends
     to that KV cache (selection.prefill); each re-selection then re-runs only the answer so far under the new
     plan, not the prompt. None: dense when re-selecting every R tokens, else pruned.
+    `runtime`: which engine decodes (torch, the default, or llama.cpp; see RuntimeConfig).
     """
+    runtime = runtime or RuntimeConfig()
+    if runtime.engine == "llamacpp":
+        if prefill == "dense":
+            raise IfpruneError("--runtime llamacpp runs a pruned prefill (the compact model reads the prompt): "
+                               "drop --prefill dense or use --runtime torch")
+        prefill = "pruned"
     sampling = sampling or SamplingConfig()
     sampling.validate()
     if check_refresh(refresh) is not None and plan is not None:
@@ -164,8 +204,11 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     loading_s = 0.0
     model = lm.model
     compensation = {"mode": "none"}
+    if runtime.engine == "llamacpp":  # the dense model too runs in llama.cpp, at the same weight type
+        compact = runtime.compact(lm, plan.width if plan is not None else lm.d_ffn)
+        model = compact.engine
     if plan is not None and not plan.is_dense:
-        compact = lm.compact(plan.width)
+        compact = runtime.compact(lm, plan.width) if runtime.engine == "llamacpp" else lm.compact(plan.width)
         comp = lm.compensator
         prompt_stats = None
         if comp is not None:
@@ -179,7 +222,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
                 selection_s += time.perf_counter() - t_p
             compensation = comp.describe()
         loading_s = compact.load(plan, prompt=prompt_stats)
-        model = compact.model
+        model = compact.engine if runtime.engine == "llamacpp" else compact.model
     width = plan.width if plan is not None else lm.d_ffn
 
     if sampling.seed is not None:
@@ -191,6 +234,10 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     cache = None
 
     def segment(model, cur, n, streamer):
+        if runtime.engine == "llamacpp":
+            from .llamacpp import run_segment
+
+            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
         with torch.inference_mode():
             return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
@@ -214,7 +261,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         compact.load(plans[-1], prompt=prompt_stats)
         streamer = _TimingStreamer(lm.tokenizer, stream)
         streamer.continues = i < len(lengths) - 1
-        start, out = out.shape[1], segment(compact.model, out, n, streamer)
+        start, out = out.shape[1], segment(compact.engine if runtime.engine == "llamacpp" else compact.model, out, n,
+                                           streamer)
         t3 = time.perf_counter()
         r_s = (streamer.first_token_at or t3) - t_r
         refresh_s += r_s
@@ -243,6 +291,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         refresh_after=refresh if pruned else None,
         refresh_every=bool(refresh_every and refresh and pruned),
         prefill="dense" if dense else "pruned",
+        runtime=runtime.describe(),
         plan=plan,
         refresh_plan=plans[-1] if plans else None,
     )

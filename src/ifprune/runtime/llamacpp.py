@@ -211,3 +211,56 @@ class LlamaCppCompact:
     def close(self) -> None:
         self.engine.close()
         self._map = None
+
+
+def compact_for(lm, width: int, *, weights: str, threads: int, n_ctx: int) -> LlamaCppCompact:
+    """The llama.cpp model of this width and type for `lm`, built on first use and kept (as `lm.compact`)."""
+    models = lm.__dict__.setdefault("_llamacpp", {})
+    key = (width, weights, threads, n_ctx)
+    if key not in models:
+        models[key] = LlamaCppCompact(lm, width, weights=weights, threads=threads, n_ctx=n_ctx)
+    return models[key]
+
+
+def pick(logits: np.ndarray, seen: torch.Tensor, sampling) -> int:
+    """The next token: argmax when greedy, else the same processors `transformers.generate` applies."""
+    if sampling.temperature == 0 and sampling.repetition_penalty == 1.0:
+        return int(logits.argmax())
+    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+
+    procs = LogitsProcessorList()
+    if sampling.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    scores = procs(seen.view(1, -1), torch.from_numpy(np.array(logits, dtype=np.float32)).view(1, -1))
+    if sampling.temperature == 0:
+        return int(scores.argmax())
+    warp = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
+    if sampling.top_k:
+        warp.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1.0:
+        warp.append(TopPLogitsWarper(sampling.top_p))
+    probs = torch.softmax(warp(seen.view(1, -1), scores), dim=-1)
+    return int(torch.multinomial(probs, 1))
+
+
+def run_segment(engine: Engine, ids: torch.Tensor, n: int, sampling, eos: list[int], streamer=None) -> torch.Tensor:
+    """`ids` [1, T] then up to `n` new tokens, the whole sequence read by this model (a pruned prefill), as
+    `transformers.generate` would return it; stops at an end-of-turn token unless `sampling.ignore_eos`."""
+    engine.truncate(0)
+    seq = ids[0].tolist()
+    if streamer is not None:
+        streamer.put(ids.cpu())
+    logits = engine.feed(seq)
+    stop = set() if sampling.ignore_eos else set(eos)
+    for i in range(n):
+        tok = pick(logits, torch.tensor(seq), sampling)
+        seq.append(tok)
+        if streamer is not None:
+            streamer.put(torch.tensor([tok]))
+        if tok in stop or i == n - 1:
+            break
+        logits = engine.feed([tok])
+    if streamer is not None:
+        streamer.end()
+    return torch.tensor([seq])
