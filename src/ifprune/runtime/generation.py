@@ -176,11 +176,6 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     `runtime`: which engine decodes (torch, the default, or llama.cpp; see RuntimeConfig).
     """
     runtime = runtime or RuntimeConfig()
-    if runtime.engine == "llamacpp":
-        if prefill == "dense":
-            raise IfpruneError("--runtime llamacpp runs a pruned prefill (the compact model reads the prompt): "
-                               "drop --prefill dense or use --runtime torch")
-        prefill = "pruned"
     sampling = sampling or SamplingConfig()
     sampling.validate()
     if check_refresh(refresh) is not None and plan is not None:
@@ -237,7 +232,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         if runtime.engine == "llamacpp":
             from .llamacpp import run_segment
 
-            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer)
+            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=ids.shape[1] - 1 if dense else 0)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
         with torch.inference_mode():
             return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
@@ -249,6 +244,10 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     t1 = time.perf_counter()
     if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
         cache = prompt_cache(lm, sel, text if task is None else None, ids)
+        if runtime.engine == "llamacpp":
+            from .llamacpp import dense_prefix
+
+            model.set_prefix(dense_prefix(lm, cache))
     start, out = ids.shape[1], segment(model, ids, lengths[0], streamer)
     t2 = time.perf_counter()
     first = streamer.first_token_at or t2

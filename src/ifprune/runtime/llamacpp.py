@@ -14,6 +14,8 @@ share a patched model; the file is unlinked once both mappings exist.
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import tempfile
 import time
@@ -35,9 +37,13 @@ FFN_NAMES = ("ffn_gate", "ffn_up", "ffn_down")
 def require_llama_cpp():
     try:
         import llama_cpp
+        import llama_cpp.llama  # noqa: F401 - routes llama.cpp's log through the "llama-cpp-python" logger
     except ImportError:
         raise IfpruneError("the llama.cpp runtime needs llama-cpp-python: pip install 'ifprune[llamacpp]' "
                            "(a source build with cmake and a C++ compiler, a few minutes)") from None
+    log = logging.getLogger("llama-cpp-python")
+    if log.level == logging.NOTSET:  # llama.cpp's load and state messages only when asked for
+        log.setLevel(logging.ERROR)
     return llama_cpp
 
 
@@ -100,6 +106,50 @@ class Engine:
             self.n += len(chunk)
         return np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
 
+    def set_prefix(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Fill the KV cache with another model's keys and values (a dense prefill: selection.prefill), one
+        (keys, values) pair [tokens, n_kv_heads * head_dim] per layer, already in llama.cpp's rotary order.
+        Written as llama.cpp's own sequence state, whose layout is read off a real one first (kv_format)."""
+        L, fmt = self._L, self.kv_format()
+        T = int(layers[0][0].shape[0])
+        if len(layers) != fmt.n_layer:
+            raise IfpruneError(f"a prefix of {len(layers)} layers for a llama.cpp model of {fmt.n_layer}")
+        if T + 1 > self.n_ctx:
+            raise IfpruneError(f"a prefix of {T} tokens does not fit this llama.cpp context of {self.n_ctx}")
+        cells = np.zeros(T, dtype=[("pos", "<i4"), ("n", "<u4"), ("seq", "<i4")])
+        cells["pos"], cells["n"] = np.arange(T), 1
+        parts = [fmt.head, np.array([1, T], "<u4").tobytes(), cells.tobytes(),
+                 np.array([fmt.v_trans, fmt.n_layer], "<u4").tobytes()]
+        for k, _ in layers:
+            parts += [np.array([fmt.k_type], "<i4").tobytes(), np.array([k.shape[1] * 2], "<u8").tobytes(),
+                      k.to(torch.float16).contiguous().numpy().tobytes()]
+        for _, v in layers:
+            if fmt.v_trans:
+                parts += [np.array([fmt.v_type], "<i4").tobytes(), np.array([2, v.shape[1]], "<u4").tobytes(),
+                          v.T.to(torch.float16).contiguous().numpy().tobytes()]
+            else:
+                parts += [np.array([fmt.v_type], "<i4").tobytes(), np.array([v.shape[1] * 2], "<u8").tobytes(),
+                          v.to(torch.float16).contiguous().numpy().tobytes()]
+        blob = b"".join(parts)
+        self.truncate(0)
+        buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if L.llama_state_seq_set_data(self.ctx, buf, len(blob), 0) != len(blob):
+            raise IfpruneError("llama.cpp refused the dense prefill's KV cache")
+        self.n = T
+
+    def kv_format(self) -> "_KVFormat":
+        """The sequence-state layout of this build and model, read off the state of two evaluated tokens."""
+        if getattr(self, "_kv_format", None) is None:
+            self.truncate(0)
+            self.feed([0, 0])
+            L = self._L
+            size = L.llama_state_seq_get_size(self.ctx, 0)
+            buf = (ctypes.c_uint8 * size)()
+            L.llama_state_seq_get_data(self.ctx, buf, size, 0)
+            self.truncate(0)
+            self._kv_format = _KVFormat.parse(bytes(buf))
+        return self._kv_format
+
     def close(self) -> None:
         if getattr(self, "ctx", None):
             self._L.llama_free(self.ctx)
@@ -113,6 +163,54 @@ class Engine:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+@dataclass
+class _KVFormat:
+    """What llama.cpp's sequence state of one model holds besides the keys and values (llama-kv-cache.cpp's
+    state_write): a header (magic, sequence id), one stream, per cell (position, 1, sequence), then per layer
+    the keys' type and rows, then the values' (transposed when flash attention is off)."""
+
+    head: bytes
+    n_layer: int
+    v_trans: int
+    k_type: int
+    v_type: int
+
+    F16 = 1  # ggml_type
+
+    @classmethod
+    def parse(cls, blob: bytes) -> "_KVFormat":
+        """From the state of two cells; a layout this code does not know is refused, never guessed."""
+        def u32(o):
+            return int(np.frombuffer(blob, "<u4", 1, o)[0])
+
+        try:
+            o = 8
+            if u32(o) != 1 or u32(o + 4) != 2:
+                raise ValueError("streams / cells")
+            o += 8
+            if any(u32(o + 12 * c + 4) != 1 for c in range(2)):
+                raise ValueError("cells")
+            o += 24
+            v_trans, n_layer = u32(o), u32(o + 4)
+            o += 8
+            k_type = u32(o)
+            for _ in range(n_layer):  # keys: type, row bytes, 2 rows
+                row = int(np.frombuffer(blob, "<u8", 1, o + 4)[0])
+                o += 12 + 2 * row
+            v_type = u32(o)
+            for _ in range(n_layer):
+                if v_trans:  # type, element size, rows; then n_embd columns of 2 cells
+                    o += 12 + 2 * u32(o + 4) * u32(o + 8)
+                else:
+                    o += 12 + 2 * int(np.frombuffer(blob, "<u8", 1, o + 4)[0])
+            if o != len(blob) or k_type != cls.F16 or v_type != cls.F16:
+                raise ValueError("size or types")
+        except (ValueError, IndexError) as e:
+            raise IfpruneError(f"this llama.cpp build keeps its KV cache in a layout ifprune does not know ({e}): "
+                               "use --prefill pruned or --runtime torch") from None
+        return cls(blob[:8], n_layer, v_trans, k_type, v_type)
 
 
 @dataclass
@@ -244,14 +342,34 @@ def pick(logits: np.ndarray, seen: torch.Tensor, sampling) -> int:
     return int(torch.multinomial(probs, 1))
 
 
-def run_segment(engine: Engine, ids: torch.Tensor, n: int, sampling, eos: list[int], streamer=None) -> torch.Tensor:
-    """`ids` [1, T] then up to `n` new tokens, the whole sequence read by this model (a pruned prefill), as
-    `transformers.generate` would return it; stops at an end-of-turn token unless `sampling.ignore_eos`."""
-    engine.truncate(0)
+def dense_prefix(lm, cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A transformers KV cache of the full model as Engine.set_prefix's (keys, values) per layer: heads side by
+    side, keys' rotary halves interleaved where llama.cpp's rope is the interleaved kind (export.gguf)."""
+    from ..export.gguf import ARCHITECTURES
+
+    interleave = ARCHITECTURES[type(lm.model).__name__][1]
+    out = []
+    for layer in cache.layers:
+        k, v = layer.keys[0], layer.values[0]  # [heads, T, head_dim]
+        if interleave:
+            half = k.shape[-1] // 2
+            k = torch.stack([k[..., :half], k[..., half:]], dim=-1).reshape(k.shape)
+        out.append(tuple(x.transpose(0, 1).reshape(x.shape[1], -1).float() for x in (k, v)))
+    return out
+
+
+def run_segment(engine: Engine, ids: torch.Tensor, n: int, sampling, eos: list[int], streamer=None,
+                keep: int = 0) -> torch.Tensor:
+    """`ids` [1, T] then up to `n` new tokens, as `transformers.generate` would return them; stops at an
+    end-of-turn token unless `sampling.ignore_eos`. The model reads `ids` after the first `keep` positions of
+    its KV cache (0: all of them, a pruned prefill; a dense prefill keeps the prompt set by set_prefix)."""
+    engine.truncate(keep)
+    if keep and engine.n != keep:
+        raise IfpruneError(f"internal: the KV cache holds {engine.n} positions, {keep} expected")
     seq = ids[0].tolist()
     if streamer is not None:
         streamer.put(ids.cpu())
-    logits = engine.feed(seq)
+    logits = engine.feed(seq[keep:])
     stop = set() if sampling.ignore_eos else set(eos)
     for i in range(n):
         tok = pick(logits, torch.tensor(seq), sampling)
