@@ -233,6 +233,7 @@ class LlamaCppCompact:
         from ..export.gguf import check_supported, write_gguf
 
         check_weights(weights)
+        require_llama_cpp()
         check_supported(lm, weights)
         if lm.layout.family.name != "gated":
             raise IfpruneError(f"the llama.cpp runtime rewrites separate gate/up/down projections; this model's FFN is "
