@@ -62,22 +62,32 @@ class Engine:
     """One llama.cpp model and context for a batch of one, fed token ids (the Hugging Face tokenizer's, so
     both runtimes read the same tokens)."""
 
-    def __init__(self, path: str | Path, *, threads: int, n_ctx: int, n_batch: int = 512):
+    def __init__(self, path: str | Path | None, *, threads: int, n_ctx: int, n_batch: int = 512,
+                 model: "Engine | None" = None, cb_eval=None):
+        """`model`: another Engine whose loaded model this one shares (a second context, e.g. with `cb_eval`,
+        llama.cpp's per-tensor callback, set); `path` is then unused."""
         L = require_llama_cpp()
         self._L = L
         L.llama_backend_init()
-        mp = L.llama_model_default_params()
-        mp.use_extra_bufts = False  # repacking copies weights out of the mapping: plans would not reach them
-        mp.load_mode = L.LLAMA_LOAD_MODE_MMAP
-        self.model = L.llama_model_load_from_file(str(path).encode(), mp)
-        if not self.model:
-            raise IfpruneError(f"llama.cpp could not load {path}")
+        self._owns_model = model is None
+        if model is None:
+            mp = L.llama_model_default_params()
+            mp.use_extra_bufts = False  # repacking copies weights out of the mapping: plans would not reach them
+            mp.load_mode = L.LLAMA_LOAD_MODE_MMAP
+            self.model = L.llama_model_load_from_file(str(path).encode(), mp)
+            if not self.model:
+                raise IfpruneError(f"llama.cpp could not load {path}")
+        else:
+            self.model = model.model
         cp = L.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_threads = cp.n_threads_batch = threads
+        if cb_eval is not None:
+            cp.cb_eval = cb_eval
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
-            L.llama_model_free(self.model)
+            if self._owns_model:
+                L.llama_model_free(self.model)
             raise IfpruneError(f"llama.cpp could not make a context of {n_ctx} tokens for {path}")
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
@@ -106,11 +116,64 @@ class Engine:
             self.n += len(chunk)
         return np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
 
+    def feed_all(self, ids) -> np.ndarray:
+        """Run `ids` after what the cache holds with every position an output (so no layer skips a token, as
+        llama.cpp's last layer otherwise does); the logits of every position [len(ids), vocab]."""
+        L = self._L
+        ids = [int(i) for i in ids]
+        if not ids or self.n + len(ids) > self.n_ctx:
+            raise IfpruneError(f"{self.n} + {len(ids)} tokens do not fit this llama.cpp context of {self.n_ctx}")
+        batch = L.llama_batch_init(self.n_batch, 0, 1)
+        out = []
+        try:
+            for s in range(0, len(ids), self.n_batch):
+                chunk = ids[s:s + self.n_batch]
+                batch.n_tokens = len(chunk)
+                for j, tok in enumerate(chunk):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, self.n + j, 1
+                    batch.seq_id[j][0], batch.logits[j] = 0, 1
+                if L.llama_decode(self.ctx, batch) != 0:
+                    raise IfpruneError("llama.cpp failed to decode a batch")
+                self.n += len(chunk)
+                out.append(np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(len(chunk), self.n_vocab)).copy())
+        finally:
+            L.llama_batch_free(batch)
+        return np.concatenate(out)
+
+    def logprobs(self, ids) -> np.ndarray:
+        """Teacher-forced log-probabilities of ids[1:] given what precedes each, the whole of `ids` read by this
+        model from an empty cache (how eval scores a continuation; float64, length len(ids) - 1)."""
+        ids = [int(i) for i in ids]
+        if len(ids) < 2:
+            raise IfpruneError(f"scoring needs at least 2 tokens, got {len(ids)}")
+        self.truncate(0)
+        lp = self.feed_all(ids[:-1]).astype(np.float64)
+        lp -= lp.max(1, keepdims=True)
+        lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+        return lp[np.arange(len(ids) - 1), ids[1:]]
+
+    def state(self) -> bytes:
+        """llama.cpp's state of the sequence in the cache (the KV cache of every position)."""
+        L = self._L
+        size = L.llama_state_seq_get_size(self.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        L.llama_state_seq_get_data(self.ctx, buf, size, 0)
+        return bytes(buf)
+
+    def set_state(self, blob: bytes, positions: int) -> None:
+        """Replace the cache with a state of `positions` positions (from Engine.state of a model of the same
+        layers and heads: a dense prefill)."""
+        self.truncate(0)
+        buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if self._L.llama_state_seq_set_data(self.ctx, buf, len(blob), 0) != len(blob):
+            raise IfpruneError("llama.cpp refused the dense prefill's KV cache")
+        self.n = positions
+
     def set_prefix(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Fill the KV cache with another model's keys and values (a dense prefill: selection.prefill), one
         (keys, values) pair [tokens, n_kv_heads * head_dim] per layer, already in llama.cpp's rotary order.
         Written as llama.cpp's own sequence state, whose layout is read off a real one first (kv_format)."""
-        L, fmt = self._L, self.kv_format()
+        fmt = self.kv_format()
         T = int(layers[0][0].shape[0])
         if len(layers) != fmt.n_layer:
             raise IfpruneError(f"a prefix of {len(layers)} layers for a llama.cpp model of {fmt.n_layer}")
@@ -130,33 +193,25 @@ class Engine:
             else:
                 parts += [np.array([fmt.v_type], "<i4").tobytes(), np.array([v.shape[1] * 2], "<u8").tobytes(),
                           v.to(torch.float16).contiguous().numpy().tobytes()]
-        blob = b"".join(parts)
-        self.truncate(0)
-        buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
-        if L.llama_state_seq_set_data(self.ctx, buf, len(blob), 0) != len(blob):
-            raise IfpruneError("llama.cpp refused the dense prefill's KV cache")
-        self.n = T
+        self.set_state(b"".join(parts), T)
 
     def kv_format(self) -> "_KVFormat":
         """The sequence-state layout of this build and model, read off the state of two evaluated tokens."""
         if getattr(self, "_kv_format", None) is None:
             self.truncate(0)
             self.feed([0, 0])
-            L = self._L
-            size = L.llama_state_seq_get_size(self.ctx, 0)
-            buf = (ctypes.c_uint8 * size)()
-            L.llama_state_seq_get_data(self.ctx, buf, size, 0)
+            blob = self.state()
             self.truncate(0)
-            self._kv_format = _KVFormat.parse(bytes(buf))
+            self._kv_format = _KVFormat.parse(blob)
         return self._kv_format
 
     def close(self) -> None:
         if getattr(self, "ctx", None):
             self._L.llama_free(self.ctx)
             self.ctx = None
-        if getattr(self, "model", None):
+        if getattr(self, "model", None) and self._owns_model:
             self._L.llama_model_free(self.model)
-            self.model = None
+        self.model = None
 
     def __del__(self):
         try:
@@ -383,3 +438,4 @@ def run_segment(engine: Engine, ids: torch.Tensor, n: int, sampling, eos: list[i
     if streamer is not None:
         streamer.end()
     return torch.tensor([seq])
+
