@@ -315,3 +315,23 @@ def test_masked_ffn_with_compensation_equals_the_compensated_compact_model(calib
     masked.remove()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # both solve in float32
     assert not torch.allclose(plain, want, atol=1e-4)
+
+
+def test_linked_statistics_are_removed_never_read(tmp_path, caplog):
+    """Statistics whose file or manifest is a symlink are not trusted: the links go, the targets stay, and the
+    caller recomputes (None)."""
+    import logging
+
+    from ifprune.compensation.calibration import LayerStats, read_stats, save_stats
+
+    real = tmp_path / "real" / "s.safetensors"
+    stats = LayerStats(torch.eye(4).repeat(2, 1, 1), torch.zeros(2, 4), 10, "fp", "sha", "native")
+    save_stats(stats, real)
+    assert read_stats(real, "fp") is not None
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "s.safetensors").symlink_to(real)
+    (cache / "s.json").symlink_to(real.with_suffix(".json"))
+    with caplog.at_level(logging.WARNING, logger="ifprune"):
+        assert read_stats(cache / "s.safetensors", "fp") is None
+    assert "symbolic link" in caplog.text and not any(cache.iterdir()) and real.is_file()

@@ -112,3 +112,30 @@ def test_a_truncated_or_incomplete_model_directory_is_refused_not_run_with_rando
     save_file({k: v for k, v in load_file(str(w)).items() if "q_proj" not in k}, str(w), metadata={"format": "pt"})
     with pytest.raises(IfpruneError, match="2 weight.s. are missing.*would be random"):
         load_model(tmp_path / "holes")
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_a_symlinked_cache_entry_is_replaced_never_followed(tmp_path, caplog, valid):
+    """A cache entry that is a link (to a valid entry elsewhere, or to any folder) is removed and rebuilt in place;
+    the link's target is left as it was (issue: one symlink broke every later command)."""
+    target = tmp_path / "elsewhere"
+    if valid:
+        cached_model_dir(target, build_tiny, "src")
+    else:
+        target.mkdir()
+        (target / "keep.txt").write_text("mine")
+    before = sorted(p.name for p in target.iterdir())
+    entry = tmp_path / "cache" / "entry"
+    entry.parent.mkdir()
+    entry.symlink_to(target, target_is_directory=True)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return build_tiny()
+
+    with caplog.at_level(logging.WARNING, logger="ifprune"):
+        assert cached_model_dir(entry, build, "src") == entry
+    assert calls == [1] and "symbolic link" in caplog.text
+    assert entry.is_dir() and not entry.is_symlink() and sorted(p.name for p in target.iterdir()) == before
+    assert cached_model_dir(entry, build, "src") == entry and calls == [1]  # the rebuilt entry is reused

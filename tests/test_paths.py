@@ -56,3 +56,30 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path, caplo
             tmp.mkdir()
     assert not left[0].exists() and (tmp_path / ".export.unrelated").is_dir() and target.is_dir()
     assert "left by an interrupted write" in caplog.text
+
+
+def test_an_atomic_write_replaces_a_link_not_its_target(tmp_path):
+    target = tmp_path / "target.txt"
+    target.write_text("theirs")
+    link = tmp_path / "out.txt"
+    link.symlink_to(target)
+    with atomic_path(link) as tmp:
+        tmp.write_text("ours")
+    assert not link.is_symlink() and link.read_text() == "ours" and target.read_text() == "theirs"
+    d = tmp_path / "dir"
+    d.mkdir()
+    dlink = tmp_path / "outdir"
+    dlink.symlink_to(d, target_is_directory=True)
+    with atomic_path(dlink) as tmp:
+        tmp.mkdir()
+        (tmp / "x").write_text("1")
+    assert dlink.is_dir() and not dlink.is_symlink() and list(d.iterdir()) == []
+
+
+def test_the_suite_does_not_use_the_users_cache():
+    from pathlib import Path
+
+    from ifprune.core.paths import cache_dir
+
+    assert cache_dir().resolve() != (Path.home() / ".cache" / "ifprune").resolve()
+    assert cache_dir().name == ".test-cache" or "IFPRUNE_TEST_CACHE" in os.environ

@@ -25,7 +25,7 @@ from .refit import Moments, kept_blocks, solve_refit, token_blocks
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.jsonl import iter_jsonl
-from ..core.paths import atomic_path, cache_dir, file_sha256
+from ..core.paths import atomic_path, cache_dir, drop_link, file_sha256
 from ..core.precision import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,10 @@ def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
     from safetensors import safe_open
 
     man = _manifest(path)
+    if drop_link(path, "compensation statistics") | drop_link(man, "compensation statistics manifest"):
+        path.unlink(missing_ok=True)
+        man.unlink(missing_ok=True)
+        return None
     if not path.is_file() and not man.is_file():
         return None
     try:

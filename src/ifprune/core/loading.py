@@ -22,7 +22,7 @@ import torch
 
 from .errors import IfpruneError
 from .ffn import FFNLayout, discover
-from .paths import atomic_path, cache_dir
+from .paths import atomic_path, cache_dir, drop_link
 
 log = logging.getLogger(__name__)
 
@@ -321,12 +321,13 @@ def cached_model_dir(entry: Path, build, source: str) -> Path:
     `build` returns (model, tokenizer). The entry is written atomically with a checksum manifest.
     """
     manifest = entry / "ifprune-cache.json"
+    drop_link(entry, "cache entry")
     if entry.exists():
         reason = _entry_problem(entry, manifest)
         if reason is None:
             return entry
         log.warning("cache entry %s is corrupt (%s); rebuilding it", entry, reason)
-        shutil.rmtree(entry, ignore_errors=True)
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
     log.info("building cache entry %s (once; later loads read it)", entry)
     model, tok = build()
     with atomic_path(entry) as tmp:

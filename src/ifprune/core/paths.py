@@ -80,6 +80,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield target
         if target.exists():
             _readable(target)
+        if path.is_symlink():  # never write through a link: the link itself is replaced
+            path.unlink()
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-old")
             os.replace(path, old)
@@ -89,6 +91,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def drop_link(path: Path, what: str) -> bool:
+    """Remove a symlink standing where a cache entry belongs (a cache is read only from what ifprune wrote, never
+    followed elsewhere); True when one was removed, with a warning naming it."""
+    if not path.is_symlink():
+        return False
+    import logging
+
+    logging.getLogger("ifprune").warning("%s %s is a symbolic link, not an entry ifprune wrote: removing the link "
+                                         "(its target is left alone) and rebuilding", what, path)
+    path.unlink()
+    return True
 
 
 def file_sha256(path: str | os.PathLike) -> str:
