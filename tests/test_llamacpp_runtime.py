@@ -146,3 +146,42 @@ def test_cli_refuses_quant_without_the_llama_cpp_runtime(capsys):
 
     assert main(["generate", "hi", "--quant", "q4_0"]) != 0
     assert "--quant sets llama.cpp's weight type" in capsys.readouterr().err
+
+
+def test_export_type_choices_are_the_writers():
+    from ifprune.commands.export import GGUF_TYPE_NAMES
+    from ifprune.export.gguf import GGUF_TYPES
+
+    assert tuple(GGUF_TYPE_NAMES) == tuple(GGUF_TYPES)
+
+
+@pytest.mark.parametrize("qtype", ["q4_k_m", "q6_k"])
+def test_k_quant_export_reads_back_in_llama_cpp_close_to_f16(tmp_path, qtype):
+    """llama.cpp's own quantiser writes the K-quant file; llama.cpp reads it and its logits stay near the F16
+    export's; the record says the file's size and the tensor types written."""
+    pytest.importorskip("llama_cpp")
+    from ifprune.runtime.llamacpp import Engine
+
+    lm = bpe_lm("llama", hidden=256, d_ffn=512)
+    with torch.no_grad():  # the tiny models' weights (std 0.2) amplify any rounding through the layers: HF's scale
+        for p in lm.model.parameters():
+            if p.dim() == 2:
+                p.mul_(0.1)
+    plan = make_selector("random").select(lm, None, 256)
+    f16 = export_gguf(lm, plan, tmp_path / "f16.gguf", qtype="f16")
+    kq = export_gguf(lm, plan, tmp_path / "k.gguf", qtype=qtype)
+    assert kq.gguf["file_bytes"] == (tmp_path / "k.gguf").stat().st_size < f16.gguf["file_bytes"]
+    assert kq.gguf["gguf_type"] == qtype and kq.gguf["tensor_types"] and not list(tmp_path.glob("*.f16"))
+    other = export_gguf(lm, make_selector("random", seed=1).select(lm, None, 256), tmp_path / "o.gguf", qtype="f16")
+    ids = IDS[0].tolist()
+    a, b, c = (Engine(tmp_path / f"{n}.gguf", threads=1, n_ctx=64).feed(ids).copy() for n in ("f16", "k", "o"))
+    assert np.corrcoef(a, b)[0, 1] > 0.95 and np.abs(a - b).mean() < 0.5 * np.abs(a - c).mean()
+
+
+def test_k_quant_export_needs_llama_cpp(monkeypatch):
+    from ifprune.export.gguf import check_supported
+
+    lm = bpe_lm("llama", hidden=64, d_ffn=128)
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(IfpruneError, match=r"pip install 'ifprune\[llamacpp\]'"):
+        check_supported(lm, "q4_k_m")

@@ -6,6 +6,9 @@ from __future__ import annotations
 from .common import (add_model_args, add_selector_args, load, plan_weights, print_json, refuse_plan_conflicts,
                      resolve_width, selector_from_args)
 
+# export.gguf.GGUF_TYPES, spelt here so `--help` does not import torch (a test holds them equal)
+GGUF_TYPE_NAMES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k")
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="save a task-pruned model as a standard Hugging Face checkpoint",
@@ -22,8 +25,10 @@ def register(sub) -> None:
     p.add_argument("--export-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="dtype of the weights in an hf export (default auto: the source's own, bf16 for the "
                         "packaged SmolLM2, whose GGUF comes from a bf16 checkpoint)")
-    p.add_argument("--gguf-type", choices=("f32", "f16", "bf16", "q8_0"), default="f16",
-                   help="tensor type of the 2-D weights in a GGUF export; norms stay f32 (default: f16)")
+    p.add_argument("--gguf-type", choices=GGUF_TYPE_NAMES, default="f16",
+                   help="tensor type of the 2-D weights in a GGUF export; norms stay f32; q4_0/q4_1 keep the LM head "
+                        "at q8_0; q4_k_m, q5_k_m, q6_k are written by llama.cpp's quantiser (the llamacpp extra) "
+                        "(default: f16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     add_model_args(p)
     add_selector_args(p)

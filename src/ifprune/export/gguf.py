@@ -50,6 +50,11 @@ TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16
 # 4-bit files keep the token embedding (the LM head when tied) and the LM head at Q8_0, as the packaged
 # SmolLM2 Q4_1 file does: every answer token's distribution goes through it
 FOUR_BIT = ("q4_0", "q4_1")
+# K-quants are written by llama.cpp's own quantiser (llama-cpp-python, the `llamacpp` extra) from an F16 file:
+# its mixes (which tensors get which type, and the fallback for rows not a multiple of 256) are the ones
+# llama.cpp and Ollama users get from `llama-quantize`
+K_QUANTS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
+GGUF_TYPES = (*TYPES, *K_QUANTS)
 LM_HEAD_TENSORS = ("token_embd.weight", "output.weight")
 
 
@@ -76,8 +81,17 @@ def source_gguf(lm) -> Path | None:
 
 def check_supported(lm, qtype: str) -> str:
     """The GGUF architecture name, or one clear error (before anything is computed)."""
-    if qtype not in TYPES:
-        raise IfpruneError(f"unknown --gguf-type {qtype!r}; choose one of {', '.join(TYPES)}")
+    if qtype not in GGUF_TYPES:
+        raise IfpruneError(f"unknown --gguf-type {qtype!r}; choose one of {', '.join(GGUF_TYPES)}")
+    if qtype in K_QUANTS:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise IfpruneError(f"--gguf-type {qtype} runs llama.cpp's quantiser: pip install 'ifprune[llamacpp]' "
+                               "(a source build, a few minutes), or pick q8_0 / q4_1") from None
+        if not hasattr(llama_cpp, K_QUANTS[qtype]):
+            raise IfpruneError(f"this llama-cpp-python build has no {qtype}; pick one of "
+                               f"{', '.join(k for k, v in K_QUANTS.items() if hasattr(llama_cpp, v))} or q8_0")
     cls = type(lm.model).__name__
     if cls not in ARCHITECTURES:
         raise IfpruneError(f"GGUF export supports {', '.join(sorted(ARCHITECTURES))} so far, "
@@ -385,5 +399,30 @@ def export_gguf(lm, plan: Plan, out: str | Path, *, qtype: str = "f16", task: st
     model = plan_model(lm, plan)
     info: ExportInfo = describe(lm, plan, out, task)
     with atomic_path(out) as tmp:
-        info.gguf = write_gguf(model, lm, tmp, qtype=qtype, name=f"{Path(out).stem}")
+        if qtype in K_QUANTS:
+            f16 = tmp.with_name(tmp.name + ".f16")
+            info.gguf = write_gguf(model, lm, f16, qtype="f16", name=f"{Path(out).stem}")
+            info.gguf.update(llama_quantize(f16, tmp, qtype))
+            f16.unlink()
+        else:
+            info.gguf = write_gguf(model, lm, tmp, qtype=qtype, name=f"{Path(out).stem}")
+        info.gguf["file_bytes"] = tmp.stat().st_size
     return info
+
+
+def llama_quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> dict:
+    """`src` (F16 GGUF) quantised to `qtype` by llama.cpp; the record of what it wrote (types and counts)."""
+    import collections
+    import os
+
+    import gguf
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, K_QUANTS[qtype])
+    params.nthread = threads or os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), params) != 0:
+        raise IfpruneError(f"llama.cpp could not quantise the export to {qtype}")
+    types = collections.Counter(t.tensor_type.name for t in gguf.GGUFReader(out).tensors)
+    return {"gguf_type": qtype, "quantiser": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})",
+            "tensor_types": dict(types)}

@@ -100,8 +100,8 @@ class Engine:
             self.n = n
 
     def feed(self, ids) -> np.ndarray:
-        """Run `ids` after what the cache holds; the logits after the last of them (a view, valid until the next
-        feed)."""
+        """Run `ids` after what the cache holds; the logits after the last of them (a copy: a view into
+        llama.cpp's buffer would outlive a context freed meanwhile)."""
         ids = [int(i) for i in ids]
         if not ids:
             raise IfpruneError("nothing to feed")
@@ -114,7 +114,7 @@ class Engine:
             if L.llama_decode(self.ctx, L.llama_batch_get_one(arr, len(chunk))) != 0:
                 raise IfpruneError("llama.cpp failed to decode a batch")
             self.n += len(chunk)
-        return np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+        return np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,)).copy()
 
     def feed_all(self, ids) -> np.ndarray:
         """Run `ids` after what the cache holds with every position an output (so no layer skips a token, as
