@@ -52,6 +52,10 @@ class DataConfig:
     # leave out each family's first K training examples (all a run with max_per_family <= K could read):
     # a continuation on data no earlier stage read once those are used up (start_example then 0)
     skip_per_family: int = 0
+    # sequence-level distillation: a folder of the dense model's own answers (python -m ifprune.training.teacher);
+    # each training prompt's response becomes the teacher's greedy answer (prompts without a finished one are
+    # left out). Validation keeps the reference answers. None: the data set's answers
+    teacher: str | None = None
 
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
@@ -163,6 +167,8 @@ class TrainConfig:
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
         if self.refresh and self.oracle_weight:
             bad("refresh is not combined with oracle_weight yet: use one of them")
+        if self.data.teacher is not None and self.stage != "sft":
+            bad("data.teacher replaces SFT answers: it needs stage: sft")
         if self.teacher_from and not self.distill:
             bad("teacher_from names a distillation teacher: set distill: true too (or drop teacher_from)")
         if self.init_llm_from and not self.init_from:

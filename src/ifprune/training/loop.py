@@ -250,6 +250,11 @@ class Trainer:
                                                 skip_per_family=cfg.data.skip_per_family,
                                                 val_per_family=cfg.data.val_per_family, seed=cfg.seed,
                                                 exclude_eval_prompts=cfg.data.exclude_eval_prompts)
+            if cfg.data.teacher is not None:
+                from ..core.loading import default_gguf_path
+                from .teacher import with_teacher
+
+                sft_data = with_teacher(sft_data, cfg.data.teacher, default_gguf_path() if cfg.model is None else None)
             if not sft_data:
                 raise IfpruneError("the SFT training set is empty: check data.families and data.max_per_family")
             self.train_set = sft_data

@@ -190,6 +190,32 @@ def generate_teacher(out: Path, cfg: TeacherConfig, *, model_path: Path | None =
     return {"made": made, "had": len(done), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall if wall else 0.0}
 
 
+def with_teacher(examples: list, folder: str | Path, model_path: Path | None = None) -> list:
+    """`examples` (SFTExample) with each response replaced by the teacher's finished greedy answer to its prompt;
+    prompts the teacher has not answered (or whose answer was cut at max_new_tokens) are left out. Refuses a
+    folder without provenance or made by another model file than `model_path` (when given)."""
+    from dataclasses import replace
+
+    folder = Path(folder)
+    header_path = folder / "header.json"
+    if not header_path.is_file():
+        raise IfpruneError(f"data.teacher {folder} has no header.json: make it with python -m ifprune.training.teacher")
+    header = json.loads(header_path.read_text())
+    if header.get("format") != FORMAT:
+        raise IfpruneError(f"data.teacher {folder} is of format {header.get('format')!r}, not {FORMAT}")
+    if model_path is not None and header.get("model_sha256") != file_sha256(model_path):
+        raise IfpruneError(f"data.teacher {folder} holds answers of {header.get('model')} "
+                           f"(sha256 {str(header.get('model_sha256'))[:12]}), not of {Path(model_path).name}, the "
+                           "model being trained: make teacher answers with this model")
+    answers = {(r["family"], r["prompt"]): r["response"] for r in read_rows(folder / "answers.jsonl").values()
+               if r.get("kind") == "greedy" and r.get("finished") and r.get("response", "").strip()}
+    out = [replace(e, response=answers[(e.family, e.prompt)]) for e in examples if (e.family, e.prompt) in answers]
+    if not out:
+        raise IfpruneError(f"data.teacher {folder} answers none of these training prompts: generate them first "
+                           "(python -m ifprune.training.teacher --out ... with the same families and seed)")
+    return out
+
+
 def _text_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

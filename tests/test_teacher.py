@@ -1,0 +1,57 @@
+"""Teacher answers (training.teacher): provenance is checked, a cut run resumes without trusting a cut line,
+and training examples take the teacher's finished answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ifprune.core.errors import IfpruneError
+from ifprune.training.data_sft import SFTExample
+from ifprune.training.teacher import FORMAT, check_header, read_rows, with_teacher
+
+
+def folder(tmp_path, rows, **header):
+    (tmp_path / "header.json").write_text(json.dumps({"format": FORMAT, "model": "m.gguf", "model_sha256": "abc",
+                                                      "config": {"per_family": 2, "max_new_tokens": 8}, **header}))
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_examples_take_the_teachers_finished_greedy_answers(tmp_path):
+    rows = [{"id": "a", "family": "general", "prompt": "p1", "kind": "greedy", "response": "T1", "finished": True},
+            {"id": "b", "family": "general", "prompt": "p2", "kind": "greedy", "response": "cut", "finished": False},
+            {"id": "c", "family": "general", "prompt": "p1", "kind": "sample0", "response": "S", "finished": True}]
+    ex = [SFTExample("general", "p1", "ref1"), SFTExample("general", "p2", "ref2"), SFTExample("code", "p1", "r")]
+    out = with_teacher(ex, folder(tmp_path, rows))
+    assert out == [SFTExample("general", "p1", "T1")]
+
+
+def test_teacher_answers_of_another_model_or_without_provenance_are_refused(tmp_path):
+    m = tmp_path / "model.gguf"
+    m.write_bytes(b"weights")
+    (tmp_path / "t").mkdir()
+    f = folder(tmp_path / "t", [{"id": "a", "family": "g", "prompt": "p", "kind": "greedy", "response": "x",
+                                 "finished": True}])
+    with pytest.raises(IfpruneError, match="not of model.gguf"):
+        with_teacher([SFTExample("g", "p", "r")], f, m)
+    (f / "header.json").unlink()
+    with pytest.raises(IfpruneError, match="no header.json"):
+        with_teacher([SFTExample("g", "p", "r")], f)
+
+
+def test_a_resumed_folder_must_match_and_may_grow(tmp_path):
+    header = {"format": FORMAT, "model_sha256": "abc", "config": {"per_family": 2, "max_new_tokens": 8}}
+    check_header(tmp_path, header)
+    check_header(tmp_path, {**header, "config": {"per_family": 5, "max_new_tokens": 8}})  # more prompts: fine
+    with pytest.raises(IfpruneError, match="config.max_new_tokens: 8 there, 16 now"):
+        check_header(tmp_path, {**header, "config": {"per_family": 2, "max_new_tokens": 16}})
+    with pytest.raises(IfpruneError, match="model_sha256"):
+        check_header(tmp_path, {**header, "model_sha256": "def"})
+
+
+def test_a_cut_last_line_is_dropped_not_trusted(tmp_path):
+    p = tmp_path / "answers.jsonl"
+    p.write_text(json.dumps({"id": "a", "response": "ok"}) + "\n" + '{"id": "b", "respo')
+    assert list(read_rows(p)) == ["a"]
