@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keeps", type=float, nargs="+", default=[3 / 4, 1 / 2, 1 / 3])
     ap.add_argument("--weights", nargs="+", default=["q8_0", "q4_1"])
     ap.add_argument("--no-torch", action="store_true", help="skip the torch runtime's rows (slow)")
+    ap.add_argument("--answers-only", action="store_true", help="only the generate() rows")
     ap.add_argument("--out", default="results/speed")
     args = ap.parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -154,13 +155,15 @@ def main(argv=None) -> int:
         # engines: (name, engine, width, weights, bytes per token, load(plan) or None)
         rows = [("llama.cpp packaged dense", Engine(packaged, threads=threads, n_ctx=1024), lm.d_ffn, "Q4_1 (packaged)",
                  packaged.stat().st_size, None)]
-        for wt in args.weights:
+        for wt in ([] if args.answers_only else args.weights):
             for w in [lm.d_ffn] + widths:
                 c = LlamaCppCompact(lm, w, weights=wt, threads=threads, n_ctx=1024)
                 name = f"ifprune llama.cpp {'dense' if w == lm.d_ffn else f'keep {w}/{lm.d_ffn}'}"
                 rows.append((name, c.engine, w, wt, c.file_bytes, None if w == lm.d_ffn else c.load))
         torch_models = []
-        if not args.no_torch:
+        if args.answers_only:
+            rows = []
+        elif not args.no_torch:
             torch_models = [("ifprune torch dense", lm.model, lm.d_ffn, None)]
             c = lm.compact(widths[1] if len(widths) > 1 else widths[0])
             torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load))
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
         samples: dict = {}
         for what, engine, wt in answers:  # warm-up, not timed: builds each runtime's models once
             generate(tuned if what == "default" else lm, "Hello.", selector=shipped if what == "default" else "dense",
-                     width=shipped_width if what == "default" else None, chat=False,
+                     width=shipped_width if what == "default" else None,
                      runtime=RuntimeConfig(engine, wt or "q8_0", threads=threads, n_ctx=1024),
                      sampling=SamplingConfig(max_new_tokens=2))
         for r in range(args.repeats):
@@ -187,16 +190,16 @@ def main(argv=None) -> int:
                         load(plans[(n, w)])
                     m = torch_row(model, ids, args.new_tokens)
                     samples.setdefault((name, "float32", w, n, weight_bytes_torch(model), "torch"), []).append(m)
-                text = tok.decode(ids)
+                text = tok.decode(ids)  # as a user's message: the chat template adds its tokens
                 for what, engine, wt in answers:
+                    shipped.forget()  # each answer selects afresh, as a new prompt would
                     rt = RuntimeConfig(engine, wt or "q8_0", threads=threads, n_ctx=1024)
                     t = time.perf_counter()
                     out = generate(tuned if what == "default" else lm, text, selector=shipped if what == "default"
                                    else "dense", width=shipped_width if what == "default" else None, runtime=rt,
-                                   chat=False,
                                    sampling=SamplingConfig(max_new_tokens=args.new_tokens, ignore_eos=True))
                     wall = time.perf_counter() - t
-                    key = (f"answer {what}", wt or "float32", out.ffn_width, n, None, engine)
+                    key = (f"answer {what}", wt or "float32", out.ffn_width, out.prompt_tokens, None, engine)
                     samples.setdefault(key, []).append({"answer_s": wall, **{k: v for k, v in out.timings.items()},
                                                         "refreshes": (out.refresh or {}).get("count", 0),
                                                         "prefill": out.prefill, "selector": out.selector})

@@ -49,6 +49,14 @@ class Selector:
         None: a re-selection runs GRIFFIN over everything."""
         return None
 
+    def forget(self) -> None:
+        """Drop every cached plan, score and prompt state (a benchmark times each selection afresh)."""
+        self._plans.clear()
+        self._recent.clear()
+        self._static.clear()
+        if hasattr(self, "_state"):
+            self._state = None
+
     def _remember(self, key, scores: torch.Tensor) -> torch.Tensor:
         self._recent[key] = scores
         self._recent.move_to_end(key)
