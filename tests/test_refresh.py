@@ -363,4 +363,26 @@ def test_dense_prefill_reuses_the_predictors_own_prompt_pass(trained_under_refre
     s = SamplingConfig(max_new_tokens=3 * R, ignore_eos=True)
     res = generate(lm, "count to ten", selector=sel, width=16, sampling=s, prefill="dense", refresh_every=True)
     assert res.prefill == "dense" and res.refresh["count"] == 2 and res.refresh_every
-    assert state.cache.get_seq_length() == ids.shape[1]
+    # the selector's own cache is the prompt's, whole, then the answer the last re-selection read (2R tokens): the
+    # second re-selection continued the first's pass instead of reading the answer again
+    assert torch.equal(state.ids, ids[0]) and state.answer.numel() == 2 * R
+    assert state.cache.get_seq_length() == ids.shape[1] + 2 * R
+
+
+def test_a_re_selection_continues_the_last_ones_pass(trained_under_refresh):
+    """Re-selecting over a longer answer reads only the tokens after the answer the last one read, and gives the
+    scores of one pass over the whole prompt + answer; a different answer starts over from the prompt."""
+    from ifprune.selection.refresh import seen_scores
+
+    path, lm = trained_under_refresh
+    sel = make_selector("predictor", checkpoint=str(path))
+    sel.select(lm, "count to ten", 16)
+    state = sel.prompt_state(lm, "count to ten")
+    prompt = state.ids
+    a = torch.cat([prompt, torch.tensor([5, 6, 7, 8])])
+    b = torch.cat([a, torch.tensor([9, 10, 11])])
+    c = torch.cat([prompt, torch.tensor([12, 13])])
+    for ids, read in ((a, 4), (b, 7), (c, 2)):
+        got = seen_scores(lm, ids, state)
+        torch.testing.assert_close(got, GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0)), atol=1e-5, rtol=1e-4)
+        assert state.answer.numel() == read and state.cache.get_seq_length() == prompt.numel() + read

@@ -12,7 +12,7 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.prefill import crop_to, prompt_cache
+from ..selection.prefill import crop_to, prompt_cache_state
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, refresh_plan, resolve_reselection,
                                  segment_lengths)
 from ..selection.selectors import Selector, make_selector
@@ -226,7 +226,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
     dense = rs.prefill == "dense" and pruned
     text = task if task is not None else prompt
-    cache = None
+    cache = state = None
 
     def segment(model, cur, n, streamer):
         if runtime.engine == "llamacpp":
@@ -243,7 +243,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     streamer.continues = len(lengths) > 1
     t1 = time.perf_counter()
     if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
-        cache = prompt_cache(lm, sel, text if task is None else None, ids)
+        cache, state = prompt_cache_state(lm, sel, text if task is None else None, ids,
+                                          keep=len(lengths) > 1)
         if runtime.engine == "llamacpp":
             from .llamacpp import dense_prefix
 
@@ -252,12 +253,16 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     t2 = time.perf_counter()
     first = streamer.first_token_at or t2
     decode_s, refresh_s, plans = t2 - first, 0.0, []
+    parts = {"select": 0.0, "load": 0.0}  # of refresh_s: the re-selection pass and the plan's load (the rest: prefill)
     for i, n in enumerate(lengths[1:], 1):
         if not answer_goes_on(lm, out, start, lengths[i - 1], ignore_eos=sampling.ignore_eos):
             break  # the last segment ended the answer
         t_r = time.perf_counter()
-        plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh))
+        plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
+        t_l = time.perf_counter()
         compact.load(plans[-1], prompt=prompt_stats)
+        parts["select"] += t_l - t_r
+        parts["load"] += time.perf_counter() - t_l
         streamer = _TimingStreamer(lm.tokenizer, stream)
         streamer.continues = i < len(lengths) - 1
         start, out = out.shape[1], segment(compact.engine if runtime.engine == "llamacpp" else compact.model, out, n,
@@ -284,7 +289,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         prompt_tokens=int(ids.shape[1]),
         plan_hash=plan.hash if plan is not None else None,
         timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": decode_s,
-                 **({"refresh_s": refresh_s} if refreshed else {})},
+                 **({"refresh_s": refresh_s, "refresh_select_s": parts["select"], "refresh_load_s": parts["load"]}
+                    if refreshed else {})},
         compensation=compensation,
         refresh=refreshed,
         refresh_after=refresh if pruned else None,

@@ -18,7 +18,7 @@ one (results/bench/).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -112,11 +112,19 @@ def combine(own: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
 class PromptState:
     """What the selector's own dense pass over a prompt leaves for a re-selection: GRIFFIN's squared
     column sums over the prompt and the pass's KV cache, so that re-selecting needs a dense pass over
-    the new answer tokens only (GRIFFIN's scores are a root of a sum over tokens)."""
+    the new answer tokens only (GRIFFIN's scores are a root of a sum over tokens). The answer tokens a
+    re-selection read stay in the cache with their squares (`answer`, `answer_squares`), so the next one
+    over the same answer reads only what followed."""
 
     ids: torch.Tensor  # [tokens] the prompt ids the pass read
     squares: torch.Tensor  # [layers, d_ffn]
-    cache: object  # the pass's KV cache; cropped back to the prompt after each use
+    cache: object  # the pass's KV cache: the prompt, then `answer`
+    answer: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    answer_squares: torch.Tensor | None = None
+
+    def forget_answer(self) -> None:
+        crop_to(self.cache, int(self.ids.numel()))
+        self.answer, self.answer_squares = self.answer[:0], None
 
 
 def prompt_pass(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
@@ -138,33 +146,45 @@ def _recorded_pass(lm, **inputs):
 
 
 def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torch.Tensor:
-    """GRIFFIN's scores over `ids` [tokens]; from `state` and a pass over the tokens after its prompt
-    when `ids` starts with that prompt, else from a pass over all of `ids`."""
+    """GRIFFIN's scores over `ids` [tokens]; from `state` and a pass over the tokens after what it holds when `ids`
+    starts with its prompt (and the answer it read last), else from a pass over all of `ids`."""
     n = 0 if state is None else int(state.ids.numel())
     if not n or ids.numel() <= n or not torch.equal(ids[:n].cpu(), state.ids):
         return GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0).to(lm.device))
+    m = int(state.answer.numel())
+    if not m or ids.numel() <= n + m or not torch.equal(ids[n:n + m].cpu(), state.answer):
+        state.forget_answer()
+        m = 0
     try:
-        squares, _ = _recorded_pass(lm, input_ids=ids[n:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
+        squares, _ = _recorded_pass(lm, input_ids=ids[n + m:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
                                     use_cache=True)
-    finally:
-        crop_to(state.cache, n)
-    return (state.squares + squares).sqrt()
+    except BaseException:
+        state.forget_answer()
+        raise
+    state.answer = ids[n:].detach().cpu()
+    state.answer_squares = squares if state.answer_squares is None else state.answer_squares + squares
+    return (state.squares + state.answer_squares).sqrt()
 
 
-def refresh_scores(lm, selector: Selector, text: str | None, ids: torch.Tensor) -> torch.Tensor:
-    """[layers, d_ffn]: `combine` of the selector's scores of `text` and GRIFFIN's over `ids`."""
+def refresh_scores(lm, selector: Selector, text: str | None, ids: torch.Tensor,
+                   state: PromptState | None = None) -> torch.Tensor:
+    """[layers, d_ffn]: `combine` of the selector's scores of `text` and GRIFFIN's over `ids` (continuing `state`,
+    else the selector's own prompt state)."""
     if ids.dim() == 2:
         if ids.shape[0] != 1:
             raise IfpruneError("refresh re-selects one sequence at a time")
         ids = ids[0]
     text = text if selector.per_prompt else None
     own = selector.cached_scores(lm, text)
-    return combine(own.cpu(), seen_scores(lm, ids, selector.prompt_state(lm, text)).cpu())
+    state = state if state is not None else selector.prompt_state(lm, text)
+    return combine(own.cpu(), seen_scores(lm, ids, state).cpu())
 
 
-def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, width: int, after: int) -> Plan:
-    """The plan for the rest of an answer whose first `after` tokens end `ids` (prompt + answer so far)."""
+def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, width: int, after: int,
+                 state: PromptState | None = None) -> Plan:
+    """The plan for the rest of an answer whose first `after` tokens end `ids` (prompt + answer so far); `state`:
+    a dense pass over the prompt to continue (default: the selector's own)."""
     meta = {"selector": selector.name, **selector.options(), "model": lm.fingerprint(),
             "refresh": {"after": after, "tokens": int(ids.shape[-1])}}
-    return Plan.from_scores(refresh_scores(lm, selector, text, ids), width, meta)
+    return Plan.from_scores(refresh_scores(lm, selector, text, ids, state), width, meta)
 
