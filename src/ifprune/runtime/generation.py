@@ -12,9 +12,9 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.prefill import crop_to, prompt_cache_state
-from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, refresh_plan, resolve_reselection,
-                                 segment_lengths)
+from ..selection.prefill import crop_to, prompt_cache
+from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
+                                 resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
 
 
@@ -243,8 +243,11 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     streamer.continues = len(lengths) > 1
     t1 = time.perf_counter()
     if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
-        cache, state = prompt_cache_state(lm, sel, text if task is None else None, ids,
-                                          keep=len(lengths) > 1)
+        source = text if task is None else None
+        if len(lengths) > 1:  # re-selection continues this pass
+            cache, state = prompt_cache_state(lm, sel, source, ids)
+        else:
+            cache = prompt_cache(lm, sel, source, ids)
         if runtime.engine == "llamacpp":
             from .llamacpp import dense_prefix
 

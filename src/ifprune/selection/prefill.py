@@ -45,26 +45,20 @@ def prompt_cache(lm, selector, text: str | None, ids: torch.Tensor):
     """The full model's KV cache of `ids` [1, T] but its last token: a copy of the selector's own prompt pass
     when that pass read exactly these ids (a re-selecting artifact keeps it), else one pass of the full model.
     Cropped back to T - 1 tokens before each segment (`crop_to`), so re-selection re-runs only the answer."""
-    return prompt_cache_state(lm, selector, text, ids, keep=False)[0]
+    state = own_prompt_state(lm, selector, text, ids)
+    if state is not None:
+        return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1)  # the selector's own stays whole
+    return dense_prefix_cache(lm, ids[:, :-1])
 
 
-def prompt_cache_state(lm, selector, text: str | None, ids: torch.Tensor, *, keep: bool = True):
-    """`prompt_cache` and the PromptState a re-selection continues: the selector's own when its pass read these ids,
-    else (with `keep`) the state of the one full-model pass the cache then needs (a prompt longer than the
-    selector reads, or a task's), so no re-selection reads the prompt again; (cache, state or None)."""
-    n = ids.shape[1] - 1
+def own_prompt_state(lm, selector, text: str | None, ids: torch.Tensor):
+    """The selector's PromptState (selection.refresh) when its own pass read exactly `ids` [1, T], else None."""
     get = getattr(selector, "prompt_state", None)
     state = get(lm, text) if callable(get) and text is not None else None
     if (state is not None and state.ids.numel() == ids.shape[1] and torch.equal(state.ids, ids[0].cpu())
-            and state.cache.get_seq_length() >= ids.shape[1]):
-        # the selector's own stays whole (with any answer a re-selection read): re-selection reads it
-        return crop_to(copy.deepcopy(state.cache), n), state
-    if not keep:
-        return dense_prefix_cache(lm, ids[:, :n]), None
-    from .refresh import prompt_pass
-
-    _, state = prompt_pass(lm, ids)
-    return crop_to(copy.deepcopy(state.cache), n), state
+            and state.cache.get_seq_length() >= ids.shape[1]):  # (then any answer a re-selection read)
+        return state
+    return None
 
 
 def crop_to(cache, tokens: int):

@@ -18,6 +18,7 @@ one (results/bench/).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +29,7 @@ from ..core.prompt_pass import decoder_body
 from ..core.plan import Plan
 from ..core.prompting import eos_ids
 from .heads import standardise
-from .prefill import crop_to, resolve_prefill
+from .prefill import crop_to, own_prompt_state, resolve_prefill
 from .selectors import GriffinSelector, Selector, griffin_squares
 
 
@@ -143,6 +144,16 @@ def _recorded_pass(lm, **inputs):
     with torch.no_grad(), record_intermediates(lm.layout, acc):
         res = decoder_body(lm.model)(**inputs)
     return squares, res
+
+
+def prompt_cache_state(lm, selector, text: str | None, ids: torch.Tensor):
+    """(prefill.prompt_cache, the PromptState a re-selection continues): the selector's own when its pass read these
+    ids, else that of the one full-model pass the dense prefill then needs (a prompt longer than the selector reads,
+    or a task's), so no re-selection reads the prompt again."""
+    state = own_prompt_state(lm, selector, text, ids)
+    if state is None:
+        _, state = prompt_pass(lm, ids)
+    return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1), state
 
 
 def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torch.Tensor:
