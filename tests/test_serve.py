@@ -402,3 +402,19 @@ def test_cli_serve_ctrl_c_during_a_request_drains_and_exits(tmp_path, signame, i
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_stream_reports_usage_once_and_only_when_asked(srv):
+    """As OpenAI streams: without stream_options.include_usage no chunk carries usage; with it, exactly one, the
+    last, with no choices (a client summing usage per chunk counts it once)."""
+    c = _client(srv)
+    plain = list(c.chat.completions.create(model="ifprune-math", messages=USER, max_tokens=6, stream=True))
+    assert all(ch.usage is None for ch in plain)
+    asked = list(c.chat.completions.create(model="ifprune-math", messages=USER, max_tokens=6, stream=True,
+                                           stream_options={"include_usage": True}))
+    with_usage = [ch for ch in asked if ch.usage is not None]
+    assert len(with_usage) == 1 and with_usage[0] is asked[-1] and asked[-1].choices == []
+    assert with_usage[0].usage.completion_tokens >= 1
+    done = list(c.completions.create(model="ifprune", prompt="abc", max_tokens=4, stream=True,
+                                     stream_options={"include_usage": True}))
+    assert [ch.usage is not None for ch in done].count(True) == 1 and done[-1].usage is not None

@@ -466,15 +466,12 @@ def create_app(server: IfpruneServer) -> FastAPI:
         def sse(obj) -> bytes:
             return f"data: {json.dumps(obj)}\n\n".encode()
 
-        def chunk(delta: str | None, reason: str | None, usage=None) -> bytes:
+        def chunk(delta: str | None, reason: str | None) -> bytes:
             if chat:
                 choice = {"index": 0, "delta": {} if delta is None else {"content": delta}, "finish_reason": reason}
             else:
                 choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": reason}
-            obj = {"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]}
-            if usage is not None:
-                obj["usage"] = usage
-            return sse(obj)
+            return sse({"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]})
 
         finished = False
         try:
@@ -490,9 +487,9 @@ def create_app(server: IfpruneServer) -> FastAPI:
                     status = ev[1]
                     yield sse({"error": {"message": ev[2], "type": "server_error", "code": ev[1]}})
                     break
-                else:
+                else:  # as OpenAI streams it: usage once, in a last chunk without choices, and only when asked
                     usage = ev[2]
-                    yield chunk(None, ev[1], usage)
+                    yield chunk(None, ev[1])
                     if usage_chunk:
                         yield sse({"id": rid, "object": kind, "created": created, "model": model, "choices": [],
                                    "usage": usage})
