@@ -281,3 +281,20 @@ def test_load_and_fault_suite(tmp_path):
     assert half["served_after"]
     assert runs["full queue (max_queue 2, max_batch 1)"]["rejected_429"] >= 1
     assert all(r["lost"] == 0 and r["corrupted"] == 0 for r in runs.values())
+
+
+def test_refused_keys_are_counted_in_metrics():
+    """A 401 is answered before any route: it still shows in /metrics, as 413s and 429s do."""
+    s = _server(api_key="s3cret")
+    try:
+        for _ in range(3):
+            with pytest.raises(openai.AuthenticationError):
+                _client(s, api_key="wrong").completions.create(model="ifprune", prompt="x", max_tokens=2)
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        conn.request("GET", "/metrics")  # outside /v1: open
+        text = conn.getresponse().read().decode()
+        conn.close()
+    finally:
+        s.close()
+    assert any(line.startswith("ifprune_responses_total{") and 'code="401"' in line and line.endswith(" 3.0")
+               for line in text.splitlines()), [x for x in text.splitlines() if "responses" in x]

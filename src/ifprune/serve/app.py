@@ -366,7 +366,7 @@ def create_app(server: IfpruneServer) -> FastAPI:
         return JSONResponse(ApiError(500, "internal server error; see the server log", kind="server_error").body(),
                             status_code=500)
 
-    app.add_middleware(_Gate, api_key=cfg.api_key)
+    app.add_middleware(_Gate, api_key=cfg.api_key, metrics=metrics)
 
     @app.get("/health")
     async def health():
@@ -525,8 +525,9 @@ class _Gate:
     """Pure ASGI middleware (streams pass through untouched): the optional API key on /v1/*, and the
     access log line of every response that is not a stream (a stream logs its own when it ends)."""
 
-    def __init__(self, app, api_key: str | None):
+    def __init__(self, app, api_key: str | None, metrics=None):
         self.app, self.expected = app, None if api_key is None else f"Bearer {api_key}".encode()
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -540,6 +541,9 @@ class _Gate:
                 await _error(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                       kind="authentication_error", code="invalid_api_key"))(scope, receive, send)
                 _log_access(request, 401, state["t0"])
+                if self.metrics is not None:  # a refused key leaves a trace: counted like every other response
+                    self.metrics.inc("requests_total")
+                    self.metrics.inc("responses_total", code="401")
                 return
         status = 500
 
