@@ -418,3 +418,12 @@ def test_a_stream_reports_usage_once_and_only_when_asked(srv):
     done = list(c.completions.create(model="ifprune", prompt="abc", max_tokens=4, stream=True,
                                      stream_options={"include_usage": True}))
     assert [ch.usage is not None for ch in done].count(True) == 1 and done[-1].usage is not None
+
+
+def test_a_message_name_the_template_does_not_use_is_refused(srv):
+    """messages[].name was accepted and dropped: a template without names now refuses it, naming the field."""
+    c = _client(srv)
+    with pytest.raises(openai.BadRequestError, match=r"messages\[1\]\.name' is not used by this model's chat template"):
+        c.chat.completions.create(model="ifprune", max_tokens=2, messages=[
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi", "name": "alice"}])
+    assert c.chat.completions.create(model="ifprune", messages=USER, max_tokens=2).choices  # still serving

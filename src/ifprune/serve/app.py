@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import signal
 import socket
 import threading
@@ -243,6 +244,14 @@ class IfpruneServer:
         tok = self.lm.tokenizer
         if isinstance(r, ChatRequest):
             msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in r.messages]
+            named = [i for i, m in enumerate(r.messages) if m.name is not None]
+            if named:  # nothing is ignored silently: a name goes where the template puts it, or is refused
+                template = getattr(tok, "chat_template", None) or ""
+                if not re.search(r"""message\s*(\[\s*['"]name['"]\s*\]|\.name\b)""", template):
+                    raise ApiError(400, f"'messages[{named[0]}].name' is not used by this model's chat template: put the "
+                                        "name in the message's content, or drop it", param=f"messages[{named[0]}].name")
+                for i in named:
+                    msgs[i]["name"] = r.messages[i].name
             users = [m["content"] for m in msgs if m["role"] == "user"]
             select_text = users[-1] if users else msgs[-1]["content"]
             with self.engine.tokenizer_lock:
