@@ -247,3 +247,29 @@ def test_a_keep_other_than_the_artifacts_width_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="ifprune"):
         assert resolve_width(args, lm, sel) == 12
     assert "my-artifact was trained at width 24 of 48; running it at 12 is untested" in caplog.text
+
+
+def test_cache_list_and_clear(tmp_path, monkeypatch, capsys):
+    """`ifprune cache list` shows each entry and its size; `clear` removes only with --yes, never follows a link."""
+    from ifprune.cli import main
+
+    root = tmp_path / "cache"
+    (root / "gguf" / "model-abc").mkdir(parents=True)
+    (root / "gguf" / "model-abc" / "model.safetensors").write_bytes(b"x" * 2000)
+    (root / "moments").mkdir()
+    (root / "moments" / "s.safetensors").write_bytes(b"y" * 10)
+    outside = tmp_path / "mine"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("theirs")
+    (root / "moments" / "link").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv("IFPRUNE_CACHE", str(root))
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "gguf/model-abc" in out and "2.0 kB" in out and "3 entries" in out
+    assert main(["cache", "clear", "--kind", "moments"]) == 1  # without --yes: nothing goes
+    assert (root / "moments" / "s.safetensors").exists()
+    assert main(["cache", "clear", "--kind", "moments", "--yes"]) == 0
+    assert not any((root / "moments").iterdir()) and (outside / "keep.txt").read_text() == "theirs"
+    assert (root / "gguf" / "model-abc").is_dir()
+    assert main(["cache", "list", "--kind", "nope"]) == 2
+    assert "no cache kind 'nope'" in capsys.readouterr().err
