@@ -386,3 +386,20 @@ def test_a_re_selection_continues_the_last_ones_pass(trained_under_refresh):
         got = seen_scores(lm, ids, state)
         torch.testing.assert_close(got, GriffinSelector.scores_from_ids(lm, ids.unsqueeze(0)), atol=1e-5, rtol=1e-4)
         assert state.answer.numel() == read and state.cache.get_seq_length() == prompt.numel() + read
+
+
+def test_a_re_selecting_predictor_reads_the_whole_prompt(trained_under_refresh, monkeypatch):
+    """Its prompt pass is also the dense prefill's and re-selection's: past the window other predictors read, it
+    reads the whole prompt, so the dense prefill copies it instead of a second pass over the prompt."""
+    from ifprune.selection.predictor import PredictorSelector
+    from ifprune.selection.prefill import own_prompt_state
+
+    path, lm = trained_under_refresh
+    monkeypatch.setattr(PredictorSelector, "WINDOW", 8)
+    text = "count to ten, then count back down to one, slowly"
+    ids = encode_prompt(lm.tokenizer, text)
+    assert ids.shape[1] > 8
+    sel = make_selector("predictor", checkpoint=str(path))
+    sel.select(lm, text, 16)
+    assert sel.keeps_prompt_state and own_prompt_state(lm, sel, text, ids) is not None
+    assert torch.equal(sel.prompt_state(lm, text).ids, ids[0])

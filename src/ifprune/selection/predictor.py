@@ -32,6 +32,7 @@ class PredictorSelector(Selector):
     """
 
     name = "predictor"
+    WINDOW = 512  # prompt tokens (the last ones) a predictor that keeps no prompt state reads
 
     def __init__(self, checkpoint: str | None = None, chat: bool = True, **kw):
         super().__init__(**kw)
@@ -54,7 +55,10 @@ class PredictorSelector(Selector):
             return art.static.scores.detach().float().cpu()
         if text is None:
             raise IfpruneError("the predictor selects per prompt: give a prompt or a task description")
-        ids, att = encode_batch(lm.tokenizer, [text], chat=self.chat)
+        # a re-selecting artifact's pass is also the dense prefill's and re-selection's, which need the whole prompt:
+        # it reads all of it (a window would make them read the prompt again); others read its last WINDOW tokens
+        window = (lm.context_length() or 1 << 30) if self.keeps_prompt_state else self.WINDOW
+        ids, att = encode_batch(lm.tokenizer, [text], chat=self.chat, max_tokens=window)
         ids, att = ids.to(lm.device), att.to(lm.device)
         if self.keeps_prompt_state:
             scores, state = self.scores_with_state(lm, ids, att)
