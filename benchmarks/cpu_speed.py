@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -228,7 +227,7 @@ def main(argv=None) -> int:
 
 def render(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# CPU speed: ifprune against the dense model in llama.cpp\n",
+    lines = ["# CPU speed: ifprune against the dense model in llama.cpp\n",
              f"{res['date']}; {m['model']} ({m['cores']} cores, AVX-512 BF16 {m['avx512_bf16']}, AMX {m['amx']}); "
              f"llama-cpp-python {res.get('llama_cpp_python')}, torch {res['torch']}; {res['new_tokens']} new tokens, "
              f"medians of {res['repeats']} interleaved runs; memory bandwidth (1 GiB read) "

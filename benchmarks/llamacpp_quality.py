@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                 out["families"][fam]["minus_float32"] = summarise([xs[j]["nll"] - ref[j]["nll"] for j in pick], den)
         res["rows"].append(out)
     write_json(Path(args.out) / "quality.json", res)
-    lines = [f"# Quality of the llama.cpp runtime's weights (held-out NLL per answer token)\n",
+    lines = ["# Quality of the llama.cpp runtime's weights (held-out NLL per answer token)\n",
              f"{res['date']}, {res['examples']} validation examples (24 per family), {args.threads} thread(s). "
              f"Command: `{res['command']}`\n", "| row | weights | " + " | ".join(fams) + " |",
              "|---|---|" + "---|" * len(fams)]

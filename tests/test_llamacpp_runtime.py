@@ -172,7 +172,7 @@ def test_k_quant_export_reads_back_in_llama_cpp_close_to_f16(tmp_path, qtype):
     kq = export_gguf(lm, plan, tmp_path / "k.gguf", qtype=qtype)
     assert kq.gguf["file_bytes"] == (tmp_path / "k.gguf").stat().st_size < f16.gguf["file_bytes"]
     assert kq.gguf["gguf_type"] == qtype and kq.gguf["tensor_types"] and not list(tmp_path.glob("*.f16"))
-    other = export_gguf(lm, make_selector("random", seed=1).select(lm, None, 256), tmp_path / "o.gguf", qtype="f16")
+    export_gguf(lm, make_selector("random", seed=1).select(lm, None, 256), tmp_path / "o.gguf", qtype="f16")
     ids = IDS[0].tolist()
     a, b, c = (Engine(tmp_path / f"{n}.gguf", threads=1, n_ctx=64).feed(ids).copy() for n in ("f16", "k", "o"))
     assert np.corrcoef(a, b)[0, 1] > 0.95 and np.abs(a - b).mean() < 0.5 * np.abs(a - c).mean()
