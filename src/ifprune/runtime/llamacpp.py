@@ -62,32 +62,22 @@ class Engine:
     """One llama.cpp model and context for a batch of one, fed token ids (the Hugging Face tokenizer's, so
     both runtimes read the same tokens)."""
 
-    def __init__(self, path: str | Path | None, *, threads: int, n_ctx: int, n_batch: int = 512,
-                 model: "Engine | None" = None, cb_eval=None):
-        """`model`: another Engine whose loaded model this one shares (a second context, e.g. with `cb_eval`,
-        llama.cpp's per-tensor callback, set); `path` is then unused."""
+    def __init__(self, path: str | Path, *, threads: int, n_ctx: int, n_batch: int = 512):
         L = require_llama_cpp()
         self._L = L
         L.llama_backend_init()
-        self._owns_model = model is None
-        if model is None:
-            mp = L.llama_model_default_params()
-            mp.use_extra_bufts = False  # repacking copies weights out of the mapping: plans would not reach them
-            mp.load_mode = L.LLAMA_LOAD_MODE_MMAP
-            self.model = L.llama_model_load_from_file(str(path).encode(), mp)
-            if not self.model:
-                raise IfpruneError(f"llama.cpp could not load {path}")
-        else:
-            self.model = model.model
+        mp = L.llama_model_default_params()
+        mp.use_extra_bufts = False  # repacking copies weights out of the mapping: plans would not reach them
+        mp.load_mode = L.LLAMA_LOAD_MODE_MMAP
+        self.model = L.llama_model_load_from_file(str(path).encode(), mp)
+        if not self.model:
+            raise IfpruneError(f"llama.cpp could not load {path}")
         cp = L.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_threads = cp.n_threads_batch = threads
-        if cb_eval is not None:
-            cp.cb_eval = cb_eval
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
-            if self._owns_model:
-                L.llama_model_free(self.model)
+            L.llama_model_free(self.model)
             raise IfpruneError(f"llama.cpp could not make a context of {n_ctx} tokens for {path}")
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
@@ -153,7 +143,7 @@ class Engine:
         return lp[np.arange(len(ids) - 1), ids[1:]]
 
     def state(self) -> bytes:
-        """llama.cpp's state of the sequence in the cache (the KV cache of every position)."""
+        """llama.cpp's state of the sequence in the cache (the KV cache of every position: kv_format reads it)."""
         L = self._L
         size = L.llama_state_seq_get_size(self.ctx, 0)
         buf = (ctypes.c_uint8 * size)()
@@ -161,8 +151,7 @@ class Engine:
         return bytes(buf)
 
     def set_state(self, blob: bytes, positions: int) -> None:
-        """Replace the cache with a state of `positions` positions (from Engine.state of a model of the same
-        layers and heads: a dense prefill)."""
+        """Replace the cache with a state of `positions` positions in llama.cpp's layout (set_prefix builds it)."""
         self.truncate(0)
         buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
         if self._L.llama_state_seq_set_data(self.ctx, buf, len(blob), 0) != len(blob):
@@ -209,9 +198,9 @@ class Engine:
         if getattr(self, "ctx", None):
             self._L.llama_free(self.ctx)
             self.ctx = None
-        if getattr(self, "model", None) and self._owns_model:
+        if getattr(self, "model", None):
             self._L.llama_model_free(self.model)
-        self.model = None
+            self.model = None
 
     def __del__(self):
         try:
