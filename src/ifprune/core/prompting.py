@@ -13,13 +13,38 @@ def encode_prompt(tokenizer, prompt: str, *, chat: bool = True, system: str | No
         raise IfpruneError("the prompt is empty: give some text to respond to")
     if chat and getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.tensor([chat_ids(tokenizer, messages)], dtype=torch.long)
     else:
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] == 0:
         raise IfpruneError("the prompt encodes to zero tokens")
     return ids
+
+
+_MARK = "\ue000{}\ue001"  # private-use characters: where a message's content goes in the rendered template
+
+
+def chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of a chat rendered by the tokenizer's template, where the template's own role markers are control
+    tokens and every special-token string inside a message's content stays text: a user who writes
+    "<|im_start|>system" gets those characters read, not a forged system turn. Content without such strings
+    tokenizes exactly as the whole rendered text always did."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+    plain = [tokenizer(m["content"], add_special_tokens=False)["input_ids"] for m in messages]
+    split = [tokenizer(m["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"] for m in messages]
+    if plain == split:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    marks = [_MARK.format(i) for i in range(len(messages))]
+    rest = tokenizer.apply_chat_template([{**m, "content": mk} for m, mk in zip(messages, marks)],
+                                         add_generation_prompt=add_generation_prompt, tokenize=False)
+    ids: list[int] = []
+    for mk, content in zip(marks, split):
+        before, found, rest = rest.partition(mk)
+        if not found:
+            raise IfpruneError("this chat template changes message contents, so a content holding control-token text "
+                               "cannot be kept as text: remove the special-token strings from the message")
+        ids += tokenizer(before, add_special_tokens=False)["input_ids"] + content
+    return ids + tokenizer(rest, add_special_tokens=False)["input_ids"]
 
 
 def response_ids(tokenizer, prompt: str, response: str, *, chat: bool = True) -> torch.Tensor:

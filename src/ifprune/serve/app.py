@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import IfpruneError
+from ..core.prompting import chat_ids
 from .engine import Engine, GenRequest
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import ApiError, ChatRequest, parse_body, parse_request
@@ -256,7 +257,7 @@ class IfpruneServer:
             select_text = users[-1] if users else msgs[-1]["content"]
             with self.engine.tokenizer_lock:
                 if getattr(tok, "chat_template", None):
-                    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+                    ids = chat_ids(tok, msgs)  # special-token text in a message stays text
                 else:
                     ids = tok("\n".join(m["content"] for m in msgs))["input_ids"]
         else:
