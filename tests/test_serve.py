@@ -427,3 +427,23 @@ def test_a_message_name_the_template_does_not_use_is_refused(srv):
         c.chat.completions.create(model="ifprune", max_tokens=2, messages=[
             {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi", "name": "alice"}])
     assert c.chat.completions.create(model="ifprune", messages=USER, max_tokens=2).choices  # still serving
+
+
+def test_prompt_length_is_bounded_by_a_flag():
+    """--max-prompt-tokens (default 2048): a longer prompt is a 400 naming the bound, before it reaches the model;
+    0 leaves only the model's context; a bad bound is refused at start."""
+    s = _server(max_prompt_tokens=8)
+    try:
+        c = _client(s)
+        with pytest.raises(openai.BadRequestError, match="this server accepts at most 8"):
+            c.completions.create(model="ifprune", prompt="a long prompt of many many tokens " * 4, max_tokens=2)
+        assert c.completions.create(model="ifprune", prompt="ab", max_tokens=2).choices  # short ones still run
+    finally:
+        s.close()
+    assert ServeConfig().max_prompt_tokens == 2048
+    with pytest.raises(Exception, match="max_prompt_tokens must be a whole number >= 1"):
+        ServeConfig(max_prompt_tokens=-3).validate()
+    from ifprune.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--max-prompt-tokens", "0"])
+    assert args.max_prompt_tokens == 0  # run() passes None: the model's context only

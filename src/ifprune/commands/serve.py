@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
     p.add_argument("--max-tokens-limit", type=int, default=1024)
+    p.add_argument("--max-prompt-tokens", type=int, default=2048,
+                   help="longest prompt accepted, in tokens (400 beyond): a long prefill holds the model for every "
+                        "client (default 2048; 0: up to the model's context)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--max-task-chars", type=int, default=2000, help="longest `task` description accepted")
     p.add_argument("--max-connections", type=int, default=256, help="open connections beyond this get HTTP 503")
@@ -65,6 +68,7 @@ def run(args) -> int:
     cfg = ServeConfig(host=args.host, port=args.port, tasks=tasks, policy=args.policy, max_batch=args.max_batch,
                       max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
                       max_body_bytes=args.max_body_bytes, max_task_chars=args.max_task_chars,
+                      max_prompt_tokens=args.max_prompt_tokens or None,
                       max_connections=args.max_connections, header_timeout_s=args.header_timeout,
                       body_timeout_s=args.body_timeout, request_timeout_s=args.request_timeout,
                       drain_s=args.drain_seconds, api_key=args.api_key, refresh=args.refresh,

@@ -55,7 +55,9 @@ class ServeConfig:
     batch_window_s: float = 0.01
     policy: str = "group"
     max_body_bytes: int = 1 << 20
-    max_prompt_tokens: int | None = None  # None: the model's context minus max_tokens
+    # a bound on prompt length (400 beyond): a long prompt's prefill holds the model for every client (one of 4.8k
+    # tokens kept a short request waiting 72 s on 2 cores); None: only the model's context minus max_tokens
+    max_prompt_tokens: int | None = 2048
     max_tokens_limit: int = 1024
     default_max_tokens: int = 128
     max_task_chars: int = 2000  # a `task` description; selection reads it on the model worker
@@ -80,6 +82,11 @@ class ServeConfig:
         for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 raise IfpruneError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_prompt_tokens is not None and (isinstance(self.max_prompt_tokens, bool)
+                                                   or not isinstance(self.max_prompt_tokens, int)
+                                                   or self.max_prompt_tokens < 1):
+            raise IfpruneError(f"max_prompt_tokens must be a whole number >= 1 (or none: the model's context), "
+                               f"got {self.max_prompt_tokens!r}")
         if not self.drain_s >= 0:
             raise IfpruneError(f"drain_s must be >= 0, got {self.drain_s}")
         if not 0 <= self.port <= 65535:
