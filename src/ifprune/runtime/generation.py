@@ -199,11 +199,16 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     loading_s = 0.0
     model = lm.model
     compensation = {"mode": "none"}
-    if runtime.engine == "llamacpp":  # the dense model too runs in llama.cpp, at the same weight type
-        compact = runtime.compact(lm, plan.width if plan is not None else lm.d_ffn)
-        model = compact.engine
+    llamacpp = runtime.engine == "llamacpp"
+    compact_of = (lambda w: runtime.compact(lm, w)) if llamacpp else lm.compact
+
+    def decoder(compact):  # what decodes a compact model: the torch module, or its llama.cpp engine
+        return compact.engine if llamacpp else compact.model
+
+    if llamacpp:  # the dense model too runs in llama.cpp, at the same weight type
+        model = decoder(compact_of(plan.width if plan is not None else lm.d_ffn))
     if plan is not None and not plan.is_dense:
-        compact = runtime.compact(lm, plan.width) if runtime.engine == "llamacpp" else lm.compact(plan.width)
+        compact = compact_of(plan.width)
         comp = lm.compensator
         prompt_stats = None
         if comp is not None:
@@ -217,7 +222,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
                 selection_s += time.perf_counter() - t_p
             compensation = comp.describe()
         loading_s = compact.load(plan, prompt=prompt_stats)
-        model = compact.engine if runtime.engine == "llamacpp" else compact.model
+        model = decoder(compact)
     width = plan.width if plan is not None else lm.d_ffn
 
     if sampling.seed is not None:
@@ -229,7 +234,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     cache = state = None
 
     def segment(model, cur, n, streamer):
-        if runtime.engine == "llamacpp":
+        if llamacpp:
             from .llamacpp import run_segment
 
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=ids.shape[1] - 1 if dense else 0)
@@ -248,7 +253,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
             cache, state = prompt_cache_state(lm, sel, source, ids)
         else:
             cache = prompt_cache(lm, sel, source, ids)
-        if runtime.engine == "llamacpp":
+        if llamacpp:
             from .llamacpp import dense_prefix
 
             model.set_prefix(dense_prefix(lm, cache))
@@ -268,8 +273,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         parts["load"] += time.perf_counter() - t_l
         streamer = _TimingStreamer(lm.tokenizer, stream)
         streamer.continues = i < len(lengths) - 1
-        start, out = out.shape[1], segment(compact.engine if runtime.engine == "llamacpp" else compact.model, out, n,
-                                           streamer)
+        start, out = out.shape[1], segment(decoder(compact), out, n, streamer)
         t3 = time.perf_counter()
         r_s = (streamer.first_token_at or t3) - t_r
         refresh_s += r_s
