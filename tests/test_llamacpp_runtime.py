@@ -185,3 +185,12 @@ def test_k_quant_export_needs_llama_cpp(monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     with pytest.raises(IfpruneError, match=r"pip install 'ifprune\[llamacpp\]'"):
         check_supported(lm, "q4_k_m")
+
+
+def test_an_unknown_kv_state_layout_is_refused_not_guessed():
+    from ifprune.runtime.llamacpp import _KVFormat
+
+    with pytest.raises(IfpruneError, match="layout ifprune does not know"):
+        _KVFormat.parse(b"\x00" * 64)
+    with pytest.raises(IfpruneError, match="use --prefill pruned or --runtime torch"):
+        _KVFormat.parse(b"")
