@@ -273,3 +273,26 @@ def test_cache_list_and_clear(tmp_path, monkeypatch, capsys):
     assert (root / "gguf" / "model-abc").is_dir()
     assert main(["cache", "list", "--kind", "nope"]) == 2
     assert "no cache kind 'nope'" in capsys.readouterr().err
+
+
+def test_a_misspelt_flag_gets_the_subcommands_usage_and_a_suggestion(capsys):
+    from ifprune.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "hi", "--kepp", "0.5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: ifprune generate" in err and "did you mean --keep?" in err
+
+
+@pytest.mark.parametrize("flags,msg", [(["--keep", "0"], "keep ratio 0.0 is out of range"),
+                                       (["--keep", "1.5"], "keep ratio 1.5 is out of range")])
+def test_a_bad_keep_is_refused_before_the_model_loads(monkeypatch, capsys, flags, msg):
+    import ifprune.core.loading as loading
+    from ifprune.cli import main
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(loading, "load_model", never)
+    assert main(["generate", "hi", *flags]) == 2
+    assert msg in capsys.readouterr().err

@@ -43,9 +43,23 @@ def _quiet_libraries(verbose: bool) -> None:
         hf_logging.disable_progress_bar()
 
 
+def _unknown(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:
+    """An unknown argument: the sub-command's own usage, with the nearest flag it has (argparse alone prints the
+    top-level usage and no suggestion)."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    flags = [o for a in sub._actions for o in a.option_strings]
+    bad = next((x.split("=", 1)[0] for x in extra if x.startswith("-")), None)
+    near = difflib.get_close_matches(bad, flags, n=1) if bad else []
+    sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {near[0]}?)" if near else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown(parser, args, extra)
     _quiet_libraries(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -107,6 +107,9 @@ def load(args):
 
     if hasattr(args, "compensate"):
         compensation_config(args)
+    keep = getattr(args, "keep", None)
+    if keep is not None and not 0 < keep <= 1:  # needs no model: checked before it loads (a width's range does)
+        width_from_keep(keep, None, 1)
     set_threads(getattr(args, "threads", None))
 
     return load_model(args.model, dtype=args.dtype, device=args.device)
