@@ -28,7 +28,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 
-# --weights of this runtime -> the GGUF type of its 2-D tensors (export.gguf.TYPES; 4-bit types keep the
+# --quant of this runtime -> the GGUF type of its 2-D tensors (export.gguf.TYPES; 4-bit types keep the
 # token embedding / LM head at Q8_0)
 WEIGHTS = ("q8_0", "q4_0", "q4_1")
 FFN_NAMES = ("ffn_gate", "ffn_up", "ffn_down")
@@ -49,7 +49,7 @@ def require_llama_cpp():
 
 def check_weights(weights: str) -> str:
     if weights not in WEIGHTS:
-        raise IfpruneError(f"the llama.cpp runtime runs --weights {', '.join(WEIGHTS)}, not {weights!r}")
+        raise IfpruneError(f"the llama.cpp runtime runs --quant {', '.join(WEIGHTS)}, not {weights!r}")
     return weights
 
 

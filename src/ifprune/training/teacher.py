@@ -30,7 +30,7 @@ import torch
 
 from ..core.errors import IfpruneError
 from ..core.jsonl import iter_jsonl
-from ..core.paths import write_json
+from ..core.paths import file_sha256, write_json
 from ..eval.families import SFT_TASKS
 
 FORMAT = "ifprune-teacher/1"
@@ -54,14 +54,6 @@ class TeacherConfig:
             raise IfpruneError(f"--per-family must be in [1, --before={self.before}], got {self.per_family}")
         if self.samples < 0 or self.max_new_tokens < 1:
             raise IfpruneError("--samples must be >= 0 and --max-new-tokens >= 1")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_sha256(tokenizer) -> str:
