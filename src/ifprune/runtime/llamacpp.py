@@ -365,10 +365,11 @@ def compact_for(lm, width: int, *, weights: str, threads: int, n_ctx: int) -> Ll
     return models[key]
 
 
-def pick(logits: np.ndarray, seen: torch.Tensor, sampling) -> int:
+def pick(logits: np.ndarray, seq: list[int], sampling) -> int:
     """The next token: argmax when greedy, else the same processors `transformers.generate` applies."""
     if sampling.temperature == 0 and sampling.repetition_penalty == 1.0:
         return int(logits.argmax())
+    seen = torch.tensor(seq)  # the tokens so far, which the processors read (built only when they run)
     from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                               TopKLogitsWarper, TopPLogitsWarper)
 
@@ -417,7 +418,7 @@ def run_segment(engine: Engine, ids: torch.Tensor, n: int, sampling, eos: list[i
     logits = engine.feed(seq[keep:])
     stop = set() if sampling.ignore_eos else set(eos)
     for i in range(n):
-        tok = pick(logits, torch.tensor(seq), sampling)
+        tok = pick(logits, seq, sampling)
         seq.append(tok)
         if streamer is not None:
             streamer.put(torch.tensor([tok]))
