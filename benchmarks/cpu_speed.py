@@ -109,6 +109,11 @@ def weight_bytes_torch(model) -> int:
     return total
 
 
+def prefill_of(what: str) -> str | None:
+    """The prefill an answer row names ("default prefill=P"), None: as generate runs it."""
+    return what.split("prefill=", 1)[1] if "prefill=" in what else None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -119,6 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", nargs="+", default=["q8_0", "q4_1"])
     ap.add_argument("--no-torch", action="store_true", help="skip the torch runtime's rows (slow)")
     ap.add_argument("--answers-only", action="store_true", help="only the generate() rows")
+    ap.add_argument("--default-prefills", nargs="+", default=["default"],
+                    help="the default's answer rows, one per prefill (selection.prefill; default: as generate runs it)")
     ap.add_argument("--out", default="results/speed")
     args = ap.parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -166,14 +173,15 @@ def main(argv=None) -> int:
             torch_models = [("ifprune torch dense", lm.model, lm.d_ffn, None)]
             c = lm.compact(widths[1] if len(widths) > 1 else widths[0])
             torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load))
-        answers = [("default", "torch", None), ("dense", "torch", None), ("default", "llamacpp", "q8_0"),
-                   ("dense", "llamacpp", "q8_0")]
+        defaults = ["default" if p == "default" else f"default prefill={p}" for p in args.default_prefills]
+        answers = [*((d, "torch", None) for d in defaults), ("dense", "torch", None),
+                   *((d, "llamacpp", "q8_0") for d in defaults), ("dense", "llamacpp", "q8_0")]
         if args.no_torch:
             answers = [a for a in answers if a[1] != "torch"]
         samples: dict = {}
         for what, engine, wt in answers:  # warm-up, not timed: builds each runtime's models once
-            generate(tuned if what == "default" else lm, "Hello.", selector=shipped if what == "default" else "dense",
-                     width=shipped_width if what == "default" else None,
+            generate(tuned if what != "dense" else lm, "Hello.", selector=shipped if what != "dense" else "dense",
+                     width=shipped_width if what != "dense" else None, prefill=prefill_of(what),
                      runtime=RuntimeConfig(engine, wt or "q8_0", threads=threads, n_ctx=1024),
                      sampling=SamplingConfig(max_new_tokens=2))
         for r in range(args.repeats):
@@ -194,8 +202,9 @@ def main(argv=None) -> int:
                     shipped.forget()  # each answer selects afresh, as a new prompt would
                     rt = RuntimeConfig(engine, wt or "q8_0", threads=threads, n_ctx=1024)
                     t = time.perf_counter()
-                    out = generate(tuned if what == "default" else lm, text, selector=shipped if what == "default"
-                                   else "dense", width=shipped_width if what == "default" else None, runtime=rt,
+                    out = generate(tuned if what != "dense" else lm, text, selector=shipped if what != "dense"
+                                   else "dense", width=shipped_width if what != "dense" else None, runtime=rt,
+                                   prefill=prefill_of(what),
                                    sampling=SamplingConfig(max_new_tokens=args.new_tokens, ignore_eos=True))
                     wall = time.perf_counter() - t
                     key = (f"answer {what}", wt or "float32", out.ffn_width, out.prompt_tokens, None, engine)
@@ -217,7 +226,7 @@ def main(argv=None) -> int:
             res["rows"].append(row)
         for _, eng, *_ in rows:
             eng.close()
-    res["active_params"] = {str(w): lm.active_params(w) for w in [lm.d_ffn] + widths}
+    res["active_params"] = {str(w): lm.active_params(w) for w in sorted({lm.d_ffn, shipped_width, *widths})}
     out = Path(args.out)
     write_json(out / "speed.json", res)
     write_text(out / "speed.md", render(res))
@@ -247,7 +256,31 @@ def render(res: dict) -> str:
                          f"{tps:.1f} | {rel} | {r['median_answer_s']:.2f} | {gb} | {imp} |" if tps else
                          f"| {r['row']} | {r['weights']} | {r['width']} | {r['prompt_tokens']} | | | "
                          f"{r['median_answer_s']:.2f} | | |")
+    lines += answer_ratios(res)
     return "\n".join(lines) + "\n"
+
+
+def answer_ratios(res: dict) -> list[str]:
+    """Per engine, prompt and default row: dense's seconds per answer over the default's (median of the
+    per-repeat ratios of interleaved runs), against the ideal ratio total / active parameters."""
+    out = []
+    for r in res["rows"]:
+        if not r["row"].startswith("answer default"):
+            continue
+        dense = next((d for d in res["rows"] if d["row"] == "answer dense" and d["engine"] == r["engine"]
+                      and d["threads"] == r["threads"] and d["prompt_tokens"] == r["prompt_tokens"]), None)
+        if dense is None:
+            continue
+        ratio = statistics.median(d["answer_s"] / x["answer_s"] for d, x in zip(dense["runs"], r["runs"]))
+        ideal = res["active_params"][str(r["d_ffn"])] / res["active_params"][str(r["width"])]
+        out.append(f"| {r['threads']} | {r['engine']} {r['weights']} | {r['prompt_tokens']} | {r['row']} | "
+                   f"{dense['median_answer_s']:.2f} | {r['median_answer_s']:.2f} | {ratio:.3f}x | {ideal:.3f}x | "
+                   f"{ratio / ideal:.2f} |")
+    if not out:
+        return []
+    return ["\n## Answers: the default against dense at the same weights\n",
+            "| threads | runtime | prompt | row | dense s | row s | speed-up (median of per-run ratios) | ideal "
+            "(total / active params) | of ideal |", "|---|---|---|---|---|---|---|---|---|", *out]
 
 
 if __name__ == "__main__":

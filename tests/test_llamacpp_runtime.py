@@ -109,17 +109,19 @@ def test_dense_prefill_reaches_llama_cpp(arch):
     assert err < float((pruned - want).abs().max())
 
 
-def test_generate_runs_in_llama_cpp_and_says_so():
+@pytest.mark.parametrize("prefill", ["dense", "dense-answer"])
+def test_generate_runs_in_llama_cpp_and_says_so(prefill):
     pytest.importorskip("llama_cpp")
     from ifprune.runtime.generation import RuntimeConfig, SamplingConfig, generate
 
     lm = bpe_lm("llama", hidden=64, d_ffn=128)
     rt = RuntimeConfig("llamacpp", "q8_0", threads=1, n_ctx=128)
-    out = generate(lm, "the quick brown fox", selector="griffin", width=64, runtime=rt, chat=False,
-                   sampling=SamplingConfig(max_new_tokens=12, ignore_eos=True), refresh=4, refresh_every=True,
-                   prefill="dense")
+    kw = dict(selector="griffin", width=64, chat=False, refresh=4, refresh_every=True, prefill=prefill,
+              sampling=SamplingConfig(max_new_tokens=12, ignore_eos=True))
+    out = generate(lm, "the quick brown fox", runtime=rt, **kw)  # (a random model's near-flat logits: Q8_0 picks
+    # other tokens than float32 would, so only the run's shape is compared)
     assert out.runtime == {"engine": "llamacpp", "weights": "q8_0"} and "llama.cpp q8_0" in out.summary()
-    assert out.new_tokens == 12 and out.refresh["count"] == 2 and out.prefill == "dense"
+    assert out.new_tokens == 12 and out.refresh["count"] == 2 and out.prefill == prefill
     dense = generate(lm, "the quick brown fox", selector="dense", runtime=rt, chat=False,
                      sampling=SamplingConfig(max_new_tokens=5, ignore_eos=True))
     assert dense.new_tokens == 5 and dense.ffn_width == lm.d_ffn

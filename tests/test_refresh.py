@@ -121,7 +121,7 @@ def test_scoring_with_refresh_every_r_tokens_is_one_segment_per_plan(lm):
     assert every.config()["refresh_every"] is True and "refresh_every" not in once.config()
 
 
-@pytest.mark.parametrize("prefill", ["pruned", "dense"])
+@pytest.mark.parametrize("prefill", ["pruned", "dense", "dense-answer"])
 def test_generation_with_refresh_every_matches_between_scorer_and_generate(lm, prefill):
     sel = make_selector("griffin")
     sc = Scorer(lm, sel, 16, refresh=R, refresh_every=True, prefill=prefill)
@@ -133,11 +133,12 @@ def test_generation_with_refresh_every_matches_between_scorer_and_generate(lm, p
     assert res.refresh["count"] == 3 and res.refresh["every"] and res.prefill == prefill
     assert text == res.text
     # greedy decoding of the masked full model, each segment under its own plan re-selected from the prompt and
-    # the answer so far (dense prefill: every channel on for the prompt but its last token)
+    # the answer so far (dense prefill: every channel on for the prompt but its last token; dense-answer: for
+    # everything before the segment but its last token)
     seq = encode_prompt(lm.tokenizer, prompt)
     n = seq.shape[1]
-    first_masked = n - 1 if prefill == "dense" else 0
     for k in range(4):
+        first_masked = {"pruned": 0, "dense": n - 1, "dense-answer": seq.shape[1] - 1}[prefill]
         seg = plan if k == 0 else refresh_plan(lm, sel, prompt, seq[0], 16, R)
         mask = seg.to_mask()
         hooks = [layer.down.register_forward_pre_hook(
@@ -151,6 +152,9 @@ def test_generation_with_refresh_every_matches_between_scorer_and_generate(lm, p
             for h in hooks:
                 h.remove()
     assert lm.tokenizer.decode(seq[0, n:], skip_special_tokens=True) == res.text
+    # scoring runs the same segments: every token of the greedy answer is the argmax where it was made
+    (_, count, greedy), = sc.loglikelihoods(plan, [(seq[0, :n].tolist(), seq[0, n:].tolist())])
+    assert count == 3 * R + 2 and greedy
 
 
 def test_refresh_every_without_re_selection_is_refused(lm):

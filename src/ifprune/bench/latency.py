@@ -58,7 +58,7 @@ class BenchConfig:
     seed: int = 0
     refresh: int | None = None  # re-select after this many new tokens; None: the artifact's own default, 0: off
     refresh_every: bool | None = None  # after every R new tokens; None: as generate (selection.refresh.resolve_reselection)
-    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.refresh.resolve_reselection)
+    prefill: str | None = None  # selection.prefill.PREFILLS; None: as generate (selection.refresh.resolve_reselection)
 
     @classmethod
     def for_device(cls, device: str, **overrides) -> "BenchConfig":
@@ -206,6 +206,14 @@ class PromptSelection:
             return state.cache
         return self.lm.model
 
+    def answer_prefix(self, seen: torch.Tensor):
+        """What fills a "dense-answer" prefill after a re-selection over `seen` (prompt + answer so far): that
+        pass's own KV cache when it read them all, else the full model, run again."""
+        state = self._state
+        if state is not None and torch.equal(torch.cat([state.ids, state.answer]), seen[0].cpu()):
+            return state.cache
+        return self.lm.model
+
     def refreshed(self, ids: torch.Tensor, width: int) -> Plan:
         """The re-selection after the first answer tokens (`ids`: prompt + those tokens), timed as the runtime
         pays it: the first selection's scores of the prompt (kept, as Selector.cached_scores keeps them) plus
@@ -225,6 +233,7 @@ class PromptSelection:
 def run_bench(lm, cfg: BenchConfig) -> dict:
     """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
     cfg.validate()
+    from ..selection.prefill import reads_prompt_dense
     from ..selection.refresh import resolve_reselection, segment_lengths
 
     select = PromptSelection(lm, cfg)
@@ -235,7 +244,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         refresh = None  # the answer ends before any re-selection
     starts = list(accumulate(segment_lengths(cfg.new_tokens, refresh, every)))[:-1]  # answer tokens before each
     # re-selection: [R] once, [R, 2R, ...] with `every`
-    dense = prefill == "dense"
+    dense, carry = reads_prompt_dense(prefill), prefill == "dense-answer"
     if width == lm.d_ffn:
         raise IfpruneError("the compact width equals the full FFN width: pass --keep below 1 or --width below d_ffn")
     ctx = lm.context_length()
@@ -282,7 +291,10 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
                 compact.load(plan2)
                 sync_device(device)
                 refresh_s += time.perf_counter() - t0
-                _, t = compact_dec.generate(seen, 1, keep=ids.shape[1] - 1 if dense else 0)
+                if carry:  # the re-selection's pass filled the answer's cache: copied, not re-run
+                    _, t = compact_dec.generate(seen, 1, prefix=select.answer_prefix(seen))
+                else:
+                    _, t = compact_dec.generate(seen, 1, keep=ids.shape[1] - 1 if dense else 0)
                 refresh_prefill_s += t.prefill_s
             compact.load(plan)
         for s in range(cfg.samples):
@@ -363,7 +375,7 @@ def to_markdown(res: dict, command: str | None = None) -> str:
                  "in its generation and query times"] if res.get("refresh") else []),
               *(["- dense prefill: the compact model's prefill reads the full model's KV cache of the prompt but its "
                  "last token (copied from the selector's own pass when it keeps one, else one more pass of the full "
-                 "model, counted in the compact prefill)"] if res.get("prefill") == "dense" else []),
+                 "model, counted in the compact prefill)"] if res.get("prefill") in ("dense", "dense-answer") else []),
               f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, "
               f"1-min load average at the end {res.get('load_average_1m')}, {res['date']}"]
     if command:

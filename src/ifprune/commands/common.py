@@ -9,12 +9,15 @@ import sys
 
 from ..core.errors import IfpruneError
 from ..core.plan import width_from_keep
+from ..selection.prefill import PREFILLS
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="HF id, local directory or .gguf file (default: the packaged SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (default: bfloat16 for a checkpoint stored in bfloat16, else float32), float32, bfloat16 "
+                        "or float16")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
 
@@ -48,12 +51,13 @@ def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_no
                    help="re-select after every R answer tokens, not only the first R (needs re-selection on: --refresh R "
                         "or an artifact trained under it; default: on for the artifact's own R, off for a --refresh "
                         "given)" + every_note)
-    p.add_argument("--prefill", choices=("pruned", "dense"), default=None,
+    p.add_argument("--prefill", choices=PREFILLS, default=None,
                    help="dense: the full model reads the prompt (reusing the selector's own pass when it has one) and "
                         "the compact model attends to it, so a re-selection re-runs only the answer so far, not the "
-                        "prompt; every answer token is still the compact model's. pruned: the whole sequence through "
-                        "the compact model, as an export runs (default: dense when re-selecting every R tokens, "
-                        "else pruned)" + prefill_note)
+                        "prompt; every answer token is still the compact model's. dense-answer: as dense, and each "
+                        "re-selection's full-model pass over the answer so far is kept as its cache too (nothing is "
+                        "re-run). pruned: the whole sequence through the compact model, as an export runs (default: "
+                        "dense when re-selecting every R tokens, else pruned)" + prefill_note)
 
 
 def add_selector_args(p: argparse.ArgumentParser) -> None:

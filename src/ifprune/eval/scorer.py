@@ -15,6 +15,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import encode_prompt
+from ..selection.prefill import reads_prompt_dense
 from ..selection.refresh import answer_goes_on, segment_lengths
 from ..selection.selectors import Selector
 
@@ -137,8 +138,9 @@ class Scorer:
                 for k in segment_lengths(len(cont), R, self.refresh_every):
                     if done:
                         seg = self.refreshed(plan, list(ctx) + cont[:done])
+                    dense_to = len(ctx) + (done if self.prefill == "dense-answer" else 0)
                     (s_lp, s_n, s_g), = self._loglikelihoods(seg, [(list(ctx) + cont[:done], cont[done:done + k])],
-                                                             prompt_lens=[len(ctx)])
+                                                             prompt_lens=[dense_to])
                     lp, n, greedy, done = lp + s_lp, n + s_n, greedy and s_g, done + k
                 out.append((lp, n, greedy))
             return out
@@ -149,7 +151,7 @@ class Scorer:
         if not pairs:
             return []
         model = self.model_for(plan)
-        if self.prefill == "dense" and plan is not None:
+        if reads_prompt_dense(self.prefill) and plan is not None:
             return [self._dense_prefilled(model, ctx, cont, n)
                     for (ctx, cont), n in zip(pairs, prompt_lens or [len(c) for c, _ in pairs])]
         limit = self.lm.context_length() or 10**9
@@ -204,12 +206,21 @@ class Scorer:
         return float(tok.sum()), len(seq) - start, bool((lp.argmax(-1) == target).all())
 
     def _dense_prefix(self, ids: torch.Tensor):
-        """The full model's KV cache of `ids` [1, P], from the last call when it read the same ids (cropped
-        back to them: the compact model's tokens after them are dropped), else from one new pass."""
+        """The full model's KV cache of `ids` [1, P], from the last call when it read the same ids or a prefix
+        of them (cropped back to what it read: the compact model's tokens after them are dropped, then the
+        rest read), else from one new pass."""
+        from ..core.prompt_pass import decoder_body
         from ..selection.prefill import crop_to, dense_prefix_cache
 
-        if self._prefix is not None and torch.equal(self._prefix[0], ids):
-            return crop_to(self._prefix[1], ids.shape[1])
+        if self._prefix is not None:
+            old, cache = self._prefix
+            n = old.shape[1]
+            if n <= ids.shape[1] and torch.equal(old, ids[:, :n]):
+                crop_to(cache, n)
+                if n < ids.shape[1]:
+                    decoder_body(self.lm.model)(input_ids=ids[:, n:], cache=cache, use_cache=True)
+                    self._prefix = (ids, cache)
+                return cache
         cache = dense_prefix_cache(self.lm, ids)
         self._prefix = (ids, cache)
         return cache
@@ -248,7 +259,7 @@ class Scorer:
         lengths = segment_lengths(max_new_tokens, self.refresh if plan is not None else None, self.refresh_every)
         cache = None
         t0 = time.perf_counter()
-        if self.prefill == "dense" and plan is not None:
+        if reads_prompt_dense(self.prefill) and plan is not None:
             cache = prompt_cache(self.lm, self.selector, self._source if self.task is None and not self.per_task
                                  else None, ids)
         out = start = ids
@@ -259,8 +270,11 @@ class Scorer:
                     break  # the last segment ended the answer
                 model = self.model_for(self.refreshed(plan, out[0].tolist()))
                 t0 = time.perf_counter()
+                if self.prefill == "dense-answer":  # the full model's cache of the answer so far too
+                    cache = self._dense_prefix(out[:, :-1])
+            keep = (out.shape[1] if self.prefill == "dense-answer" else ids.shape[1]) - 1
             start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
-                                 cache=crop_to(cache, ids.shape[1] - 1), **kw)
+                                 cache=crop_to(cache, keep), **kw)
             self.timings["model_s"] += time.perf_counter() - t0
         return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
 

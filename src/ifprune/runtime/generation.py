@@ -12,7 +12,7 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.prefill import crop_to, prompt_cache
+from ..selection.prefill import carried_cache, crop_to, prompt_cache, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
                                  resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
@@ -229,20 +229,21 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         torch.manual_seed(sampling.seed)
     pruned = plan is not None and not plan.is_dense
     lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
-    dense = rs.prefill == "dense" and pruned
+    dense = reads_prompt_dense(rs.prefill) and pruned
+    carry = rs.prefill == "dense-answer" and pruned  # each re-selection's dense pass fills the answer's cache too
     text = task if task is not None else prompt
     cache = state = None
 
     def segment(model, cur, n, streamer):
+        keep = (cur.shape[1] if carry else ids.shape[1]) - 1 if dense else 0  # positions the full model filled
         if llamacpp:
             from .llamacpp import run_segment
 
-            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=ids.shape[1] - 1 if dense else 0)
+            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
         with torch.inference_mode():
             return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
-                                  pad_token_id=lm.tokenizer.pad_token_id,
-                                  cache=crop_to(cache, ids.shape[1] - 1), **kw)
+                                  pad_token_id=lm.tokenizer.pad_token_id, cache=crop_to(cache, keep), **kw)
 
     streamer = _TimingStreamer(lm.tokenizer, stream)
     streamer.continues = len(lengths) > 1
@@ -269,6 +270,14 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
         t_l = time.perf_counter()
         compact.load(plans[-1], prompt=prompt_stats)
+        if carry:  # the re-selection's pass read `out`: the next segment attends to its KV cache
+            cache = carried_cache(state, out)
+            if cache is None:
+                raise IfpruneError("internal: the re-selection pass did not read the answer so far")
+            if llamacpp:
+                from .llamacpp import dense_prefix
+
+                decoder(compact).set_prefix(dense_prefix(lm, cache))
         parts["select"] += t_l - t_r
         parts["load"] += time.perf_counter() - t_l
         streamer = _TimingStreamer(lm.tokenizer, stream)
@@ -302,7 +311,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         refresh=refreshed,
         refresh_after=refresh if pruned else None,
         refresh_every=bool(refresh_every and refresh and pruned),
-        prefill="dense" if dense else "pruned",
+        prefill=rs.prefill if dense else "pruned",
         runtime=runtime.describe(),
         plan=plan,
         refresh_plan=plans[-1] if plans else None,

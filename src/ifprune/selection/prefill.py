@@ -5,6 +5,12 @@ states); running the prompt again through the k-wide model only makes the answer
 copy of it. With a dense prefill the compact model attends to the full model's keys and values of
 the prompt and predicts every answer token itself (the prompt's last token is its first input), as
 GRIFFIN runs its prompt phase. Decode is unchanged: one smaller dense model per answer.
+
+With re-selection the full model also reads the answer so far at each re-selection (GRIFFIN's part of
+the new plan needs its activations there), so its KV cache of the whole sequence exists for free.
+"dense-answer" keeps it: the compact model under the new plan attends to the full model's keys and values
+of the prompt and of the answer so far, and only its own segment's tokens are its own. That removes the
+compact re-prefill of the answer at each re-selection ("dense" re-runs it under the new plan).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.prompt_pass import decoder_body
 
-PREFILLS = ("pruned", "dense")
+PREFILLS = ("pruned", "dense", "dense-answer")
 
 
 def check_prefill(prefill: str) -> str:
@@ -29,6 +35,22 @@ def resolve_prefill(prefill: str | None, every: bool) -> str:
     """None: dense when re-selecting after every R tokens (each re-selection then re-runs only the answer so far,
     not the prompt: measured faster on long prompts and better held out), else pruned (as an export runs)."""
     return check_prefill(prefill) if prefill is not None else ("dense" if every else "pruned")
+
+
+def reads_prompt_dense(prefill: str) -> bool:
+    """Whether the full model, not the compact one, fills the prompt's KV cache."""
+    return prefill in ("dense", "dense-answer")
+
+
+def carried_cache(state, ids: torch.Tensor):
+    """The full model's KV cache of `ids` [1, T] but its last token, copied from a PromptState (selection.refresh)
+    whose pass read exactly these ids (the prompt, then the answer a re-selection read), else None."""
+    if state is None:
+        return None
+    seen = torch.cat([state.ids, state.answer])
+    if seen.numel() != ids.shape[1] or not torch.equal(seen, ids[0].cpu()) or state.cache.get_seq_length() < seen.numel():
+        return None
+    return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1)
 
 
 def dense_prefix_cache(lm, ids: torch.Tensor):

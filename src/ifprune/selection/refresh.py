@@ -166,6 +166,7 @@ def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torc
     if not m or ids.numel() <= n + m or not torch.equal(ids[n:n + m].cpu(), state.answer):
         state.forget_answer()
         m = 0
+    crop_to(state.cache, n + m)  # (nothing but what it read: a decode sharing it may have gone on)
     try:
         squares, _ = _recorded_pass(lm, input_ids=ids[n + m:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
                                     use_cache=True)

@@ -115,14 +115,15 @@ class Engine:
     def run_batch(self, reqs: list[GenRequest], plan: Plan | None, abort=lambda: False) -> dict:
         """Generate for `reqs` (all with `plan`); returns timing counters for the metrics. A row that
         fails (sampling, decoding) ends with an error of its own; the other rows go on."""
-        from ..selection.prefill import crop_to, prompt_cache
+        from ..selection.prefill import carried_cache, crop_to, dense_prefix_cache, prompt_cache, reads_prompt_dense
         from ..selection.refresh import refresh_plan
 
         model, load_s = self.model_for(plan)
         rows = [_Row(r) for r in reqs]
         pruned = plan is not None and not plan.is_dense
         R = self.refresh if pruned else None
-        dense = self.prefill == "dense" and pruned
+        dense = reads_prompt_dense(self.prefill) and pruned
+        carry = self.prefill == "dense-answer" and pruned
         steps = self._decode(model, rows, limit=R, abort=abort, dense=dense)
         refresh_s = 0.0
         for w in rows if R else []:
@@ -133,7 +134,13 @@ class Engine:
                     text = self.selection_text(r)
                     r.refreshed = refresh_plan(self.lm, self.selector, text, torch.tensor(r.ids + w.out_ids),
                                                plan.width, R)
-                    if dense and cache is None:  # this request's own copy of the full model's prompt cache
+                    seq = torch.tensor([r.ids + w.out_ids], device=self.lm.device)
+                    if carry:  # the full model's cache of the prompt and the answer so far (the pass just made)
+                        state = self.selector.prompt_state(self.lm, text) if r.mode == "input" else None
+                        cache = carried_cache(state, seq)
+                        if cache is None:
+                            cache = dense_prefix_cache(self.lm, seq[:, :-1])
+                    elif dense and cache is None:  # this request's own copy of the full model's prompt cache
                         cache = prompt_cache(self.lm, self.selector, text if r.mode == "input" else None,
                                              torch.tensor([r.ids], device=self.lm.device))
                 except Exception as e:  # one request's re-selection must not fail the others
@@ -145,7 +152,7 @@ class Engine:
                 load_s += load
                 refresh_s += time.perf_counter() - t0
                 steps += self._decode(model, [w], limit=R if self.every else None, abort=abort,
-                                      cache=crop_to(cache, len(r.ids) - 1))
+                                      cache=crop_to(cache, (seq.shape[1] if carry else len(r.ids)) - 1))
         for w in rows:
             self._finish(w)
         return {"load_s": load_s, "steps": steps, "tokens": sum(len(w.out_ids) for w in rows), "refresh_s": refresh_s}
