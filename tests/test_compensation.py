@@ -143,7 +143,7 @@ def test_bf16_moments_are_close_to_native_and_recorded(calib):
     stats = layer_stats(lm, _cfg(calib), progress=False)
     assert stats.precision == moments_precision(lm)
     path = stats_path(lm.fingerprint(), stats.calibration_sha, 4096, 128)
-    assert json.loads(path.with_suffix(".json").read_text())["precision"] == stats.precision
+    assert json.loads((path / "manifest.json").read_text())["precision"] == stats.precision
     lm.model.double()
     assert moments_precision(lm) == "native"
 
@@ -153,16 +153,21 @@ def test_statistics_are_cached_and_a_corrupt_cache_is_rebuilt(calib):
     cfg = _cfg(calib)
     first = layer_stats(lm, cfg, progress=False)
     path = stats_path(lm.fingerprint(), first.calibration_sha, cfg.max_tokens, cfg.seq_len)
-    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert path.is_dir() and (path / "manifest.json").is_file() and (path / "layer-001.safetensors").is_file()
     again = layer_stats(lm, cfg, progress=False)
-    assert torch.equal(again.G, first.G)
-    raw = bytearray(path.read_bytes())
+    torch.testing.assert_close(again.G, first.G, rtol=2e-3, atol=1e-6)  # read back from float16 correlations
+    assert torch.equal(again.G, layer_stats(lm, cfg, progress=False).G)  # and deterministically so
+    layer = path / "layer-001.safetensors"
+    raw = bytearray(layer.read_bytes())
     raw[-8:] = b"\x00" * 8
-    path.write_bytes(bytes(raw))
-    with pytest.warns(UserWarning, match="checksum mismatch"):
+    layer.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="checksum mismatch in layer-001"):
         rebuilt = layer_stats(lm, cfg, progress=False)
     torch.testing.assert_close(rebuilt.G, first.G)
-    man = path.with_suffix(".json")
+    (path / "layer-000.safetensors").unlink()
+    with pytest.warns(UserWarning, match="unusable"):
+        layer_stats(lm, cfg, progress=False)  # a missing layer: rebuilt, never half-read
+    man = path / "manifest.json"
     man.write_text("{not json")
     with pytest.warns(UserWarning, match="unusable"):
         layer_stats(lm, cfg, progress=False)
@@ -324,14 +329,54 @@ def test_linked_statistics_are_removed_never_read(tmp_path, caplog):
 
     from ifprune.compensation.calibration import LayerStats, read_stats, save_stats
 
-    real = tmp_path / "real" / "s.safetensors"
+    real = tmp_path / "real" / "s"
     stats = LayerStats(torch.eye(4).repeat(2, 1, 1), torch.zeros(2, 4), 10, "fp", "sha", "native")
     save_stats(stats, real)
     assert read_stats(real, "fp") is not None
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "s.safetensors").symlink_to(real)
-    (cache / "s.json").symlink_to(real.with_suffix(".json"))
+    (cache / "s").symlink_to(real, target_is_directory=True)
     with caplog.at_level(logging.WARNING, logger="ifprune"):
-        assert read_stats(cache / "s.safetensors", "fp") is None
-    assert "symbolic link" in caplog.text and not any(cache.iterdir()) and real.is_file()
+        assert read_stats(cache / "s", "fp") is None
+    assert "symbolic link" in caplog.text and not any(cache.iterdir()) and (real / "manifest.json").is_file()
+    # a layer file inside the folder that is a link: the whole entry is untrusted
+    save_stats(stats, cache / "t")
+    (cache / "t" / "layer-000.safetensors").unlink()
+    (cache / "t" / "layer-000.safetensors").symlink_to(real / "layer-000.safetensors")
+    with pytest.warns(UserWarning, match="checksum mismatch in layer-000"):
+        assert read_stats(cache / "t", "fp") is None
+    assert not (cache / "t").exists() and (real / "layer-000.safetensors").is_file()
+
+
+def test_statistics_read_back_from_float16_refit_as_float32_does(calib):
+    """The cache stores float16 correlations: a refit from what is read back stays within 1e-3 (relative,
+    Frobenius) of the refit from the float32 moments as computed."""
+    from ifprune.compensation.calibration import decode_layer, encode_layer
+
+    lm = tiny_lm("llama", layers=2)
+    cfg = _cfg(calib)
+    computed = layer_stats(lm, cfg, progress=False, use_cache=False)
+    layer_stats(lm, cfg, progress=False)  # writes the cache
+    read = layer_stats(lm, cfg, progress=False)
+    plan = _plan(lm, 20)
+    fits = []
+    for stats in (computed, read):
+        comp = Compensator(lm, cfg, stats=stats)
+        fits.append(torch.stack([w for w, _ in comp.refit(plan)]))
+    assert float((fits[1] - fits[0]).norm() / fits[0].norm()) < 1e-3
+    # massive activations: a second moment past float16's range survives as correlations times scales
+    h = torch.randn(512, 16) * torch.tensor([1e4] + [1e-3] * 15)
+    G = h.T @ h / 512
+    torch.testing.assert_close(decode_layer(**encode_layer(G), out=torch.empty(16, 16)), G, rtol=2e-3, atol=0)
+
+
+def test_statistics_that_would_not_fit_in_memory_are_refused_first(calib, monkeypatch):
+    from ifprune.compensation import calibration
+
+    lm = tiny_lm("llama", layers=2)
+    from ifprune.core import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    monkeypatch.setattr(calibration, "collect_moments", lambda *a, **k: pytest.fail("the pass ran"))
+    with pytest.raises(IfpruneError, match=r"\(2 layers x \d+\^2 float32 moments\) needs .* GB.*--compensate none"):
+        layer_stats(lm, _cfg(calib), progress=False)

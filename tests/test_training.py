@@ -833,8 +833,8 @@ def test_training_under_compensated_plans(tmp_path, monkeypatch):
 
     data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(4) for b in range(3)]
     t = Trainer(base_cfg(tmp_path, steps=3, compensate="calibration", bf16=False), lm=tiny_lm(), sft_data=data)
-    moments = tmp_path / "run" / "compensation" / "moments.safetensors"
-    assert moments.is_file() and t.masked.compensate is not None
+    moments = tmp_path / "run" / "compensation" / "moments"
+    assert (moments / "manifest.json").is_file() and t.masked.compensate is not None
     # the predictor learns through the refit: its gradient is there, and the loss differs from plain masks
     b = sft_batch(t.lm.tokenizer, data[:2], t.cfg)
     torch.manual_seed(0)

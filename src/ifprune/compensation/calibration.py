@@ -25,6 +25,7 @@ from .refit import Moments, kept_blocks, solve_refit, token_blocks
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.jsonl import iter_jsonl
+from ..core.memory import require_memory
 from ..core.paths import atomic_path, cache_dir, drop_link, file_sha256
 from ..core.precision import cpu_has_fast_bf16
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("none", "calibration", "prompt")
 DEFAULT_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "calibration" / "default.jsonl"
-STATS_FORMAT = "ifprune-moments/1"
+STATS_FORMAT = "ifprune-moments/2"  # a folder: manifest.json and one safetensors file per layer
 MIN_TOKENS = 256  # smallest budget accepted at all; a model needs at least 2 x d_ffn tokens (calibration_rows)
 
 
@@ -179,15 +180,16 @@ def moments_precision(lm) -> str:
 
 
 def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batch_tokens: int = 4096,
-                    precision: str = "native") -> list[Moments]:
-    """Dense forward passes over the rows, summing each layer's FFN intermediate moments (sums kept in
-    float64; with precision "bf16" the passes and the per-batch products run under bf16 autocast)."""
+                    precision: str = "native", out: torch.Tensor | None = None) -> list[Moments]:
+    """Dense forward passes over the rows, summing each layer's FFN intermediate moments (float32 sums of
+    per-batch products; with precision "bf16" the passes and the per-batch products run under bf16
+    autocast). `out`: an [L, d, d] float32 buffer the second-moment sums go into (no copy of it is made)."""
     from tqdm.auto import tqdm
 
     from ..core.prompting import length_batches
     from ..core.prompt_pass import decoder_body
 
-    moments = [Moments.zeros(lm.d_ffn) for _ in range(lm.num_layers)]
+    moments = [Moments.zeros(lm.d_ffn, None if out is None else out[i]) for i in range(lm.num_layers)]
     pad = lm.tokenizer.pad_token_id or 0
     longest = max(len(r) for r in rows)
     per_batch = max(1, batch_tokens // longest)
@@ -210,57 +212,97 @@ def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batc
 
 
 def stats_path(fingerprint: str, calibration_sha: str, max_tokens: int, seq_len: int) -> Path:
+    """The folder that holds one model's statistics for one calibration setting."""
     key = hashlib.sha256(f"{fingerprint}|{calibration_sha}|{max_tokens}|{seq_len}|{STATS_FORMAT}".encode()).hexdigest()[:16]
-    return cache_dir() / "moments" / f"{fingerprint}-{key}.safetensors"
+    return cache_dir() / "moments" / f"{fingerprint}-{key}"
 
 
 def _manifest(path: Path) -> Path:
-    return path.with_suffix(".json")
+    return path / "manifest.json"
+
+
+def _layer_file(i: int) -> str:
+    return f"layer-{i:03d}.safetensors"
+
+
+def encode_layer(G: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A second moment as float32 root-diagonal s and float16 correlations G / (s s^T): the correlations lie in
+    [-1, 1], where float16 keeps ~3.3 significant digits and cannot overflow (a raw G can: massive activations
+    square past float16's range), at half the bytes of float32."""
+    s = G.diagonal().clamp_min(0).sqrt()
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    corr = (G / s[:, None]).div_(s[None, :]).to(torch.float16)
+    return {"corr": corr, "scale": s.float()}
+
+
+def decode_layer(corr: torch.Tensor, scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`out` [d, d] float32 := the second moment `encode_layer` stored."""
+    out.copy_(corr)
+    return out.mul_(scale[:, None]).mul_(scale[None, :])
 
 
 def save_stats(stats: LayerStats, path: Path) -> None:
-    """safetensors (G in float32) + a JSON manifest with its sha256, both written atomically."""
+    """A folder, written atomically: one safetensors file per layer (float16 correlations, float32 scales and
+    mean) and a manifest with each file's sha256. Per layer, so neither writing nor reading holds a second
+    copy of all layers' moments."""
     from safetensors.torch import save_file
 
     meta = {"format": STATS_FORMAT, "fingerprint": stats.fingerprint, "calibration_sha256": stats.calibration_sha,
-            "tokens": str(stats.tokens), "precision": stats.precision}
+            "tokens": str(stats.tokens), "precision": stats.precision, "layers": int(stats.G.shape[0]),
+            "d_ffn": int(stats.G.shape[-1])}
+    drop_link(path, "compensation statistics")
     with atomic_path(path) as tmp:
-        save_file({"G": stats.G.contiguous(), "mean": stats.mean.contiguous()}, str(tmp), metadata=meta)
-        sha = file_sha256(tmp)
-    with atomic_path(_manifest(path)) as tmp:
-        tmp.write_text(json.dumps({**meta, "sha256": sha, "bytes": path.stat().st_size}, indent=2) + "\n")
+        tmp.mkdir()
+        files = {}
+        for i in range(stats.G.shape[0]):
+            f = tmp / _layer_file(i)
+            save_file({**encode_layer(stats.G[i]), "mean": stats.mean[i].float().contiguous()}, str(f))
+            files[f.name] = {"sha256": file_sha256(f), "bytes": f.stat().st_size}
+        _manifest(tmp).write_text(json.dumps({**meta, "files": files}, indent=2) + "\n")
 
 
 def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
-    """The cached statistics if the manifest, checksum and model all match; None (with a warning
-    naming why) if absent, corrupt, stale or of another model."""
+    """The cached statistics if the manifest, every layer's checksum and the model all match; None (with a
+    warning naming why) if absent, corrupt, stale or of another model. Layers are read one at a time into
+    one float32 buffer."""
+    import shutil
+
     from safetensors import safe_open
 
-    man = _manifest(path)
-    if drop_link(path, "compensation statistics") | drop_link(man, "compensation statistics manifest"):
-        path.unlink(missing_ok=True)
-        man.unlink(missing_ok=True)
+    if drop_link(path, "compensation statistics"):
         return None
-    if not path.is_file() and not man.is_file():
+    if not path.exists():
         return None
     try:
+        if not path.is_dir():
+            raise ValueError("not a folder (an older format)")
+        man = _manifest(path)
+        if drop_link(man, "compensation statistics manifest"):
+            raise ValueError("its manifest was a link")
         info = json.loads(man.read_text())
         if info.get("format") != STATS_FORMAT:
             raise ValueError(f"format {info.get('format')!r}")
         if info.get("fingerprint") != fingerprint:
             raise ValueError(f"statistics of model {info.get('fingerprint')}, not of this model ({fingerprint})")
-        if path.stat().st_size != info["bytes"] or file_sha256(path) != info["sha256"]:
-            raise ValueError("checksum mismatch")
-        with safe_open(str(path), "pt") as f:
-            G, mean = f.get_tensor("G").float(), f.get_tensor("mean").float()
+        L, d = int(info["layers"]), int(info["d_ffn"])
+        G, mean = torch.empty(L, d, d), torch.empty(L, d)
+        for i in range(L):
+            f, want = path / _layer_file(i), info["files"][_layer_file(i)]
+            if f.is_symlink() or f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
+                raise ValueError(f"checksum mismatch in {f.name}")
+            with safe_open(str(f), "pt") as t:
+                decode_layer(t.get_tensor("corr"), t.get_tensor("scale"), G[i])
+                mean[i] = t.get_tensor("mean")
         if not (torch.isfinite(G).all() and torch.isfinite(mean).all()):
             raise ValueError("non-finite values")
         return LayerStats(G, mean, int(info["tokens"]), fingerprint, info["calibration_sha256"],
                           info.get("precision", "native"))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         warnings.warn(f"ifprune: compensation statistics {path} are unusable ({e}); recomputing them", stacklevel=2)
-        path.unlink(missing_ok=True)
-        man.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         return None
 
 
@@ -283,14 +325,30 @@ def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None,
     seq_len = min(config.seq_len, lm.context_length() or config.seq_len)  # rows must fit the positions
     rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, seq_len, need=2 * lm.d_ffn)
     precision = moments_precision(lm)
-    moments = collect_moments(lm, rows, progress=progress, precision=precision)
-    stats = LayerStats(torch.stack([m.second_moment() for m in moments]).float(),
-                       torch.stack([m.mean() for m in moments]).float(), moments[0].count, key, sha, precision)
+    check_stats_memory(lm)
+    G = torch.empty(lm.num_layers, lm.d_ffn, lm.d_ffn)  # summed into in place, then divided: the only copy
+    moments = collect_moments(lm, rows, progress=progress, precision=precision, out=G)
+    count = max(moments[0].count, 1)
+    stats = LayerStats(G.div_(count), torch.stack([m.mean() for m in moments]).float(), moments[0].count, key, sha,
+                       precision)
     log.info("compensation statistics: %d tokens (%s), %.1f s, %.0f MB", stats.tokens, precision,
              time.perf_counter() - t0, stats.nbytes() / 1e6)
     if use_cache:
         save_stats(stats, path)
     return stats
+
+
+def stats_bytes(lm) -> int:
+    """Memory the statistics need on top of the model: every layer's d_ffn x d_ffn float32 moments, plus one
+    layer's float16 copy and the activations of one batch while they are written and gathered."""
+    d, L = lm.d_ffn, lm.num_layers
+    return L * d * d * 4 + 2 * d * d * 2 + 4096 * d * 4 * 3
+
+
+def check_stats_memory(lm) -> None:
+    """A clear error before a statistics pass that would run the machine out of memory."""
+    require_memory(stats_bytes(lm), f"compensation statistics for this model ({lm.num_layers} layers x "
+                   f"{lm.d_ffn}^2 float32 moments)", "use --compensate none, or a machine with more memory")
 
 
 # the refit at plan-load time ---------------------------------------------------------------------

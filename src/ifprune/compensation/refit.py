@@ -27,15 +27,21 @@ from ..core.errors import IfpruneError
 
 @dataclass
 class Moments:
-    """Running sums of one layer's FFN intermediate activations: sum h h^T, sum h, token count."""
+    """Running sums of one layer's FFN intermediate activations: sum h h^T, sum h, token count.
 
-    outer: torch.Tensor  # [d, d] float64
+    `outer` is float32: each added batch is one matmul over thousands of tokens, so the running sum is over
+    a few dozen batch products, not over tokens, and float64 would double what the largest models' moments
+    hold in memory (L x d_ffn^2 of them)."""
+
+    outer: torch.Tensor  # [d, d] float32
     total: torch.Tensor  # [d] float64
     count: int = 0
 
     @classmethod
-    def zeros(cls, d: int) -> "Moments":
-        return cls(torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0)
+    def zeros(cls, d: int, out: torch.Tensor | None = None) -> "Moments":
+        """`out`: a [d, d] float32 buffer to sum into (a slice of all layers' moments), zeroed here."""
+        outer = out.zero_() if out is not None else torch.zeros(d, d)
+        return cls(outer, torch.zeros(d, dtype=torch.float64), 0)
 
     def add(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """Add the rows of `x` [..., d] (optionally weighted per row: 0 drops padding)."""
@@ -45,11 +51,10 @@ class Moments:
             keep = w > 0
             x, w = x[keep], w[keep]
             xw = x * w[:, None]
-            self.outer += (x.T @ xw).double().cpu()
-            self.total += xw.sum(0).double().cpu()
         else:
-            self.outer += (x.T @ x).double().cpu()
-            self.total += x.sum(0).double().cpu()
+            xw = x
+        self.outer += (x.T @ xw).float().to(self.outer.device)
+        self.total += xw.sum(0).double().cpu()
         self.count += int(x.shape[0])
 
     def second_moment(self) -> torch.Tensor:

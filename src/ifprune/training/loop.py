@@ -416,7 +416,7 @@ class Trainer:
                                ).hexdigest()[:16]
         was = self.model.training
         self.model.eval()
-        stats = stats_at(self.lm, config, f"run-start-{start}", self.out / "compensation" / "moments.safetensors",
+        stats = stats_at(self.lm, config, f"run-start-{start}", self.out / "compensation" / "moments",
                          progress=self.cfg.progress)
         self.model.train(was)
         return stats
