@@ -139,3 +139,26 @@ def test_a_symlinked_cache_entry_is_replaced_never_followed(tmp_path, caplog, va
     assert calls == [1] and "symbolic link" in caplog.text
     assert entry.is_dir() and not entry.is_symlink() and sorted(p.name for p in target.iterdir()) == before
     assert cached_model_dir(entry, build, "src") == entry and calls == [1]  # the rebuilt entry is reused
+
+
+def test_a_checkpoint_that_would_not_fit_is_refused_before_loading(tmp_path, monkeypatch):
+    from ifprune.core import loading, memory
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "dtype": "bfloat16"}')
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 4000)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 5000)
+    monkeypatch.setattr(loading, "_from_pretrained", lambda *a, **k: pytest.fail("it loaded"))
+    with pytest.raises(IfpruneError, match=r"loading .* in float32 needs 0.0 GB .*--dtype bfloat16"):
+        loading.load_model(tmp_path, dtype="float32")
+    # in its own dtype (auto) it fits
+    monkeypatch.setattr(loading, "_from_pretrained", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("loads")))
+    with pytest.raises(RuntimeError, match="loads"):
+        loading.load_model(tmp_path)
+
+
+def test_auto_dtype_keeps_bfloat16_checkpoints_and_runs_the_rest_in_float32():
+    from ifprune.core.loading import auto_dtype
+
+    assert auto_dtype(torch.bfloat16, gguf=False) == torch.bfloat16
+    assert auto_dtype(torch.float16, gguf=False) == auto_dtype(None, gguf=False) == torch.float32
+    assert auto_dtype(torch.bfloat16, gguf=True) == torch.float32  # a quantised GGUF dequantised

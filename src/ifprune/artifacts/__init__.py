@@ -34,7 +34,7 @@ def packaged_artifact(model: str | None, dtype: str = "float32", *, keep: float 
                       width: int | None = None) -> Path | None:
     """The shipped artifact for `model` (None = the packaged default model) in `dtype`: the one trained
     at `keep`/`width` if there is one, else the default; None for any other model or dtype."""
-    if model is not None or dtype not in ("float32", "fp32"):
+    if model is not None or dtype not in ("float32", "fp32", "auto"):  # (auto: float32 for the packaged GGUF)
         return None
     if keep is not None or width is not None:
         from ..core.plan import width_from_keep

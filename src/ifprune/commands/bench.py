@@ -66,7 +66,8 @@ def run(args) -> int:
     cfg.validate()
     set_threads(args.threads)
     if args.config:
-        lm = random_model(args.config, dtype=_dtype(args.dtype), device=args.device)
+        lm = random_model(args.config, dtype=_dtype("float32" if args.dtype == "auto" else args.dtype),
+                          device=args.device)
     else:
         from .common import compensation_from_args, load
 

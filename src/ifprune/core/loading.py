@@ -146,16 +146,42 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
-def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "float32",
+def check_fits(source: Path, stored: torch.dtype | None, dt: torch.dtype) -> None:
+    """A clear error before loading a checkpoint whose weights, in `dt`, would not fit in the free memory
+    (estimated from its safetensors files' sizes in the dtype they store)."""
+    from .memory import require_memory
+
+    size = sum(f.stat().st_size for f in source.glob("*.safetensors"))
+    if not size:
+        return
+    itemsize = (stored or torch.float32).itemsize
+    need = size * dt.itemsize // itemsize
+    fix = ("load it in --dtype bfloat16 (half the memory), or " if dt.itemsize > 2 else "") + \
+        "use a machine with more memory"
+    require_memory(need, f"loading {source.name} in {str(dt).removeprefix('torch.')}", fix)
+
+
+def auto_dtype(stored: torch.dtype | None, gguf: bool) -> torch.dtype:
+    """What "auto" loads: a bfloat16 checkpoint in bfloat16 (no float32 copy: a 1B model is 2 GB, not 4), and
+    everything else (float32 or float16 files, quantised GGUF dequantised) in float32."""
+    return torch.bfloat16 if stored == torch.bfloat16 and not gguf else torch.float32
+
+
+def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "auto",
                device: str = "cpu", use_cache: bool = True) -> LoadedModel:
     """`spec`: None or "smollm2-135m-instruct" (the packaged default), a .gguf path, a local
     directory, or a Hugging Face id (tried from the local HF cache first; set HF_HUB_OFFLINE=1 to
-    never touch the network)."""
-    dt = _dtype(dtype)
+    never touch the network). `dtype` "auto": `auto_dtype` of what the checkpoint stores."""
     if spec is None or str(spec) == DEFAULT_MODEL:
         source = default_gguf_path()
     else:
         source = Path(os.path.expanduser(str(spec)))
+    if dtype == "auto":
+        gguf = source.suffix == ".gguf"
+        declared = (None if gguf else _declared_dtype(source / "config.json") if source.is_dir()
+                    else _declared_dtype(_hub_config(str(spec))))
+        dtype = auto_dtype(declared, gguf)
+    dt = _dtype(dtype)
     hub_id = DEFAULT_HUB_ID if spec is None or str(spec) == DEFAULT_MODEL else None
     if source.suffix == ".gguf":
         if not source.is_file():
@@ -170,6 +196,7 @@ def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtyp
         if not source.is_dir():
             raise IfpruneError(f"{source} is neither a model directory nor a .gguf file")
         stored = _declared_dtype(source / "config.json")
+        check_fits(source, stored, dt)
         model, tok = _from_pretrained(str(source), dt, local_only=True)
     else:
         model, tok = _from_hub(str(spec), dt)
