@@ -24,6 +24,8 @@ SHAPES = {  # the published configs' shapes (hidden, layers, heads, kv heads, FF
                          intermediate_size=8192, tie_word_embeddings=True),
     "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                          intermediate_size=14336, tie_word_embeddings=False),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, tie_word_embeddings=False),  # the tests' own
 }
 SHARD_BYTES = 2 * 1024**3
 

@@ -92,6 +92,8 @@ def test_bench_times_re_selection_every_r_tokens_with_a_dense_prefill():
     assert c["generation_s"] == pytest.approx(c["prefill_s"] + c["decode_s"] + c["refresh_s"] + c["refresh_prefill_s"])
     md = to_markdown(every)
     assert "re-selection every 3 new tokens (3 per answer" in md and "dense prefill" in md
+    carried = run_bench(lm, BenchConfig(**cfg, refresh_every=True, prefill="dense-answer"))
+    assert (carried["refreshes"], carried["prefill"]) == (3, "dense-answer")  # each re-selection's cache copied
     with pytest.raises(IfpruneError, match="turn re-selection on"):
         run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=10, keep=0.25, refresh_every=True))
 

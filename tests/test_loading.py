@@ -162,3 +162,19 @@ def test_auto_dtype_keeps_bfloat16_checkpoints_and_runs_the_rest_in_float32():
     assert auto_dtype(torch.bfloat16, gguf=False) == torch.bfloat16
     assert auto_dtype(torch.float16, gguf=False) == auto_dtype(None, gguf=False) == torch.float32
     assert auto_dtype(torch.bfloat16, gguf=True) == torch.float32  # a quantised GGUF dequantised
+
+
+def test_the_scaling_shapes_write_checkpoints_that_load_in_their_own_dtype(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tiny_tokenizer().save_pretrained(str(tmp_path / "tok"))
+    subprocess.run([sys.executable, "benchmarks/make_shapes.py", "--shape", "tiny", "--out", str(tmp_path / "m"),
+                    "--tokenizer", str(tmp_path / "tok")], check=True, cwd=root, capture_output=True)
+    assert not (tmp_path / "m.partial").exists()
+    lm = load_model(tmp_path / "m")
+    assert next(lm.model.parameters()).dtype == torch.bfloat16  # auto: no float32 copy of a bf16 checkpoint
+    assert (lm.num_layers, lm.d_ffn) == (2, 128)
+    assert next(load_model(tmp_path / "m", dtype="float32").model.parameters()).dtype == torch.float32

@@ -227,7 +227,8 @@ def test_batched_rows_match_unbatched_generation():
     assert run(prompts) == [run([p])[0] for p in prompts]
 
 
-@pytest.mark.parametrize("every,prefill", [(False, "pruned"), (True, "dense"), (True, "pruned"), (False, "dense")])
+@pytest.mark.parametrize("every,prefill", [(False, "pruned"), (True, "dense"), (True, "pruned"), (False, "dense"),
+                                           (True, "dense-answer")])
 def test_refresh_in_the_engine_matches_generate_with_refresh(every, prefill):
     """With refresh R each request decodes R tokens under the batch's plan, then goes on under its own
     re-selected plan (re-selected again after every R with `every`; the full model's prompt cache with a dense
