@@ -87,7 +87,7 @@ def test_bench_times_re_selection_every_r_tokens_with_a_dense_prefill():
     once = run_bench(lm, BenchConfig(**cfg))
     every = run_bench(lm, BenchConfig(**cfg, refresh_every=True))
     assert (once["refreshes"], once["prefill"]) == (1, "pruned")
-    assert (every["refreshes"], every["refresh_every"], every["prefill"]) == (3, True, "dense")  # after 3, 6, 9
+    assert (every["refreshes"], every["refresh_every"], every["prefill"]) == (3, True, "dense-answer")  # 3, 6, 9
     c = every["summary"]["compact"]
     assert c["generation_s"] == pytest.approx(c["prefill_s"] + c["decode_s"] + c["refresh_s"] + c["refresh_prefill_s"])
     md = to_markdown(every)

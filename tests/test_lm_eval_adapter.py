@@ -66,9 +66,9 @@ def test_model_args_string_and_errors():
     assert IfpruneLM(lm=lm, selector="random", width=12, compensate="none").scorer.compensation() == {"mode": "none"}
     with pytest.raises(IfpruneError, match="unknown compensation mode"):
         IfpruneLM(lm=lm, selector="random", width=12, compensate="always")
-    # re-selection options as model_args text: refresh_every=true runs a dense prefill unless told otherwise
+    # re-selection options as model_args text: refresh_every=true runs a dense-answer prefill unless told otherwise
     e = IfpruneLM(lm=lm, selector="griffin", compensate="none", refresh="4", refresh_every="true")
-    assert (e.scorer.refresh, e.scorer.refresh_every, e.scorer.prefill) == (4, True, "dense")
+    assert (e.scorer.refresh, e.scorer.refresh_every, e.scorer.prefill) == (4, True, "dense-answer")
     p = IfpruneLM(lm=lm, selector="griffin", compensate="none", refresh=4, refresh_every=False, prefill="dense")
     assert (p.scorer.refresh_every, p.scorer.prefill) == (False, "dense")
     with pytest.raises(IfpruneError, match="refresh_every='maybe': write true or false"):

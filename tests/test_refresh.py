@@ -169,7 +169,7 @@ def test_reselection_defaults_follow_the_artifact_and_what_is_given():
 
     trained = SimpleNamespace(artifact=SimpleNamespace(refresh=32))  # recipe `refresh: 32`, as the shipped ones
     plain = SimpleNamespace()  # a training-free selector: no default re-selection
-    assert resolve_reselection(None, None, None, trained) == Reselection(32, True, "dense")
+    assert resolve_reselection(None, None, None, trained) == Reselection(32, True, "dense-answer")
     assert resolve_reselection(16, None, None, trained) == Reselection(16, False, "pruned")  # R given alone: once
     assert resolve_reselection(None, False, None, trained) == Reselection(32, False, "pruned")
     assert resolve_reselection(0, None, "dense", trained) == Reselection(None, False, "dense")
@@ -247,8 +247,9 @@ def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_un
     s = SamplingConfig(max_new_tokens=10, ignore_eos=True)
     res = generate(lm, "count to ten", selector=sel, width=16, sampling=s)
     assert res.refresh["after"] == R and res.refresh_after == R
-    assert res.refresh_every and res.refresh["count"] == 2 and res.prefill == "dense"
-    told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R, refresh_every=True, prefill="dense")
+    assert res.refresh_every and res.refresh["count"] == 2 and res.prefill == "dense-answer"
+    told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R, refresh_every=True,
+                    prefill="dense-answer")
     assert told.text == res.text and told.refresh == res.refresh
     short = generate(lm, "count to ten", selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=R, ignore_eos=True))
     assert short.refresh is None and f"re-selection (every {R} tok) not reached" in short.summary()
@@ -258,8 +259,8 @@ def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_un
     assert off.refresh is None and off.refresh_after is None and off.plan_hash == res.plan_hash
     assert off.prefill == "pruned"
     own = Scorer(lm, sel, 16)
-    assert (own.refresh, own.refresh_every, own.prefill) == (R, True, "dense")
-    assert own.config()["refresh"] == R and own.config()["refresh_every"] and own.config()["prefill"] == "dense"
+    assert (own.refresh, own.refresh_every, own.prefill) == (R, True, "dense-answer")
+    assert own.config()["refresh"] == R and own.config()["refresh_every"] and own.config()["prefill"] == "dense-answer"
     # rows measured before this default keep their cache keys: `refresh R` alone and `refresh 0`
     assert Scorer(lm, sel, 16, refresh=R).config().keys() == Scorer(lm, make_selector("griffin"), 16, refresh=R).config().keys()
     assert Scorer(lm, sel, 16, refresh=0).refresh is None and "refresh" not in Scorer(lm, sel, 16, refresh=0).config()
@@ -272,7 +273,8 @@ def test_compare_rows_of_an_artifact_trained_under_refresh(trained_under_refresh
 
     path, _ = trained_under_refresh
     own, off, other = (SelectorSpec.parse(f"{n}:{path}") for n in ("predictor", "predictor+refresh0", "predictor+refresh8"))
-    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+refresh-every{R}+dense-prefill")
+    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+refresh-every{R}+dense-answer-prefill")
+    assert SelectorSpec.parse(f"predictor+dense-answer-prefill:{path}").prefill == "dense-answer"
     assert (off.refresh, off.effective_refresh(), off.label()) == (0, None, "ifpruning")
     assert (other.effective_refresh(), other.label()) == (8, "ifpruning+refresh8")
     once = SelectorSpec.parse(f"predictor+refresh-once:{path}")

@@ -304,7 +304,7 @@ def test_served_refresh_every_runs_dense_prefill_and_reports_it():
     s = _server(refresh=3, refresh_every=True)
     try:
         card = {m.id: m.model_dump() for m in _client(s).models.list()}
-        assert (card["ifprune"]["refresh_every"], card["ifprune"]["prefill"]) == (True, "dense")
+        assert (card["ifprune"]["refresh_every"], card["ifprune"]["prefill"]) == (True, "dense-answer")
         assert (card["ifprune-dense"]["refresh_every"], card["ifprune-dense"]["prefill"]) == (False, "pruned")
         out = _client(s).chat.completions.create(model="ifprune", messages=USER, max_tokens=10)
         got = out.model_extra["ifprune"]["refresh"]

@@ -57,7 +57,7 @@ def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_no
                         "prompt; every answer token is still the compact model's. dense-answer: as dense, and each "
                         "re-selection's full-model pass over the answer so far is kept as its cache too (nothing is "
                         "re-run). pruned: the whole sequence through the compact model, as an export runs (default: "
-                        "dense when re-selecting every R tokens, else pruned)" + prefill_note)
+                        "dense-answer when re-selecting every R tokens, else pruned)" + prefill_note)
 
 
 def add_selector_args(p: argparse.ArgumentParser) -> None:

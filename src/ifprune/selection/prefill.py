@@ -32,9 +32,10 @@ def check_prefill(prefill: str) -> str:
 
 
 def resolve_prefill(prefill: str | None, every: bool) -> str:
-    """None: dense when re-selecting after every R tokens (each re-selection then re-runs only the answer so far,
-    not the prompt: measured faster on long prompts and better held out), else pruned (as an export runs)."""
-    return check_prefill(prefill) if prefill is not None else ("dense" if every else "pruned")
+    """None: dense-answer when re-selecting after every R tokens (no re-selection re-runs the prompt or the
+    answer so far: the fastest, and held out as good as "dense" or better, results/refresh/dense_answer/), else
+    pruned (as an export runs)."""
+    return check_prefill(prefill) if prefill is not None else ("dense-answer" if every else "pruned")
 
 
 def reads_prompt_dense(prefill: str) -> bool:

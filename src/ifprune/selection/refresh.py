@@ -10,10 +10,11 @@ from a fresh prefill under the new plan: still one smaller dense model at a time
 selection and prefill per answer.
 
 Off by default, except for an artifact trained under re-selection (recipe `refresh: R`, e.g. the
-shipped ones): it re-selects after every R answer tokens with a dense prefill unless told otherwise
-(`resolve_reselection`); held out, that beat one re-selection after R with a pruned prefill at both
-keeps (results/refresh/every/), 8% faster per answer on a 512-token prompt and 12% slower on a 64-token
-one (results/bench/).
+shipped ones): it re-selects after every R answer tokens unless told otherwise (`resolve_reselection`),
+with the full model's KV cache of everything before each segment ("dense-answer", selection.prefill);
+held out, every R beat one re-selection after R with a pruned prefill at both keeps
+(results/refresh/every/), and dense-answer matched or beat re-running the answer through the compact model
+(results/refresh/dense_answer/) while skipping that re-run.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torc
         m = 0
     crop_to(state.cache, n + m)  # (nothing but what it read: a decode sharing it may have gone on)
     try:
-        squares, _ = _recorded_pass(lm, input_ids=ids[n + m:].unsqueeze(0).to(lm.device), past_key_values=state.cache,
+        squares, _ = _recorded_pass(lm, input_ids=ids[n + m:].unsqueeze(0).to(lm.device), cache=state.cache,
                                     use_cache=True)
     except BaseException:
         state.forget_answer()

@@ -70,7 +70,7 @@ class ServeConfig:
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     refresh: int | None = None  # re-select after this many answer tokens; None: the selector's default, 0: off
     refresh_every: bool | None = None  # re-select after every R tokens; None: as generate (selection.refresh)
-    prefill: str | None = None  # "pruned" | "dense"; None: as generate (selection.refresh.resolve_reselection)
+    prefill: str | None = None  # selection.prefill.PREFILLS; None: as generate (selection.refresh.resolve_reselection)
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
