@@ -55,3 +55,19 @@ def test_a_cut_last_line_is_dropped_not_trusted(tmp_path):
     p = tmp_path / "answers.jsonl"
     p.write_text(json.dumps({"id": "a", "response": "ok"}) + "\n" + '{"id": "b", "respo')
     assert list(read_rows(p)) == ["a"]
+
+
+def test_a_fidelity_set_is_refused_as_training_data_and_written_for_eval(tmp_path):
+    from ifprune.training.teacher import TeacherConfig, eval_rows
+
+    rows = [{"id": "b", "family": "code", "prompt": "p2", "kind": "greedy", "response": "cut", "finished": False},
+            {"id": "a", "family": "general", "prompt": "p1", "kind": "greedy", "response": "T1", "finished": True},
+            {"id": "c", "family": "general", "prompt": "p1", "kind": "sample0", "response": "S", "finished": True},
+            {"id": "d", "family": "general", "prompt": "p3", "kind": "greedy", "response": " ", "finished": True}]
+    f = folder(tmp_path, rows, config={"per_family": 2, "split": "validation"})
+    with pytest.raises(IfpruneError, match="answers the validation prompts"):
+        with_teacher([SFTExample("general", "p1", "r")], f)
+    assert eval_rows(f) == [{"id": "a", "family": "general", "prompt": "p1", "response": "T1"},
+                            {"id": "b", "family": "code", "prompt": "p2", "response": "cut"}]
+    with pytest.raises(IfpruneError, match="--split must be train or validation"):
+        TeacherConfig(split="test").validate()

@@ -12,6 +12,13 @@ is made). A rerun with the same header resumes after the last complete row; a di
 naming both; a line cut by a kill is dropped, never half-trusted.
 
     python -m ifprune.training.teacher --out runs/teacher --per-family 600 --threads 1
+
+The same tool makes the fidelity set, the yardstick a pruned model is chosen by: the dense model's greedy answers
+to the validation slices' prompts (`--split validation`: held out from every training run, one folder per
+family's first `--val-per-family` prompts), written as prompt/response JSONL for `ifprune eval nll --data`
+(`--write-eval FILE`). Such a folder is refused as training data.
+
+    python -m ifprune.training.teacher --split validation --out runs/fidelity --write-eval fidelity.jsonl
 """
 
 from __future__ import annotations
@@ -48,8 +55,11 @@ class TeacherConfig:
     top_p: float = 0.95
     max_new_tokens: int = 256
     max_prompt_tokens: int = 512
+    split: str = "train"  # "validation": the validation slices' prompts (a fidelity set, never training data)
 
     def validate(self) -> None:
+        if self.split not in ("train", "validation"):
+            raise IfpruneError(f"--split must be train or validation, got {self.split!r}")
         if self.per_family < 1 or self.per_family > self.before:
             raise IfpruneError(f"--per-family must be in [1, --before={self.before}], got {self.per_family}")
         if self.samples < 0 or self.max_new_tokens < 1:
@@ -69,9 +79,9 @@ def prompt_pool(root: Path, cfg: TeacherConfig) -> list[tuple[str, str, int]]:
 
     pool = []
     for fam in cfg.families:
-        train, _ = sft_splits(root, [fam], max_per_family=cfg.per_family, val_per_family=cfg.val_per_family,
-                              seed=cfg.seed)
-        pool += [(fam, e.prompt, i) for i, e in enumerate(train)]
+        train, val = sft_splits(root, [fam], max_per_family=cfg.per_family, val_per_family=cfg.val_per_family,
+                                seed=cfg.seed)
+        pool += [(fam, e.prompt, i) for i, e in enumerate(val if cfg.split == "validation" else train)]
     return pool
 
 
@@ -195,6 +205,9 @@ def with_teacher(examples: list, folder: str | Path, model_path: Path | None = N
     header = json.loads(header_path.read_text())
     if header.get("format") != FORMAT:
         raise IfpruneError(f"data.teacher {folder} is of format {header.get('format')!r}, not {FORMAT}")
+    if (header.get("config") or {}).get("split", "train") != "train":
+        raise IfpruneError(f"data.teacher {folder} answers the validation prompts (a fidelity set): training on it "
+                           "would train on what the runs are chosen by; use a --split train folder")
     if model_path is not None and header.get("model_sha256") != file_sha256(model_path):
         raise IfpruneError(f"data.teacher {folder} holds answers of {header.get('model')} "
                            f"(sha256 {str(header.get('model_sha256'))[:12]}), not of {Path(model_path).name}, the "
@@ -206,6 +219,15 @@ def with_teacher(examples: list, folder: str | Path, model_path: Path | None = N
         raise IfpruneError(f"data.teacher {folder} answers none of these training prompts: generate them first "
                            "(python -m ifprune.training.teacher --out ... with the same families and seed)")
     return out
+
+
+def eval_rows(folder: str | Path) -> list[dict]:
+    """A teacher folder's greedy answers as `ifprune eval nll --data` rows (id, family, prompt, response): every
+    non-empty one, finished or cut at max_new_tokens (what the dense model says first is what is measured)."""
+    rows = [r for r in read_rows(Path(folder) / "answers.jsonl").values()
+            if r.get("kind") == "greedy" and r.get("response", "").strip()]
+    return [{"id": r["id"], "family": r["family"], "prompt": r["prompt"], "response": r["response"]}
+            for r in sorted(rows, key=lambda r: r["id"])]
 
 
 def _text_id(text: str) -> str:
@@ -241,15 +263,26 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--limit", type=int, default=None, help="stop after this many new answers (resume later)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--split", choices=("train", "validation"), default="train",
+                   help="validation: answer the validation slices' prompts (a fidelity set, refused as training data)")
+    p.add_argument("--val-per-family", type=int, default=d.val_per_family)
+    p.add_argument("--write-eval", default=None, metavar="FILE",
+                   help="then write the greedy answers as JSONL for ifprune eval nll --data FILE")
     a = p.parse_args(argv)
     cfg = TeacherConfig(families=tuple(a.families.split(",")), per_family=a.per_family, samples=a.samples,
-                        max_new_tokens=a.max_new_tokens)
+                        max_new_tokens=a.max_new_tokens, split=a.split, val_per_family=a.val_per_family)
     try:
         res = generate_teacher(Path(a.out), cfg, model_path=a.model, threads=a.threads, data_dir=a.data_dir,
                                limit=a.limit)
     except IfpruneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.write_eval:
+        from ..core.paths import write_text
+
+        rows = eval_rows(a.out)
+        write_text(a.write_eval, "".join(json.dumps(r) + "\n" for r in rows))
+        res["eval_rows"] = len(rows)
     print(json.dumps(res))
     return 0
 
