@@ -45,10 +45,11 @@ def run(cmd: list[str], env: dict) -> dict:
         out["stderr_tail"] = p.stderr[-2000:]
         print(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}", file=sys.stderr)
         return out
+    text = p.stdout.strip()
     try:
-        out["json"] = json.loads(p.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        pass
+        out["json"] = json.loads(text[text.index("{"):])  # (export prints log lines before its JSON)
+    except ValueError:
+        out["stdout_tail"] = text[-2000:]
     return out
 
 
