@@ -380,3 +380,19 @@ def test_statistics_that_would_not_fit_in_memory_are_refused_first(calib, monkey
     monkeypatch.setattr(calibration, "collect_moments", lambda *a, **k: pytest.fail("the pass ran"))
     with pytest.raises(IfpruneError, match=r"\(2 layers x \d+\^2 float32 moments\) needs .* GB.*--compensate none"):
         layer_stats(lm, _cfg(calib), progress=False)
+
+
+def test_a_refit_a_few_layers_at_a_time_equals_all_at_once(calib, monkeypatch):
+    """Large models refit in chunks of layers (their k x k blocks would not fit at once): the same weights."""
+    from ifprune.compensation.calibration import layer_chunks
+
+    lm = tiny_lm("llama", layers=3)
+    cfg = _cfg(calib)
+    stats = layer_stats(lm, cfg, progress=False, use_cache=False)
+    plan = _plan(lm, 20)
+    whole = Compensator(lm, cfg, stats=stats).refit(plan)
+    monkeypatch.setattr(Compensator, "REFIT_BYTES", 16 * 20 * 20)  # one layer per chunk
+    assert layer_chunks(3, 20, Compensator.REFIT_BYTES) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    chunked = Compensator(lm, cfg, stats=stats).refit(plan)
+    for (a, _), (c, _) in zip(whole, chunked):
+        torch.testing.assert_close(a, c)

@@ -362,10 +362,20 @@ def down_weight(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
     return w, None if b is None else b.detach()
 
 
+def layer_chunks(layers: int, k: int, budget: int) -> list[slice]:
+    """Slices of layers whose k x k refit blocks (about four float32 copies each: the gathered block, the
+    ridged one, its Cholesky factor, the solve) fit `budget` bytes together: one slice for small models, a few
+    layers at a time for large ones, so the refit's memory does not grow with the depth."""
+    per = max(1, budget // max(1, 16 * k * k))
+    return [slice(i, min(i + per, layers)) for i in range(0, layers, per)]
+
+
 class Compensator:
     """Refits a plan's down projections from calibration moments (optionally mixed with a prompt's
     own); refits are kept per (plan, prompt statistics) so per-task plans pay once. The moments are
     read or computed on the first refit (or by `ensure_stats`), so a dense run never pays for them."""
+
+    REFIT_BYTES = 1 << 30  # working memory of one refit chunk (layer_chunks)
 
     def __init__(self, lm, config: CompensationConfig, stats: LayerStats | None = None, cache_size: int = 4,
                  progress: bool = True, use_cache: bool = True):
@@ -416,11 +426,14 @@ class Compensator:
         t0 = time.perf_counter()
         W, b, WG, dtype = self._weights()
         idx = plan.indices.to(torch.long)
-        blocks = kept_blocks(W, self.stats.G, self.stats.mean, idx, WG)
-        if use_prompt:
-            blocks = blocks.mix(token_blocks(W, prompt.H, idx), self.config.prompt_weight)
-        W_s, b_s = solve_refit(blocks, b, self.config.ridge, W.dtype, self.config.shrink)
-        out = [(W_s[i].to(dtype), None if b_s is None else b_s[i].to(dtype)) for i in range(W_s.shape[0])]
+        out = []
+        for sl in layer_chunks(W.shape[0], idx.shape[-1], self.REFIT_BYTES):  # layers are independent
+            blocks = kept_blocks(W[sl], self.stats.G[sl], self.stats.mean[sl], idx[sl], WG[sl])
+            if use_prompt:
+                blocks = blocks.mix(token_blocks(W[sl], prompt.H[sl], idx[sl]), self.config.prompt_weight)
+            W_s, b_s = solve_refit(blocks, None if b is None else b[sl], self.config.ridge, W.dtype,
+                                   self.config.shrink)
+            out += [(W_s[i].to(dtype), None if b_s is None else b_s[i].to(dtype)) for i in range(W_s.shape[0])]
         self._cache[key] = out
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
