@@ -66,8 +66,8 @@ def test_generate_refresh_every_and_dense_prefill_are_recorded_and_refused_witho
     out = json.loads(capsys.readouterr().out)
     assert out["prefill"] == "dense" and out["refresh_every"] is True
     assert out["refresh"] is None or out["refresh"]["every"] is True
-    assert main(base + ["--refresh", "3", "--refresh-every", "--json"]) == 0  # every R: dense prefill by default
-    assert json.loads(capsys.readouterr().out)["prefill"] == "dense"
+    assert main(base + ["--refresh", "3", "--refresh-every", "--json"]) == 0  # every R: dense-answer by default
+    assert json.loads(capsys.readouterr().out)["prefill"] == "dense-answer"
     assert main(base + ["--refresh", "3", "--json"]) == 0  # once: pruned, as before
     out = json.loads(capsys.readouterr().out)
     assert (out["prefill"], out["refresh_every"]) == ("pruned", False)
