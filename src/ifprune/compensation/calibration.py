@@ -333,8 +333,16 @@ def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None,
                        precision)
     log.info("compensation statistics: %d tokens (%s), %.1f s, %.0f MB", stats.tokens, precision,
              time.perf_counter() - t0, stats.nbytes() / 1e6)
+    # what runs is what the cache holds (float16 correlations), on the first run as on every later one
     if use_cache:
         save_stats(stats, path)
+        del stats, G
+        stats = read_stats(path, key)
+        if stats is None:
+            raise IfpruneError(f"compensation statistics written to {path} could not be read back: check the disk")
+        return stats
+    for i in range(G.shape[0]):
+        decode_layer(**encode_layer(G[i]), out=G[i])
     return stats
 
 
