@@ -251,6 +251,8 @@ def test_an_artifact_trained_under_refresh_runs_with_it_unless_told_0(trained_un
     told = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R, refresh_every=True,
                     prefill="dense-answer")
     assert told.text == res.text and told.refresh == res.refresh
+    sc = Scorer(lm, sel, 16)  # its generation copies the re-selection pass's cache (the predictor keeps it)
+    assert sc.generate(sc.plan_for("count to ten"), sc.encode("count to ten", chat=True), max_new_tokens=10) == res.text
     short = generate(lm, "count to ten", selector=sel, width=16, sampling=SamplingConfig(max_new_tokens=R, ignore_eos=True))
     assert short.refresh is None and f"re-selection (every {R} tok) not reached" in short.summary()
     once = generate(lm, "count to ten", selector=sel, width=16, sampling=s, refresh=R)

@@ -209,10 +209,9 @@ class PromptSelection:
     def answer_prefix(self, seen: torch.Tensor):
         """What fills a "dense-answer" prefill after a re-selection over `seen` (prompt + answer so far): that
         pass's own KV cache when it read them all, else the full model, run again."""
-        state = self._state
-        if state is not None and torch.equal(torch.cat([state.ids, state.answer]), seen[0].cpu()):
-            return state.cache
-        return self.lm.model
+        from ..selection.prefill import read_all_of
+
+        return self._state.cache if read_all_of(self._state, seen) else self.lm.model
 
     def refreshed(self, ids: torch.Tensor, width: int) -> Plan:
         """The re-selection after the first answer tokens (`ids`: prompt + those tokens), timed as the runtime

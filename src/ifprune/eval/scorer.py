@@ -270,8 +270,14 @@ class Scorer:
                     break  # the last segment ended the answer
                 model = self.model_for(self.refreshed(plan, out[0].tolist()))
                 t0 = time.perf_counter()
-                if self.prefill == "dense-answer":  # the full model's cache of the answer so far too
-                    cache = self._dense_prefix(out[:, :-1])
+                if self.prefill == "dense-answer":  # the full model's cache of the answer so far too: the
+                    # re-selection's own pass when the selector kept it, else one pass
+                    from ..selection.prefill import carried_cache
+
+                    state = self.selector.prompt_state(self.lm, self._source) if self._source is not None else None
+                    cache = carried_cache(state, out)
+                    if cache is None:
+                        cache = self._dense_prefix(out[:, :-1])
             keep = (out.shape[1] if self.prefill == "dense-answer" else ids.shape[1]) - 1
             start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
                                  cache=crop_to(cache, keep), **kw)

@@ -43,15 +43,20 @@ def reads_prompt_dense(prefill: str) -> bool:
     return prefill in ("dense", "dense-answer")
 
 
-def carried_cache(state, ids: torch.Tensor):
-    """The full model's KV cache of `ids` [1, T] but its last token, copied from a PromptState (selection.refresh)
-    whose pass read exactly these ids (the prompt, then the answer a re-selection read), else None."""
+def read_all_of(state, ids: torch.Tensor) -> bool:
+    """Whether a PromptState's pass (selection.refresh: the prompt, then the answer a re-selection read) read
+    exactly `ids` [1, T], so its KV cache holds all of them."""
     if state is None:
-        return None
+        return False
     seen = torch.cat([state.ids, state.answer])
-    if seen.numel() != ids.shape[1] or not torch.equal(seen, ids[0].cpu()) or state.cache.get_seq_length() < seen.numel():
-        return None
-    return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1)
+    return (seen.numel() == ids.shape[1] and torch.equal(seen, ids[0].cpu())
+            and state.cache.get_seq_length() >= seen.numel())
+
+
+def carried_cache(state, ids: torch.Tensor):
+    """The full model's KV cache of `ids` [1, T] but its last token, copied from a PromptState that read exactly
+    these ids (`read_all_of`), else None."""
+    return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1) if read_all_of(state, ids) else None
 
 
 def dense_prefix_cache(lm, ids: torch.Tensor):
