@@ -12,7 +12,7 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.prefill import carried_cache, crop_to, prompt_cache, reads_prompt_dense
+from ..selection.prefill import carried_cache, crop_to, prompt_cache, read_all_of, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
                                  resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
@@ -271,13 +271,14 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         t_l = time.perf_counter()
         compact.load(plans[-1], prompt=prompt_stats)
         if carry:  # the re-selection's pass read `out`: the next segment attends to its KV cache
-            cache = carried_cache(state, out)
-            if cache is None:
+            if not read_all_of(state, out):
                 raise IfpruneError("internal: the re-selection pass did not read the answer so far")
-            if llamacpp:
+            if llamacpp:  # written into llama.cpp's cache straight from the pass's (no torch copy)
                 from .llamacpp import dense_prefix
 
-                decoder(compact).set_prefix(dense_prefix(lm, cache))
+                decoder(compact).set_prefix(dense_prefix(lm, state.cache, out.shape[1] - 1))
+            else:
+                cache = carried_cache(state, out)
         parts["select"] += t_l - t_r
         parts["load"] += time.perf_counter() - t_l
         streamer = _TimingStreamer(lm.tokenizer, stream)

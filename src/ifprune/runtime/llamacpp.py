@@ -388,15 +388,16 @@ def pick(logits: np.ndarray, seq: list[int], sampling) -> int:
     return int(torch.multinomial(probs, 1))
 
 
-def dense_prefix(lm, cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A transformers KV cache of the full model as Engine.set_prefix's (keys, values) per layer: heads side by
-    side, keys' rotary halves interleaved where llama.cpp's rope is the interleaved kind (export.gguf)."""
+def dense_prefix(lm, cache, tokens: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A transformers KV cache of the full model (its first `tokens` positions; None: all) as Engine.set_prefix's
+    (keys, values) per layer: heads side by side, keys' rotary halves interleaved where llama.cpp's rope is the
+    interleaved kind (export.gguf)."""
     from ..export.gguf import ARCHITECTURES
 
     interleave = ARCHITECTURES[type(lm.model).__name__][1]
     out = []
     for layer in cache.layers:
-        k, v = layer.keys[0], layer.values[0]  # [heads, T, head_dim]
+        k, v = layer.keys[0, :, :tokens], layer.values[0, :, :tokens]  # [heads, T, head_dim]
         if interleave:
             half = k.shape[-1] // 2
             k = torch.stack([k[..., :half], k[..., half:]], dim=-1).reshape(k.shape)
