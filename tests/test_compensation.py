@@ -133,6 +133,33 @@ def test_moments_weights_drop_padding():
     torch.testing.assert_close(m.second_moment(), ref.second_moment())
 
 
+def test_bf16_rows_sum_in_float32_close_to_float32_rows():
+    x, w = torch.randn(3, 256, 64), (torch.rand(3, 256) > 0.2).float()
+    ref, m = Moments.zeros(64), Moments.zeros(64)
+    ref.add(x, w)
+    m.add(x.bfloat16(), w)
+    assert m.outer.dtype == torch.float32 and m.count == ref.count
+    assert float((m.second_moment() - ref.second_moment()).norm() / ref.second_moment().norm()) < 0.01
+    torch.testing.assert_close(m.mean(), ref.mean(), atol=0.01, rtol=0.01)
+
+
+def test_striped_upper_products_equal_the_full_product(monkeypatch):
+    x, w = torch.randn(2, 50, 70, dtype=torch.float64).float(), (torch.rand(2, 50) > 0.3).float()
+    ref = Moments.zeros(70)
+    ref.add(x, w)
+    monkeypatch.setattr(Moments, "STRIPE", 16)  # 4 stripes of 17-18 columns
+    m = Moments.zeros(70)
+    m.add(x, w)
+    m.add(x[:1], w[:1])
+    assert not m.mirrored
+    rows = x.reshape(-1, 70)[w.reshape(-1) > 0]
+    full = rows.T @ rows + x[0][w[0] > 0].T @ x[0][w[0] > 0]
+    torch.testing.assert_close(m.second_moment() * m.count, full, rtol=1e-5, atol=1e-4)
+    assert m.mirrored
+    torch.testing.assert_close(m.outer, m.outer.T)
+    torch.testing.assert_close(ref.second_moment() * ref.count, rows.T @ rows, rtol=1e-5, atol=1e-4)
+
+
 def test_bf16_moments_are_close_to_native_and_recorded(calib):
     lm = tiny_lm("llama", layers=2)
     rows = calibration_rows(lm.tokenizer, calib, 2048, 128)

@@ -208,7 +208,7 @@ def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batc
             body(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), use_cache=False)
             bar.update(int(att.sum()))
     bar.close()
-    return moments
+    return [m.mirror() for m in moments]
 
 
 def stats_path(fingerprint: str, calibration_sha: str, max_tokens: int, seq_len: int) -> Path:

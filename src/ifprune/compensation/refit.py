@@ -36,6 +36,9 @@ class Moments:
     outer: torch.Tensor  # [d, d] float32
     total: torch.Tensor  # [d] float64
     count: int = 0
+    mirrored: bool = True  # whether `outer` below its diagonal stripes is filled in (`mirror`)
+
+    STRIPE = 1024  # columns per row stripe of the upper-triangle products (none below this width)
 
     @classmethod
     def zeros(cls, d: int, out: torch.Tensor | None = None) -> "Moments":
@@ -45,7 +48,9 @@ class Moments:
 
     def add(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """Add the rows of `x` [..., d] (optionally weighted per row: 0 drops padding)."""
-        x = x.reshape(-1, x.shape[-1]).float()
+        x = x.reshape(-1, x.shape[-1])
+        if x.dtype != torch.bfloat16:  # bf16 rows (a bf16 model's, or autocast's) keep the fast bf16 matmul: it
+            x = x.float()  # sums each batch in float32 and rounds once per batch, not per token
         if weight is not None:
             w = weight.reshape(-1).to(x)
             keep = w > 0
@@ -53,12 +58,28 @@ class Moments:
             xw = x * w[:, None]
         else:
             xw = x
-        self.outer += (x.T @ xw).float().to(self.outer.device)
-        self.total += xw.sum(0).double().cpu()
+        for a, b in self._stripes():  # the sum is symmetric: each stripe from its diagonal block rightwards only
+            self.outer[a:b, a:] += (x[:, a:b].T @ xw[:, a:]).float().to(self.outer.device)
+        self.mirrored = len(self._stripes()) == 1
+        self.total += xw.sum(0, dtype=torch.float32).double().cpu()
         self.count += int(x.shape[0])
 
+    def _stripes(self) -> list[tuple[int, int]]:
+        d = self.outer.shape[0]
+        n = max(1, d // self.STRIPE)
+        edges = [round(i * d / n) for i in range(n + 1)]
+        return list(zip(edges, edges[1:]))
+
+    def mirror(self) -> "Moments":
+        """Fill `outer` below the diagonal stripes from above it (a stripe at a time: no d x d temporary)."""
+        if not self.mirrored:
+            for a, b in self._stripes():
+                self.outer[b:, a:b].copy_(self.outer[a:b, b:].T)
+            self.mirrored = True
+        return self
+
     def second_moment(self) -> torch.Tensor:
-        return self.outer / max(self.count, 1)
+        return self.mirror().outer / max(self.count, 1)
 
     def mean(self) -> torch.Tensor:
         return self.total / max(self.count, 1)
