@@ -410,7 +410,7 @@ def test_statistics_that_would_not_fit_in_memory_are_refused_first(calib, monkey
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
     monkeypatch.setattr(calibration, "collect_moments", lambda *a, **k: pytest.fail("the pass ran"))
-    with pytest.raises(IfpruneError, match=r"\(2 layers x \d+\^2 float32 moments\) needs .* GB.*--compensate none"):
+    with pytest.raises(IfpruneError, match=r"\(2 layers x \d+\^2 float32 moments\) needs .* GB.*--compensate mean .* or none"):
         layer_stats(lm, _cfg(calib), progress=False)
 
 
@@ -428,3 +428,83 @@ def test_a_refit_a_few_layers_at_a_time_equals_all_at_once(calib, monkeypatch):
     chunked = Compensator(lm, cfg, stats=stats).refit(plan)
     for (a, _), (c, _) in zip(whole, chunked):
         torch.testing.assert_close(a, c)
+
+
+# mode "mean": the dropped channels' mean output as a bias, from means alone ---------------------------
+def test_mean_mode_adds_the_dropped_channels_mean_output_as_a_bias(calib):
+    lm = tiny_lm("llama", layers=2)
+    compensate(lm, CompensationConfig(mode="mean", calibration=str(calib), max_tokens=1024, seq_len=128))
+    stats = lm.compensator.ensure_stats()
+    assert stats.G is None and stats.kind == "mean" and stats.tokens >= 1024
+    # the means are those of the full moments pass
+    full = collect_moments(lm, calibration_rows(lm.tokenizer, calib, 1024, 128), progress=False,
+                           precision=stats.precision)
+    torch.testing.assert_close(stats.mean, torch.stack([m.mean() for m in full]).float(), atol=1e-5, rtol=1e-4)
+    plan = _plan(lm, 24)
+    compact = lm.compact(24)
+    compact.load(plan)
+    for i, (fl, cl) in enumerate(zip(lm.layout.layers, compact.compact_layout.layers)):
+        W = fl.down.weight.detach()
+        dropped = torch.ones(lm.d_ffn, dtype=torch.bool)
+        dropped[plan.indices[i].long()] = False
+        torch.testing.assert_close(cl.down.bias, W[:, dropped] @ stats.mean[i][dropped], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(cl.down.weight, W[:, plan.indices[i].long()])  # gathered, not refit
+    assert lm.compensator.describe()["mode"] == "mean" and "ridge" not in lm.compensator.describe()
+    # the mean output is what the dropped channels add on average: closer to the full layer's output than none
+    rows = calibration_rows(lm.tokenizer, calib, 1024, 128)
+    compact.compensator = None
+    compact.load(_plan(lm, 24, seed=1))  # another plan without a refit: no bias is left over from the last one
+    assert all(cl.down.bias is None for cl in compact.compact_layout.layers)
+    compensate(lm, "none")
+    compact = lm.compact(24)
+    compact.load(plan)
+    with torch.no_grad():
+        full_out, plain, biased = (lm.model(rows[0][None]).logits, compact.model(rows[0][None]).logits, None)
+    compensate(lm, CompensationConfig(mode="mean", calibration=str(calib), max_tokens=1024, seq_len=128))
+    compact = lm.compact(24)
+    compact.load(plan)
+    with torch.no_grad():
+        biased = compact.model(rows[0][None]).logits
+    assert float((biased - full_out).pow(2).mean()) < float((plain - full_out).pow(2).mean())
+
+
+def test_mean_statistics_are_cached_apart_from_the_moments_and_rebuilt_when_corrupt(calib):
+    lm = tiny_lm("llama", layers=2)
+    cfg = CompensationConfig(mode="mean", calibration=str(calib), max_tokens=1024, seq_len=128)
+    first = layer_stats(lm, cfg, progress=False)
+    full = layer_stats(lm, CompensationConfig(calibration=str(calib), max_tokens=1024, seq_len=128), progress=False)
+    assert full.G is not None and first.G is None
+    path = stats_path(lm.fingerprint(), first.calibration_sha, 1024, 128, "mean")
+    assert json.loads((path / "manifest.json").read_text())["kind"] == "mean"
+    assert not (path / "layer-000.safetensors").read_bytes().count(b"corr")
+    again = layer_stats(lm, cfg, progress=False)
+    assert torch.equal(again.mean, first.mean)
+    (path / "layer-001.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unusable"):
+        rebuilt = layer_stats(lm, cfg, progress=False)
+    assert torch.equal(rebuilt.mean, first.mean)
+
+
+def test_mean_mode_refuses_an_architecture_without_a_place_for_the_bias():
+    lm = tiny_lm("qwen2", layers=2)
+    with pytest.raises(IfpruneError, match="no place for"):
+        compensate(lm, "mean")
+    assert lm.compensator is None
+
+
+def test_mean_mode_adds_to_a_native_down_bias(calib):
+    lm = tiny_lm("gpt2", layers=2)
+    compensate(lm, CompensationConfig(mode="mean", calibration=str(calib), max_tokens=1024, seq_len=128))
+    plan = _plan(lm, 24)
+    compact = lm.compact(24)
+    compact.load(plan)
+    stats = lm.compensator.stats
+    for i, (fl, cl) in enumerate(zip(lm.layout.layers, compact.compact_layout.layers)):
+        W, b = down_weight(fl)
+        dropped = torch.ones(lm.d_ffn, dtype=torch.bool)
+        dropped[plan.indices[i].long()] = False
+        assert cl.down.bias is not fl.down.bias
+        torch.testing.assert_close(cl.down.bias, b + W[:, dropped] @ stats.mean[i][dropped], atol=1e-6, rtol=1e-5)
+    compact.compensator = None
+    compact.load(_plan(lm, 24, seed=1))
+    assert all(cl.down.bias is fl.down.bias for fl, cl in zip(lm.layout.layers, compact.compact_layout.layers))

@@ -45,10 +45,12 @@ def test_export_roundtrip_matches_compact(tmp_path, arch):
     assert sum(p.numel() for p in model.parameters()) == info.active_params
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_exported_refit_checkpoint_gives_the_compact_refit_logits(tmp_path, arch, monkeypatch):
+@pytest.mark.parametrize("arch,mode", [("llama", "calibration"), ("gpt2", "calibration"), ("llama", "mean"),
+                                       ("gpt2", "mean")])
+def test_exported_refit_checkpoint_gives_the_compact_refit_logits(tmp_path, arch, mode, monkeypatch):
     """With compensation the checkpoint carries the refit down projection (and bias) and stays a
-    stock config; plain transformers reproduces the compact refit model."""
+    stock config; plain transformers reproduces the compact refit model. Mode "mean" on Llama turns on
+    the config's `mlp_bias` (zero gate and up biases)."""
     from transformers import AutoModelForCausalLM
 
     from ifprune.compensation.calibration import CompensationConfig, compensate
@@ -57,9 +59,11 @@ def test_exported_refit_checkpoint_gives_the_compact_refit_logits(tmp_path, arch
     calib = tmp_path / "calib.txt"
     calib.write_text("The quick brown fox jumps over the lazy dog; 12 + 30 = 42.\n\n" * 30)
     lm = tiny_lm(arch)
-    compensate(lm, CompensationConfig(calibration=str(calib), max_tokens=4096), progress=False)
+    compensate(lm, CompensationConfig(mode=mode, calibration=str(calib), max_tokens=4096), progress=False)
     info = export_task(lm, make_selector("griffin"), TASK, 20, tmp_path / "out")
-    assert info.compensation["mode"] == "calibration"
+    assert info.compensation["mode"] == mode
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg.get("mlp_bias", False) == (arch == "llama" and mode == "mean")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     compact = lm.compact(20)
     compact.load(Plan.load(tmp_path / "out" / "ifprune_plan.json"))

@@ -290,3 +290,28 @@ def test_llama_cpp_runs_the_export(tmp_path, arch):
     got = torch.tensor(llm.scores[: IDS.shape[1]])
     want = compact_logits(lm, plan)[0]
     torch.testing.assert_close(got, want, atol=1e-3 * max(1.0, float(want.abs().max())), rtol=0)
+
+
+def test_llama_cpp_reads_the_mean_compensation_bias(tmp_path, monkeypatch):
+    """Mode "mean" gives Llama's down projection a bias (ffn_down.bias, which llama.cpp loads when present)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from ifprune.compensation.calibration import CompensationConfig, compensate
+
+    monkeypatch.setenv("IFPRUNE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "calib.txt").write_text(BPE_TEXT * 40)
+    lm = bpe_lm("llama", hidden=64, d_ffn=96)
+    compensate(lm, CompensationConfig(mode="mean", calibration=str(tmp_path / "calib.txt"), max_tokens=512,
+                                      seq_len=64), progress=False)
+    plan = make_selector("random").select(lm, None, 64)
+    info = export_gguf(lm, plan, tmp_path / "m.gguf", qtype="f32")
+    assert info.compensation["mode"] == "mean"
+    names = {t.name for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    assert "blk.0.ffn_down.bias" in names and "blk.0.ffn_up.bias" not in names
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, n_threads=1, logits_all=True, verbose=False,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    llm.eval(IDS[0].tolist())
+    got = torch.tensor(llm.scores[: IDS.shape[1]])
+    want = compact_logits(lm, plan)[0]
+    torch.testing.assert_close(got, want, atol=1e-3 * max(1.0, float(want.abs().max())), rtol=0)
+    compensate(lm, "none")
+    assert (compact_logits(lm, plan)[0] - want).abs().max() > 1e-4  # the bias is in the file

@@ -80,8 +80,9 @@ def add_compensation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output compensation (refit the kept channels' down projection)")
     g.add_argument("--compensate", choices=MODES, default=None,
                    help=f"none: plain gathering (the pre-compensation behaviour); calibration: least-squares refit "
-                        f"from calibration-text statistics; prompt: those mixed with the prompt's own "
-                        f"(default: {d.mode}; on a trained artifact's weights, what it was trained under: its "
+                        f"from calibration-text statistics; prompt: those mixed with the prompt's own; "
+                        f"mean: only the dropped channels' mean output, as a bias (means alone: for models whose "
+                        f"d_ffn x d_ffn statistics do not fit in memory) (default: {d.mode}; on a trained artifact's weights, what it was trained under: its "
                         f"recipe's compensate, none for the shipped artifacts)")
     g.add_argument("--calibration", default=None,
                    help="calibration text or JSONL (prompt/response pairs) for compensation and the wanda selector "

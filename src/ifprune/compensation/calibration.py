@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .refit import Moments, kept_blocks, solve_refit, token_blocks
+from .refit import Moments, kept_blocks, mean_bias, solve_refit, token_blocks
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.jsonl import iter_jsonl
@@ -31,7 +31,7 @@ from ..core.precision import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "calibration", "prompt")
+MODES = ("none", "calibration", "prompt", "mean")
 DEFAULT_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "calibration" / "default.jsonl"
 STATS_FORMAT = "ifprune-moments/2"  # a folder: manifest.json and one safetensors file per layer
 MIN_TOKENS = 256  # smallest budget accepted at all; a model needs at least 2 x d_ffn tokens (calibration_rows)
@@ -67,6 +67,9 @@ class CompensationConfig:
         """Recorded in plan metadata, JSON output and export cards."""
         if self.mode == "none":
             return {"mode": "none"}
+        if self.mode == "mean":  # no refit, so no ridge
+            return {"mode": "mean", "calibration": Path(self.calibration).name if self.calibration else "default-mix",
+                    "calibration_tokens": self.max_tokens}
         return {"mode": self.mode, "calibration": Path(self.calibration).name if self.calibration else "default-mix",
                 "calibration_tokens": self.max_tokens, "ridge": self.ridge,
                 **({"shrink": self.shrink} if self.shrink else {}),
@@ -154,9 +157,10 @@ def _jsonl_items(path: Path) -> list[tuple[str, str] | str]:
 # moments -----------------------------------------------------------------------------------------
 @dataclass
 class LayerStats:
-    """Per layer: second moment G [L, d, d] and mean [L, d] (float32), over `tokens` tokens."""
+    """Per layer: second moment G [L, d, d] (None for mode "mean": means only) and mean [L, d] (float32), over
+    `tokens` tokens."""
 
-    G: torch.Tensor
+    G: torch.Tensor | None
     mean: torch.Tensor
     tokens: int
     fingerprint: str
@@ -164,7 +168,12 @@ class LayerStats:
     precision: str = "native"  # of the passes that gathered them (moments_precision)
 
     def nbytes(self) -> int:
-        return self.G.numel() * self.G.element_size() + self.mean.numel() * self.mean.element_size()
+        G = 0 if self.G is None else self.G.numel() * self.G.element_size()
+        return G + self.mean.numel() * self.mean.element_size()
+
+    @property
+    def kind(self) -> str:
+        return "mean" if self.G is None else "moments"
 
 
 def moments_precision(lm) -> str:
@@ -180,16 +189,19 @@ def moments_precision(lm) -> str:
 
 
 def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batch_tokens: int = 4096,
-                    precision: str = "native", out: torch.Tensor | None = None) -> list[Moments]:
+                    precision: str = "native", out: torch.Tensor | None = None, means_only: bool = False
+                    ) -> list[Moments]:
     """Dense forward passes over the rows, summing each layer's FFN intermediate moments (float32 sums of
     per-batch products; with precision "bf16" the passes and the per-batch products run under bf16
-    autocast). `out`: an [L, d, d] float32 buffer the second-moment sums go into (no copy of it is made)."""
+    autocast). `out`: an [L, d, d] float32 buffer the second-moment sums go into (no copy of it is made).
+    `means_only`: sum the means alone (compensation mode "mean")."""
     from tqdm.auto import tqdm
 
     from ..core.prompting import length_batches
     from ..core.prompt_pass import decoder_body
 
-    moments = [Moments.zeros(lm.d_ffn, None if out is None else out[i]) for i in range(lm.num_layers)]
+    moments = [Moments.zeros(lm.d_ffn, None if out is None else out[i], second=not means_only)
+               for i in range(lm.num_layers)]
     pad = lm.tokenizer.pad_token_id or 0
     longest = max(len(r) for r in rows)
     per_batch = max(1, batch_tokens // longest)
@@ -211,9 +223,11 @@ def collect_moments(lm, rows: list[torch.Tensor], *, progress: bool = True, batc
     return [m.mirror() for m in moments]
 
 
-def stats_path(fingerprint: str, calibration_sha: str, max_tokens: int, seq_len: int) -> Path:
-    """The folder that holds one model's statistics for one calibration setting."""
-    key = hashlib.sha256(f"{fingerprint}|{calibration_sha}|{max_tokens}|{seq_len}|{STATS_FORMAT}".encode()).hexdigest()[:16]
+def stats_path(fingerprint: str, calibration_sha: str, max_tokens: int, seq_len: int, kind: str = "moments") -> Path:
+    """The folder that holds one model's statistics (`kind`: "moments", or "mean" alone) for one calibration
+    setting."""
+    key = f"{fingerprint}|{calibration_sha}|{max_tokens}|{seq_len}|{STATS_FORMAT}" + ("" if kind == "moments" else f"|{kind}")
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "moments" / f"{fingerprint}-{key}"
 
 
@@ -247,21 +261,22 @@ def save_stats(stats: LayerStats, path: Path) -> None:
     copy of all layers' moments."""
     from safetensors.torch import save_file
 
-    meta = {"format": STATS_FORMAT, "fingerprint": stats.fingerprint, "calibration_sha256": stats.calibration_sha,
-            "tokens": str(stats.tokens), "precision": stats.precision, "layers": int(stats.G.shape[0]),
-            "d_ffn": int(stats.G.shape[-1])}
+    meta = {"format": STATS_FORMAT, "kind": stats.kind, "fingerprint": stats.fingerprint,
+            "calibration_sha256": stats.calibration_sha, "tokens": str(stats.tokens), "precision": stats.precision,
+            "layers": int(stats.mean.shape[0]), "d_ffn": int(stats.mean.shape[-1])}
     drop_link(path, "compensation statistics")
     with atomic_path(path) as tmp:
         tmp.mkdir()
         files = {}
-        for i in range(stats.G.shape[0]):
+        for i in range(stats.mean.shape[0]):
             f = tmp / _layer_file(i)
-            save_file({**encode_layer(stats.G[i]), "mean": stats.mean[i].float().contiguous()}, str(f))
+            second = {} if stats.G is None else encode_layer(stats.G[i])
+            save_file({**second, "mean": stats.mean[i].float().contiguous()}, str(f))
             files[f.name] = {"sha256": file_sha256(f), "bytes": f.stat().st_size}
         _manifest(tmp).write_text(json.dumps({**meta, "files": files}, indent=2) + "\n")
 
 
-def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
+def read_stats(path: Path, fingerprint: str, kind: str = "moments") -> LayerStats | None:
     """The cached statistics if the manifest, every layer's checksum and the model all match; None (with a
     warning naming why) if absent, corrupt, stale or of another model. Layers are read one at a time into
     one float32 buffer."""
@@ -282,18 +297,21 @@ def read_stats(path: Path, fingerprint: str) -> LayerStats | None:
         info = json.loads(man.read_text())
         if info.get("format") != STATS_FORMAT:
             raise ValueError(f"format {info.get('format')!r}")
+        if info.get("kind", "moments") != kind:
+            raise ValueError(f"{info.get('kind')} statistics, not {kind}")
         if info.get("fingerprint") != fingerprint:
             raise ValueError(f"statistics of model {info.get('fingerprint')}, not of this model ({fingerprint})")
         L, d = int(info["layers"]), int(info["d_ffn"])
-        G, mean = torch.empty(L, d, d), torch.empty(L, d)
+        G, mean = torch.empty(L, d, d) if kind == "moments" else None, torch.empty(L, d)
         for i in range(L):
             f, want = path / _layer_file(i), info["files"][_layer_file(i)]
             if f.is_symlink() or f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
                 raise ValueError(f"checksum mismatch in {f.name}")
             with safe_open(str(f), "pt") as t:
-                decode_layer(t.get_tensor("corr"), t.get_tensor("scale"), G[i])
+                if G is not None:
+                    decode_layer(t.get_tensor("corr"), t.get_tensor("scale"), G[i])
                 mean[i] = t.get_tensor("mean")
-        if not (torch.isfinite(G).all() and torch.isfinite(mean).all()):
+        if not ((G is None or torch.isfinite(G).all()) and torch.isfinite(mean).all()):
             raise ValueError("non-finite values")
         return LayerStats(G, mean, int(info["tokens"]), fingerprint, info["calibration_sha256"],
                           info.get("precision", "native"))
@@ -318,30 +336,34 @@ def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None,
     the moments cache)."""
     path_in = calibration_file(config.calibration)
     sha = file_sha256(path_in)
-    path = path or stats_path(key, sha, config.max_tokens, config.seq_len)
-    if use_cache and (cached := read_stats(path, key)) is not None:
+    kind = "mean" if config.mode == "mean" else "moments"
+    path = path or stats_path(key, sha, config.max_tokens, config.seq_len, kind)
+    if use_cache and (cached := read_stats(path, key, kind)) is not None:
         return cached
     t0 = time.perf_counter()
     seq_len = min(config.seq_len, lm.context_length() or config.seq_len)  # rows must fit the positions
-    rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, seq_len, need=2 * lm.d_ffn)
+    rows = calibration_rows(lm.tokenizer, path_in, config.max_tokens, seq_len,
+                            need=MIN_TOKENS if kind == "mean" else 2 * lm.d_ffn)
     precision = moments_precision(lm)
-    check_stats_memory(lm)
-    G = torch.empty(lm.num_layers, lm.d_ffn, lm.d_ffn)  # summed into in place, then divided: the only copy
-    moments = collect_moments(lm, rows, progress=progress, precision=precision, out=G)
+    G = None
+    if kind == "moments":
+        check_stats_memory(lm)
+        G = torch.empty(lm.num_layers, lm.d_ffn, lm.d_ffn)  # summed into in place, then divided: the only copy
+    moments = collect_moments(lm, rows, progress=progress, precision=precision, out=G, means_only=G is None)
     count = max(moments[0].count, 1)
-    stats = LayerStats(G.div_(count), torch.stack([m.mean() for m in moments]).float(), moments[0].count, key, sha,
-                       precision)
+    stats = LayerStats(None if G is None else G.div_(count), torch.stack([m.mean() for m in moments]).float(),
+                       moments[0].count, key, sha, precision)
     log.info("compensation statistics: %d tokens (%s), %.1f s, %.0f MB", stats.tokens, precision,
              time.perf_counter() - t0, stats.nbytes() / 1e6)
     # what runs is what the cache holds (float16 correlations), on the first run as on every later one
     if use_cache:
         save_stats(stats, path)
         del stats, G
-        stats = read_stats(path, key)
+        stats = read_stats(path, key, kind)
         if stats is None:
             raise IfpruneError(f"compensation statistics written to {path} could not be read back: check the disk")
         return stats
-    for i in range(G.shape[0]):
+    for i in range(0 if G is None else G.shape[0]):
         decode_layer(**encode_layer(G[i]), out=G[i])
     return stats
 
@@ -356,7 +378,8 @@ def stats_bytes(lm) -> int:
 def check_stats_memory(lm) -> None:
     """A clear error before a statistics pass that would run the machine out of memory."""
     require_memory(stats_bytes(lm), f"compensation statistics for this model ({lm.num_layers} layers x "
-                   f"{lm.d_ffn}^2 float32 moments)", "use --compensate none, or a machine with more memory")
+                   f"{lm.d_ffn}^2 float32 moments)",
+                   "use --compensate mean (means alone) or none, or a machine with more memory")
 
 
 # the refit at plan-load time ---------------------------------------------------------------------
@@ -422,8 +445,9 @@ class Compensator:
             self._down = (W, b, W @ self.stats.G, pairs[0][0].dtype)
         return self._down
 
-    def refit(self, plan, prompt: "PromptMoments | None" = None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Per layer (W'_S [hidden, k], b' or None) for `plan`, in the down weight's dtype."""
+    def refit(self, plan, prompt: "PromptMoments | None" = None) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Per layer (W'_S [hidden, k], b' or None) for `plan`, in the down weight's dtype; W'_S is None where the
+        gathered weights stand (mode "mean")."""
         use_prompt = self.config.mode == "prompt" and prompt is not None
         key = (plan.hash, prompt.key if use_prompt else None)
         if key in self._cache:
@@ -432,8 +456,29 @@ class Compensator:
             return self._cache[key]
         self.ensure_stats()
         t0 = time.perf_counter()
-        W, b, WG, dtype = self._weights()
         idx = plan.indices.to(torch.long)
+        if self.config.mode == "mean":
+            out = self._mean_refit(idx)
+        else:
+            out = self._least_squares_refit(idx, prompt if use_prompt else None)
+        self._cache[key] = out
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        self.last_refit_s = time.perf_counter() - t0
+        return out
+
+    def _mean_refit(self, idx: torch.Tensor) -> list[tuple[None, torch.Tensor]]:
+        """Mode "mean": the gathered weights stand (None), the dropped channels' mean output becomes the bias. One
+        layer's weights at a time, in float32: no copy of every layer's down projection."""
+        out = []
+        for i, layer in enumerate(self._layout.layers):
+            w, b = down_weight(layer)
+            out.append((None, mean_bias(w, b, self.stats.mean[i], idx[i]).to(w.dtype)))
+        return out
+
+    def _least_squares_refit(self, idx: torch.Tensor, prompt) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        W, b, WG, dtype = self._weights()
+        use_prompt = prompt is not None
         out = []
         for sl in layer_chunks(W.shape[0], idx.shape[-1], self.REFIT_BYTES):  # layers are independent
             blocks = kept_blocks(W[sl], self.stats.G[sl], self.stats.mean[sl], idx[sl], WG[sl])
@@ -442,10 +487,6 @@ class Compensator:
             W_s, b_s = solve_refit(blocks, None if b is None else b[sl], self.config.ridge, W.dtype,
                                    self.config.shrink)
             out += [(W_s[i].to(dtype), None if b_s is None else b_s[i].to(dtype)) for i in range(W_s.shape[0])]
-        self._cache[key] = out
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        self.last_refit_s = time.perf_counter() - t0
         return out
 
 
@@ -488,6 +529,14 @@ def default_mode(lm=None) -> str:
     return CompensationConfig.mode
 
 
+def check_holds_bias(lm) -> None:
+    """Mode "mean" writes a bias on the down projection: the architecture must have one, or a config switch
+    that adds it (Llama's `mlp_bias`), so an export loads in stock runtimes."""
+    if lm.layout.layers[0].down.bias is None and not hasattr(lm.model.config.get_text_config(), "mlp_bias"):
+        raise IfpruneError(f"--compensate mean adds a bias to the down projection, which {type(lm.model).__name__} "
+                           "has no place for: use --compensate calibration or none")
+
+
 def compensate(lm, config: CompensationConfig | str | None = None, *, progress: bool = True,
                use_cache: bool = True) -> Compensator | None:
     """Turn compensation on for every compact model of `lm` (mode "none": off); returns it. The
@@ -497,6 +546,8 @@ def compensate(lm, config: CompensationConfig | str | None = None, *, progress: 
     lm.set_compensator(None)
     if config.mode == "none":
         return None
+    if config.mode == "mean":
+        check_holds_bias(lm)
     comp = Compensator(lm, config, progress=progress, use_cache=use_cache)
     lm.set_compensator(comp)
     return comp

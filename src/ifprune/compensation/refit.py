@@ -13,6 +13,10 @@ i.e. argmin E||W h - W'_S h_S||^2 + lam ||W'_S - W_S||^2. The ridge pulls toward
 weights rather than toward zero, so a large lam is plain gathering, a plan that keeps every channel
 gets W back exactly, and statistics from little text cannot drive the weights far from where they
 were. With a bias the regressor is [h_S; 1] (the dropped channels' mean output moves into b).
+
+The means-only variant (`mean_bias`) keeps W_S as gathered and moves only the dropped channels' mean
+output into a bias: b' = b + W[:, ~S] mu[~S], the best constant for E||W h - W_S h_S - b'||^2. It needs
+mu alone (L x d numbers, not L x d x d), so it fits models whose second moments do not fit in memory.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class Moments:
     a few dozen batch products, not over tokens, and float64 would double what the largest models' moments
     hold in memory (L x d_ffn^2 of them)."""
 
-    outer: torch.Tensor  # [d, d] float32
+    outer: torch.Tensor | None  # [d, d] float32; None: means only (compensation mode "mean")
     total: torch.Tensor  # [d] float64
     count: int = 0
     mirrored: bool = True  # whether `outer` below its diagonal stripes is filled in (`mirror`)
@@ -41,9 +45,10 @@ class Moments:
     STRIPE = 1024  # columns per row stripe of the upper-triangle products (none below this width)
 
     @classmethod
-    def zeros(cls, d: int, out: torch.Tensor | None = None) -> "Moments":
-        """`out`: a [d, d] float32 buffer to sum into (a slice of all layers' moments), zeroed here."""
-        outer = out.zero_() if out is not None else torch.zeros(d, d)
+    def zeros(cls, d: int, out: torch.Tensor | None = None, second: bool = True) -> "Moments":
+        """`out`: a [d, d] float32 buffer to sum into (a slice of all layers' moments), zeroed here. `second`:
+        False sums the means only."""
+        outer = None if not second else out.zero_() if out is not None else torch.zeros(d, d)
         return cls(outer, torch.zeros(d, dtype=torch.float64), 0)
 
     def add(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
@@ -58,9 +63,10 @@ class Moments:
             xw = x * w[:, None]
         else:
             xw = x
-        for a, b in self._stripes():  # the sum is symmetric: each stripe from its diagonal block rightwards only
-            self.outer[a:b, a:] += (x[:, a:b].T @ xw[:, a:]).float().to(self.outer.device)
-        self.mirrored = len(self._stripes()) == 1
+        if self.outer is not None:
+            for a, b in self._stripes():  # the sum is symmetric: each stripe from its diagonal block rightwards only
+                self.outer[a:b, a:] += (x[:, a:b].T @ xw[:, a:]).float().to(self.outer.device)
+            self.mirrored = len(self._stripes()) == 1
         self.total += xw.sum(0, dtype=torch.float32).double().cpu()
         self.count += int(x.shape[0])
 
@@ -72,13 +78,15 @@ class Moments:
 
     def mirror(self) -> "Moments":
         """Fill `outer` below the diagonal stripes from above it (a stripe at a time: no d x d temporary)."""
-        if not self.mirrored:
+        if not self.mirrored and self.outer is not None:
             for a, b in self._stripes():
                 self.outer[b:, a:b].copy_(self.outer[a:b, b:].T)
             self.mirrored = True
         return self
 
     def second_moment(self) -> torch.Tensor:
+        if self.outer is None:
+            raise IfpruneError("these moments hold means only (compensation mode 'mean')")
         return self.mirror().outer / max(self.count, 1)
 
     def mean(self) -> torch.Tensor:
@@ -155,6 +163,15 @@ def refit_down(W: torch.Tensor, bias: torch.Tensor | None, G: torch.Tensor, mu: 
     if idx.shape[-1] == W.shape[-1]:  # every channel kept: the original weights, exactly
         return W.clone(), None if bias is None else bias.clone()
     return solve_refit(kept_blocks(W, G, mu, idx, WG, dtype), bias, ridge, W.dtype, shrink)
+
+
+def mean_bias(W: torch.Tensor, bias: torch.Tensor | None, mu: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """b' [hidden] = b + W[:, ~S] mu[~S] (see the module docstring) for one layer: W [hidden, d] in any dtype
+    (multiplied in float32), mu [d], keep [k] channel indices; returned in float32."""
+    dropped = mu.float().clone()
+    dropped[keep.to(torch.long)] = 0
+    b = W.float() @ dropped
+    return b if bias is None else b + bias.float()
 
 
 def solve_refit(blocks: KeptBlocks, bias: torch.Tensor | None, ridge: float, out_dtype: torch.dtype,

@@ -110,6 +110,8 @@ class CompactModel:
                     torch.index_select(fct.tensor, fct.dim, fct.rows_for(rows, d), out=buf)
             if comp is not None and not plan.is_dense:
                 self._write_refit(comp.refit(plan, prompt))
+            else:
+                self._restore_bias()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         self.plan = plan
@@ -117,15 +119,27 @@ class CompactModel:
         return time.perf_counter() - t0
 
     def _write_refit(self, refits) -> None:
+        """Write each layer's refit (W'_S or None: the gathered weights stand; b' or None) over the gathered
+        down projection. A bias the architecture lacks (mode "mean" on Llama) becomes a parameter of its own."""
         from .ffn import Conv1D
 
         for fl, cl, (W_s, b_s) in zip(self.layout.layers, self.compact_layout.layers, refits):
             down = cl.down
-            down.weight.copy_(W_s.T if isinstance(down, Conv1D) else W_s)
-            if b_s is not None:
-                if down.bias is fl.down.bias:  # shared with the full model: the refit needs its own
-                    down._parameters["bias"] = nn.Parameter(down.bias.detach().clone(), requires_grad=False)
+            if W_s is not None:
+                down.weight.copy_(W_s.T if isinstance(down, Conv1D) else W_s)
+            if b_s is None:
+                self._restore_bias(fl, cl)
+            else:
+                if down.bias is None or down.bias is fl.down.bias:  # shared or absent: the refit needs its own
+                    down._parameters["bias"] = nn.Parameter(b_s.detach().clone(), requires_grad=False)
                 down.bias.copy_(b_s)
+
+    def _restore_bias(self, *pair) -> None:
+        """The full model's own down bias (shared, or none) where a refit wrote one: a plan loaded without a
+        refit must not keep the previous plan's."""
+        for fl, cl in [pair] if pair else zip(self.layout.layers, self.compact_layout.layers):
+            if cl.down.bias is not fl.down.bias:
+                cl.down._parameters["bias"] = fl.down.bias
 
     def refresh(self) -> None:
         """Re-gather after the full model's FFN weights changed (e.g. a training step)."""

@@ -115,6 +115,24 @@ def plan_model(lm, plan: Plan) -> torch.nn.Module:
     return compact.model
 
 
+def added_biases(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Zero biases for the up (and gate) projections when a refit gave the down projections a bias the config
+    does not declare (compensation mode "mean" on Llama): stock loaders read the down bias only under the
+    config's `mlp_bias`, which turns the others on too. {} when no bias was added."""
+    from ..core.ffn import discover
+
+    layers = discover(model).layers
+    if getattr(model.config.get_text_config(), "mlp_bias", True) or all(l.down.bias is None for l in layers):
+        return {}
+    names = {id(m): n for n, m in model.named_modules()}
+    extra = {}
+    for layer in layers:
+        for mod in layer.up:
+            if mod.bias is None:
+                extra[f"{names[id(mod)]}.bias"] = torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype)
+    return extra
+
+
 def describe(lm, plan: Plan, out: Path, task: str | None) -> ExportInfo:
     """What an export of `plan` holds: selector, width, sizes, compensation, which weights."""
     from ..compensation.calibration import described
@@ -151,9 +169,12 @@ def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, ove
         tmp.mkdir()
         # converted copies: the compact model shares its non-FFN tensors with the full model
         state = {k: v.detach().to(dt) for k, v in model.state_dict().items()}
+        extra = added_biases(model)
+        state.update({k: v.to(dt) for k, v in extra.items()})
         model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         config = json.loads((tmp / "config.json").read_text())  # save_pretrained records the running dtype
-        (tmp / "config.json").write_text(json.dumps({**config, "dtype": info.dtype}, indent=2, sort_keys=True) + "\n")
+        config = {**config, "dtype": info.dtype, **({"mlp_bias": True} if extra else {})}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if lm.tokenizer is not None:
             lm.tokenizer.save_pretrained(tmp)
         Plan(plan.indices, plan.d_ffn, {**plan.meta, "compensation": info.compensation}).save(tmp / "ifprune_plan.json")

@@ -339,8 +339,9 @@ class LlamaCppCompact:
                 for slot, src in zip(slots[:2], rows):
                     self._write(slot, src[idx])
                 if refits is not None and refits[i][1] is not None:
-                    raise IfpruneError("this model's down projection has a bias the refit rewrites, which the llama.cpp "
-                                       "runtime does not carry: use --runtime torch or --compensate none")
+                    raise IfpruneError("the refit writes a down-projection bias (--compensate mean, or a model with one), "
+                                       "which the llama.cpp runtime does not carry: use --runtime torch, or "
+                                       "--compensate calibration or none")
                 down = refits[i][0] if refits is not None else layer.down.weight.index_select(1, plan.indices[i])
                 self._write(slots[2], quantize_rows(down, slots[2].qtype).numpy())
         self.plan, self._loaded_key = plan, key
