@@ -224,3 +224,33 @@ def test_export_out_under_a_file_or_onto_a_file_is_one_clear_error(tmp_path):
     with pytest.raises(IfpruneError, match="is a file: an export is a directory.*never a file"):
         export_plan(lm, plan, tmp_path / "afile", overwrite=True)
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("arch,mode", [("llama", "none"), ("llama", "calibration"), ("llama", "mean"),
+                                       ("gpt2", "mean"), ("phi3", "none")])
+def test_export_that_consumes_the_model_writes_what_the_compact_model_runs(tmp_path, arch, mode, monkeypatch):
+    """The CLI's path (`consume`): the full model shrunk in place gives the same checkpoint, byte for byte in its
+    tensors, as the compact model beside it; the spent model then refuses to select or compact."""
+    from safetensors.torch import load_file
+
+    from ifprune.compensation.calibration import CompensationConfig, compensate
+
+    monkeypatch.setenv("IFPRUNE_CACHE", str(tmp_path / "cache"))
+    calib = tmp_path / "calib.txt"
+    calib.write_text("The quick brown fox jumps over the lazy dog; 12 + 30 = 42.\n\n" * 30)
+    lms = [tiny_lm(arch), tiny_lm(arch)]
+    for lm in lms:
+        if mode != "none":
+            compensate(lm, CompensationConfig(mode=mode, calibration=str(calib), max_tokens=4096), progress=False)
+    plan = make_selector("random").select(lms[0], None, 20)
+    kept = export_plan(lms[0], plan, tmp_path / "kept")
+    spent = export_plan(lms[1], plan, tmp_path / "spent", consume=True)
+    assert kept.to_dict() | {"out": None} == spent.to_dict() | {"out": None}
+    a, b = load_file(tmp_path / "kept" / "model.safetensors"), load_file(tmp_path / "spent" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "kept" / "config.json").read_text()) == \
+        json.loads((tmp_path / "spent" / "config.json").read_text())
+    with pytest.raises(IfpruneError, match="shrunk in place"):
+        lms[1].compact(20)
+    with pytest.raises(IfpruneError, match="shrunk in place"):
+        export_plan(lms[1], plan, tmp_path / "again", consume=True)

@@ -315,3 +315,15 @@ def test_llama_cpp_reads_the_mean_compensation_bias(tmp_path, monkeypatch):
     torch.testing.assert_close(got, want, atol=1e-3 * max(1.0, float(want.abs().max())), rtol=0)
     compensate(lm, "none")
     assert (compact_logits(lm, plan)[0] - want).abs().max() > 1e-4  # the bias is in the file
+
+
+def test_gguf_export_that_consumes_the_model_writes_the_same_tensors(tmp_path):
+    """The CLI's path (`consume`: the full model shrunk in place, tensors spooled to disk as they are encoded)
+    writes the tensors the compact model beside the full one gives."""
+    plan = make_selector("random").select(bpe_lm(hidden=64, d_ffn=96), None, 64)
+    export_gguf(bpe_lm(hidden=64, d_ffn=96), plan, tmp_path / "kept.gguf", qtype="q8_0")
+    export_gguf(bpe_lm(hidden=64, d_ffn=96), plan, tmp_path / "spent.gguf", qtype="q8_0", consume=True)
+    a, b = (gguf.GGUFReader(tmp_path / f"{n}.gguf") for n in ("kept", "spent"))
+    assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+    assert all(bytes(x.data) == bytes(y.data) for x, y in zip(a.tensors, b.tensors))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.gguf", "spent.gguf"]  # no temporary file left

@@ -68,9 +68,12 @@ def run(args) -> int:
                 "trained under re-selection); an exported model is one plan for the whole answer and reads the "
                 "prompt itself, so it runs without either (its quality: the --refresh 0 rows of the artifact's "
                 "results)", selector.artifact.path.name, refresh)
+    # the process ends after writing: the full model is shrunk into the compact one in place (no second copy)
     if gguf:
-        info = export_gguf(lm, plan, args.out, qtype=args.gguf_type, task=args.task, overwrite=args.overwrite)
+        info = export_gguf(lm, plan, args.out, qtype=args.gguf_type, task=args.task, overwrite=args.overwrite,
+                           consume=True)
     else:
-        info = export_plan(lm, plan, args.out, task=args.task, overwrite=args.overwrite, dtype=args.export_dtype)
+        info = export_plan(lm, plan, args.out, task=args.task, overwrite=args.overwrite, dtype=args.export_dtype,
+                           consume=True)
     print_json(info.to_dict())
     return 0

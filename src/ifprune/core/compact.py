@@ -149,3 +149,36 @@ class CompactModel:
 
     def ffn_bytes(self) -> int:
         return sum(buf.numel() * buf.element_size() for pairs in self._pairs for _, buf in pairs)
+
+
+def shrink(lm, plan: Plan) -> nn.Module:
+    """Turn `lm`'s own model into the compact model of `plan`, in place and a layer at a time: each full FFN
+    tensor is freed as its gathered copy replaces it, and the compensator's refit (computed first, from the full
+    weights) is written over the gathered down projection. An export that ends the process then peaks at the full
+    model's memory, not the full plus the compact one. `lm` is consumed: it runs this plan only (its compact(),
+    fingerprint and compensation refuse to run on it afterwards)."""
+    lm.check_whole()
+    plan.check_shape(lm)
+    layout = lm.layout
+    refits = lm.compensator.refit(plan) if lm.compensator is not None and not plan.is_dense else None
+    d = layout.d_ffn
+    with torch.no_grad():
+        for i, layer in enumerate(layout.layers):
+            rows = plan.indices[i].to(torch.long)
+            for ct in layer.channel_tensors():
+                full = getattr(ct.module, ct.attr)
+                kept = torch.index_select(full.detach(), ct.dim, ct.rows_for(rows, d).to(full.device))
+                ct.module._parameters[ct.attr] = nn.Parameter(kept, requires_grad=False)
+                del full
+            if refits is not None:
+                W_s, b_s = refits[i]
+                if W_s is not None:
+                    from .ffn import Conv1D
+
+                    layer.down.weight.copy_(W_s.T if isinstance(layer.down, Conv1D) else W_s)
+                if b_s is not None:
+                    layer.down._parameters["bias"] = nn.Parameter(b_s.detach().clone(), requires_grad=False)
+    text = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
+    setattr(text, layout.family.width_attr, plan.width)
+    lm.consumed_by = plan
+    return lm.model

@@ -65,6 +65,15 @@ class LoadedModel:
     # the dtype the source stores its weights in (exports are written in it) and its Hub id, when known
     source_dtype: torch.dtype | None = field(default=None, repr=False)
     hub_id: str | None = field(default=None, repr=False)
+    consumed_by: object = field(default=None, init=False, repr=False)  # the Plan compact.shrink turned it into
+
+    def check_whole(self) -> None:
+        """A clear error for anything but the one plan after `compact.shrink` consumed the full model."""
+        if self.consumed_by is not None:
+            from .errors import IfpruneError
+
+            raise IfpruneError("this model was shrunk in place to one plan (an export's memory-saving path); "
+                               "load it again to select, compact or compensate")
 
     def __post_init__(self):
         self.layout = discover(self.model)
@@ -103,6 +112,7 @@ class LoadedModel:
         """The compact model of this width, built on first use and kept (its FFN buffers are reused)."""
         from .compact import CompactModel
 
+        self.check_whole()
         if width not in self._compact:
             # never inference tensors (were it first built inside inference_mode, as the server's worker
             # does, a later load outside it could not write into its buffers)
@@ -113,6 +123,7 @@ class LoadedModel:
     def set_compensator(self, compensator) -> None:
         """Refit every compact model's down projection with `compensator` (None: plain gathering).
         Compact models built before are dropped so no plan stays loaded with the other weights."""
+        self.check_whole()
         if compensator is not None and compensator.fingerprint != self.fingerprint():
             from .errors import IfpruneError
 
@@ -124,6 +135,7 @@ class LoadedModel:
     def fingerprint(self) -> str:
         """A cheap identity of the weights (names, shapes and a sample of values of every tensor)."""
         if self._fingerprint is None:
+            self.check_whole()
             h = hashlib.sha256()
             for name, p in sorted(self.model.state_dict().items()):
                 flat = p.detach().reshape(-1)

@@ -106,10 +106,16 @@ def _comp_line(comp: dict | None) -> str:
             f"tokens, ridge {comp.get('ridge')})")
 
 
-def plan_model(lm, plan: Plan) -> torch.nn.Module:
-    """The stock model that runs `plan`: the full model for a dense plan, else the compact one loaded."""
+def plan_model(lm, plan: Plan, consume: bool = False) -> torch.nn.Module:
+    """The stock model that runs `plan`: the full model for a dense plan, else the compact one loaded, or with
+    `consume` the full model itself shrunk in place (core.compact.shrink: no second copy of the FFN weights; `lm`
+    is spent)."""
     if plan.is_dense:
         return lm.model
+    if consume:
+        from ..core.compact import shrink
+
+        return shrink(lm, plan)
     compact = lm.compact(plan.width)
     compact.load(plan)
     return compact.model
@@ -154,16 +160,20 @@ def export_dtype(lm, dtype: str | None) -> torch.dtype:
     return DTYPES[dtype]
 
 
+SHARD = "2GB"  # largest safetensors file of an HF export: what saving holds in memory at once, on top of the model
+
+
 def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, overwrite: bool = False,
-                dtype: str | None = None) -> ExportInfo:
+                dtype: str | None = None, consume: bool = False) -> ExportInfo:
     """Write the compact model of `plan` to `out` as a standard HF checkpoint (atomically), in
-    `dtype` (default: the source's own, see `export_dtype`)."""
+    `dtype` (default: the source's own, see `export_dtype`). `consume`: shrink `lm`'s own model into it
+    (`plan_model`), for a process that exports and ends."""
     out = check_out(out, overwrite)
     plan.check_shape(lm)
     dt = export_dtype(lm, dtype)
     width_attr = lm.layout.family.width_attr
-    model = plan_model(lm, plan)
     info = describe(lm, plan, out, task)
+    model = plan_model(lm, plan, consume)
     info.dtype = str(dt).removeprefix("torch.")
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -171,7 +181,7 @@ def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, ove
         state = {k: v.detach().to(dt) for k, v in model.state_dict().items()}
         extra = added_biases(model)
         state.update({k: v.to(dt) for k, v in extra.items()})
-        model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state, safe_serialization=True, max_shard_size=SHARD)
         config = json.loads((tmp / "config.json").read_text())  # save_pretrained records the running dtype
         config = {**config, "dtype": info.dtype, **({"mlp_bias": True} if extra else {})}
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -192,6 +202,7 @@ def task_plan(lm, selector, task: str, width: int) -> Plan:
 
 
 def export_task(lm, selector, task: str, width: int, out: str | Path, *, overwrite: bool = False,
-                dtype: str | None = None) -> ExportInfo:
+                dtype: str | None = None, consume: bool = False) -> ExportInfo:
     """Select once from the task description, then export that plan."""
-    return export_plan(lm, task_plan(lm, selector, task, width), out, task=task, overwrite=overwrite, dtype=dtype)
+    return export_plan(lm, task_plan(lm, selector, task, width), out, task=task, overwrite=overwrite, dtype=dtype,
+                       consume=consume)

@@ -314,7 +314,10 @@ def write_gguf(model: torch.nn.Module, lm, out: Path, *, qtype: str, name: str) 
     n_kv = getattr(cfg, "num_key_value_heads", None) or n_head
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
     names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), n_layers)
-    writer = gguf.GGUFWriter(out, arch)
+    writer = gguf.GGUFWriter(out, arch, use_temp_file=True)
+    # each tensor goes to disk as it is encoded (a temporary file beside the output: /tmp may be memory), so writing
+    # holds one tensor at a time, not the whole encoded model
+    writer.temp_file = tempfile.SpooledTemporaryFile(max_size=1 << 28, dir=Path(out).parent)
     writer.add_type("model")
     writer.add_name(name)
     writer.add_context_length(cfg.max_position_embeddings)
@@ -389,15 +392,16 @@ def check_gguf_out(out: str | Path, overwrite: bool) -> Path:
 
 
 def export_gguf(lm, plan: Plan, out: str | Path, *, qtype: str = "f16", task: str | None = None,
-                overwrite: bool = False):
-    """Write the compact model of `plan` as one GGUF file (atomically); returns an ExportInfo."""
+                overwrite: bool = False, consume: bool = False):
+    """Write the compact model of `plan` as one GGUF file (atomically); returns an ExportInfo. `consume`: shrink
+    `lm`'s own model into it (checkpoint.plan_model), for a process that exports and ends."""
     from .checkpoint import ExportInfo, describe, plan_model
 
     out = check_gguf_out(out, overwrite)
     check_supported(lm, qtype)
     plan.check_shape(lm)
-    model = plan_model(lm, plan)
     info: ExportInfo = describe(lm, plan, out, task)
+    model = plan_model(lm, plan, consume)
     with atomic_path(out) as tmp:
         if qtype in K_QUANTS:
             f16 = tmp.with_name(tmp.name + ".f16")
