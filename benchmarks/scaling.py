@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--calibration-tokens", type=int, default=None, help="default: ifprune's own default")
+    ap.add_argument("--compensate", default=None,
+                    help="compensation mode of the compensated rows and the exports (default: ifprune's own; none "
+                         "when the stats rows are skipped)")
     ap.add_argument("--gguf-types", nargs="+", default=["q8_0"])
     ap.add_argument("--skip", nargs="*", default=[], help="steps to leave out: decode, stats, export-hf, export-gguf")
     ap.add_argument("--out", required=True)
@@ -87,6 +90,7 @@ def main(argv=None) -> int:
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
            "model": a.model, "config": json.loads((Path(a.model) / "config.json").read_text()), "rows": []}
     calib = ["--calibration-tokens", str(a.calibration_tokens)] if a.calibration_tokens else []
+    calib += ["--compensate", a.compensate] if a.compensate else []
     gen = [*ifp, "generate", "--model", a.model, "--json", "--no-stream", "--max-new-tokens", str(a.new_tokens)]
 
     def row(name: str, cmd: list[str], **extra) -> dict:
@@ -108,7 +112,7 @@ def main(argv=None) -> int:
                 [*gen, "--selector", "griffin", "--keep", str(a.keep), *calib, "--threads", str(t), PROMPT], threads=t)
             row(f"griffin keep {a.keep}, compensation, cached statistics (refit)",
                 [*gen, "--selector", "griffin", "--keep", str(a.keep), *calib, "--threads", str(t), PROMPT], threads=t)
-        comp = [] if "stats" not in a.skip else ["--compensate", "none"]
+        comp = [] if "stats" not in a.skip or a.compensate else ["--compensate", "none"]
         export = [*ifp, "export", "--model", a.model, "--task", TASK, "--keep", str(a.keep), "--threads", str(t),
                   *calib, *comp]
         if "export-hf" not in a.skip:
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
                                              "--out", str(work / f"model-{q}.gguf")], threads=t)
                 f = work / f"model-{q}.gguf"
                 r["disk_bytes"] = f.stat().st_size if f.is_file() else None
-        stats = list((work / "cache" / "moments").glob("*/manifest.json"))
+        stats = list((work / "cache" / "moments").glob("*/manifest.json"))  # (mode mean: the means alone)
         if stats:
             res["statistics_disk_bytes"] = sum(f.stat().st_size for f in stats[0].parent.iterdir())
     finally:
