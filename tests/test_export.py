@@ -246,6 +246,7 @@ def test_export_that_consumes_the_model_writes_what_the_compact_model_runs(tmp_p
     kept = export_plan(lms[0], plan, tmp_path / "kept")
     spent = export_plan(lms[1], plan, tmp_path / "spent", consume=True)
     assert kept.to_dict() | {"out": None} == spent.to_dict() | {"out": None}
+    assert ("statistics_tokens" in spent.compensation) == (mode != "none")
     a, b = load_file(tmp_path / "kept" / "model.safetensors"), load_file(tmp_path / "spent" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "kept" / "config.json").read_text()) == \

@@ -358,7 +358,7 @@ def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None,
     # what runs is what the cache holds (float16 correlations), on the first run as on every later one
     if use_cache:
         save_stats(stats, path)
-        del stats, G
+        del stats, G, moments  # (the moments are views into G: holding them would keep a second copy alive)
         stats = read_stats(path, key, kind)
         if stats is None:
             raise IfpruneError(f"compensation statistics written to {path} could not be read back: check the disk")

@@ -143,6 +143,9 @@ def describe(lm, plan: Plan, out: Path, task: str | None) -> ExportInfo:
     """What an export of `plan` holds: selector, width, sizes, compensation, which weights."""
     from ..compensation.calibration import described
 
+    comp = getattr(lm, "compensator", None)
+    if comp is not None and not plan.is_dense:
+        comp.ensure_stats()  # before the plan loads: the record names the statistics its refit will use
     return ExportInfo(out=str(out), base_model=lm.source, task=task, selector=str(plan.meta.get("selector", "plan")),
                       width=plan.width, d_ffn=lm.d_ffn, plan_hash=plan.hash,
                       active_params=lm.active_params(plan.width), total_params=lm.total_params(),
