@@ -153,10 +153,10 @@ class CompactModel:
 
 def shrink(lm, plan: Plan) -> nn.Module:
     """Turn `lm`'s own model into the compact model of `plan`, in place and a layer at a time: each full FFN
-    tensor is freed as its gathered copy replaces it, and the compensator's refit (computed first, from the full
-    weights) is written over the gathered down projection. An export that ends the process then peaks at the full
-    model's memory, not the full plus the compact one. `lm` is consumed: it runs this plan only (its compact(),
-    fingerprint and compensation refuse to run on it afterwards)."""
+    tensor is released as its gathered copy replaces it, and the compensator's refit (computed first, from the full
+    weights) is written over the gathered down projection. No second model is built beside the first, and weights
+    that were allocated (not memory-mapped from the checkpoint file) are returned as it goes. `lm` is consumed: it
+    runs this plan only (its compact(), fingerprint and compensation refuse to run on it afterwards)."""
     lm.check_whole()
     plan.check_shape(lm)
     layout = lm.layout
