@@ -67,12 +67,11 @@ class CompensationConfig:
         """Recorded in plan metadata, JSON output and export cards."""
         if self.mode == "none":
             return {"mode": "none"}
+        out = {"mode": self.mode, "calibration": Path(self.calibration).name if self.calibration else "default-mix",
+               "calibration_tokens": self.max_tokens}
         if self.mode == "mean":  # no refit, so no ridge
-            return {"mode": "mean", "calibration": Path(self.calibration).name if self.calibration else "default-mix",
-                    "calibration_tokens": self.max_tokens}
-        return {"mode": self.mode, "calibration": Path(self.calibration).name if self.calibration else "default-mix",
-                "calibration_tokens": self.max_tokens, "ridge": self.ridge,
-                **({"shrink": self.shrink} if self.shrink else {}),
+            return out
+        return {**out, "ridge": self.ridge, **({"shrink": self.shrink} if self.shrink else {}),
                 **({"prompt_weight": self.prompt_weight} if self.mode == "prompt" else {})}
 
 
