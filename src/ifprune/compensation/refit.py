@@ -64,9 +64,10 @@ class Moments:
         else:
             xw = x
         if self.outer is not None:
-            for a, b in self._stripes():  # the sum is symmetric: each stripe from its diagonal block rightwards only
+            stripes = self._stripes()
+            for a, b in stripes:  # the sum is symmetric: each stripe from its diagonal block rightwards only
                 self.outer[a:b, a:] += (x[:, a:b].T @ xw[:, a:]).float().to(self.outer.device)
-            self.mirrored = len(self._stripes()) == 1
+            self.mirrored = len(stripes) == 1
         self.total += xw.sum(0, dtype=torch.float32).double().cpu()
         self.count += int(x.shape[0])
 

@@ -17,11 +17,30 @@ from .ffn import FFNLayout, discover
 from .plan import Plan, check_width
 
 
+def _text_config(cfg):
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
 def _set_width(config, attr: str, width: int):
     cfg = copy.deepcopy(config)
-    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    setattr(text, attr, width)
+    setattr(_text_config(cfg), attr, width)
     return cfg
+
+
+def _write_down(down: nn.Module, W_s: torch.Tensor | None, b_s: torch.Tensor | None, shared_bias) -> None:
+    """One layer's refit over its gathered down projection: W'_S (None: the gathered weights stand) and b' (None:
+    the bias stays as it is). A bias the module lacks, or shares (`shared_bias`, the full model's), becomes a
+    parameter of its own."""
+    from .ffn import Conv1D
+
+    if W_s is not None:
+        down.weight.copy_(W_s.T if isinstance(down, Conv1D) else W_s)
+    if b_s is None:
+        return
+    if down.bias is None or down.bias is shared_bias:
+        down._parameters["bias"] = nn.Parameter(b_s.detach().clone(), requires_grad=False)
+    else:
+        down.bias.copy_(b_s)
 
 
 def _share_meta_attrs(compact: nn.Module, full: nn.Module) -> None:
@@ -121,18 +140,10 @@ class CompactModel:
     def _write_refit(self, refits) -> None:
         """Write each layer's refit (W'_S or None: the gathered weights stand; b' or None) over the gathered
         down projection. A bias the architecture lacks (mode "mean" on Llama) becomes a parameter of its own."""
-        from .ffn import Conv1D
-
         for fl, cl, (W_s, b_s) in zip(self.layout.layers, self.compact_layout.layers, refits):
-            down = cl.down
-            if W_s is not None:
-                down.weight.copy_(W_s.T if isinstance(down, Conv1D) else W_s)
+            _write_down(cl.down, W_s, b_s, fl.down.bias)
             if b_s is None:
                 self._restore_bias(fl, cl)
-            else:
-                if down.bias is None or down.bias is fl.down.bias:  # shared or absent: the refit needs its own
-                    down._parameters["bias"] = nn.Parameter(b_s.detach().clone(), requires_grad=False)
-                down.bias.copy_(b_s)
 
     def _restore_bias(self, *pair) -> None:
         """The full model's own down bias (shared, or none) where a refit wrote one: a plan loaded without a
@@ -170,15 +181,8 @@ def shrink(lm, plan: Plan) -> nn.Module:
                 kept = torch.index_select(full.detach(), ct.dim, ct.rows_for(rows, d).to(full.device))
                 ct.module._parameters[ct.attr] = nn.Parameter(kept, requires_grad=False)
                 del full
-            if refits is not None:
-                W_s, b_s = refits[i]
-                if W_s is not None:
-                    from .ffn import Conv1D
-
-                    layer.down.weight.copy_(W_s.T if isinstance(layer.down, Conv1D) else W_s)
-                if b_s is not None:
-                    layer.down._parameters["bias"] = nn.Parameter(b_s.detach().clone(), requires_grad=False)
-    text = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
-    setattr(text, layout.family.width_attr, plan.width)
+            if refits is not None:  # (the full model's own bias is replaced, not written into)
+                _write_down(layer.down, *refits[i], shared_bias=layer.down.bias)
+    setattr(_text_config(lm.model.config), layout.family.width_attr, plan.width)
     lm.consumed_by = plan
     return lm.model
