@@ -411,3 +411,68 @@ def test_a_re_selecting_predictor_reads_the_whole_prompt(trained_under_refresh, 
     sel.select(lm, text, 16)
     assert sel.keeps_prompt_state and own_prompt_state(lm, sel, text, ids) is not None
     assert torch.equal(sel.prompt_state(lm, text).ids, ids[0])
+
+
+def test_kept_prefill_is_the_masked_model_reading_each_token_once_under_its_segments_plan(lm):
+    """"kept": the full model's cache of the prompt but its last token, then every token read once by the masked
+    model of its segment's plan (its cache kept), each plan re-selected from GRIFFIN's squares over the prompt
+    (full model) and over the answer tokens read so far (the unmasked FFN activations at the masked model's
+    inputs)."""
+    from transformers import DynamicCache
+
+    from ifprune.core.hooks import record_intermediates
+    from ifprune.selection.refresh import combine
+    from ifprune.selection.selectors import griffin_squares
+
+    sel, prompt, N = make_selector("griffin"), "count to ten", 3 * R + 2
+    res = generate(lm, prompt, selector=sel, width=16, refresh=R, refresh_every=True, prefill="kept",
+                   sampling=SamplingConfig(max_new_tokens=N, ignore_eos=True))
+    assert res.prefill == "kept" and res.refresh["count"] == 3
+    seq = encode_prompt(lm.tokenizer, prompt)
+    squares = torch.zeros(lm.num_layers, lm.d_ffn)
+    with torch.no_grad(), record_intermediates(lm.layout, lambda i, x: squares.__setitem__(i, griffin_squares(x)[0])):
+        lm.model(seq)
+    cache = DynamicCache(config=lm.model.config)
+    with torch.no_grad():
+        lm.model(seq[:, :-1], past_key_values=cache, use_cache=True)
+    state = {"mask": res.plan.to_mask(), "record": False, "seen": torch.zeros_like(squares)}
+
+    def hook(i):
+        def pre(m, a):
+            if state["record"]:
+                state["seen"][i] += griffin_squares(a[0])[0]
+            return (a[0] * state["mask"][i],)
+        return pre
+
+    hooks = [layer.down.register_forward_pre_hook(hook(layer.index)) for layer in lm.layout.layers]
+    tok, answer = seq[:, -1:], []
+    try:
+        for t in range(N):
+            if t and t % R == 0:
+                own = sel.cached_scores(lm, prompt)
+                plan = Plan.from_scores(combine(own, (squares + state["seen"]).sqrt()), 16)
+                state["mask"] = plan.to_mask()
+            state["record"] = t > 0  # the prompt's last token is the prompt's
+            with torch.no_grad():
+                tok = lm.model(tok, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+            answer.append(int(tok))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert lm.tokenizer.decode(answer, skip_special_tokens=True) == res.text
+    assert torch.equal(plan.indices, res.refresh_plan.indices)
+    # scoring and the scorer's generation run the same: the greedy answer is the argmax wherever it was made
+    sc = Scorer(lm, sel, 16, refresh=R, refresh_every=True, prefill="kept")
+    first = sc.plan_for(prompt)
+    assert first.hash == res.plan_hash
+    assert sc.generate(first, sc.encode(prompt, chat=True), max_new_tokens=N) == res.text
+    (lp, count, greedy), = sc.loglikelihoods(first, [(seq[0].tolist(), answer)])
+    assert count == N and greedy and lp < 0
+
+
+def test_kept_prefill_is_refused_by_the_llamacpp_runtime(lm):
+    from ifprune.runtime.generation import RuntimeConfig
+
+    with pytest.raises(IfpruneError, match="prefill kept .* --prefill dense-answer"):
+        generate(lm, "hi", selector="griffin", width=16, refresh=R, refresh_every=True, prefill="kept",
+                 runtime=RuntimeConfig("llamacpp"))

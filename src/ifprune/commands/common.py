@@ -56,7 +56,9 @@ def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_no
                         "the compact model attends to it, so a re-selection re-runs only the answer so far, not the "
                         "prompt; every answer token is still the compact model's. dense-answer: as dense, and each "
                         "re-selection's full-model pass over the answer so far is kept as its cache too (nothing is "
-                        "re-run). pruned: the whole sequence through the compact model, as an export runs (default: "
+                        "re-run). kept: as dense, and no full-model pass over the answer at all: each answer token's "
+                        "cache is the compact model's that read it, and re-selection scores the FFN inputs the compact "
+                        "model saw (torch runtime only). pruned: the whole sequence through the compact model, as an export runs (default: "
                         "dense-answer when re-selecting every R tokens, else pruned)" + prefill_note)
 
 

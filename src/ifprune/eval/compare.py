@@ -62,7 +62,7 @@ class SelectorSpec:
     `predictor+refresh32:DIR`, `+refresh-everyR` after every R, `+refresh0` never, `+refresh-once` once after
     the artifact's own R (none if it has none); without any an artifact trained under re-selection (recipe
     `refresh: R`) runs its default, every R with a dense prefill.
-    `+dense-prefill`, `+dense-answer-prefill` or `+pruned-prefill` (last) names the prefill (selection.prefill; default: dense when
+    `+dense-prefill`, `+dense-answer-prefill`, `+kept-prefill` or `+pruned-prefill` (last) names the prefill (selection.prefill; default: dense when
     re-selecting every R), e.g. `predictor+refresh32+dense-prefill:DIR`."""
 
     spec: str
@@ -79,7 +79,7 @@ class SelectorSpec:
         import re
 
         name, sep, path = spec.partition(":")
-        m = re.fullmatch(r"(.+)\+(dense-answer|dense|pruned)-prefill", name)
+        m = re.fullmatch(r"(.+)\+(dense-answer|dense|pruned|kept)-prefill", name)
         if m:
             if m.group(1) == "dense":
                 raise IfpruneError(f"selector {spec!r}: dense runs every token through the full model already")
@@ -140,7 +140,7 @@ class SelectorSpec:
 
     def label(self) -> str:
         """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts, then what runs:
-        +refreshR (once), +refresh-everyR, +dense-prefill or +dense-answer-prefill."""
+        +refreshR (once), +refresh-everyR, +dense-prefill, +dense-answer-prefill or +kept-prefill."""
         from ..selection.prefill import resolve_prefill
 
         art = self.artifact_config()

@@ -7,6 +7,7 @@ the deployed model's; loading a plan is a gather into pre-allocated buffers, che
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -130,6 +131,8 @@ class Scorer:
         length) tokens.
         """
         R = self.refresh
+        if R and plan is not None and any(len(c) > R for _, c in pairs) and self.prefill == "kept":
+            return [self._kept(plan, ctx, cont) for ctx, cont in pairs]
         if R and plan is not None and any(len(c) > R for _, c in pairs):
             out = []
             for ctx, cont in pairs:
@@ -205,6 +208,48 @@ class Scorer:
         tok = lp.gather(1, target.unsqueeze(1)).squeeze(1)
         return float(tok.sum()), len(seq) - start, bool((lp.argmax(-1) == target).all())
 
+    def _kept(self, plan: Plan, ctx, cont) -> tuple[float, int, bool]:
+        """One pair as generation runs the "kept" prefill (selection.decoded): the full model's KV cache of the
+        prompt but its last token, then each segment of the continuation read once by the compact model of its
+        own plan, its cache kept, each re-selection scored from the FFN inputs the compact models read."""
+        import copy
+
+        from transformers import DynamicCache
+
+        from ..selection.decoded import AnswerInputs, full_squares
+        from ..selection.refresh import prompt_squares, squares_plan
+
+        seq, start, _ = self._window(ctx, cont)
+        ids = torch.tensor([seq], device=self.lm.device)
+        t0 = time.perf_counter()
+        state = self.selector.prompt_state(self.lm, self._source) if self._source is not None else None
+        squares = prompt_squares(self.lm, state, ids[:, :start])
+        self.timings["selection_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cache = (copy.deepcopy(self._dense_prefix(ids[:, :start - 1])) if start > 1
+                 else DynamicCache(config=self.lm.model.config))
+        self.timings["model_s"] += time.perf_counter() - t0
+        inputs = AnswerInputs(self.lm.num_layers)
+        lp, greedy, done, seg = 0.0, True, 0, plan
+        for k in segment_lengths(len(seq) - start, self.refresh, self.refresh_every):
+            if done:
+                t0 = time.perf_counter()
+                squares += full_squares(self.lm, inputs.take())
+                seg = squares_plan(self.lm, self.selector, self._source, squares, self.width, self.refresh,
+                                   start + done)
+                self.timings["selection_s"] += time.perf_counter() - t0
+            model = self.model_for(seg)
+            t0 = time.perf_counter()
+            with inputs.record(self.lm.compact(plan.width).compact_layout, skip=int(done == 0)):
+                logits = model(ids[:, start - 1 + done:start - 1 + done + k], cache=cache, use_cache=True).logits
+            self.timings["model_s"] += time.perf_counter() - t0
+            logp = torch.log_softmax(logits.float()[0], dim=-1)
+            target = ids[0, start + done:start + done + k]
+            lp += float(logp.gather(1, target.unsqueeze(1)).sum())
+            greedy = greedy and bool((logp.argmax(-1) == target).all())
+            done += k
+        return lp, len(seq) - start, greedy
+
     def _dense_prefix(self, ids: torch.Tensor):
         """The full model's KV cache of `ids` [1, P], from the last call when it read the same ids or a prefix
         of them (cropped back to what it read: the compact model's tokens after them are dropped, then the
@@ -259,7 +304,15 @@ class Scorer:
         lengths = segment_lengths(max_new_tokens, self.refresh if plan is not None else None, self.refresh_every)
         cache = None
         t0 = time.perf_counter()
-        if reads_prompt_dense(self.prefill) and plan is not None:
+        kept = self.prefill == "kept" and plan is not None and len(lengths) > 1
+        if kept:  # the prompt's squares, then the FFN inputs each segment's compact model reads (selection.decoded)
+            from ..selection.decoded import AnswerInputs, full_squares
+            from ..selection.refresh import prompt_cache_state, squares_plan
+
+            cache, state = prompt_cache_state(self.lm, self.selector, self._source if self.task is None and not
+                                              self.per_task else None, ids)
+            squares, inputs = state.squares.clone(), AnswerInputs(self.lm.num_layers)
+        elif reads_prompt_dense(self.prefill) and plan is not None:
             cache = prompt_cache(self.lm, self.selector, self._source if self.task is None and not self.per_task
                                  else None, ids)
         out = start = ids
@@ -268,7 +321,15 @@ class Scorer:
                 text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
                 if not answer_goes_on(self.lm, out, start.shape[1], lengths[i - 1]) or cut_at_stop(text, stop) != text:
                     break  # the last segment ended the answer
-                model = self.model_for(self.refreshed(plan, out[0].tolist()))
+                if self.prefill == "kept":
+                    t0 = time.perf_counter()
+                    squares += full_squares(self.lm, inputs.take())
+                    seg = squares_plan(self.lm, self.selector, self._source, squares, self.width, self.refresh,
+                                       out.shape[1])
+                    self.timings["selection_s"] += time.perf_counter() - t0
+                    model = self.model_for(seg)
+                else:
+                    model = self.model_for(self.refreshed(plan, out[0].tolist()))
                 t0 = time.perf_counter()
                 if self.prefill == "dense-answer":  # the full model's cache of the answer so far too: the
                     # re-selection's own pass when the selector kept it, else one pass
@@ -278,9 +339,11 @@ class Scorer:
                     cache = carried_cache(state, out)
                     if cache is None:
                         cache = self._dense_prefix(out[:, :-1])
-            keep = (out.shape[1] if self.prefill == "dense-answer" else ids.shape[1]) - 1
-            start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
-                                 cache=crop_to(cache, keep), **kw)
+            keep = (out.shape[1] if self.prefill in ("dense-answer", "kept") else ids.shape[1]) - 1
+            with (inputs.record(self.lm.compact(plan.width).compact_layout, skip=int(not i)) if kept
+                  else contextlib.nullcontext()):
+                start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
+                                                 cache=crop_to(cache, keep), **kw)
             self.timings["model_s"] += time.perf_counter() - t0
         return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
 

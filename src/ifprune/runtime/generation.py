@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, fields, replace
 from typing import TextIO
@@ -14,7 +15,7 @@ from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
 from ..selection.prefill import carried_cache, crop_to, prompt_cache, read_all_of, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
-                                 resolve_reselection, segment_lengths)
+                                 resolve_reselection, segment_lengths, squares_plan)
 from ..selection.selectors import Selector, make_selector
 
 
@@ -185,6 +186,9 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     sel = make_selector(selector) if isinstance(selector, str) else selector
     rs = resolve_reselection(refresh, refresh_every, prefill, sel) if plan is None else Reselection.off(prefill)
     refresh, refresh_every = rs.refresh, rs.every
+    if rs.prefill == "kept" and runtime.engine == "llamacpp":
+        raise IfpruneError("prefill kept reads the compact model's FFN inputs, which the llama.cpp runtime does not "
+                           "expose: use --prefill dense-answer with --runtime llamacpp")
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)
@@ -231,17 +235,24 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
     dense = reads_prompt_dense(rs.prefill) and pruned
     carry = rs.prefill == "dense-answer" and pruned  # each re-selection's dense pass fills the answer's cache too
+    kept = rs.prefill == "kept" and pruned and len(lengths) > 1  # the answer's cache as decoded (selection.decoded)
     text = task if task is not None else prompt
-    cache = state = None
+    cache = state = squares = None
+    if kept:
+        from ..selection.decoded import AnswerInputs, full_squares
+
+        inputs = AnswerInputs(lm.num_layers)
 
     def segment(model, cur, n, streamer):
-        keep = (cur.shape[1] if carry else ids.shape[1]) - 1 if dense else 0  # positions the full model filled
+        # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
+        keep = (cur.shape[1] if carry or kept else ids.shape[1]) - 1 if dense else 0
         if llamacpp:
             from .llamacpp import run_segment
 
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
-        with torch.inference_mode():
+        with torch.inference_mode(), (inputs.record(compact.compact_layout, skip=int(cur is ids)) if kept
+                                      else contextlib.nullcontext()):
             return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
                                   pad_token_id=lm.tokenizer.pad_token_id, cache=crop_to(cache, keep), **kw)
 
@@ -252,6 +263,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         source = text if task is None else None
         if len(lengths) > 1:  # re-selection continues this pass
             cache, state = prompt_cache_state(lm, sel, source, ids)
+            squares = state.squares.clone() if kept else None
         else:
             cache = prompt_cache(lm, sel, source, ids)
         if llamacpp:
@@ -267,7 +279,11 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         if not answer_goes_on(lm, out, start, lengths[i - 1], ignore_eos=sampling.ignore_eos):
             break  # the last segment ended the answer
         t_r = time.perf_counter()
-        plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
+        if kept:  # GRIFFIN over the answer from the FFN inputs the compact model read: no dense pass
+            squares += full_squares(lm, inputs.take())
+            plans.append(squares_plan(lm, sel, text, squares, plan.width, refresh, out.shape[1]))
+        else:
+            plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
         t_l = time.perf_counter()
         compact.load(plans[-1], prompt=prompt_stats)
         if carry:  # the re-selection's pass read `out`: the next segment attends to its KV cache

@@ -11,6 +11,9 @@ the new plan needs its activations there), so its KV cache of the whole sequence
 "dense-answer" keeps it: the compact model under the new plan attends to the full model's keys and values
 of the prompt and of the answer so far, and only its own segment's tokens are its own. That removes the
 compact re-prefill of the answer at each re-selection ("dense" re-runs it under the new plan).
+"kept" needs no dense pass over the answer at all: each answer token's KV cache is the one the compact model
+wrote when it read it, kept across plans, and re-selection reads GRIFFIN's scores from the FFN inputs the
+compact model recorded (selection.decoded).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.prompt_pass import decoder_body
 
-PREFILLS = ("pruned", "dense", "dense-answer")
+PREFILLS = ("pruned", "dense", "dense-answer", "kept")
 
 
 def check_prefill(prefill: str) -> str:
@@ -40,7 +43,7 @@ def resolve_prefill(prefill: str | None, every: bool) -> str:
 
 def reads_prompt_dense(prefill: str) -> bool:
     """Whether the full model, not the compact one, fills the prompt's KV cache."""
-    return prefill in ("dense", "dense-answer")
+    return prefill in ("dense", "dense-answer", "kept")
 
 
 def read_all_of(state, ids: torch.Tensor) -> bool:

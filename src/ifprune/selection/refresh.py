@@ -157,6 +157,15 @@ def prompt_cache_state(lm, selector, text: str | None, ids: torch.Tensor):
     return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1), state
 
 
+def prompt_squares(lm, state: PromptState | None, ids: torch.Tensor) -> torch.Tensor:
+    """GRIFFIN's squared sums [layers, d_ffn] over the prompt `ids` [1, T]: a copy of `state`'s when its pass read
+    exactly these ids, else from one pass."""
+    if state is not None and torch.equal(state.ids, ids[0].cpu()):
+        return state.squares.clone()
+    squares, _ = _recorded_pass(lm, input_ids=ids.to(lm.device))
+    return squares
+
+
 def seen_scores(lm, ids: torch.Tensor, state: PromptState | None = None) -> torch.Tensor:
     """GRIFFIN's scores over `ids` [tokens]; from `state` and a pass over the tokens after what it holds when `ids`
     starts with its prompt (and the answer it read last), else from a pass over all of `ids`."""
@@ -197,7 +206,19 @@ def refresh_plan(lm, selector: Selector, text: str | None, ids: torch.Tensor, wi
                  state: PromptState | None = None) -> Plan:
     """The plan for the rest of an answer whose first `after` tokens end `ids` (prompt + answer so far); `state`:
     a dense pass over the prompt to continue (default: the selector's own)."""
-    meta = {"selector": selector.name, **selector.options(), "model": lm.fingerprint(),
-            "refresh": {"after": after, "tokens": int(ids.shape[-1])}}
-    return Plan.from_scores(refresh_scores(lm, selector, text, ids, state), width, meta)
+    return Plan.from_scores(refresh_scores(lm, selector, text, ids, state), width,
+                            _refresh_meta(lm, selector, after, int(ids.shape[-1])))
+
+
+def squares_plan(lm, selector: Selector, text: str | None, squares: torch.Tensor, width: int, after: int,
+                 tokens: int) -> Plan:
+    """`refresh_plan` from GRIFFIN's squared sums already in hand ([layers, d_ffn] over the prompt and the answer
+    so far: the "kept" prefill's, selection.decoded); `tokens`: prompt + answer so far."""
+    own = selector.cached_scores(lm, text if selector.per_prompt else None)
+    return Plan.from_scores(combine(own.cpu(), squares.sqrt()), width, _refresh_meta(lm, selector, after, tokens))
+
+
+def _refresh_meta(lm, selector: Selector, after: int, tokens: int) -> dict:
+    return {"selector": selector.name, **selector.options(), "model": lm.fingerprint(),
+            "refresh": {"after": after, "tokens": tokens}}
 

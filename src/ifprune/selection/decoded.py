@@ -1,0 +1,95 @@
+"""Re-selection from what the compact model read ("kept" prefill): no dense pass over the answer.
+
+With "dense-answer" each re-selection runs the full model over the answer tokens since the last one: GRIFFIN
+needs every channel's activation there, and the pass's KV cache then serves the next segment. On the CPU that
+pass is the largest cost re-selection adds (results/speed/). Its expensive half is not needed: GRIFFIN's
+scores are a function of each token's FFN *input* through the full gate/up projections alone, and the compact
+model computes that input at every token it reads anyway. So "kept" records each layer's FFN input while the
+compact model decodes, and at a re-selection runs only the full FFN's first half (up to the down projection's
+input) over those rows: no attention, no down projection, no KV cache to copy. The answer's KV cache is the
+one the compact models wrote while decoding it, kept across plans; the prompt's is the full model's, as with a
+dense prefill.
+
+The scores then come from the compact model's trajectory rather than the full model's: a change of the
+method, measured against dense-answer in results/refresh/kept/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from ..core.hooks import _Stop
+from .selectors import griffin_squares
+
+
+class AnswerInputs:
+    """Each layer's FFN inputs over the answer tokens a compact model reads, in order.
+
+    `skip`: leading tokens not to record (the prompt's last token, read by the compact model first: the
+    prompt's squares already count it). Rows are kept per layer as [tokens, hidden] float32 blocks."""
+
+    def __init__(self, num_layers: int):
+        self.rows: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+        self.tokens = 0
+
+    @contextlib.contextmanager
+    def record(self, layout, skip: int = 0) -> Iterator[None]:
+        """Record the FFN inputs of `layout`'s model (the compact one) while it runs; batch of one."""
+        left = [skip] * layout.num_layers
+
+        def make(i: int):
+            def pre_hook(module, args):
+                x = args[0].detach()[0]  # [tokens, hidden]
+                if left[i]:
+                    cut = min(left[i], x.shape[0])
+                    x, left[i] = x[cut:], left[i] - cut
+                if x.shape[0]:
+                    self.rows[i].append(x.float())
+
+            return pre_hook
+
+        handles = [layer.mlp.register_forward_pre_hook(make(layer.index)) for layer in layout.layers]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            counts = {sum(r.shape[0] for r in rows) for rows in self.rows}
+            if len(counts) != 1:  # every layer reads every token
+                raise RuntimeError(f"internal: FFN inputs recorded unevenly across layers: {sorted(counts)}")
+            self.tokens = counts.pop()
+
+    def take(self) -> list[torch.Tensor]:
+        """Each layer's rows since the last take, [tokens, hidden]; recording starts afresh."""
+        out = [torch.cat(rows) if rows else torch.zeros(0) for rows in self.rows]
+        self.rows = [[] for _ in self.rows]
+        self.tokens = 0
+        return out
+
+
+def full_squares(lm, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """GRIFFIN's squared column sums [layers, d_ffn] of the full model's FFN activations at `inputs` (each
+    layer's [tokens, hidden] FFN inputs): each layer's MLP runs only up to its down projection's input."""
+    out = torch.zeros(lm.num_layers, lm.d_ffn)
+    seen: list[torch.Tensor] = []
+
+    def stop(module, args):
+        seen.append(args[0])
+        raise _Stop
+
+    with torch.no_grad():
+        for layer, x in zip(lm.layout.layers, inputs):
+            if not x.numel():
+                continue
+            h = layer.down.register_forward_pre_hook(stop)
+            try:
+                layer.mlp(x.unsqueeze(0).to(lm.device, next(layer.down.parameters()).dtype))
+            except _Stop:
+                pass
+            finally:
+                h.remove()
+            out[layer.index] = griffin_squares(seen.pop())[0].cpu()
+    return out
