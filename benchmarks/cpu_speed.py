@@ -175,7 +175,8 @@ def main(argv=None) -> int:
             torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load))
         defaults = ["default" if p == "default" else f"default prefill={p}" for p in args.default_prefills]
         answers = [*((d, "torch", None) for d in defaults), ("dense", "torch", None),
-                   *((d, "llamacpp", "q8_0") for d in defaults), ("dense", "llamacpp", "q8_0")]
+                   *((d, "llamacpp", "q8_0") for d in defaults if prefill_of(d) != "kept"),  # (torch only)
+                   ("dense", "llamacpp", "q8_0")]
         if args.no_torch:
             answers = [a for a in answers if a[1] != "torch"]
         samples: dict = {}

@@ -278,6 +278,7 @@ def sparsify_compact(compact, plan, act_norm: torch.Tensor, down_dense: list[tor
         if down_dense is not None:
             w.copy_(down_dense[li].to(w.device, w.dtype).index_select(1, idx.to(w.device)))
         w.mul_(impose_down_2_4(w, act_norm[li, idx]))
+    compact._slots = None  # the buffers are no longer the full model's rows: the next load gathers them all
 
 
 # --- LoRA recovery that keeps the pattern -----------------------------------------------------

@@ -60,6 +60,7 @@ class CompactModel:
         self.layout = layout or discover(full)
         self.width = check_width(width, self.layout.d_ffn)
         self.plan: Plan | None = None
+        self._slots: torch.Tensor | None = None  # [layers, width]: the full channel in each slot (load(reuse=True))
         self.compensator = compensator  # calibration.Compensator: refit the down projection on load
         self._loaded_key = None
         fam = self.layout.family
@@ -106,10 +107,14 @@ class CompactModel:
             self._pairs.append(pairs)
         self.compact_layout = clayout
 
-    def load(self, plan: Plan, prompt=None) -> float:
+    def load(self, plan: Plan, prompt=None, reuse: bool = False) -> float:
         """Gather `plan`'s channels into the pre-allocated buffers and, with a compensator, write the
         refit down projection over the gathered one; returns seconds (0 if already loaded).
-        `prompt`: the prompt's own activation moments (compensation mode "prompt")."""
+        `prompt`: the prompt's own activation moments (compensation mode "prompt").
+        `reuse`: move only the channels the loaded plan lacks, into the slots of those it drops (a re-selected
+        plan shares most of its channels with the last one). The compact FFN then holds the plan's channels in
+        another order than `plan.indices` (its output does not depend on it: a sum over channels); callers that
+        read the buffers in plan order (a refit, 2:4 sparsification) leave it off, and a compensator turns it off."""
         if plan.width != self.width or plan.d_ffn != self.layout.d_ffn or plan.num_layers != self.layout.num_layers:
             raise IfpruneError(
                 f"plan is {plan.num_layers} layers x {plan.width}/{plan.d_ffn} channels; this compact model "
@@ -124,9 +129,13 @@ class CompactModel:
         idx = plan.indices.to(device, non_blocking=True)
         d = self.layout.d_ffn
         with torch.no_grad():
-            for layer_pairs, rows in zip(self._pairs, idx):
-                for fct, buf in layer_pairs:
-                    torch.index_select(fct.tensor, fct.dim, fct.rows_for(rows, d), out=buf)
+            if reuse and comp is None and self.plan is not None and self._slots is not None:
+                self._move_changed(idx)
+            else:
+                for layer_pairs, rows in zip(self._pairs, idx):
+                    for fct, buf in layer_pairs:
+                        torch.index_select(fct.tensor, fct.dim, fct.rows_for(rows, d), out=buf)
+                self._slots = idx.clone()
             if comp is not None and not plan.is_dense:
                 self._write_refit(comp.refit(plan, prompt))
             else:
@@ -136,6 +145,20 @@ class CompactModel:
         self.plan = plan
         self._loaded_key = key
         return time.perf_counter() - t0
+
+    def _move_changed(self, idx: torch.Tensor) -> None:
+        """`load(reuse=True)`: per layer, the channels of `idx` not in the buffers go into the slots of those not in
+        `idx`; `_slots` tracks which full channel each slot holds."""
+        d = self.layout.d_ffn
+        for layer_pairs, rows, slots in zip(self._pairs, idx, self._slots):
+            free = (~torch.isin(slots, rows)).nonzero().squeeze(1)
+            if not free.numel():
+                continue
+            add = rows[~torch.isin(rows, slots)]
+            for fct, buf in layer_pairs:
+                buf.index_copy_(fct.dim, fct.rows_for(free, self.width),
+                                fct.tensor.index_select(fct.dim, fct.rows_for(add, d)))
+            slots[free] = add
 
     def _write_refit(self, refits) -> None:
         """Write each layer's refit (W'_S or None: the gathered weights stand; b' or None) over the gathered

@@ -285,7 +285,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         else:
             plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
         t_l = time.perf_counter()
-        compact.load(plans[-1], prompt=prompt_stats)
+        compact.load(plans[-1], prompt=prompt_stats, **({} if llamacpp else {"reuse": True}))
         if carry:  # the re-selection's pass read `out`: the next segment attends to its KV cache
             if not read_all_of(state, out):
                 raise IfpruneError("internal: the re-selection pass did not read the answer so far")

@@ -28,45 +28,38 @@ from .selectors import griffin_squares
 class AnswerInputs:
     """Each layer's FFN inputs over the answer tokens a compact model reads, in order.
 
-    `skip`: leading tokens not to record (the prompt's last token, read by the compact model first: the
-    prompt's squares already count it). Rows are kept per layer as [tokens, hidden] float32 blocks."""
+    `skip` (record): leading tokens of the first call not to keep (the prompt's last token, read by the compact
+    model first: the prompt's squares already count it)."""
 
     def __init__(self, num_layers: int):
         self.rows: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
-        self.tokens = 0
 
     @contextlib.contextmanager
     def record(self, layout, skip: int = 0) -> Iterator[None]:
-        """Record the FFN inputs of `layout`'s model (the compact one) while it runs; batch of one."""
-        left = [skip] * layout.num_layers
+        """Record the FFN inputs of `layout`'s model (the compact one) while it runs; batch of one. The hook only
+        keeps a reference (it runs at every layer of every decoded token); `take` assembles the rows."""
+        start = [len(rows) for rows in self.rows]
 
-        def make(i: int):
-            def pre_hook(module, args):
-                x = args[0].detach()[0]  # [tokens, hidden]
-                if left[i]:
-                    cut = min(left[i], x.shape[0])
-                    x, left[i] = x[cut:], left[i] - cut
-                if x.shape[0]:
-                    self.rows[i].append(x.float())
+        def make(rows: list):
+            return lambda module, args: rows.append(args[0])
 
-            return pre_hook
-
-        handles = [layer.mlp.register_forward_pre_hook(make(layer.index)) for layer in layout.layers]
+        handles = [layer.mlp.register_forward_pre_hook(make(self.rows[layer.index])) for layer in layout.layers]
         try:
             yield
         finally:
             for h in handles:
                 h.remove()
-            counts = {sum(r.shape[0] for r in rows) for rows in self.rows}
-            if len(counts) != 1:  # every layer reads every token
-                raise RuntimeError(f"internal: FFN inputs recorded unevenly across layers: {sorted(counts)}")
-            self.tokens = counts.pop()
+        for rows, s in zip(self.rows, start):
+            if skip and len(rows) > s:
+                first = rows[s][0, skip:]  # the prompt's last token(s): the prompt's squares count them
+                rows[s] = first.unsqueeze(0)
 
     def take(self) -> list[torch.Tensor]:
         """Each layer's rows since the last take, [tokens, hidden]; recording starts afresh."""
-        out = [torch.cat(rows) if rows else torch.zeros(0) for rows in self.rows]
+        out = [torch.cat([r[0] for r in rows]).float() if rows else torch.zeros(0) for rows in self.rows]
         self.rows = [[] for _ in self.rows]
-        self.tokens = 0
+        if len({x.shape[0] for x in out}) != 1:  # every layer reads every token
+            raise RuntimeError(f"internal: FFN inputs recorded unevenly across layers: {[x.shape[0] for x in out]}")
         return out
 
 
