@@ -94,6 +94,31 @@ def test_shipped_artifact_is_the_default_of_generate(capsys):
     assert json.loads(capsys.readouterr().out)["selector"] == "griffin"
 
 
+def test_selector_auto_goes_by_the_weights_not_by_how_the_model_is_named(capsys):
+    """The packaged model named by its file path runs what no --model runs (the shipped artifact at its keep);
+    in bfloat16 (other weights) auto says why it falls back to GRIFFIN."""
+    import json
+
+    from ifprune.artifacts import packaged_artifact
+    from ifprune.cli import main
+    from ifprune.core.loading import default_gguf_path
+
+    if packaged_artifact(None) is None:
+        pytest.skip("no artifact shipped")
+    path = str(default_gguf_path())
+    outs = []
+    for extra in ([], ["--model", path], ["--model", path, "--selector", "auto", "--keep", "0.5"]):
+        assert main(["generate", QUESTION, "--max-new-tokens", "2", "--json", "--refresh", "0", *extra]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert [(o["selector"], o["ffn_width"]) for o in outs] == [("predictor", 1152), ("predictor", 1152),
+                                                                ("predictor", 768)]
+    assert outs[0]["weights"] == outs[1]["weights"] and outs[0]["plan_hash"] == outs[1]["plan_hash"]
+    assert main(["generate", QUESTION, "--max-new-tokens", "2", "--json", "--model", path, "--dtype", "bfloat16"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["selector"] == "griffin"
+    assert "selector auto -> griffin: no shipped artifact was trained on these weights in bfloat16" in cap.err
+
+
 PAIRS = [  # hand-written, not from any data set
     ("What is the capital of Italy?", "The capital of Italy is Rome."),
     ("Write a Python function that returns the square of a number.", "def square(x):\n    return x * x"),

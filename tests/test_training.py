@@ -881,3 +881,29 @@ def test_training_under_compensated_plans(tmp_path, monkeypatch):
     gpt2.tokenizer = char_tokenizer()
     with pytest.raises(IfpruneError, match="have a bias"):
         Trainer(base_cfg(tmp_path / "gpt2", steps=1, compensate="calibration", llm="frozen"), lm=gpt2, sft_data=data)
+
+
+def test_on_policy_batches_train_the_models_own_samples_by_the_kl_alone(tmp_path):
+    """on_policy: a seeded choice of micro-batches whose responses are the pruned model's own samples (the same
+    on a second call: resuming agrees), scored by the KL to the teacher with no cross-entropy on them."""
+    from ifprune.training.loop import sft_batch
+
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(3) for b in range(2)]
+    tr = Trainer(base_cfg(tmp_path, steps=1, distill=True, on_policy=1.0, on_policy_tokens=6, bf16=False,
+                          method="predictor"), lm=tiny_lm(), sft_data=data)
+    assert tr.on_policy_step(0, 0)
+    b = tr.micro_batch(0, 0)
+    again = tr.micro_batch(0, 0)
+    assert b.on_policy and torch.equal(b.input_ids, again.input_ids)
+    off = sft_batch(tr.lm.tokenizer, [tr._example(p) for p in tr._positions(tr.cfg.data.start_example)], tr.cfg)
+    assert not torch.equal(b.labels, off.labels)  # the model's own answers, not the data's
+    loss, _, _, _, aux = tr.forward(b)
+    assert float(loss.detach()) == pytest.approx(aux["kl"], rel=1e-4, abs=1e-6)
+    half = Trainer(base_cfg(tmp_path / "h", steps=1, distill=True, on_policy=0.5, bf16=False), lm=tiny_lm(),
+                   sft_data=data)
+    picks = [half.on_policy_step(s, 0) for s in range(64)]
+    assert 16 < sum(picks) < 48 and picks == [half.on_policy_step(s, 0) for s in range(64)]
+    with pytest.raises(IfpruneError, match="on_policy trains the model's own samples"):
+        base_cfg(tmp_path, on_policy=0.5)
+    with pytest.raises(IfpruneError, match="on_policy is a fraction"):
+        base_cfg(tmp_path, on_policy=1.5, distill=True)

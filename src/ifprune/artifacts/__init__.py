@@ -1,10 +1,11 @@
 """Trained artifacts shipped inside the package (predictor head + LoRA adapter, bf16), one per keep.
 
-`ifprune generate` / `serve` / `export` / `eval` use one for the packaged default model when no selector
-or checkpoint is named: the one trained at the asked --keep/--width when there is one, else the
-default (chosen by measured quality: results/training/v3/summary.md). Each is only valid for the base
-weights it was trained on, loaded in float32 (selection.artifact checks the fingerprint), so any
-other model or dtype falls back to GRIFFIN.
+`ifprune generate` / `serve` / `export` / `eval` use one when no selector or checkpoint is named
+(`--selector auto`) and the loaded weights are the ones it was trained on, by their fingerprint, however the
+model was named (no --model, a path to the same GGUF, an HF export of it): the one trained at the asked
+--keep/--width when there is one, else the default. Each is only valid for the base weights it was
+trained on, loaded in float32 (selection.artifact checks the fingerprint), so any other model or dtype
+falls back to GRIFFIN, and the command says so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,38 @@ def shipped_artifacts() -> list[tuple[Path, dict]]:
     """(directory, config) of every artifact in the package."""
     return [(d, json.loads((d / "config.json").read_text())) for d in sorted(HERE.iterdir())
             if (d / "config.json").is_file()]
+
+
+def artifact_for_weights(fingerprint: str, *, keep: float | None = None, width: int | None = None) -> Path | None:
+    """The shipped artifact trained on the weights with this fingerprint (LoadedModel.fingerprint: what the model
+    is, however it was named or loaded): the one trained at `keep`/`width` if there is one, else the default;
+    None when no shipped artifact was trained on these weights (another model, or another dtype)."""
+    mine = [(path, cfg) for path, cfg in shipped_artifacts() if cfg.get("base_fingerprint") == fingerprint]
+    if not mine:
+        return None
+    if keep is not None or width is not None:
+        from ..core.plan import width_from_keep
+
+        for path, cfg in mine:
+            try:
+                if width_from_keep(keep, width, int(cfg["d_ffn"])) == int(cfg["width"]):
+                    return path
+            except Exception:  # noqa: BLE001 - a bad --keep is reported where the width is resolved
+                return None
+    return next((p for p, _ in mine if p == DEFAULT_MODEL_ARTIFACT), mine[0][0])
+
+
+def auto_selection(lm, *, keep: float | None = None, width: int | None = None) -> tuple[str, str | None, str]:
+    """`--selector auto` on a loaded model: (selector, artifact or None, why), by the weights' fingerprint."""
+    path = artifact_for_weights(lm.fingerprint(), keep=keep, width=width)
+    if path is not None:
+        return "predictor", str(path), f"the shipped artifact {path.name} was trained on these weights"
+    dtype = next(lm.model.parameters()).dtype
+    packaged = [cfg for _, cfg in shipped_artifacts()]
+    why = ("no shipped artifact was trained on these weights" + (
+        f" in {str(dtype).removeprefix('torch.')} (the shipped ones need the packaged model in float32)"
+        if packaged and dtype != __import__("torch").float32 else ""))
+    return "griffin", None, why
 
 
 def default_selection(model: str | None, dtype: str = "float32", *, keep: float | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .common import add_compensation_args, add_model_args, add_reselection_args
 
 
@@ -52,7 +54,8 @@ def run(args) -> int:
         raise IfpruneError("give either --model (real weights) or --config (random weights), not both")
     if args.config and args.compensate not in (None, "none"):
         raise IfpruneError("compensation needs real weights and calibration text: drop --compensate with --config")
-    if args.selector is None and args.checkpoint is None and not args.config:
+    auto = args.selector in (None, "auto") and args.checkpoint is None and not args.config
+    if auto:  # by the model's name until it loads (the flags are checked first), then by its weights
         from ..artifacts import default_selection
 
         args.selector, args.checkpoint = default_selection(args.model, args.dtype, keep=args.keep, width=args.width)
@@ -72,6 +75,12 @@ def run(args) -> int:
         from .common import compensation_from_args, load
 
         lm = load(args)
+        if auto:
+            from ..artifacts import auto_selection
+
+            cfg.selector, cfg.checkpoint, why = auto_selection(lm, keep=args.keep, width=args.width)
+            if cfg.selector != "predictor":
+                print(f"ifprune: selector auto -> {cfg.selector}: {why}", file=sys.stderr)
         if cfg.selector == "predictor" and cfg.checkpoint:
             from ..selection.artifact import load_artifact
 

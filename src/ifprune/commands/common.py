@@ -65,8 +65,9 @@ def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_no
 def add_selector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("channel selection")
     g.add_argument("--selector", default=None,
-                   help="dense, random, magnitude, wanda, griffin, predictor (default: predictor with --checkpoint; "
-                        "on the packaged default model in float32: predictor with the shipped artifact; else griffin)")
+                   help="auto (the default), dense, random, magnitude, wanda, griffin, predictor. auto: predictor with "
+                        "--checkpoint; else the shipped artifact when the loaded weights are the ones it was trained on "
+                        "(the packaged model in float32, however named); else griffin")
     g.add_argument("--checkpoint", default=None, help="trained IFPruning artifact directory (predictor selector)")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--keep", type=float, default=None, help="fraction of FFN channels kept, in (0, 1]")
@@ -95,10 +96,19 @@ def add_compensation_args(p: argparse.ArgumentParser) -> None:
                    help=f"refit ridge toward the original weights, relative to the mean diagonal (default: {d.ridge})")
 
 
-def _selector_name(args) -> str:
-    if args.selector is None:
+def _selector_name(args, lm=None) -> str:
+    """--selector, with auto (or none given) resolved: by the loaded weights' fingerprint when `lm` is given
+    (artifacts.auto_selection, said on stderr when it is not the shipped artifact), else by the model's name."""
+    if args.selector in (None, "auto"):
         if getattr(args, "checkpoint", None):
             args.selector = "predictor"
+        elif lm is not None:
+            from ..artifacts import auto_selection
+
+            args.selector, args.checkpoint, why = auto_selection(lm, keep=getattr(args, "keep", None),
+                                                                 width=getattr(args, "width", None))
+            if args.selector != "predictor":
+                print(f"ifprune: selector auto -> {args.selector}: {why}", file=sys.stderr)
         else:
             from ..artifacts import default_selection
 
@@ -176,7 +186,7 @@ def selector_from_args(args, lm=None):
     applies even when the model then runs dense, and before any plan is cached)."""
     from ..selection.selectors import make_selector
 
-    selector = make_selector(_selector_name(args), seed=args.seed if args.seed is not None else 0,
+    selector = make_selector(_selector_name(args, lm), seed=args.seed if args.seed is not None else 0,
                          calibration=args.calibration, checkpoint=getattr(args, "checkpoint", None))
     if lm is not None and getattr(selector, "artifact", None) is not None:
         selector.artifact.attach(lm)

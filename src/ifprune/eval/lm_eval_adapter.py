@@ -67,15 +67,14 @@ class IfpruneLM(LM):
         from ..selection.selectors import make_selector
 
         self.lm = lm if lm is not None else load_model(model or pretrained, dtype=dtype, device=usable_device(device))
-        if selector is None:  # every command's default: the shipped artifact on the packaged model, else griffin
-            if checkpoint is None and lm is None:
-                from ..artifacts import default_selection
+        if selector in (None, "auto"):  # every command's default: the shipped artifact on its own weights, else griffin
+            if checkpoint is None:
+                from ..artifacts import auto_selection
 
-                selector, checkpoint = default_selection(model or pretrained, dtype,
-                                                         keep=float(keep) if keep is not None else None,
+                selector, checkpoint, _ = auto_selection(self.lm, keep=float(keep) if keep is not None else None,
                                                          width=int(width) if width is not None else None)
             else:
-                selector = "predictor" if checkpoint else "griffin"
+                selector = "predictor"
         sel = make_selector(selector, seed=int(seed), calibration=calibration, checkpoint=checkpoint)
         artifact = getattr(sel, "artifact", None)
         if artifact is not None:

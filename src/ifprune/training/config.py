@@ -102,6 +102,13 @@ class TrainConfig:
     # model learns to match the dense model rather than the data's answers (keeps the base model's ways,
     # e.g. its answer lengths, where the SFT data differ from what it was tuned on)
     ce_weight: float = 1.0
+    # on-policy distillation (GKD): this fraction of SFT batches (chosen per step from the seed, so a resumed run
+    # makes the same choice) replaces each response with the pruned model's own sample (hard top-k masks from the
+    # predictor's prompt scores, `on_policy_temperature`, at most `on_policy_tokens` new tokens), trained by
+    # the KL to the teacher alone: the model learns where its own answers go wrong, loops included. 0: off
+    on_policy: float = 0.0
+    on_policy_temperature: float = 1.0
+    on_policy_tokens: int = 128
     # predictor: also regress the head's scores (MSE, standardised per layer) onto the GRIFFIN scores of
     # the whole example (prompt and response), read from the training forward's FFN activations before
     # the mask: the channels the answer used, a target for every channel (SoftTopK's gradient reaches
@@ -176,6 +183,10 @@ class TrainConfig:
                 "static scores the run starts from)")
         if self.compensate not in ("none", "calibration"):
             bad(f"compensate must be 'none' or 'calibration', got {self.compensate!r}")
+        if self.on_policy and not (self.distill and self.stage == "sft"):
+            bad("on_policy trains the model's own samples by the KL to the teacher: it needs stage: sft and distill: true")
+        if not 0 <= self.on_policy <= 1 or self.on_policy_temperature < 0 or self.on_policy_tokens < 1:
+            bad("on_policy is a fraction in [0, 1], on_policy_temperature >= 0 (0: greedy), on_policy_tokens >= 1")
         if self.ce_weight == 0 and not self.distill:
             bad("ce_weight 0 leaves nothing to train on: set distill: true (pure distillation) or ce_weight > 0")
         for name in ("lr_predictor", "lr_llm", "weight_decay", "warmstart_lr", "oracle_weight", "distill_weight",

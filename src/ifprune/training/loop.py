@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class Batch:
     labels: torch.Tensor  # [B, T], -100 where no loss
     pred_ids: torch.Tensor | None  # predictor input (None for static)
     pred_mask: torch.Tensor | None
+    on_policy: bool = False  # the responses are the model's own samples: no cross-entropy on them
 
 
 def _pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
@@ -483,8 +485,45 @@ class Trainer:
         positions = self._positions(start)
         items = [self._example(positions[j]) for j in range(rank, B, world)]
         if self.cfg.stage == "sft":
+            if self.on_policy_step(step, micro):
+                return dataclasses.replace(sft_batch(self.lm.tokenizer, self.own_answers(items, step, micro), self.cfg),
+                                           on_policy=True)
             return sft_batch(self.lm.tokenizer, items, self.cfg)
         return pretrain_batch(torch.stack(items), self.cfg)
+
+    def on_policy_step(self, step: int, micro: int) -> bool:
+        """Whether this micro-batch is on-policy: a pure function of (seed, step, micro), so resuming agrees."""
+        if not self.cfg.on_policy:
+            return False
+        g = torch.Generator().manual_seed(self.cfg.seed * 1000003 + step * 131 + micro)
+        return bool(torch.rand((), generator=g) < self.cfg.on_policy)
+
+    @torch.no_grad()
+    def own_answers(self, items: list, step: int, micro: int) -> list:
+        """`items` with each response replaced by the pruned model's own sample: the current weights under the hard
+        top-k masks of the predictor's prompt scores (no re-selection while sampling), seeded per micro-batch."""
+        tok, cfg, dev = self.lm.tokenizer, self.cfg, self.acc.device
+        pb = sft_batch(tok, items, cfg)
+        was = self.model.training
+        self.model.eval()
+        try:
+            z = self.scores(pb)
+            masks = torch.zeros_like(z).scatter_(-1, z.topk(self.width, dim=-1).indices, 1.0)
+            out = []
+            for i, e in enumerate(items):
+                ids = encode_prompt(tok, e.prompt)[:, -cfg.data.max_prompt_tokens:].to(dev)
+                room = max(1, min(cfg.on_policy_tokens, cfg.data.max_seq_len - ids.shape[1]))
+                kw = (dict(do_sample=True, temperature=cfg.on_policy_temperature, top_p=None, top_k=None)
+                      if cfg.on_policy_temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
+                with torch.random.fork_rng(), self.autocast(), self.masked.apply(masks[i:i + 1]):
+                    torch.manual_seed(cfg.seed * 7777 + step * 97 + micro * 13 + i)
+                    gen = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=room,
+                                              pad_token_id=tok.pad_token_id, **kw)
+                text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+                out.append(dataclasses.replace(e, response=text if text.strip() else e.response))
+            return out
+        finally:
+            self.model.train(was)
 
     # one micro-batch --------------------------------------------------------------------------
     def scores(self, batch: Batch) -> torch.Tensor:
@@ -528,7 +567,8 @@ class Trainer:
         # ranks) and undo DDP's mean over ranks, so the gradient is the single-process one exactly
         world = self.acc.num_processes
         total = self.acc.reduce(counts.sum().float(), "sum") if world > 1 else counts.sum()
-        loss = self.cfg.ce_weight * sums.sum() * world / total.clamp_min(1)
+        ce_weight = 0.0 if batch.on_policy else self.cfg.ce_weight  # never fit the model's own samples
+        loss = ce_weight * sums.sum() * world / total.clamp_min(1)
         kl = None
         if self.cfg.distill:
             with torch.no_grad(), self.autocast():
