@@ -112,7 +112,7 @@ def test_selector_auto_goes_by_the_weights_not_by_how_the_model_is_named(capsys)
         outs.append(json.loads(capsys.readouterr().out))
     assert [(o["selector"], o["ffn_width"]) for o in outs] == [("predictor", 1152), ("predictor", 1152),
                                                                 ("predictor", 768)]
-    assert outs[0]["weights"] == outs[1]["weights"] and outs[0]["plan_hash"] == outs[1]["plan_hash"]
+    assert outs[0]["weights"]["tuned_by"] == outs[1]["weights"]["tuned_by"] and outs[0]["plan_hash"] == outs[1]["plan_hash"]
     assert main(["generate", QUESTION, "--max-new-tokens", "2", "--json", "--model", path, "--dtype", "bfloat16"]) == 0
     cap = capsys.readouterr()
     assert json.loads(cap.out)["selector"] == "griffin"

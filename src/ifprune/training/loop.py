@@ -501,7 +501,8 @@ class Trainer:
     @torch.no_grad()
     def own_answers(self, items: list, step: int, micro: int) -> list:
         """`items` with each response replaced by the pruned model's own sample: the current weights under the hard
-        top-k masks of the predictor's prompt scores (no re-selection while sampling), seeded per micro-batch."""
+        top-k masks of the predictor's prompt scores (no re-selection while sampling), one left-padded batch,
+        seeded per micro-batch."""
         tok, cfg, dev = self.lm.tokenizer, self.cfg, self.acc.device
         pb = sft_batch(tok, items, cfg)
         was = self.model.training
@@ -509,17 +510,23 @@ class Trainer:
         try:
             z = self.scores(pb)
             masks = torch.zeros_like(z).scatter_(-1, z.topk(self.width, dim=-1).indices, 1.0)
+            rows = [encode_prompt(tok, e.prompt)[0, -cfg.data.max_prompt_tokens:] for e in items]
+            T = max(len(r) for r in rows)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.full((len(rows), T), pad, dtype=torch.long)
+            att = torch.zeros_like(ids)
+            for i, r in enumerate(rows):
+                ids[i, T - len(r):], att[i, T - len(r):] = r, 1
+            room = max(1, min(cfg.on_policy_tokens, cfg.data.max_seq_len - min(len(r) for r in rows)))
+            kw = (dict(do_sample=True, temperature=cfg.on_policy_temperature, top_p=None, top_k=None)
+                  if cfg.on_policy_temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
+            with torch.random.fork_rng(), self.autocast(), self.masked.apply(masks):
+                torch.manual_seed(cfg.seed * 7777 + step * 97 + micro * 13)
+                gen = self.model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=room,
+                                          pad_token_id=pad, **kw)
             out = []
             for i, e in enumerate(items):
-                ids = encode_prompt(tok, e.prompt)[:, -cfg.data.max_prompt_tokens:].to(dev)
-                room = max(1, min(cfg.on_policy_tokens, cfg.data.max_seq_len - ids.shape[1]))
-                kw = (dict(do_sample=True, temperature=cfg.on_policy_temperature, top_p=None, top_k=None)
-                      if cfg.on_policy_temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
-                with torch.random.fork_rng(), self.autocast(), self.masked.apply(masks[i:i + 1]):
-                    torch.manual_seed(cfg.seed * 7777 + step * 97 + micro * 13 + i)
-                    gen = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=room,
-                                              pad_token_id=tok.pad_token_id, **kw)
-                text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+                text = tok.decode(gen[i, T:], skip_special_tokens=True)
                 out.append(dataclasses.replace(e, response=text if text.strip() else e.response))
             return out
         finally:
