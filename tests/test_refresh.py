@@ -476,3 +476,13 @@ def test_kept_prefill_is_refused_by_the_llamacpp_runtime(lm):
     with pytest.raises(IfpruneError, match="prefill kept .* --prefill dense-answer"):
         generate(lm, "hi", selector="griffin", width=16, refresh=R, refresh_every=True, prefill="kept",
                  runtime=RuntimeConfig("llamacpp"))
+
+
+def test_kept_prefill_is_refused_where_it_is_not_run():
+    from ifprune.bench.latency import BenchConfig
+    from ifprune.serve.app import ServeConfig
+
+    with pytest.raises(IfpruneError, match="prefill kept .*server's batched decode"):
+        ServeConfig(prefill="kept").validate()
+    with pytest.raises(IfpruneError, match="prefill kept .*bench's static-cache decoder"):
+        BenchConfig(prefill="kept").validate()

@@ -80,6 +80,9 @@ class BenchConfig:
             from ..selection.prefill import check_prefill
 
             check_prefill(self.prefill)
+            if self.prefill == "kept":
+                raise IfpruneError("prefill kept records each answer's FFN inputs, which bench's static-cache decoder does not: use "
+                                   "dense-answer (the default under re-selection every R) or dense")
 
 
 def shape_config(config: str | Path):
