@@ -3,7 +3,7 @@
 # was trained) and with --refresh 0, and on v5 (the keep-1/2 artifact shipped before it); greedy, 64 new
 # tokens. Raw JSON lines to results/training/v11/demo.jsonl.
 set -e
-A=${1:-results/training/artifacts/smollm2-135m-keep50-v11}
+A=${1:-src/ifprune/artifacts/smollm2-135m-keep50}
 V5=${V5:-results/training/artifacts/smollm2-135m-keep50-v5}
 exec .venv/bin/python benchmarks/demo_answers.py --out results/training/v11/demo.jsonl --threads "${THREADS:-2}" \
   --max-new-tokens 64 \

@@ -5,7 +5,7 @@
 set -e
 export IFPRUNE_CACHE=${IFPRUNE_CACHE:-$HOME/.cache/ifprune} HF_HUB_OFFLINE=1
 A=${1:-results/training/artifacts/smollm2-135m-keep50-v13}
-V11=${V11:-results/training/artifacts/smollm2-135m-keep50-v11}
+V11=${V11:-src/ifprune/artifacts/smollm2-135m-keep50}
 exec .venv/bin/python benchmarks/demo_answers.py --out results/training/v13/demo.jsonl --threads "${THREADS:-1}" \
   --max-new-tokens 64 \
   --prompt "What is the capital of France?" --prompt "Give three tips for staying healthy." \
