@@ -486,3 +486,42 @@ def test_kept_prefill_is_refused_where_it_is_not_run():
         ServeConfig(prefill="kept").validate()
     with pytest.raises(IfpruneError, match="prefill kept .*bench's static-cache decoder"):
         BenchConfig(prefill="kept").validate()
+
+
+def test_reselect_flags_have_independent_defaults_and_the_old_ones_warn(capsys):
+    """--reselect off|once|every and --reselect-tokens N: the mode defaults to the selector's own, the tokens to the
+    artifact's own or 32; --refresh / --refresh-every keep their meaning for a release, with a warning."""
+    import argparse
+    from types import SimpleNamespace
+
+    from ifprune.commands.common import add_reselection_args, reselection_args
+
+    p = argparse.ArgumentParser()
+    add_reselection_args(p, "")
+    trained = SimpleNamespace(artifact=SimpleNamespace(refresh=32))
+    plain = make_selector("griffin")
+    parse = lambda *a: p.parse_args(list(a))  # noqa: E731
+    assert reselection_args(parse(), trained) == (None, None)  # nothing given: the library's default (every 32)
+    assert reselection_args(parse("--reselect-tokens", "16"), trained) == (16, True)  # the mode stays the artifact's
+    assert reselection_args(parse("--reselect", "once"), trained) == (32, False)
+    assert reselection_args(parse("--reselect", "off"), trained) == (0, None)
+    assert reselection_args(parse("--reselect", "every"), plain) == (32, True)
+    assert reselection_args(parse("--reselect", "once", "--reselect-tokens", "8"), plain) == (8, False)
+    capsys.readouterr()
+    assert reselection_args(parse("--refresh", "16"), trained) == (16, None)  # the old meaning: once
+    assert "--refresh / --refresh-every are deprecated" in capsys.readouterr().err
+    for bad, match in ((("--reselect-tokens", "8"), "needs re-selection on"),
+                       (("--reselect", "every", "--reselect-tokens", "0"), "must be >= 1"),
+                       (("--reselect", "once", "--refresh", "8"), "give only --reselect")):
+        with pytest.raises(IfpruneError, match=match):
+            reselection_args(parse(*bad), plain)
+    r = resolve_reselection(*reselection_args(parse("--reselect", "once"), trained), None, trained)
+    assert r == Reselection(32, False, "pruned")
+
+
+def test_generation_reports_reselection_in_one_shape(lm):
+    s = SamplingConfig(max_new_tokens=3 * R, ignore_eos=True)
+    res = generate(lm, "count to ten", selector="griffin", width=16, sampling=s, refresh=R, refresh_every=True)
+    assert res.to_dict()["reselection"] == {"mode": "every", "tokens": R, "count": 2, "prefill": "dense-answer"}
+    off = generate(lm, "count to ten", selector="griffin", width=16, sampling=s)
+    assert off.to_dict()["reselection"] == {"mode": "off", "tokens": None, "count": 0, "prefill": "pruned"}

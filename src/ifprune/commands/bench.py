@@ -59,6 +59,11 @@ def run(args) -> int:
         from ..artifacts import default_selection
 
         args.selector, args.checkpoint = default_selection(args.model, args.dtype, keep=args.keep, width=args.width)
+    new_flags = args.reselect is not None or args.reselect_tokens is not None
+    if args.config or not new_flags:  # (no artifact's own default to read: random weights, or the old flags as given)
+        from .common import reselection_args
+
+        args.refresh, args.refresh_every = reselection_args(args, args.selector)
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,
@@ -79,8 +84,17 @@ def run(args) -> int:
             from ..artifacts import auto_selection
 
             cfg.selector, cfg.checkpoint, why = auto_selection(lm, keep=args.keep, width=args.width)
-            if cfg.selector != "predictor":
+            from .common import _names_the_packaged_model
+
+            if cfg.selector != "predictor" and _names_the_packaged_model(lm):
                 print(f"ifprune: selector auto -> {cfg.selector}: {why}", file=sys.stderr)
+        if new_flags:  # the artifact's own default, now that the selector is known
+            from ..selection.selectors import make_selector
+            from .common import reselection_args
+
+            sel = make_selector(cfg.selector, checkpoint=cfg.checkpoint) if cfg.selector == "predictor" else cfg.selector
+            cfg.refresh, cfg.refresh_every = reselection_args(args, sel)
+            cfg.validate()
         if cfg.selector == "predictor" and cfg.checkpoint:
             from ..selection.artifact import load_artifact
 

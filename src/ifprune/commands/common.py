@@ -43,24 +43,62 @@ def runtime_from_args(args):
     return RuntimeConfig(args.runtime, args.quant or "q8_0", args.threads or torch.get_num_threads())
 
 
+RESELECT_MODES = ("off", "once", "every")
+
+
 def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
                          prefill_note: str = "") -> None:
-    """--refresh R, --refresh-every / --no-refresh-every and --prefill: one meaning and one default in every
-    command (selection.refresh.resolve_reselection)."""
-    p.add_argument("--refresh", type=int, default=None, metavar="R", help=refresh_help)
-    p.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-select after every R answer tokens, not only the first R (needs re-selection on: --refresh R "
-                        "or an artifact trained under it; default: on for the artifact's own R, off for a --refresh "
-                        "given)" + every_note)
-    p.add_argument("--prefill", choices=PREFILLS, default=None,
+    """--reselect off|once|every, --reselect-tokens N and --prefill: one meaning and one default in every command
+    (selection.refresh.resolve_reselection); --refresh R and --refresh-every, their earlier spelling, still work for
+    one release with a deprecation warning (`reselection_args`)."""
+    g = p.add_argument_group("re-selection (after every N answer tokens, a new plan from the answer so far)")
+    g.add_argument("--reselect", choices=RESELECT_MODES, default=None,
+                   help="off: one plan per answer; once: re-select after the first N answer tokens; every: after every N "
+                        "(default: the artifact's own, every 32 for the shipped ones, which were trained under it; off "
+                        "for other selectors)")
+    g.add_argument("--reselect-tokens", type=int, default=None, metavar="N",
+                   help="answer tokens between re-selections (default: the artifact's own, else 32)")
+    g.add_argument("--prefill", choices=PREFILLS, default=None,
                    help="dense: the full model reads the prompt (reusing the selector's own pass when it has one) and "
                         "the compact model attends to it, so a re-selection re-runs only the answer so far, not the "
                         "prompt; every answer token is still the compact model's. dense-answer: as dense, and each "
                         "re-selection's full-model pass over the answer so far is kept as its cache too (nothing is "
                         "re-run). kept: as dense, and no full-model pass over the answer at all: each answer token's "
                         "cache is the compact model's that read it, and re-selection scores the FFN inputs the compact "
-                        "model saw (torch runtime only). pruned: the whole sequence through the compact model, as an export runs (default: "
-                        "dense-answer when re-selecting every R tokens, else pruned)" + prefill_note)
+                        "model saw (torch runtime only). pruned: the whole sequence through the compact model, as an "
+                        "export runs (default: dense-answer when re-selecting every N tokens, else pruned)" + prefill_note)
+    g.add_argument("--refresh", type=int, default=None, metavar="R",
+                   help="deprecated: --reselect once --reselect-tokens R (0: --reselect off). " + refresh_help)
+    g.add_argument("--refresh-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="deprecated: --reselect every (--no-refresh-every: --reselect once)" + every_note)
+
+
+def reselection_args(args, selector) -> tuple[int | None, bool | None]:
+    """The (refresh, refresh_every) pair the library takes, from --reselect / --reselect-tokens (independent
+    defaults: the mode is the selector's own, the tokens the artifact's own or 32) or from the deprecated --refresh /
+    --refresh-every (their old meaning, with a warning)."""
+    from ..selection.refresh import check_refresh, default_refresh
+
+    mode, tokens = getattr(args, "reselect", None), getattr(args, "reselect_tokens", None)
+    refresh, every = getattr(args, "refresh", None), getattr(args, "refresh_every", None)
+    if mode is None and tokens is None:
+        if refresh is not None or every is not None:
+            print("ifprune: --refresh / --refresh-every are deprecated and go in the next release: use --reselect "
+                  "off|once|every and --reselect-tokens N", file=sys.stderr)
+        return refresh, every
+    if refresh is not None or every is not None:
+        raise IfpruneError("--reselect/--reselect-tokens and the deprecated --refresh/--refresh-every set the same "
+                           "thing: give only --reselect and --reselect-tokens")
+    own = default_refresh(selector)
+    mode = mode or ("every" if own else "off")
+    if mode == "off":
+        if tokens is not None:
+            raise IfpruneError("--reselect-tokens needs re-selection on: add --reselect once or --reselect every "
+                               "(this selector does not re-select by default)")
+        return 0, None
+    if tokens is not None and check_refresh(tokens) is None:
+        raise IfpruneError("--reselect-tokens must be >= 1 (turn re-selection off with --reselect off)")
+    return (tokens if tokens is not None else own or 32), mode == "every"
 
 
 def add_selector_args(p: argparse.ArgumentParser) -> None:
@@ -97,6 +135,20 @@ def add_compensation_args(p: argparse.ArgumentParser) -> None:
                    help=f"refit ridge toward the original weights, relative to the mean diagonal (default: {d.ridge})")
 
 
+def _names_the_packaged_model(lm) -> bool:
+    """Whether `lm` was named as the packaged default model (by name, Hub id or its GGUF's path)."""
+    import os
+
+    from ..core.loading import DEFAULT_HUB_ID, DEFAULT_MODEL, default_gguf_path
+
+    if lm.source in (DEFAULT_MODEL, DEFAULT_HUB_ID):
+        return True
+    try:
+        return os.path.samefile(os.path.expanduser(lm.source), default_gguf_path())
+    except (OSError, IfpruneError):
+        return False
+
+
 def _selector_name(args, lm=None) -> str:
     """--selector, with auto (or none given) resolved: by the loaded weights' fingerprint when `lm` is given
     (artifacts.auto_selection, said on stderr when it is not the shipped artifact), else by the model's name."""
@@ -108,7 +160,7 @@ def _selector_name(args, lm=None) -> str:
 
             args.selector, args.checkpoint, why = auto_selection(lm, keep=getattr(args, "keep", None),
                                                                  width=getattr(args, "width", None))
-            if args.selector != "predictor":
+            if args.selector != "predictor" and _names_the_packaged_model(lm):  # where a user expects the artifact
                 print(f"ifprune: selector auto -> {args.selector}: {why}", file=sys.stderr)
         else:
             from ..artifacts import default_selection

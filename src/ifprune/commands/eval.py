@@ -7,7 +7,8 @@ import shlex
 import sys
 
 from .common import (
-    add_model_args, add_reselection_args, add_selector_args, compensation_config, load, print_json, resolve_width,
+    add_model_args, add_reselection_args, add_selector_args, compensation_config, load, print_json, reselection_args,
+    resolve_width,
     selector_from_args,
 )
 
@@ -67,10 +68,11 @@ def run(args) -> int:
     from ..core.errors import IfpruneError
 
     if args.suite == "compare":
-        if args.refresh is not None or args.refresh_every is not None or args.prefill is not None:
+        if (args.refresh is not None or args.refresh_every is not None or args.prefill is not None
+                or args.reselect is not None or args.reselect_tokens is not None):
             raise IfpruneError("compare takes re-selection and prefill per selector: write NAME+refreshR, "
                                "NAME+refresh-everyR or NAME+dense-prefill in --selectors (e.g. predictor+refresh32:DIR), "
-                               "not --refresh / --refresh-every / --prefill")
+                               "not --reselect / --reselect-tokens / --prefill")
         return run_compare(args)
     if args.suite not in SUITE_CHOICES:
         raise IfpruneError(f"unknown suite {args.suite!r}; choose from {', '.join(SUITE_CHOICES)} or 'compare'")
@@ -80,8 +82,9 @@ def run(args) -> int:
                        max_new_tokens=args.max_new_tokens, tasks=args.mc_tasks)
     lm = load(args)
     selector = selector_from_args(args, lm)
-    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=args.refresh,
-                    refresh_every=args.refresh_every, prefill=args.prefill)
+    refresh, every = reselection_args(args, selector)
+    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=refresh,
+                    refresh_every=every, prefill=args.prefill)
     res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
     if args.json:
         print_json(res.to_dict())

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from .common import (add_model_args, add_reselection_args, add_runtime_args, add_selector_args, load, plan_weights,
-                     print_json, refuse_plan_conflicts, resolve_width, runtime_from_args, selector_from_args)
+                     print_json, refuse_plan_conflicts, reselection_args, resolve_width, runtime_from_args,
+                     selector_from_args)
 
 
 def register(sub) -> None:
@@ -46,7 +47,7 @@ def run(args) -> int:
     sampling.validate()
     if not args.prompt.strip():
         raise IfpruneError("the prompt is empty: give some text to respond to")
-    refuse_plan_conflicts(args, also=("task", "refresh", "refresh_every"))
+    refuse_plan_conflicts(args, also=("task", "refresh", "refresh_every", "reselect", "reselect_tokens"))
     runtime = runtime_from_args(args)
     plan = Plan.load(args.plan) if args.plan else None  # a bad plan file fails before the model loads
     lm = load(args)
@@ -57,9 +58,10 @@ def run(args) -> int:
         selector = selector_from_args(args, lm)
         width = resolve_width(args, lm, selector)
     stream = None if (args.json or args.no_stream) else sys.stdout
+    refresh, every = reselection_args(args, selector)
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
-                      sampling=sampling, chat=not args.no_chat, stream=stream, refresh=args.refresh,
-                      refresh_every=args.refresh_every, prefill=args.prefill, runtime=runtime)
+                      sampling=sampling, chat=not args.no_chat, stream=stream, refresh=refresh,
+                      refresh_every=every, prefill=args.prefill, runtime=runtime)
     saved = save_plans(args.save_plan, result) if args.save_plan else {}
     if args.json:
         out = result.to_dict()

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from .common import add_model_args, add_reselection_args, add_selector_args, load, selector_from_args
+from .common import add_model_args, add_reselection_args, add_selector_args, load, reselection_args, selector_from_args
 
 
 def register(sub) -> None:
@@ -71,11 +71,12 @@ def run(args) -> int:
                       max_prompt_tokens=args.max_prompt_tokens or None,
                       max_connections=args.max_connections, header_timeout_s=args.header_timeout,
                       body_timeout_s=args.body_timeout, request_timeout_s=args.request_timeout,
-                      drain_s=args.drain_seconds, api_key=args.api_key, refresh=args.refresh,
-                      refresh_every=args.refresh_every, prefill=args.prefill)
+                      drain_s=args.drain_seconds, api_key=args.api_key, prefill=args.prefill)
     cfg.validate()
     lm = load(args)
     selector = selector_from_args(args, lm)
+    cfg.refresh, cfg.refresh_every = reselection_args(args, selector)
+    cfg.validate()
     if args.selector == "dense":
         args.keep, args.width = None, lm.d_ffn
     from .common import resolve_width

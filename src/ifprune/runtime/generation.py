@@ -103,9 +103,19 @@ class GenerationResult:
     plan: Plan | None = field(default=None, repr=False)
     refresh_plan: Plan | None = field(default=None, repr=False)  # the re-selected plan, when there was one
 
+    @property
+    def reselection(self) -> dict:
+        """What ran, in the one shape every command reports: mode off|once|every, tokens between re-selections,
+        how many ran, and the prefill. (`refresh`, `refresh_after`, `refresh_every`: the earlier fields, kept for
+        one release.)"""
+        mode = "off" if not self.refresh_after else "every" if self.refresh_every else "once"
+        return {"mode": mode, "tokens": self.refresh_after, "count": self.refresh["count"] if self.refresh else 0,
+                "prefill": self.prefill}
+
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("plan", "refresh_plan")}
         out["timings"] = dict(self.timings)
+        out["reselection"] = self.reselection
         return out
 
     def summary(self) -> str:
