@@ -52,3 +52,14 @@ for r in json.loads(res.read_text())["results"]:
 PY
   done
 }
+# fidelity_sets: the two fidelity sets, written when missing: the dense model's greedy answers to 120 unread chat
+# prompts (general and code; $FID) and to the validation slices' prompts (every family; $VFID, from
+# `python -m ifprune.training.teacher --split validation`).
+FID="$IFPRUNE_CACHE/fidelity_unread_4000.jsonl"
+VFID=runs/fidelity/eval.jsonl
+fidelity_sets() {
+  [ -f "$VFID" ] || .venv/bin/python -m ifprune.training.teacher --split validation --out runs/fidelity --write-eval "$VFID"
+  .venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_unread_4000.jsonl" --unread-after 4000 \
+    --per-family 60 --families general,code
+  .venv/bin/python benchmarks/dense_answers.py "$IFPRUNE_CACHE/sft_unread_4000.jsonl" results/quality/loops/dense.jsonl "$FID"
+}

@@ -9,12 +9,7 @@ set -e
 . benchmarks/heldout_slices.sh
 D=results/refresh/kept
 ART=src/ifprune/artifacts
-FID="$IFPRUNE_CACHE/fidelity_unread_4000.jsonl"
-VFID=runs/fidelity/eval.jsonl
-[ -f "$VFID" ] || .venv/bin/python -m ifprune.training.teacher --split validation --out runs/fidelity --write-eval "$VFID"
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_unread_4000.jsonl" --unread-after 4000 \
-  --per-family 60 --families general,code
-.venv/bin/python benchmarks/dense_answers.py "$IFPRUNE_CACHE/sft_unread_4000.jsonl" results/quality/loops/dense.jsonl "$FID"
+fidelity_sets
 for K in ${KEEPS:-75 50}; do
   KEEP=0.$K; [ $K = 50 ] && KEEP=0.5
   ROWS="predictor+dense-answer-prefill:$ART/smollm2-135m-keep$K predictor+kept-prefill:$ART/smollm2-135m-keep$K"

@@ -11,12 +11,7 @@ V17=results/training/artifacts/smollm2-135m-keep75-v17
 . benchmarks/heldout_slices.sh
 require_artifacts "run results/training/v18/run.sh" $V18
 D=results/training/v18
-FID="$IFPRUNE_CACHE/fidelity_unread_4000.jsonl"
-VFID=runs/fidelity/eval.jsonl
-[ -f "$VFID" ] || .venv/bin/python -m ifprune.training.teacher --split validation --out runs/fidelity --write-eval "$VFID"
-.venv/bin/python -m ifprune.training.data_sft --out "$IFPRUNE_CACHE/sft_unread_4000.jsonl" --unread-after 4000 \
-  --per-family 60 --families general,code
-.venv/bin/python benchmarks/dense_answers.py "$IFPRUNE_CACHE/sft_unread_4000.jsonl" results/quality/loops/dense.jsonl "$FID"
+fidelity_sets
 ROWS="dense predictor:src/ifprune/artifacts/smollm2-135m-keep75 predictor:$V17 predictor:$V18"
 L="ifpruning+refresh-every32+dense-answer-prefill"
 for SET in fidelity vfidelity; do
