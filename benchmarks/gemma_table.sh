@@ -37,7 +37,8 @@ for TY in q8_0 q4_k_m; do
     --compensate calibration --format gguf --gguf-type $TY --out "/tmp/gemma-py-$TY.gguf" --overwrite --threads $T \
     > "$OUT/export_$TY.json" 2> "$OUT/export_$TY.log"
 done
-[ -s "$OUT/llamacpp.json" ] || .venv/bin/python benchmarks/gguf_decode.py --threads $T --prompt "$P" \
+# (raw completion: Gemma 3 270M is a base model; its GGUF has no chat template llama.cpp applies)
+[ -s "$OUT/llamacpp.json" ] || .venv/bin/python benchmarks/gguf_decode.py --threads $T --raw --prompt "$P" \
   --gguf "packaged Q4_K_M=$IFPRUNE_CACHE/packaged/gemma-3-270m-q4_k_m.gguf" \
   --gguf "keep 1/2 Q8_0=/tmp/gemma-py-q8_0.gguf" --gguf "keep 1/2 Q4_K_M=/tmp/gemma-py-q4_k_m.gguf" \
   --out "$OUT/llamacpp.json"

@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gguf", action="append", required=True, metavar="NAME=PATH")
     ap.add_argument("--prompt", default="Write a Python function that returns the factorial of n.")
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--raw", action="store_true", help="complete the prompt as plain text (a base model without a "
+                                                        "chat template), not as a chat message")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
@@ -43,12 +45,16 @@ def main(argv=None) -> int:
             llm = row["llm"]
             llm.reset()
             t = time.perf_counter()
-            out = llm.create_chat_completion(messages=messages, max_tokens=args.new_tokens, temperature=0.0,
-                                             top_k=1, seed=0)
+            if args.raw:
+                out = llm(args.prompt, max_tokens=args.new_tokens, temperature=0.0, top_k=1, seed=0)
+            else:
+                out = llm.create_chat_completion(messages=messages, max_tokens=args.new_tokens, temperature=0.0,
+                                                 top_k=1, seed=0)
             wall = time.perf_counter() - t
             n = out["usage"]["completion_tokens"]
-            row["runs"].append({"seconds": wall, "tokens": n, "tok_s": n / wall})
-            row["text"] = out["choices"][0]["message"]["content"]
+            row["runs"].append({"seconds": wall, "tokens": n, "tok_s": n / wall if n else 0.0})
+            choice = out["choices"][0]
+            row["text"] = choice["text"] if args.raw else choice["message"]["content"]
         print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr)
     res = {"command": "python benchmarks/gguf_decode.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": platform.platform(), "threads": args.threads, "prompt": args.prompt,
