@@ -216,31 +216,28 @@ class Scorer:
 
         from transformers import DynamicCache
 
-        from ..selection.decoded import AnswerInputs, full_squares
-        from ..selection.refresh import prompt_squares, squares_plan
+        from ..selection.decoded import KeptReselection
+        from ..selection.refresh import prompt_squares
 
         seq, start, _ = self._window(ctx, cont)
         ids = torch.tensor([seq], device=self.lm.device)
         t0 = time.perf_counter()
         state = self.selector.prompt_state(self.lm, self._source) if self._source is not None else None
-        squares = prompt_squares(self.lm, state, ids[:, :start])
+        kept = KeptReselection(self.lm, prompt_squares(self.lm, state, ids[:, :start]))
         self.timings["selection_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         cache = (copy.deepcopy(self._dense_prefix(ids[:, :start - 1])) if start > 1
                  else DynamicCache(config=self.lm.model.config))
         self.timings["model_s"] += time.perf_counter() - t0
-        inputs = AnswerInputs(self.lm.num_layers)
         lp, greedy, done, seg = 0.0, True, 0, plan
         for k in segment_lengths(len(seq) - start, self.refresh, self.refresh_every):
             if done:
                 t0 = time.perf_counter()
-                squares += full_squares(self.lm, inputs.take())
-                seg = squares_plan(self.lm, self.selector, self._source, squares, self.width, self.refresh,
-                                   start + done)
+                seg = kept.next_plan(self.selector, self._source, self.width, self.refresh, start + done)
                 self.timings["selection_s"] += time.perf_counter() - t0
             model = self.model_for(seg)
             t0 = time.perf_counter()
-            with inputs.record(self.lm.compact(plan.width).compact_layout, skip=int(done == 0)):
+            with kept.record(self.lm.compact(plan.width).compact_layout, first=done == 0):
                 logits = model(ids[:, start - 1 + done:start - 1 + done + k], cache=cache, use_cache=True).logits
             self.timings["model_s"] += time.perf_counter() - t0
             logp = torch.log_softmax(logits.float()[0], dim=-1)
@@ -306,12 +303,12 @@ class Scorer:
         t0 = time.perf_counter()
         kept = self.prefill == "kept" and plan is not None and len(lengths) > 1
         if kept:  # the prompt's squares, then the FFN inputs each segment's compact model reads (selection.decoded)
-            from ..selection.decoded import AnswerInputs, full_squares
-            from ..selection.refresh import prompt_cache_state, squares_plan
+            from ..selection.decoded import KeptReselection
+            from ..selection.refresh import prompt_cache_state
 
             cache, state = prompt_cache_state(self.lm, self.selector, self._source if self.task is None and not
                                               self.per_task else None, ids)
-            squares, inputs = state.squares.clone(), AnswerInputs(self.lm.num_layers)
+            kept_state = KeptReselection(self.lm, state.squares)
         elif reads_prompt_dense(self.prefill) and plan is not None:
             cache = prompt_cache(self.lm, self.selector, self._source if self.task is None and not self.per_task
                                  else None, ids)
@@ -321,11 +318,9 @@ class Scorer:
                 text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
                 if not answer_goes_on(self.lm, out, start.shape[1], lengths[i - 1]) or cut_at_stop(text, stop) != text:
                     break  # the last segment ended the answer
-                if self.prefill == "kept":
+                if kept:
                     t0 = time.perf_counter()
-                    squares += full_squares(self.lm, inputs.take())
-                    seg = squares_plan(self.lm, self.selector, self._source, squares, self.width, self.refresh,
-                                       out.shape[1])
+                    seg = kept_state.next_plan(self.selector, self._source, self.width, self.refresh, out.shape[1])
                     self.timings["selection_s"] += time.perf_counter() - t0
                     model = self.model_for(seg)
                 else:
@@ -340,7 +335,7 @@ class Scorer:
                     if cache is None:
                         cache = self._dense_prefix(out[:, :-1])
             keep = (out.shape[1] if self.prefill in ("dense-answer", "kept") else ids.shape[1]) - 1
-            with (inputs.record(self.lm.compact(plan.width).compact_layout, skip=int(not i)) if kept
+            with (kept_state.record(self.lm.compact(plan.width).compact_layout, first=not i) if kept
                   else contextlib.nullcontext()):
                 start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
                                                  cache=crop_to(cache, keep), **kw)

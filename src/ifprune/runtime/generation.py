@@ -15,7 +15,7 @@ from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
 from ..selection.prefill import carried_cache, crop_to, prompt_cache, read_all_of, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
-                                 resolve_reselection, segment_lengths, squares_plan)
+                                 resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
 
 
@@ -247,11 +247,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     carry = rs.prefill == "dense-answer" and pruned  # each re-selection's dense pass fills the answer's cache too
     kept = rs.prefill == "kept" and pruned and len(lengths) > 1  # the answer's cache as decoded (selection.decoded)
     text = task if task is not None else prompt
-    cache = state = squares = None
-    if kept:
-        from ..selection.decoded import AnswerInputs, full_squares
-
-        inputs = AnswerInputs(lm.num_layers)
+    cache = state = kept_state = None
 
     def segment(model, cur, n, streamer):
         # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
@@ -261,7 +257,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
 
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
-        with torch.inference_mode(), (inputs.record(compact.compact_layout, skip=int(cur is ids)) if kept
+        with torch.inference_mode(), (kept_state.record(compact.compact_layout, first=cur is ids) if kept
                                       else contextlib.nullcontext()):
             return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
                                   pad_token_id=lm.tokenizer.pad_token_id, cache=crop_to(cache, keep), **kw)
@@ -273,7 +269,10 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         source = text if task is None else None
         if len(lengths) > 1:  # re-selection continues this pass
             cache, state = prompt_cache_state(lm, sel, source, ids)
-            squares = state.squares.clone() if kept else None
+            if kept:
+                from ..selection.decoded import KeptReselection
+
+                kept_state = KeptReselection(lm, state.squares)
         else:
             cache = prompt_cache(lm, sel, source, ids)
         if llamacpp:
@@ -290,8 +289,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
             break  # the last segment ended the answer
         t_r = time.perf_counter()
         if kept:  # GRIFFIN over the answer from the FFN inputs the compact model read: no dense pass
-            squares += full_squares(lm, inputs.take())
-            plans.append(squares_plan(lm, sel, text, squares, plan.width, refresh, out.shape[1]))
+            plans.append(kept_state.next_plan(sel, text, plan.width, refresh, out.shape[1]))
         else:
             plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
         t_l = time.perf_counter()

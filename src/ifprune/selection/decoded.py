@@ -86,3 +86,24 @@ def full_squares(lm, inputs: list[torch.Tensor]) -> torch.Tensor:
                 h.remove()
             out[layer.index] = griffin_squares(seen.pop())[0].cpu()
     return out
+
+
+class KeptReselection:
+    """The running state of "kept" re-selection over one answer: GRIFFIN's squared sums so far (the prompt's, then
+    each segment's FFN inputs added at its re-selection) and the inputs the current segment records."""
+
+    def __init__(self, lm, prompt_squares: torch.Tensor):
+        self.lm = lm
+        self.squares = prompt_squares.clone()
+        self.inputs = AnswerInputs(lm.num_layers)
+
+    def record(self, layout, first: bool):
+        """Record while `layout`'s compact model reads a segment; the first one starts with the prompt's last token."""
+        return self.inputs.record(layout, skip=int(first))
+
+    def next_plan(self, selector, text: str | None, width: int, after: int, tokens: int):
+        """The plan for the next segment, from everything read so far (`tokens`: prompt + answer so far)."""
+        from .refresh import squares_plan
+
+        self.squares += full_squares(self.lm, self.inputs.take())
+        return squares_plan(self.lm, selector, text, self.squares, width, after, tokens)
