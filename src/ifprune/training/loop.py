@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -522,8 +522,9 @@ class Trainer:
                   if cfg.on_policy_temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
             with torch.random.fork_rng(), self.autocast(), self.masked.apply(masks):
                 torch.manual_seed(cfg.seed * 7777 + step * 97 + micro * 13)
-                gen = self.model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=room,
-                                          pad_token_id=pad, **kw)
+                model = getattr(self.model, "module", self.model)  # (DDP wraps the model; generate is on it)
+                gen = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=room,
+                                     pad_token_id=pad, **kw)
             out = []
             for i, e in enumerate(items):
                 text = tok.decode(gen[i, T:], skip_special_tokens=True)
