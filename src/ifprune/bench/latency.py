@@ -79,10 +79,7 @@ class BenchConfig:
         if self.prefill is not None:
             from ..selection.prefill import check_prefill
 
-            check_prefill(self.prefill)
-            if self.prefill == "kept":
-                raise IfpruneError("prefill kept records each answer's FFN inputs, which bench's static-cache decoder does not: use "
-                                   "dense-answer (the default under re-selection every R) or dense")
+            check_prefill(self.prefill, without_kept="bench's static-cache decoder")
 
 
 def shape_config(config: str | Path):

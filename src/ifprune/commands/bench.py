@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from .common import add_compensation_args, add_model_args, add_reselection_args
 
 
@@ -81,13 +79,9 @@ def run(args) -> int:
 
         lm = load(args)
         if auto:
-            from ..artifacts import auto_selection
+            from .common import auto_from_weights
 
-            cfg.selector, cfg.checkpoint, why = auto_selection(lm, keep=args.keep, width=args.width)
-            from .common import _names_the_packaged_model
-
-            if cfg.selector != "predictor" and _names_the_packaged_model(lm):
-                print(f"ifprune: selector auto -> {cfg.selector}: {why}", file=sys.stderr)
+            cfg.selector, cfg.checkpoint = auto_from_weights(lm, args.keep, args.width)
         if new_flags:  # the artifact's own default, now that the selector is known
             from ..selection.selectors import make_selector
             from .common import reselection_args

@@ -149,6 +149,17 @@ def _names_the_packaged_model(lm) -> bool:
         return False
 
 
+def auto_from_weights(lm, keep: float | None, width: int | None) -> tuple[str, str | None]:
+    """`--selector auto` on a loaded model (artifacts.auto_selection): (selector, artifact or None); where the
+    packaged model was named and its artifact still cannot run, says why on stderr."""
+    from ..artifacts import auto_selection
+
+    selector, checkpoint, why = auto_selection(lm, keep=keep, width=width)
+    if selector != "predictor" and _names_the_packaged_model(lm):
+        print(f"ifprune: selector auto -> {selector}: {why}", file=sys.stderr)
+    return selector, checkpoint
+
+
 def _selector_name(args, lm=None) -> str:
     """--selector, with auto (or none given) resolved: by the loaded weights' fingerprint when `lm` is given
     (artifacts.auto_selection, said on stderr when it is not the shipped artifact), else by the model's name."""
@@ -156,12 +167,8 @@ def _selector_name(args, lm=None) -> str:
         if getattr(args, "checkpoint", None):
             args.selector = "predictor"
         elif lm is not None:
-            from ..artifacts import auto_selection
-
-            args.selector, args.checkpoint, why = auto_selection(lm, keep=getattr(args, "keep", None),
-                                                                 width=getattr(args, "width", None))
-            if args.selector != "predictor" and _names_the_packaged_model(lm):  # where a user expects the artifact
-                print(f"ifprune: selector auto -> {args.selector}: {why}", file=sys.stderr)
+            args.selector, args.checkpoint = auto_from_weights(lm, getattr(args, "keep", None),
+                                                               getattr(args, "width", None))
         else:
             from ..artifacts import default_selection
 

@@ -13,7 +13,7 @@ from transformers import TextStreamer
 from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
-from ..selection.prefill import carried_cache, crop_to, prompt_cache, read_all_of, reads_prompt_dense
+from ..selection.prefill import carried_cache, check_prefill, crop_to, prompt_cache, read_all_of, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
                                  resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
@@ -196,9 +196,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     sel = make_selector(selector) if isinstance(selector, str) else selector
     rs = resolve_reselection(refresh, refresh_every, prefill, sel) if plan is None else Reselection.off(prefill)
     refresh, refresh_every = rs.refresh, rs.every
-    if rs.prefill == "kept" and runtime.engine == "llamacpp":
-        raise IfpruneError("prefill kept reads the compact model's FFN inputs, which the llama.cpp runtime does not "
-                           "expose: use --prefill dense-answer with --runtime llamacpp")
+    if runtime.engine == "llamacpp":
+        check_prefill(rs.prefill, without_kept="the llama.cpp runtime")
     ids = encode_prompt(lm.tokenizer, prompt, chat=chat)
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)

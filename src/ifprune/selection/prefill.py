@@ -28,9 +28,14 @@ from ..core.prompt_pass import decoder_body
 PREFILLS = ("pruned", "dense", "dense-answer", "kept")
 
 
-def check_prefill(prefill: str) -> str:
+def check_prefill(prefill: str, without_kept: str | None = None) -> str:
+    """`prefill`, checked; `without_kept`: the decoder that runs it, when that decoder does not record the FFN
+    inputs "kept" needs (then kept is refused, naming it)."""
     if prefill not in PREFILLS:
         raise IfpruneError(f"prefill must be one of {', '.join(PREFILLS)}, got {prefill!r}")
+    if prefill == "kept" and without_kept:
+        raise IfpruneError(f"prefill kept records each answer's FFN inputs, which {without_kept} does not: use "
+                           "--prefill dense-answer (the default under re-selection every R) or dense")
     return prefill
 
 

@@ -97,10 +97,7 @@ class ServeConfig:
         if self.prefill is not None:
             from ..selection.prefill import check_prefill
 
-            check_prefill(self.prefill)
-            if self.prefill == "kept":
-                raise IfpruneError("prefill kept records each answer's FFN inputs, which the server's batched decode does not: use "
-                                   "dense-answer (the default under re-selection every R) or dense")
+            check_prefill(self.prefill, without_kept="the server's batched decode")
         if self.api_key is not None and not self.api_key.strip():
             raise IfpruneError("the API key is empty: give a non-empty --api-key or leave it out")
 
