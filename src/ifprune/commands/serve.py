@@ -26,6 +26,11 @@ def register(sub) -> None:
     p.add_argument("--policy", default="group", help="mixed-task batching: group (by plan, default) or fifo")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
+    p.add_argument("--max-running", type=int, default=2,
+                   help="batches run at once, interleaved step by step; each holds a compact model (default 2)")
+    p.add_argument("--prefill-chunk", type=int, default=64,
+                   help="prompt tokens read per unit of work, so a long prompt never holds the model for longer "
+                        "(default 64)")
     p.add_argument("--max-tokens-limit", type=int, default=1024)
     p.add_argument("--max-prompt-tokens", type=int, default=2048,
                    help="longest prompt accepted, in tokens (400 beyond): a long prefill holds the model for every "
@@ -66,7 +71,7 @@ def run(args) -> int:
 
     tasks = parse_aliases(args.task_alias)
     cfg = ServeConfig(host=args.host, port=args.port, tasks=tasks, policy=args.policy, max_batch=args.max_batch,
-                      max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
+                      max_queue=args.max_queue, max_running=args.max_running, prefill_chunk=args.prefill_chunk, max_tokens_limit=args.max_tokens_limit,
                       max_body_bytes=args.max_body_bytes, max_task_chars=args.max_task_chars,
                       max_prompt_tokens=args.max_prompt_tokens or None,
                       max_connections=args.max_connections, header_timeout_s=args.header_timeout,

@@ -9,7 +9,10 @@ not pay for the other L - N layers.
 
 from __future__ import annotations
 
+import threading
 import weakref
+from contextlib import contextmanager, nullcontext
+from typing import Callable, ContextManager, Iterator
 
 import torch
 from torch import nn
@@ -57,3 +60,57 @@ def prompt_hidden(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Ten
             return body(input_ids=ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return forward_until(blocks[layers - 1],
                              lambda: body(input_ids=ids, attention_mask=attention_mask, use_cache=False))
+
+
+# pacing --------------------------------------------------------------------------------------------------
+# A server's one worker must not vanish into a long prompt's pass while other clients wait for their next token.
+# Inside `paced(chunk, between)` the passes below read a long sequence `chunk` tokens at a time through a KV cache
+# and call `between()` after each chunk but the last, where the caller runs other work. Forward hooks (GRIFFIN's
+# recorders) are entered per chunk, so nothing `between()` runs passes under them.
+
+_PACE = threading.local()
+
+
+@contextmanager
+def paced(chunk: int, between: Callable[[], None]) -> Iterator[None]:
+    """Passes over more than `chunk` tokens in this thread run in chunks with `between()` after each."""
+    if chunk < 1:
+        raise IfpruneError(f"a prefill chunk must be at least 1 token, got {chunk}")
+    old = getattr(_PACE, "value", None)
+    _PACE.value = (chunk, between)
+    try:
+        yield
+    finally:
+        _PACE.value = old
+
+
+def pacing(ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> bool:
+    """Whether a pass over `ids` runs paced here: inside `paced`, one sequence without padding, longer than a chunk.
+    Outside `paced` every pass runs as it always has (one call)."""
+    value = getattr(_PACE, "value", None)
+    return (value is not None and ids.shape[0] == 1 and ids.shape[1] > value[0]
+            and (attention_mask is None or bool(attention_mask.all())))
+
+
+def paced_pass(model: nn.Module, ids: torch.Tensor, *, cache=None,
+               hooks: Callable[[], ContextManager] = nullcontext):
+    """The decoder body of `model` over one unpadded sequence `ids` [1, T], continuing `cache` (None: a new one),
+    under `hooks()`: (last hidden state [1, T, hidden], the cache); a chunk at a time where `pacing` says so."""
+    from transformers import DynamicCache
+
+    body = decoder_body(model)
+    if cache is None:
+        cache = DynamicCache(config=body.config)
+    chunk, between = _PACE.value if pacing(ids) else (max(ids.shape[1], 1), None)
+    hidden = []
+    for start in range(0, ids.shape[1], chunk):
+        if start:  # (what `between` runs is not paced: it runs inside this pass's chunk boundary)
+            _PACE.value = None
+            try:
+                between()
+            finally:
+                _PACE.value = (chunk, between)
+        with torch.no_grad(), hooks():
+            res = body(input_ids=ids[:, start:start + chunk], cache=cache, use_cache=True)
+        hidden.append(res.last_hidden_state)
+    return torch.cat(hidden, dim=1), cache

@@ -23,7 +23,7 @@ import copy
 import torch
 
 from ..core.errors import IfpruneError
-from ..core.prompt_pass import decoder_body
+from ..core.prompt_pass import decoder_body, paced_pass, pacing
 
 PREFILLS = ("pruned", "dense", "dense-answer", "kept")
 
@@ -71,17 +71,21 @@ def dense_prefix_cache(lm, ids: torch.Tensor):
     """The full model's KV cache of `ids` [1, tokens] (no LM head)."""
     from transformers import DynamicCache
 
+    if pacing(ids):
+        return paced_pass(lm.model, ids)[1]
     cache = DynamicCache(config=lm.model.config)
     with torch.no_grad():
         decoder_body(lm.model)(input_ids=ids, cache=cache, use_cache=True)
     return cache
 
 
-def prompt_cache(lm, selector, text: str | None, ids: torch.Tensor):
+def prompt_cache(lm, selector, text: str | None, ids: torch.Tensor, state=None):
     """The full model's KV cache of `ids` [1, T] but its last token: a copy of the selector's own prompt pass
-    when that pass read exactly these ids (a re-selecting artifact keeps it), else one pass of the full model.
+    when that pass read exactly these ids (a re-selecting artifact keeps it; `state`: that pass's PromptState,
+    when the caller holds it), else one pass of the full model.
     Cropped back to T - 1 tokens before each segment (`crop_to`), so re-selection re-runs only the answer."""
-    state = own_prompt_state(lm, selector, text, ids)
+    if state is None or not read_all_of(state, ids):
+        state = own_prompt_state(lm, selector, text, ids)
     if state is not None:
         return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1)  # the selector's own stays whole
     return dense_prefix_cache(lm, ids[:, :-1])

@@ -23,10 +23,11 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
-from ..core.prompt_pass import decoder_body
+from ..core.prompt_pass import decoder_body, paced_pass, pacing
 from ..core.plan import Plan
 from ..core.prompting import eos_ids
 from .heads import standardise
@@ -136,12 +137,18 @@ def prompt_pass(lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = Non
 
 
 def _recorded_pass(lm, **inputs):
-    """A decoder-body pass of one sequence that sums GRIFFIN's squares per layer: (squares, output)."""
+    """A decoder-body pass of one sequence that sums GRIFFIN's squares per layer: (squares, output). A fresh pass
+    (no cache given) over a long prompt runs a chunk at a time inside core.prompt_pass.paced (the server); one that
+    continues a PromptState's cache never does (another request's re-selection may share that state)."""
     squares = torch.zeros(lm.num_layers, lm.d_ffn)
 
     def acc(i, x):
-        squares[i] = griffin_squares(x)[0].cpu()
+        squares[i] += griffin_squares(x)[0].cpu()
 
+    ids = inputs["input_ids"]
+    if "cache" not in inputs and pacing(ids, inputs.get("attention_mask")):
+        hidden, cache = paced_pass(lm.model, ids, hooks=lambda: record_intermediates(lm.layout, acc))
+        return squares, BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
     with torch.no_grad(), record_intermediates(lm.layout, acc):
         res = decoder_body(lm.model)(**inputs)
     return squares, res

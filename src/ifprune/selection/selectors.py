@@ -19,7 +19,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.plan import Plan, check_width
-from ..core.prompt_pass import decoder_body
+from ..core.prompt_pass import decoder_body, paced_pass, pacing
 from ..core.prompting import encode_prompt
 
 
@@ -234,6 +234,12 @@ class GriffinSelector(Selector):
         def acc(i, x):
             out[:, i] = griffin_columns(x, keep).cpu()
 
+        if not hidden_states and pacing(ids, attention_mask):  # (the server: a chunk at a time, summing squares)
+            def add(i, x):
+                out[:, i] += griffin_squares(x).cpu()
+
+            paced_pass(lm.model, ids, hooks=lambda: record_intermediates(lm.layout, add))
+            return out[0].sqrt() if attention_mask is None else out.sqrt()
         with torch.no_grad(), record_intermediates(lm.layout, acc):  # no LM head, no cache: prompt_pass
             res = decoder_body(lm.model)(input_ids=ids, attention_mask=attention_mask,
                                          output_hidden_states=hidden_states, use_cache=False)

@@ -52,6 +52,8 @@ class ServeConfig:
     tasks: dict[str, str] | None = None  # alias name -> task description (None: engine.DEFAULT_TASKS)
     max_batch: int = 8
     max_queue: int = 64
+    max_running: int = 2  # batches interleaved at once, each on a compact model of its own (memory: one FFN each)
+    prefill_chunk: int = 64  # prompt tokens per unit of work: what a short request behind a long one waits per unit
     batch_window_s: float = 0.01
     policy: str = "group"
     max_body_bytes: int = 1 << 20
@@ -75,7 +77,7 @@ class ServeConfig:
     def validate(self) -> None:
         if self.policy not in POLICIES:
             raise IfpruneError(f"unknown batching policy {self.policy!r}: use one of {', '.join(POLICIES)}")
-        for name in ("max_batch", "max_queue", "max_body_bytes", "max_tokens_limit", "default_max_tokens",
+        for name in ("max_batch", "max_queue", "max_running", "prefill_chunk", "max_body_bytes", "max_tokens_limit", "default_max_tokens",
                      "max_task_chars", "keep_alive_s", "max_connections"):
             if getattr(self, name) < 1:
                 raise IfpruneError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -135,7 +137,8 @@ class IfpruneServer:
         self._sock = _listen(self.config.host, self.config.port)
         self.scheduler = Scheduler(self.engine, self.metrics, max_batch=self.config.max_batch,
                                    max_queue=self.config.max_queue, batch_window_s=self.config.batch_window_s,
-                                   policy=self.config.policy)
+                                   policy=self.config.policy, max_running=self.config.max_running,
+                                   prefill_chunk=self.config.prefill_chunk)
         import uvicorn
 
         ucfg = uvicorn.Config(create_app(self), http=make_protocol(self.config.header_timeout_s, self.config.max_connections),
