@@ -298,3 +298,29 @@ def test_refused_keys_are_counted_in_metrics():
         s.close()
     assert any(line.startswith("ifprune_responses_total{") and 'code="401"' in line and line.endswith(" 3.0")
                for line in text.splitlines()), [x for x in text.splitlines() if "responses" in x]
+
+
+def test_api_key_scheme_is_case_insensitive_and_two_keys_are_refused():
+    s = _server(api_key="s3cret")
+    try:
+        def status(headers):
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+            conn.putrequest("GET", "/v1/models")
+            for k, v in headers:
+                conn.putheader(k, v)
+            conn.endheaders()
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            conn.close()
+            return resp.status, body.get("error", {}).get("message", "")
+
+        assert status([("Authorization", "Bearer s3cret")])[0] == 200
+        assert status([("Authorization", "bearer s3cret")])[0] == 200  # RFC 7235: the scheme is case-insensitive
+        assert status([("Authorization", "BEARER  s3cret ")])[0] == 200
+        assert status([("Authorization", "Basic s3cret")])[0] == 401
+        assert status([("Authorization", "Bearer s3cret"), ("Authorization", "Bearer wrong")]) == (
+            401, "send one Authorization header, not several")
+        assert status([("Authorization", "Bearer wrong"), ("Authorization", "Bearer s3cret")])[0] == 401
+        assert status([])[0] == 401
+    finally:
+        s.close()

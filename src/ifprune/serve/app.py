@@ -546,7 +546,7 @@ class _Gate:
     access log line of every response that is not a stream (a stream logs its own when it ends)."""
 
     def __init__(self, app, api_key: str | None, metrics=None):
-        self.app, self.expected = app, None if api_key is None else f"Bearer {api_key}".encode()
+        self.app, self.expected = app, None if api_key is None else api_key.encode()
         self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
@@ -556,10 +556,14 @@ class _Gate:
         state["t0"] = time.perf_counter()
         request = Request(scope, receive)
         if self.expected is not None and scope["path"].startswith("/v1/"):
-            got = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(got, self.expected):
-                await _error(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                      kind="authentication_error", code="invalid_api_key"))(scope, receive, send)
+            # exactly one Authorization header (two are ambiguous: refused, not "the last wins"); the scheme name
+            # is case-insensitive (RFC 7235), the key is compared in constant time
+            got = [v for k, v in scope["headers"] if k == b"authorization"]
+            scheme, _, key = (got[0] if len(got) == 1 else b"").strip().partition(b" ")
+            if len(got) != 1 or scheme.lower() != b"bearer" or not hmac.compare_digest(key.strip(), self.expected):
+                why = ("send one Authorization header, not several" if len(got) > 1
+                       else "missing or wrong API key: send 'Authorization: Bearer <key>'")
+                await _error(ApiError(401, why, kind="authentication_error", code="invalid_api_key"))(scope, receive, send)
                 _log_access(request, 401, state["t0"])
                 if self.metrics is not None:  # a refused key leaves a trace: counted like every other response
                     self.metrics.inc("requests_total")
