@@ -80,7 +80,7 @@ def test_generate_refresh_every_and_dense_prefill_are_recorded_and_refused_witho
 def test_eval_compare_takes_re_selection_and_prefill_per_selector_only(tiny_dir, capsys):
     for flag in (["--refresh", "4"], ["--refresh-every"], ["--no-refresh-every"], ["--prefill", "dense"]):
         assert main(["eval", "compare", "--model", str(tiny_dir), "--selectors", "griffin", *flag]) == 2
-        assert "NAME+refresh-everyR or NAME+dense-prefill" in capsys.readouterr().err
+        assert "NAME+reselect-everyN, NAME+reselect-onceN, NAME+reselect-off or NAME+dense-prefill" in capsys.readouterr().err
 
 
 def test_generate_records_compensation_and_none_is_plain(tiny_dir, tmp_path, capsys):

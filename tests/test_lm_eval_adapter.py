@@ -67,6 +67,8 @@ def test_model_args_string_and_errors():
     with pytest.raises(IfpruneError, match="unknown compensation mode"):
         IfpruneLM(lm=lm, selector="random", width=12, compensate="always")
     # re-selection options as model_args text: refresh_every=true runs a dense-answer prefill unless told otherwise
+    n = IfpruneLM(lm=lm, selector="griffin", compensate="none", reselect="every", reselect_tokens="4")  # the one spelling
+    assert (n.scorer.refresh, n.scorer.refresh_every, n.scorer.prefill) == (4, True, "dense-answer")
     e = IfpruneLM(lm=lm, selector="griffin", compensate="none", refresh="4", refresh_every="true")
     assert (e.scorer.refresh, e.scorer.refresh_every, e.scorer.prefill) == (4, True, "dense-answer")
     p = IfpruneLM(lm=lm, selector="griffin", compensate="none", refresh=4, refresh_every=False, prefill="dense")

@@ -14,7 +14,8 @@ from ifprune.core.tiny import tiny_lm
 from ifprune.eval.scorer import Scorer
 from ifprune.runtime.generation import SamplingConfig, generate
 from ifprune.selection.heads import standardise
-from ifprune.selection.refresh import Reselection, check_refresh, refresh_plan, refresh_scores, resolve_reselection
+from ifprune.selection.refresh import (Reselection, check_refresh, from_mode, refresh_plan, refresh_scores,
+                                       resolve_reselection)
 from ifprune.selection.selectors import GriffinSelector, make_selector
 
 R = 4
@@ -201,12 +202,20 @@ def test_bad_refresh_values_and_a_fixed_plan_are_refused(lm):
         generate(lm, "hi", plan=plan, refresh=R)
 
 
-def test_compare_specs_take_refresh():
+def test_compare_specs_take_reselection_in_the_one_spelling_and_the_old_one_warns():
     from ifprune.eval.compare import SelectorSpec
 
-    s = SelectorSpec.parse("griffin+refresh32")
-    assert (s.name, s.refresh, s.label()) == ("griffin", 32, "griffin+refresh32")
-    for bad, match in (("griffin+refresh", "needs a token count"), ("dense+refresh8", "nothing to re-select")):
+    s = SelectorSpec.parse("griffin+reselect-once32")
+    assert (s.name, s.refresh, s.refresh_every, s.label()) == ("griffin", 32, False, "griffin+reselect-once32")
+    e = SelectorSpec.parse("griffin+reselect-every")  # no N: as --reselect every alone, 32 without an artifact's own
+    assert (e.refresh, e.refresh_every, e.label()) == (32, True, "griffin+reselect-every32+dense-answer-prefill")
+    assert SelectorSpec.parse("griffin+reselect-off").refresh == 0
+    with pytest.warns(FutureWarning, match="earlier spelling"):
+        old = SelectorSpec.parse("griffin+refresh32")
+    assert (old.refresh, old.refresh_every, old.label()) == (32, False, "griffin+reselect-once32")
+    for bad, match in (("griffin+refresh", "needs a token count"), ("dense+refresh8", "nothing to re-select"),
+                       ("dense+reselect-every8", "nothing to re-select"), ("griffin+reselect-every0", ">= 1"),
+                       ("griffin+reselect-off8", "takes no token count")):
         with pytest.raises(IfpruneError, match=match):
             SelectorSpec.parse(bad)
 
@@ -275,16 +284,17 @@ def test_compare_rows_of_an_artifact_trained_under_refresh(trained_under_refresh
 
     path, _ = trained_under_refresh
     own, off, other = (SelectorSpec.parse(f"{n}:{path}") for n in ("predictor", "predictor+refresh0", "predictor+refresh8"))
-    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+refresh-every{R}+dense-answer-prefill")
+    assert (own.refresh, own.effective_refresh(), own.label()) == (None, R, f"ifpruning+reselect-every{R}+dense-answer-prefill")
     assert SelectorSpec.parse(f"predictor+dense-answer-prefill:{path}").prefill == "dense-answer"
     assert (off.refresh, off.effective_refresh(), off.label()) == (0, None, "ifpruning")
-    assert (other.effective_refresh(), other.label()) == (8, "ifpruning+refresh8")
+    assert (other.effective_refresh(), other.label()) == (8, "ifpruning+reselect-once8")
     once = SelectorSpec.parse(f"predictor+refresh-once:{path}")
-    assert once.label() == f"ifpruning+refresh{R}" and once.effective_refresh() == R and once.refresh_every is False
+    assert once.label() == f"ifpruning+reselect-once{R}" and once.effective_refresh() == R and once.refresh_every is False
+    assert SelectorSpec.parse(f"predictor+reselect-once:{path}").label() == f"ifpruning+reselect-once{R}"
     assert SelectorSpec.parse("griffin+refresh-once").label() == "griffin"  # no R of its own: nothing to re-select
     pruned = SelectorSpec.parse(f"predictor+pruned-prefill:{path}")
-    assert pruned.label() == f"ifpruning+refresh-every{R}" and pruned.prefill == "pruned"
-    assert SelectorSpec.parse(f"predictor+refresh{R}+dense-prefill:{path}").label() == f"ifpruning+refresh{R}+dense-prefill"
+    assert pruned.label() == f"ifpruning+reselect-every{R}" and pruned.prefill == "pruned"
+    assert SelectorSpec.parse(f"predictor+refresh{R}+dense-prefill:{path}").label() == f"ifpruning+reselect-once{R}+dense-prefill"
 
 
 def test_a_recipe_refresh_that_makes_no_sense_is_refused(trained_under_refresh, tmp_path):
@@ -501,21 +511,25 @@ def test_reselect_flags_have_independent_defaults_and_the_old_ones_warn(capsys):
     trained = SimpleNamespace(artifact=SimpleNamespace(refresh=32))
     plain = make_selector("griffin")
     parse = lambda *a: p.parse_args(list(a))  # noqa: E731
+    both = lambda *a, sel=trained: from_mode(*reselection_args(parse(*a), sel), sel)  # noqa: E731
     assert reselection_args(parse(), trained) == (None, None)  # nothing given: the library's default (every 32)
-    assert reselection_args(parse("--reselect-tokens", "16"), trained) == (16, True)  # the mode stays the artifact's
-    assert reselection_args(parse("--reselect", "once"), trained) == (32, False)
-    assert reselection_args(parse("--reselect", "off"), trained) == (0, None)
-    assert reselection_args(parse("--reselect", "every"), plain) == (32, True)
-    assert reselection_args(parse("--reselect", "once", "--reselect-tokens", "8"), plain) == (8, False)
+    assert reselection_args(parse("--reselect", "once"), trained) == ("once", None)  # passed on as the library takes it
+    assert both("--reselect-tokens", "16") == (16, True)  # the mode stays the artifact's
+    assert both("--reselect", "once") == (32, False)
+    assert both("--reselect", "off") == (0, None)
+    assert both("--reselect", "every", sel=plain) == (32, True)
+    assert both("--reselect", "once", "--reselect-tokens", "8", sel=plain) == (8, False)
     capsys.readouterr()
-    assert reselection_args(parse("--refresh", "16"), trained) == (16, None)  # the old meaning: once
+    assert reselection_args(parse("--refresh", "16"), trained) == ("once", 16)  # the old meaning: once
     assert "--refresh / --refresh-every are deprecated" in capsys.readouterr().err
+    assert reselection_args(parse("--refresh-every"), trained) == ("every", 32)
+    assert reselection_args(parse("--refresh", "0"), trained) == ("off", None)
     for bad, match in ((("--reselect-tokens", "8"), "needs re-selection on"),
-                       (("--reselect", "every", "--reselect-tokens", "0"), "must be >= 1"),
+                       (("--reselect", "every", "--reselect-tokens", "0"), "must be a whole number >= 1"),
                        (("--reselect", "once", "--refresh", "8"), "give only --reselect")):
         with pytest.raises(IfpruneError, match=match):
             reselection_args(parse(*bad), plain)
-    r = resolve_reselection(*reselection_args(parse("--reselect", "once"), trained), None, trained)
+    r = resolve_reselection(*both("--reselect", "once"), None, trained)
     assert r == Reselection(32, False, "pruned")
 
 
@@ -525,3 +539,29 @@ def test_generation_reports_reselection_in_one_shape(lm):
     assert res.to_dict()["reselection"] == {"mode": "every", "tokens": R, "count": 2, "prefill": "dense-answer"}
     off = generate(lm, "count to ten", selector="griffin", width=16, sampling=s)
     assert off.to_dict()["reselection"] == {"mode": "off", "tokens": None, "count": 0, "prefill": "pruned"}
+
+
+def test_the_library_takes_the_cli_spelling_and_warns_on_the_old_one():
+    """generate, Scorer and ServeConfig take reselect / reselect_tokens with the CLI's meaning and defaults;
+    refresh / refresh_every still work for one release with a FutureWarning; mixing them is refused."""
+    from ifprune.serve import IfpruneServer, ServeConfig
+
+    lm = tiny_lm("llama", d_ffn=48)
+    sel = make_selector("griffin")
+    s = SamplingConfig(max_new_tokens=8)
+    new = generate(lm, "count to ten", selector=sel, width=24, sampling=s, reselect="every", reselect_tokens=3)
+    with pytest.warns(FutureWarning, match="refresh/refresh_every are deprecated"):
+        old = generate(lm, "count to ten", selector=sel, width=24, sampling=s, refresh=3, refresh_every=True)
+    assert new.text == old.text and new.to_dict()["reselection"] == old.to_dict()["reselection"]
+    assert new.to_dict()["reselection"]["mode"] == "every" and new.to_dict()["reselection"]["tokens"] == 3
+    with pytest.raises(IfpruneError, match="give only reselect and reselect_tokens"):
+        generate(lm, "hi", selector=sel, width=24, sampling=s, reselect="once", refresh=3)
+    with pytest.raises(IfpruneError, match="reselect must be one of off, once, every"):
+        generate(lm, "hi", selector=sel, width=24, sampling=s, reselect="sometimes")
+    sc = Scorer(lm, sel, 24, reselect="once", reselect_tokens=5)
+    assert (sc.refresh, sc.refresh_every) == (5, False)
+    srv = IfpruneServer(lm, sel, ServeConfig(port=0, width=24, reselect="every", reselect_tokens=4))
+    try:
+        assert (srv.engine.refresh, srv.engine.every, srv.engine.prefill) == (4, True, "dense-answer")
+    finally:
+        srv.close()

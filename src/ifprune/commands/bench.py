@@ -59,9 +59,10 @@ def run(args) -> int:
         args.selector, args.checkpoint = default_selection(args.model, args.dtype, keep=args.keep, width=args.width)
     new_flags = args.reselect is not None or args.reselect_tokens is not None
     if args.config or not new_flags:  # (no artifact's own default to read: random weights, or the old flags as given)
+        from ..selection.refresh import from_mode
         from .common import reselection_args
 
-        args.refresh, args.refresh_every = reselection_args(args, args.selector)
+        args.refresh, args.refresh_every = from_mode(*reselection_args(args, args.selector), args.selector)
     cfg = BenchConfig.for_device(args.device, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
                                  samples=args.samples, queries=args.queries, selector=args.selector,
                                  compile=args.compile, checkpoint=args.checkpoint,
@@ -83,11 +84,12 @@ def run(args) -> int:
 
             cfg.selector, cfg.checkpoint = auto_from_weights(lm, args.keep, args.width)
         if new_flags:  # the artifact's own default, now that the selector is known
+            from ..selection.refresh import from_mode
             from ..selection.selectors import make_selector
             from .common import reselection_args
 
             sel = make_selector(cfg.selector, checkpoint=cfg.checkpoint) if cfg.selector == "predictor" else cfg.selector
-            cfg.refresh, cfg.refresh_every = reselection_args(args, sel)
+            cfg.refresh, cfg.refresh_every = from_mode(*reselection_args(args, sel), sel)
             cfg.validate()
         if cfg.selector == "predictor" and cfg.checkpoint:
             from ..selection.artifact import load_artifact

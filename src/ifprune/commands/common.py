@@ -10,6 +10,7 @@ import sys
 from ..core.errors import IfpruneError
 from ..core.plan import width_from_keep
 from ..selection.prefill import PREFILLS
+from ..selection.refresh import RESELECT_MODES
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -43,9 +44,6 @@ def runtime_from_args(args):
     return RuntimeConfig(args.runtime, args.quant or "q8_0", args.threads or torch.get_num_threads())
 
 
-RESELECT_MODES = ("off", "once", "every")
-
-
 def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
                          prefill_note: str = "") -> None:
     """--reselect off|once|every, --reselect-tokens N and --prefill: one meaning and one default in every command
@@ -73,11 +71,10 @@ def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_no
                    help="deprecated: --reselect every (--no-refresh-every: --reselect once)" + every_note)
 
 
-def reselection_args(args, selector) -> tuple[int | None, bool | None]:
-    """The (refresh, refresh_every) pair the library takes, from --reselect / --reselect-tokens (independent
-    defaults: the mode is the selector's own, the tokens the artifact's own or 32) or from the deprecated --refresh /
-    --refresh-every (their old meaning, with a warning)."""
-    from ..selection.refresh import check_refresh, default_refresh
+def reselection_args(args, selector) -> tuple[str | None, int | None]:
+    """(reselect, reselect_tokens) as the library takes them, from --reselect / --reselect-tokens (checked here,
+    before anything runs) or from the deprecated --refresh / --refresh-every (their old meaning, with a warning)."""
+    from ..selection.refresh import from_mode, to_mode
 
     mode, tokens = getattr(args, "reselect", None), getattr(args, "reselect_tokens", None)
     refresh, every = getattr(args, "refresh", None), getattr(args, "refresh_every", None)
@@ -85,20 +82,13 @@ def reselection_args(args, selector) -> tuple[int | None, bool | None]:
         if refresh is not None or every is not None:
             print("ifprune: --refresh / --refresh-every are deprecated and go in the next release: use --reselect "
                   "off|once|every and --reselect-tokens N", file=sys.stderr)
-        return refresh, every
+            return to_mode(refresh, every, selector)
+        return None, None
     if refresh is not None or every is not None:
         raise IfpruneError("--reselect/--reselect-tokens and the deprecated --refresh/--refresh-every set the same "
                            "thing: give only --reselect and --reselect-tokens")
-    own = default_refresh(selector)
-    mode = mode or ("every" if own else "off")
-    if mode == "off":
-        if tokens is not None:
-            raise IfpruneError("--reselect-tokens needs re-selection on: add --reselect once or --reselect every "
-                               "(this selector does not re-select by default)")
-        return 0, None
-    if tokens is not None and check_refresh(tokens) is None:
-        raise IfpruneError("--reselect-tokens must be >= 1 (turn re-selection off with --reselect off)")
-    return (tokens if tokens is not None else own or 32), mode == "every"
+    from_mode(mode, tokens, selector, flag="--reselect")  # (its errors name the flags)
+    return mode, tokens
 
 
 def add_selector_args(p: argparse.ArgumentParser) -> None:

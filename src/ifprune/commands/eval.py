@@ -37,13 +37,13 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
     p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")
     add_reselection_args(p, "re-select after R answer tokens (as `generate --refresh`; default: the artifact's own, "
-                            "off unless it was trained under re-selection; 0: off); in compare: NAME+refreshR per selector",
-                         every_note="; in compare: NAME+refresh-everyR, NAME+refresh-once",
+                            "off unless it was trained under re-selection; 0: off); in compare: NAME+reselect-onceN",
+                         every_note="; in compare: NAME+reselect-everyN",
                          prefill_note="; in compare: NAME+dense-prefill or NAME+pruned-prefill")
     _common(p)
     g = p.add_argument_group("compare")
     g.add_argument("--suites", nargs="+", default=None, help="suites to compare (compare only)")
-    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+refreshR re-selects once after R answer tokens, e.g. predictor+refresh32:DIR; NAME+refresh-everyR after every R; NAME+refresh-once once after the artifact's own R; NAME+refresh0 never (an artifact trained under re-selection re-selects every R with a dense prefill by default); +dense-prefill or +pruned-prefill last in the name: who reads the prompt")
+    g.add_argument("--selectors", nargs="+", default=None, help="selectors to compare (compare only); a trained artifact as predictor:DIR (per input, or its one plan if learned-static) or predictor-task:DIR (per task description); NAME+reselect-everyN re-selects after every N answer tokens, NAME+reselect-onceN once after N, NAME+reselect-off never (N left out: the artifact's own, else 32), e.g. predictor+reselect-once32:DIR (an artifact trained under re-selection re-selects every N with a dense-answer prefill by default); +dense-prefill or +pruned-prefill last in the name: who reads the prompt")
     g.add_argument("--keeps", nargs="+", type=float, default=None, help="keep ratios to compare, e.g. 0.5 0.333")
     g.add_argument("--limits", nargs="+", default=None, metavar="SUITE=N",
                    help="per-suite limits for compare, e.g. gsm8k=10 nll=100 (overrides --limit)")
@@ -70,9 +70,9 @@ def run(args) -> int:
     if args.suite == "compare":
         if (args.refresh is not None or args.refresh_every is not None or args.prefill is not None
                 or args.reselect is not None or args.reselect_tokens is not None):
-            raise IfpruneError("compare takes re-selection and prefill per selector: write NAME+refreshR, "
-                               "NAME+refresh-everyR or NAME+dense-prefill in --selectors (e.g. predictor+refresh32:DIR), "
-                               "not --reselect / --reselect-tokens / --prefill")
+            raise IfpruneError("compare takes re-selection and prefill per selector: write NAME+reselect-everyN, "
+                               "NAME+reselect-onceN, NAME+reselect-off or NAME+dense-prefill in --selectors (e.g. "
+                               "predictor+reselect-once32:DIR), not --reselect / --reselect-tokens / --prefill")
         return run_compare(args)
     if args.suite not in SUITE_CHOICES:
         raise IfpruneError(f"unknown suite {args.suite!r}; choose from {', '.join(SUITE_CHOICES)} or 'compare'")
@@ -82,9 +82,9 @@ def run(args) -> int:
                        max_new_tokens=args.max_new_tokens, tasks=args.mc_tasks)
     lm = load(args)
     selector = selector_from_args(args, lm)
-    refresh, every = reselection_args(args, selector)
-    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, refresh=refresh,
-                    refresh_every=every, prefill=args.prefill)
+    mode, tokens = reselection_args(args, selector)
+    scorer = Scorer(lm, selector, resolve_width(args, lm, selector), task=args.task, reselect=mode,
+                    reselect_tokens=tokens, prefill=args.prefill)
     res = run_suite(suite, scorer, limit=args.limit, cache_dir=_cache_dir(args), progress=not args.no_progress)
     if args.json:
         print_json(res.to_dict())

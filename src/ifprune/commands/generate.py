@@ -58,10 +58,10 @@ def run(args) -> int:
         selector = selector_from_args(args, lm)
         width = resolve_width(args, lm, selector)
     stream = None if (args.json or args.no_stream) else sys.stdout
-    refresh, every = reselection_args(args, selector)
+    mode, tokens = reselection_args(args, selector)
     result = generate(lm, args.prompt, selector=selector, width=width, plan=plan, task=args.task,
-                      sampling=sampling, chat=not args.no_chat, stream=stream, refresh=refresh,
-                      refresh_every=every, prefill=args.prefill, runtime=runtime)
+                      sampling=sampling, chat=not args.no_chat, stream=stream, reselect=mode,
+                      reselect_tokens=tokens, prefill=args.prefill, runtime=runtime)
     saved = save_plans(args.save_plan, result) if args.save_plan else {}
     if args.json:
         out = result.to_dict()

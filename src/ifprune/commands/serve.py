@@ -80,7 +80,7 @@ def run(args) -> int:
     cfg.validate()
     lm = load(args)
     selector = selector_from_args(args, lm)
-    cfg.refresh, cfg.refresh_every = reselection_args(args, selector)
+    cfg.reselect, cfg.reselect_tokens = reselection_args(args, selector)
     cfg.validate()
     if args.selector == "dense":
         args.keep, args.width = None, lm.d_ffn

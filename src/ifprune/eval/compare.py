@@ -10,6 +10,7 @@ from pathlib import Path
 from ..core.errors import IfpruneError
 from ..core.paths import write_json, write_text
 from ..core.plan import width_from_keep
+from ..selection.refresh import to_mode
 from ..selection.selectors import make_selector
 from . import make_suite
 from .base import machine_info, run_suite
@@ -58,12 +59,13 @@ class CompareConfig:
 class SelectorSpec:
     """One `--selectors` entry: a selector name, or a trained artifact as `predictor:DIR` (per input;
     a learned-static artifact gives one plan) or `predictor-task:DIR` (one plan per task description);
-    `+refreshR` after the name re-selects once after R answer tokens (selection.refresh), e.g.
-    `predictor+refresh32:DIR`, `+refresh-everyR` after every R, `+refresh0` never, `+refresh-once` once after
-    the artifact's own R (none if it has none); without any an artifact trained under re-selection (recipe
-    `refresh: R`) runs its default, every R with a dense prefill.
-    `+dense-prefill`, `+dense-answer-prefill`, `+kept-prefill` or `+pruned-prefill` (last) names the prefill (selection.prefill; default: dense when
-    re-selecting every R), e.g. `predictor+refresh32+dense-prefill:DIR`."""
+    `+reselect-everyN` after the name re-selects after every N answer tokens (selection.refresh), `+reselect-onceN`
+    once after N, `+reselect-off` never; N left out: the artifact's own, else 32 (as `--reselect` without
+    `--reselect-tokens`), e.g. `predictor+reselect-once32:DIR`; without any an artifact trained under re-selection
+    (recipe `refresh: R`) runs its default, every R with a dense-answer prefill. The earlier `+refreshR` (once),
+    `+refresh-everyR`, `+refresh-once` and `+refresh0` still parse, with a FutureWarning.
+    `+dense-prefill`, `+dense-answer-prefill`, `+kept-prefill` or `+pruned-prefill` (last) names the prefill
+    (selection.prefill; default: dense-answer when re-selecting every N), e.g. `predictor+reselect-every32+dense-prefill:DIR`."""
 
     spec: str
     name: str
@@ -85,6 +87,29 @@ class SelectorSpec:
                 raise IfpruneError(f"selector {spec!r}: dense runs every token through the full model already")
             inner = cls.parse(m.group(1) + sep + path)
             return dataclasses.replace(inner, spec=spec, prefill=m.group(2))
+        m = re.fullmatch(r"(.+)\+reselect-(off|once|every)(\d*)", name)
+        if m:
+            if m.group(1) == "dense":
+                raise IfpruneError(f"selector {spec!r}: dense keeps every channel; there is nothing to re-select")
+            if m.group(2) == "off" and m.group(3):
+                raise IfpruneError(f"selector {spec!r}: +reselect-off takes no token count")
+            inner = cls.parse(m.group(1) + sep + path)
+            if m.group(2) == "off":
+                return dataclasses.replace(inner, spec=spec, refresh=0, refresh_every=None)
+            n = int(m.group(3)) if m.group(3) else None
+            if n is not None and n < 1:
+                raise IfpruneError(f"selector {spec!r}: re-selection needs a token count >= 1 (+reselect-off: never)")
+            if n is None:  # as --reselect alone: the artifact's own N, else 32
+                from ..selection.artifact import recipe_refresh
+
+                art = inner.artifact_config()
+                n = (recipe_refresh(art) if art is not None else None) or 32
+            return dataclasses.replace(inner, spec=spec, refresh=n, refresh_every=m.group(2) == "every")
+        if re.fullmatch(r"(.+)\+refresh(-once|-every\d+|\d*)", name):
+            import warnings
+
+            warnings.warn(f"selector {spec!r}: +refresh... is the earlier spelling and goes in the next release: write "
+                          "+reselect-everyN, +reselect-onceN or +reselect-off", FutureWarning, stacklevel=2)
         m = re.fullmatch(r"(.+)\+refresh-once", name)
         if m:  # the artifact's own R, once (its default before re-selection every R): rows measured then
             inner = cls.parse(m.group(1) + sep + path)
@@ -140,13 +165,13 @@ class SelectorSpec:
 
     def label(self) -> str:
         """Name in tables: ifpruning / ifpruning-task / learned-static / dense-sft for artifacts, then what runs:
-        +refreshR (once), +refresh-everyR, +dense-prefill, +dense-answer-prefill or +kept-prefill."""
+        +reselect-onceN, +reselect-everyN, +dense-prefill, +dense-answer-prefill or +kept-prefill."""
         from ..selection.prefill import resolve_prefill
 
         art = self.artifact_config()
         every = self.effective_every(art)
         prefill = resolve_prefill(self.prefill, every)
-        tail = (f"+refresh{'-every' if every else ''}{r}" if (r := self.effective_refresh(art)) else "") + (
+        tail = (f"+reselect-{'every' if every else 'once'}{r}" if (r := self.effective_refresh(art)) else "") + (
             f"+{prefill}-prefill" if prefill != "pruned" else "")
         if art is None:
             return self.name + tail
@@ -233,8 +258,10 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
             for suite_name in cfg.suites:
                 suite = make_suite(suite_name, data_dir=cfg.data_dir, max_new_tokens=cfg.max_new_tokens,
                                    tasks=cfg.mc_tasks, data=cfg.nll_data if suite_name == "nll" else None)
-                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label, refresh=spec.refresh,
-                                refresh_every=spec.refresh_every, prefill=spec.prefill)
+                mode, tokens = (to_mode(spec.refresh, spec.refresh_every, selector)
+                                if spec.refresh is not None or spec.refresh_every is not None else (None, None))
+                scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label, reselect=mode,
+                                reselect_tokens=tokens, prefill=spec.prefill)
                 res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
                                 progress=progress).to_dict()
                 results.append(res)

@@ -10,8 +10,9 @@ model_args: model (spec for `load_model`; default the packaged SmolLM2), selecto
 seed, calibration, task (per-task mode), dtype, device, chat (apply the chat template in
 generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width),
 compensate (none | calibration | prompt; default as the CLI's: none on an artifact's tuned weights), calibration_tokens, ridge,
-refresh (re-select after this many continuation tokens; default as the CLI's: the artifact's own; 0: off),
-refresh_every (true/false; default as the CLI's), prefill (pruned | dense; default as the CLI's).
+reselect (off | once | every) and reselect_tokens (N), as the CLI's --reselect and --reselect-tokens (default as
+the CLI's: the artifact's own, every 32 for the shipped ones), prefill (as the CLI's --prefill); refresh /
+refresh_every, their earlier spelling, still work for one release with a FutureWarning.
 Per-prompt selectors pick a plan from each request's context; static ones use one plan for the run.
 """
 
@@ -58,8 +59,9 @@ class IfpruneLM(LM):
                  keep: float | None = None, width: int | None = None, seed: int = 0, calibration: str | None = None,
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
                  max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
-                 calibration_tokens: int | None = None, ridge: float | None = None, refresh: int | None = None,
-                 refresh_every: bool | str | None = None, prefill: str | None = None, lm=None, **_ignored):
+                 calibration_tokens: int | None = None, ridge: float | None = None, reselect: str | None = None,
+                 reselect_tokens: int | None = None, prefill: str | None = None, lm=None,
+                 refresh: int | None = None, refresh_every: bool | str | None = None, **_ignored):
         super().__init__()
         from .scorer import Scorer
         from ..core.loading import load_model
@@ -91,7 +93,9 @@ class IfpruneLM(LM):
         turn_on(self.lm, CompensationConfig(mode=compensate or default_mode(self.lm), calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
-        self.scorer = Scorer(self.lm, sel, w, task=task, refresh=int(refresh) if refresh is not None else None,
+        self.scorer = Scorer(self.lm, sel, w, task=task, reselect=reselect,
+                             reselect_tokens=int(reselect_tokens) if reselect_tokens is not None else None,
+                             refresh=int(refresh) if refresh is not None else None,
                              refresh_every=flag("refresh_every", refresh_every), prefill=prefill)
         self.chat, self.max_gen_toks = bool(chat), int(max_gen_toks)
 

@@ -29,10 +29,11 @@ class Scorer:
     task: str | None = None  # per-task mode: one plan from this description for every example
     per_task: bool = False  # per-task mode with the suite's own description of each example's task
     label: str | None = None  # the name results are reported under (default: the selector's name)
-    refresh: int | None = None  # re-select after this many continuation tokens (selection.refresh); None: the
-    # selector's default (an artifact trained under re-selection runs with it), 0: off
-    refresh_every: bool | None = None  # re-select again after every further `refresh` tokens, not once; None:
-    # the selector's default (selection.refresh.resolve_reselection)
+    reselect: str | None = None  # off | once | every, as generate's (selection.refresh.from_mode); None: the
+    # selector's own (an artifact trained under re-selection runs with it)
+    reselect_tokens: int | None = None  # continuation tokens between re-selections; None: the artifact's own, else 32
+    refresh: int | None = None  # what runs, resolved from the above (given by a caller: the deprecated spelling)
+    refresh_every: bool | None = None  # (likewise)
     prefill: str | None = None  # "dense": the prompt (but its last token) runs through the full model, whose KV
     # cache the compact model attends to (selection.prefill); None: dense when re-selecting every R tokens
     example_task: str | None = field(default=None, repr=False)  # set by run_suite from Suite.task_for
@@ -44,9 +45,11 @@ class Scorer:
     timings: dict = field(default_factory=lambda: {"selection_s": 0.0, "loading_s": 0.0, "model_s": 0.0})
 
     def __post_init__(self):
-        from ..selection.refresh import resolve_reselection
+        from ..selection.refresh import reselect_settings, resolve_reselection
 
-        rs = resolve_reselection(self.refresh, self.refresh_every, self.prefill, self.selector)
+        R, every = reselect_settings(self.reselect, self.reselect_tokens, self.refresh, self.refresh_every,
+                                     self.selector, where="Scorer")
+        rs = resolve_reselection(R, every, self.prefill, self.selector)
         self.refresh, self.refresh_every, self.prefill = rs.refresh, rs.every, rs.prefill
 
     @property

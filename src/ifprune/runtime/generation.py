@@ -15,7 +15,7 @@ from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
 from ..selection.prefill import carried_cache, check_prefill, crop_to, prompt_cache, read_all_of, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
-                                 resolve_reselection, segment_lengths)
+                                 reselect_settings, resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
 
 
@@ -170,18 +170,19 @@ def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | No
 
 def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
              plan: Plan | None = None, task: str | None = None, sampling: SamplingConfig | None = None,
-             chat: bool = True, stream: TextIO | None = None, refresh: int | None = None,
-             refresh_every: bool | None = None, prefill: str | None = None,
-             runtime: RuntimeConfig | None = None) -> GenerationResult:
+             chat: bool = True, stream: TextIO | None = None, reselect: str | None = None,
+             reselect_tokens: int | None = None, prefill: str | None = None,
+             runtime: RuntimeConfig | None = None, refresh: int | None = None,
+             refresh_every: bool | None = None) -> GenerationResult:
     """Answer `prompt` with the compact model that `selector` (or a given `plan`) picks.
 
     `task`: select from this task description instead of the prompt (per-task use; the plan is cached
     by the selector and reused for every prompt of the task; re-selection, when on, starts from it).
-    `refresh`: after this many answer tokens, re-select from the selector's scores plus GRIFFIN's over
-    the tokens so far, and go on under that plan (selection.refresh). None: the selector's default (off,
-    except for an artifact trained under re-selection); 0: off. `refresh_every`: re-select after every
-    further R tokens too (needs re-selection on; None: yes for the artifact's own default R, no for a `refresh`
-    given). `prefill="dense"`: the full model reads the prompt (but its last token) and the compact model attends
+    `reselect` "off" | "once" | "every" and `reselect_tokens` N: after N answer tokens (once, or after every N),
+    re-select from the selector's scores plus GRIFFIN's over the tokens so far, and go on under that plan
+    (selection.refresh); the same setting, with the same independent defaults, as the CLI's --reselect and
+    --reselect-tokens (None: the selector's own: every 32 for the shipped artifacts, else off; a mode alone takes
+    the artifact's N, else 32). `refresh` / `refresh_every`: the earlier spelling, deprecated. `prefill="dense"`: the full model reads the prompt (but its last token) and the compact model attends
     to that KV cache (selection.prefill); each re-selection then re-runs only the answer so far under the new
     plan, not the prompt. None: dense when re-selecting every R tokens, else pruned.
     `runtime`: which engine decodes (torch, the default, or llama.cpp; see RuntimeConfig).
@@ -189,11 +190,15 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     runtime = runtime or RuntimeConfig()
     sampling = sampling or SamplingConfig()
     sampling.validate()
+    sel = make_selector(selector) if isinstance(selector, str) else selector
+    if plan is not None and reselect not in (None, "off"):
+        raise IfpruneError("reselect re-selects with a selector: it cannot follow a fixed plan file")
+    refresh, refresh_every = reselect_settings(reselect, reselect_tokens, refresh, refresh_every, sel,
+                                               where="generate")
     if check_refresh(refresh) is not None and plan is not None:
         raise IfpruneError("refresh re-selects with a selector: it cannot follow a fixed plan file")
     if refresh_every and plan is not None:
         raise IfpruneError("refresh_every re-selects after every R answer tokens: a fixed plan file cannot be re-selected")
-    sel = make_selector(selector) if isinstance(selector, str) else selector
     rs = resolve_reselection(refresh, refresh_every, prefill, sel) if plan is None else Reselection.off(prefill)
     refresh, refresh_every = rs.refresh, rs.every
     if runtime.engine == "llamacpp":

@@ -23,7 +23,6 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
@@ -64,6 +63,55 @@ def repeats(every: bool | None, refresh: int | None, R: int | None) -> bool:
         raise IfpruneError("refresh_every re-selects after every R answer tokens: turn re-selection on (refresh R, "
                            "or an artifact trained under it)")
     return bool(every)
+
+
+RESELECT_MODES = ("off", "once", "every")
+
+
+def from_mode(mode: str | None, tokens: int | None, selector, *, flag: str = "reselect") -> tuple[int | None, bool | None]:
+    """The (refresh R, every) pair `resolve_reselection` takes, from the one spelling every entry point shares:
+    `reselect` off | once | every and `reselect_tokens` N, with independent defaults (None, None: the selector's
+    own; a mode alone: the artifact's own N, else 32; N alone: the selector's own mode, every for the shipped
+    artifacts). `flag`: how the caller spells it, for errors (`--reselect` on the command line)."""
+    if mode is None and tokens is None:
+        return None, None
+    if mode is not None and mode not in RESELECT_MODES:
+        raise IfpruneError(f"{flag} must be one of {', '.join(RESELECT_MODES)}, got {mode!r}")
+    own = default_refresh(selector)
+    mode = mode or ("every" if own else "off")
+    tokens_flag = flag + ("-tokens" if flag.startswith("--") else "_tokens")
+    if mode == "off":
+        if tokens is not None:
+            raise IfpruneError(f"{tokens_flag} needs re-selection on: add {flag} once or {flag} every (this selector "
+                               "does not re-select by default)")
+        return 0, None
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise IfpruneError(f"{tokens_flag} must be a whole number >= 1 (turn re-selection off with {flag} off), "
+                           f"got {tokens!r}")
+    return (tokens if tokens is not None else own or 32), mode == "every"
+
+
+def to_mode(refresh: int | None, every: bool | None, selector) -> tuple[str, int | None]:
+    """The earlier spelling (refresh R, refresh_every) as (reselect mode, tokens), meaning what it always meant."""
+    R = resolve_refresh(refresh, selector)
+    every = repeats(every, refresh, R)  # (refuses every without an R, as it always has)
+    return ("off", None) if R is None else ("every" if every else "once", R)
+
+
+def reselect_settings(reselect: str | None, reselect_tokens: int | None, refresh: int | None,
+                      refresh_every: bool | None, selector, *, where: str) -> tuple[int | None, bool | None]:
+    """(refresh R, every) for a library entry point (`where`) that takes the one spelling, `reselect` /
+    `reselect_tokens`, and the earlier `refresh` / `refresh_every` for one release with a FutureWarning."""
+    if refresh is None and refresh_every is None:
+        return from_mode(reselect, reselect_tokens, selector)
+    if reselect is not None or reselect_tokens is not None:
+        raise IfpruneError(f"{where}: reselect/reselect_tokens and the deprecated refresh/refresh_every set the same "
+                           "thing: give only reselect and reselect_tokens")
+    import warnings
+
+    warnings.warn(f"{where}: refresh/refresh_every are deprecated and go in the next release: use reselect="
+                  "'off'|'once'|'every' and reselect_tokens=N", FutureWarning, stacklevel=3)
+    return refresh, refresh_every
 
 
 @dataclass(frozen=True)
@@ -147,6 +195,8 @@ def _recorded_pass(lm, **inputs):
 
     ids = inputs["input_ids"]
     if "cache" not in inputs and pacing(ids, inputs.get("attention_mask")):
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+
         hidden, cache = paced_pass(lm.model, ids, hooks=lambda: record_intermediates(lm.layout, acc))
         return squares, BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
     with torch.no_grad(), record_intermediates(lm.layout, acc):

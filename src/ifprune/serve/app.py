@@ -70,9 +70,11 @@ class ServeConfig:
     max_connections: int = 256
     drain_s: float = 30.0  # on shutdown, how long running and queued requests may still take
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
-    refresh: int | None = None  # re-select after this many answer tokens; None: the selector's default, 0: off
-    refresh_every: bool | None = None  # re-select after every R tokens; None: as generate (selection.refresh)
+    reselect: str | None = None  # off | once | every; None: the selector's own (as generate, selection.refresh)
+    reselect_tokens: int | None = None  # answer tokens between re-selections; None: the artifact's own, else 32
     prefill: str | None = None  # selection.prefill.PREFILLS; None: as generate (selection.refresh.resolve_reselection)
+    refresh: int | None = None  # deprecated spelling of reselect / reselect_tokens (a FutureWarning)
+    refresh_every: bool | None = None  # deprecated
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -127,11 +129,12 @@ class IfpruneServer:
         if not 1 <= width <= lm.d_ffn:
             raise IfpruneError(f"width {width} is out of range 1..{lm.d_ffn} (this model's FFN width)")
         self.metrics = Metrics()
-        from ..selection.refresh import Reselection, resolve_reselection
+        from ..selection.refresh import Reselection, reselect_settings, resolve_reselection
 
         c = self.config
-        rs = (resolve_reselection(c.refresh, c.refresh_every, c.prefill, selector) if width < lm.d_ffn
-              else Reselection.off(c.prefill))
+        R, every = reselect_settings(c.reselect, c.reselect_tokens, c.refresh, c.refresh_every, selector,
+                                     where="ServeConfig")
+        rs = resolve_reselection(R, every, c.prefill, selector) if width < lm.d_ffn else Reselection.off(c.prefill)
         self.engine = Engine(lm, selector, width, c.tasks, refresh=rs.refresh, every=rs.every, prefill=rs.prefill)
         self.created = int(time.time())
         self._sock = _listen(self.config.host, self.config.port)
