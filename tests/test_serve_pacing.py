@@ -131,3 +131,30 @@ def test_a_short_request_is_answered_while_a_long_prompt_is_read(prefill):
     first_long = next(i for i, (n, k) in enumerate(order) if n == "long" and k in ("delta", "done"))
     short_done = next(i for i, (n, k) in enumerate(order) if n == "short" and k == "done")
     assert short_done < first_long
+
+
+def test_a_batch_that_fails_as_a_whole_reruns_its_requests_alone():
+    """Only the request that breaks the batch gets the error; the others are answered from batches of their own."""
+    lm = tiny_lm("llama", d_ffn=48)
+
+    class Breaks(Engine):
+        def batch_job(self, reqs, plan, abort=lambda: False):
+            if any(r.task == "poison" for r in reqs):
+                raise RuntimeError("this input breaks the forward")
+                yield  # (a generator, as the real one)
+            return (yield from super().batch_job(reqs, plan, abort))
+
+    eng = Breaks(lm, make_selector("griffin"), 24)
+    metrics = Metrics()
+    reqs = [GenRequest(ids=encode_prompt(lm.tokenizer, "hi", chat=True)[0].tolist(), max_tokens=3, mode="dense",
+                       task="poison" if i == 1 else None, events=queue.Queue()) for i in range(3)]
+    sched = Scheduler(eng, metrics, batch_window_s=0.3)
+    try:
+        for r in reqs:
+            sched.submit(r)
+        ends = [_events(r)[-1] for r in reqs]
+    finally:
+        sched.stop(5)
+    assert [e[0] for e in ends] == ["done", "error", "done"]
+    assert ends[1][1] == 500 and "generation failed for this request" in ends[1][2]
+    assert metrics.value("batches_total") == 2  # the two good requests, each alone after the failed batch of three
