@@ -414,6 +414,17 @@ def test_statistics_that_would_not_fit_in_memory_are_refused_first(calib, monkey
         layer_stats(lm, _cfg(calib), progress=False)
 
 
+def test_statistics_the_disk_cannot_hold_are_refused_before_the_pass(calib, monkeypatch):
+    from ifprune.compensation import calibration
+    from ifprune.core import memory
+
+    lm = tiny_lm("llama", layers=2)
+    monkeypatch.setattr(memory, "free_disk_bytes", lambda path: 10)
+    monkeypatch.setattr(calibration, "collect_moments", lambda *a, **k: pytest.fail("the pass ran"))
+    with pytest.raises(IfpruneError, match=r"statistics \(moments\) for this model needs about .* IFPRUNE_CACHE"):
+        layer_stats(lm, _cfg(calib), progress=False)
+
+
 def test_a_refit_a_few_layers_at_a_time_equals_all_at_once(calib, monkeypatch):
     """Large models refit in chunks of layers (their k x k blocks would not fit at once): the same weights."""
     from ifprune.compensation.calibration import layer_chunks

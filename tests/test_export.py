@@ -158,6 +158,23 @@ def test_export_refuses_bad_input(tmp_path):
     assert not (tmp_path / "busy" / "x").exists() and (tmp_path / "busy" / "config.json").exists()
 
 
+def test_an_export_the_disk_cannot_hold_is_refused_before_writing(tmp_path, monkeypatch):
+    from ifprune.core import memory
+    from ifprune.export.gguf import export_gguf
+
+    lm = tiny_lm("llama")
+    plan = make_selector("random").select(lm, None, 12)
+    monkeypatch.setattr(memory, "free_disk_bytes", lambda path: 1000)
+    with pytest.raises(IfpruneError, match=r"the export needs about .* GB of disk at .* free: free space there"):
+        export_plan(lm, plan, tmp_path / "hf")
+    for qtype in ("q8_0", "q4_k_m"):
+        with pytest.raises(IfpruneError, match=f"the {qtype} GGUF export needs about"):
+            export_gguf(lm, plan, tmp_path / f"m-{qtype}.gguf", qtype=qtype)
+    assert list(tmp_path.iterdir()) == []  # nothing partial left
+    monkeypatch.setattr(memory, "free_disk_bytes", lambda path: None)  # unknown: not refused
+    export_plan(lm, plan, tmp_path / "hf")
+
+
 def test_cli_export_errors(tmp_path, capsys):
     assert main(["export", "--plan", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")]) == 2
     assert "plan file not found" in capsys.readouterr().err

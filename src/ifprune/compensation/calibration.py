@@ -25,7 +25,7 @@ from .refit import Moments, kept_blocks, mean_bias, solve_refit, token_blocks
 from ..core.errors import IfpruneError
 from ..core.hooks import record_intermediates
 from ..core.jsonl import iter_jsonl
-from ..core.memory import require_memory
+from ..core.memory import require_disk, require_memory
 from ..core.paths import atomic_path, cache_dir, drop_link, file_sha256
 from ..core.precision import cpu_has_fast_bf16
 
@@ -345,6 +345,10 @@ def stats_at(lm, config: CompensationConfig, key: str, path: Path | None = None,
                             need=MIN_TOKENS if kind == "mean" else 2 * lm.d_ffn)
     precision = moments_precision(lm)
     G = None
+    if use_cache:  # before the pass, not after it: a full disk would lose it
+        require_disk(stats_disk_bytes(lm, kind), path, f"the compensation statistics ({kind}) for this model",
+                     "free space there, point IFPRUNE_CACHE at a disk with room, or use --compensate mean (means "
+                     "alone) or none")
     if kind == "moments":
         check_stats_memory(lm)
         G = torch.empty(lm.num_layers, lm.d_ffn, lm.d_ffn)  # summed into in place, then divided: the only copy
@@ -372,6 +376,13 @@ def stats_bytes(lm) -> int:
     layer's float16 copy and the activations of one batch while they are written and gathered."""
     d, L = lm.d_ffn, lm.num_layers
     return L * d * d * 4 + 2 * d * d * 2 + 4096 * d * 4 * 3
+
+
+def stats_disk_bytes(lm, kind: str = "moments") -> int:
+    """What the statistics take on disk: float16 correlations and float32 scales per layer (moments), or the
+    float32 means alone."""
+    d, L = lm.d_ffn, lm.num_layers
+    return L * d * 4 * 2 + (L * d * d * 2 if kind == "moments" else 0)
 
 
 def check_stats_memory(lm) -> None:

@@ -17,6 +17,7 @@ import torch
 from ..core.errors import IfpruneError
 from ..core.paths import atomic_path
 from ..core.loading import DTYPES
+from ..core.memory import require_disk
 from ..core.plan import Plan
 
 
@@ -174,6 +175,8 @@ def export_plan(lm, plan: Plan, out: str | Path, *, task: str | None = None, ove
     out = check_out(out, overwrite)
     plan.check_shape(lm)
     dt = export_dtype(lm, dtype)
+    require_disk(int(lm.active_params(plan.width) * torch.empty(0, dtype=dt).element_size() * 1.05), out.parent,
+                 "the export", "free space there or write --out to a disk with room")
     width_attr = lm.layout.family.width_attr
     info = describe(lm, plan, out, task)
     model = plan_model(lm, plan, consume)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..core.errors import IfpruneError
+from ..core.memory import require_disk
 from ..core.paths import atomic_path
 from ..core.plan import Plan
 from .ggml_quants import quantize_rows
@@ -391,6 +392,18 @@ def check_gguf_out(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32}
+
+
+def gguf_disk_bytes(params: int, qtype: str) -> int:
+    """Disk an export needs at its peak: each tensor spooled beside the output, then the file (twice the file); a
+    K-quant writes an F16 file first (its spool and itself), then llama.cpp's output from it (at most Q8_0's size,
+    where the widths make it fall back)."""
+    if qtype in K_QUANTS:
+        return int(params * max(2 * 2.0, 2.0 + 34 / 32) * 1.05)
+    return int(params * 2 * BYTES_PER_WEIGHT[qtype] * 1.05)
+
+
 def export_gguf(lm, plan: Plan, out: str | Path, *, qtype: str = "f16", task: str | None = None,
                 overwrite: bool = False, consume: bool = False):
     """Write the compact model of `plan` as one GGUF file (atomically); returns an ExportInfo. `consume`: shrink
@@ -400,6 +413,8 @@ def export_gguf(lm, plan: Plan, out: str | Path, *, qtype: str = "f16", task: st
     out = check_gguf_out(out, overwrite)
     check_supported(lm, qtype)
     plan.check_shape(lm)
+    require_disk(gguf_disk_bytes(lm.active_params(plan.width), qtype), out.parent, f"the {qtype} GGUF export",
+                 "free space there or write --out to a disk with room")
     info: ExportInfo = describe(lm, plan, out, task)
     model = plan_model(lm, plan, consume)
     with atomic_path(out) as tmp:
