@@ -377,9 +377,10 @@ def main(argv=None) -> int:
             lm, model_dir = load_model(args.model), args.model
         selector, srv_kw = make_selector("griffin"), {}
         if args.selector == "auto":  # what `ifprune serve` runs on these weights (the shipped artifact, if theirs)
-            from ..commands.common import auto_from_weights
+            from ..artifacts import auto_selection
 
-            name, checkpoint = auto_from_weights(lm, None, None)
+            name, checkpoint, why = auto_selection(lm)
+            print(f"selector auto -> {name}" + ("" if checkpoint else f": {why}"), file=sys.stderr)
             selector = make_selector(name, checkpoint=checkpoint)
             if getattr(selector, "artifact", None) is not None:
                 selector.artifact.attach(lm)
