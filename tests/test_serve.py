@@ -64,6 +64,8 @@ def test_models_health_metrics(srv):
     assert cards["ifprune-dense"]["ffn_width"] == cards["ifprune-dense"]["d_ffn"]
     assert cards["ifprune"]["ffn_width"] < cards["ifprune"]["d_ffn"]
     assert cards["ifprune-dense"]["weights"]["tuned_by"] is None and cards["ifprune-dense"]["compensation"]["mode"] == "none"
+    assert cards["ifprune-dense"]["reselection"] == {"mode": "off", "tokens": None, "prefill": "pruned"}
+    assert set(cards["ifprune"]["reselection"]) == {"mode", "tokens", "prefill"}  # the one shape generate --json has
     status, body = _raw(srv, "GET", "/health")
     assert status == 200 and json.loads(body)["ffn_width"] == 24
     c.completions.create(model="ifprune", prompt="hello", max_tokens=2)
@@ -91,7 +93,8 @@ def test_chat_and_completion_with_plans(srv):
     assert p1.object == "text_completion" and p1.usage.prompt_tokens == len("def add(a, b):")
     assert p1.model_extra["ifprune"]["plan_hash"] != p2.model_extra["ifprune"]["plan_hash"]
     d = c.completions.create(model="ifprune-dense", prompt="hello", max_tokens=3)
-    assert d.model_extra["ifprune"] == {"plan_hash": None, "ffn_width": 48, "refresh": None}
+    assert d.model_extra["ifprune"] == {"plan_hash": None, "ffn_width": 48, "refresh": None,
+                                        "reselection": {"mode": "off", "tokens": None, "prefill": "pruned", "count": 0}}
 
 
 def test_greedy_is_deterministic_and_streaming_matches(srv):

@@ -174,9 +174,17 @@ class IfpruneServer:
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
                 "compensation": described(self.lm, dense),
-                "refresh": None if dense else self.engine.refresh,
+                "reselection": self.reselection(dense),
+                "refresh": None if dense else self.engine.refresh,  # (the earlier fields, kept for one release)
                 "refresh_every": False if dense else self.engine.every,
                 "prefill": "pruned" if dense else self.engine.prefill}
+
+    def reselection(self, dense: bool, count: int | None = None) -> dict:
+        """The one JSON shape of re-selection (as `generate --json`): mode, tokens, count (per response), prefill."""
+        e = self.engine
+        mode = "off" if dense or not e.refresh else "every" if e.every else "once"
+        out = {"mode": mode, "tokens": None if mode == "off" else e.refresh, "prefill": "pruned" if dense else e.prefill}
+        return out if count is None else {**out, "count": count}
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> "IfpruneServer":
@@ -478,6 +486,7 @@ def create_app(server: IfpruneServer) -> FastAPI:
                              "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
                              "ifprune": {"plan_hash": req.plan.hash if req.plan else None,
                                          "ffn_width": req.plan.width if req.plan else server.lm.d_ffn,
+                                         "reselection": server.reselection(req.plan is None, req.refreshes),
                                          "refresh": ({"after": server.engine.refresh, "plan_hash": req.refreshed.hash,
                                                       "count": req.refreshes, "every": server.engine.every}
                                                      if req.refreshed is not None else None)}})
