@@ -327,3 +327,10 @@ def test_gguf_export_that_consumes_the_model_writes_the_same_tensors(tmp_path):
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     assert all(bytes(x.data) == bytes(y.data) for x, y in zip(a.tensors, b.tensors))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.gguf", "spent.gguf"]  # no temporary file left
+
+
+def test_an_export_record_has_only_its_own_format_field(tmp_path):
+    lm = bpe_lm("llama", hidden=64, d_ffn=96)
+    plan = make_selector("random").select(lm, None, 64)
+    info = export_gguf(lm, plan, tmp_path / "m.gguf", qtype="f16").to_dict()
+    assert "dtype" not in info and info["gguf"]["gguf_type"] == "f16"  # (was "dtype": null)

@@ -36,7 +36,7 @@ def register(sub) -> None:
     add_selector_args(p)
     p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
     p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")
-    add_reselection_args(p, "re-select after R answer tokens (as `generate --refresh`; default: the artifact's own, "
+    add_reselection_args(p, "re-select after R answer tokens (as `generate --reselect once --reselect-tokens R`; default: the artifact's own, "
                             "off unless it was trained under re-selection; 0: off); in compare: NAME+reselect-onceN",
                          every_note="; in compare: NAME+reselect-everyN",
                          prefill_note="; in compare: NAME+dense-prefill or NAME+pruned-prefill")

@@ -66,7 +66,7 @@ def run(args) -> int:
             logging.getLogger("ifprune").warning(
                 "artifact %s runs with re-selection every %d answer tokens and a dense prefill in ifprune (it was "
                 "trained under re-selection); an exported model is one plan for the whole answer and reads the "
-                "prompt itself, so it runs without either (its quality: the --refresh 0 rows of the artifact's "
+                "prompt itself, so it runs without either (its quality: the --reselect off rows of the artifact's "
                 "results)", selector.artifact.path.name, refresh)
     # the process ends after writing: the full model is shrunk into the compact one in place (no second copy)
     if gguf:

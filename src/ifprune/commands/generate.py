@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("prompt", help="the user prompt")
     add_model_args(p)
     add_selector_args(p)
-    p.add_argument("--task", default=None, help="select from this task description instead of the prompt (with --refresh on, re-selected after R tokens from it and the tokens so far; --refresh 0: one plan)")
+    p.add_argument("--task", default=None, help="select from this task description instead of the prompt (with re-selection on, re-selected after N tokens from it and the tokens so far; --reselect off: one plan)")
     p.add_argument("--plan", default=None, help="use a saved plan file (.json or .safetensors) instead of a selector")
     p.add_argument("--save-plan", default=None,
                    help="write the plan used to this file (.json or .safetensors); when the answer was re-selected "

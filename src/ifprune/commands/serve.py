@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--task-alias", action="append", default=None, metavar="NAME=DESCRIPTION",
                    help="serve model ifprune-NAME with a plan selected from DESCRIPTION (repeatable; "
                         "default: code, math, writing, qa)")
-    add_reselection_args(p, "after R answer tokens, re-select each request's plan (as `generate --refresh`; default: "
+    add_reselection_args(p, "after R answer tokens, re-select each request's plan (as `generate --reselect once --reselect-tokens R`; default: "
                             "the artifact's own, every 32 tokens for the shipped ones; otherwise off; 0: off)")
     p.add_argument("--policy", default="group", help="mixed-task batching: group (by plan, default) or fifo")
     p.add_argument("--max-batch", type=int, default=8)

@@ -39,7 +39,8 @@ class ExportInfo:
     hub_id: str | None = None  # the base model's Hugging Face id, when known
 
     def to_dict(self) -> dict:
-        return dict(vars(self))
+        """The record, without the other format's field (an HF export has no `gguf`, a GGUF export no `dtype`)."""
+        return {k: v for k, v in vars(self).items() if not (k in ("gguf", "dtype") and v is None)}
 
 
 def _card(info: ExportInfo, arch: str, width_attr: str) -> str:
