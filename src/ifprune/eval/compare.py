@@ -10,7 +10,7 @@ from pathlib import Path
 from ..core.errors import IfpruneError
 from ..core.paths import write_json, write_text
 from ..core.plan import width_from_keep
-from ..selection.refresh import to_mode
+from ..selection.refresh import DEFAULT_TOKENS, to_mode
 from ..selection.selectors import make_selector
 from . import make_suite
 from .base import machine_info, run_suite
@@ -99,11 +99,11 @@ class SelectorSpec:
             n = int(m.group(3)) if m.group(3) else None
             if n is not None and n < 1:
                 raise IfpruneError(f"selector {spec!r}: re-selection needs a token count >= 1 (+reselect-off: never)")
-            if n is None:  # as --reselect alone: the artifact's own N, else 32
+            if n is None:  # as --reselect alone: the artifact's own N, else the default
                 from ..selection.artifact import recipe_refresh
 
                 art = inner.artifact_config()
-                n = (recipe_refresh(art) if art is not None else None) or 32
+                n = (recipe_refresh(art) if art is not None else None) or DEFAULT_TOKENS
             return dataclasses.replace(inner, spec=spec, refresh=n, refresh_every=m.group(2) == "every")
         if re.fullmatch(r"(.+)\+refresh(-once|-every\d+|\d*)", name):
             import warnings

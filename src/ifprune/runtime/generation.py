@@ -15,7 +15,7 @@ from ..core.plan import Plan
 from ..core.prompting import check_length, encode_prompt, eos_ids
 from ..selection.prefill import carried_cache, check_prefill, crop_to, prompt_cache, read_all_of, reads_prompt_dense
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
-                                 reselect_settings, resolve_reselection, segment_lengths)
+                                 mode_of, reselect_settings, resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
 
 
@@ -108,8 +108,7 @@ class GenerationResult:
         """What ran, in the one shape every command reports: mode off|once|every, tokens between re-selections,
         how many ran, and the prefill. (`refresh`, `refresh_after`, `refresh_every`: the earlier fields, kept for
         one release.)"""
-        mode = "off" if not self.refresh_after else "every" if self.refresh_every else "once"
-        return {"mode": mode, "tokens": self.refresh_after, "count": self.refresh["count"] if self.refresh else 0,
+        return {"mode": mode_of(self.refresh_after, self.refresh_every), "tokens": self.refresh_after, "count": self.refresh["count"] if self.refresh else 0,
                 "prefill": self.prefill}
 
     def to_dict(self) -> dict:
@@ -191,14 +190,11 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     sampling = sampling or SamplingConfig()
     sampling.validate()
     sel = make_selector(selector) if isinstance(selector, str) else selector
-    if plan is not None and reselect not in (None, "off"):
-        raise IfpruneError("reselect re-selects with a selector: it cannot follow a fixed plan file")
     refresh, refresh_every = reselect_settings(reselect, reselect_tokens, refresh, refresh_every, sel,
                                                where="generate")
-    if check_refresh(refresh) is not None and plan is not None:
-        raise IfpruneError("refresh re-selects with a selector: it cannot follow a fixed plan file")
-    if refresh_every and plan is not None:
-        raise IfpruneError("refresh_every re-selects after every R answer tokens: a fixed plan file cannot be re-selected")
+    if plan is not None and (check_refresh(refresh) is not None or refresh_every):
+        raise IfpruneError("re-selection picks new plans with a selector: it cannot follow a fixed plan file "
+                           "(reselect='off')")
     rs = resolve_reselection(refresh, refresh_every, prefill, sel) if plan is None else Reselection.off(prefill)
     refresh, refresh_every = rs.refresh, rs.every
     if runtime.engine == "llamacpp":

@@ -66,6 +66,7 @@ def repeats(every: bool | None, refresh: int | None, R: int | None) -> bool:
 
 
 RESELECT_MODES = ("off", "once", "every")
+DEFAULT_TOKENS = 32  # answer tokens between re-selections when neither the caller nor the artifact says
 
 
 def from_mode(mode: str | None, tokens: int | None, selector, *, flag: str = "reselect") -> tuple[int | None, bool | None]:
@@ -88,14 +89,19 @@ def from_mode(mode: str | None, tokens: int | None, selector, *, flag: str = "re
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
         raise IfpruneError(f"{tokens_flag} must be a whole number >= 1 (turn re-selection off with {flag} off), "
                            f"got {tokens!r}")
-    return (tokens if tokens is not None else own or 32), mode == "every"
+    return (tokens if tokens is not None else own or DEFAULT_TOKENS), mode == "every"
+
+
+def mode_of(refresh: int | None, every: bool) -> str:
+    """The reselect mode of a resolved (R, every) pair: what JSON records and `from_mode` reads back."""
+    return "off" if not refresh else "every" if every else "once"
 
 
 def to_mode(refresh: int | None, every: bool | None, selector) -> tuple[str, int | None]:
     """The earlier spelling (refresh R, refresh_every) as (reselect mode, tokens), meaning what it always meant."""
     R = resolve_refresh(refresh, selector)
     every = repeats(every, refresh, R)  # (refuses every without an R, as it always has)
-    return ("off", None) if R is None else ("every" if every else "once", R)
+    return mode_of(R, every), R
 
 
 def reselect_settings(reselect: str | None, reselect_tokens: int | None, refresh: int | None,

@@ -181,8 +181,10 @@ class IfpruneServer:
 
     def reselection(self, dense: bool, count: int | None = None) -> dict:
         """The one JSON shape of re-selection (as `generate --json`): mode, tokens, count (per response), prefill."""
+        from ..selection.refresh import mode_of
+
         e = self.engine
-        mode = "off" if dense or not e.refresh else "every" if e.every else "once"
+        mode = mode_of(None if dense else e.refresh, e.every)
         out = {"mode": mode, "tokens": None if mode == "off" else e.refresh, "prefill": "pruned" if dense else e.prefill}
         return out if count is None else {**out, "count": count}
 
