@@ -158,3 +158,11 @@ def test_a_batch_that_fails_as_a_whole_reruns_its_requests_alone():
     assert [e[0] for e in ends] == ["done", "error", "done"]
     assert ends[1][1] == 500 and "generation failed for this request" in ends[1][2]
     assert metrics.value("batches_total") == 2  # the two good requests, each alone after the failed batch of three
+
+
+@pytest.mark.parametrize("field", ["max_running", "prefill_chunk"])
+def test_interleaving_limits_below_one_are_refused(field):
+    from ifprune.serve import ServeConfig
+
+    with pytest.raises(IfpruneError, match=f"{field} must be >= 1, got 0"):
+        ServeConfig(**{field: 0}).validate()
