@@ -126,7 +126,9 @@ class TrainConfig:
     init_from: str | None = None  # artifact dir of an earlier stage to continue from
     # artifact dir whose LLM change (LoRA or full) this run starts from instead of init_from's; the head or
     # static scores still come from init_from. For "fine-tune dense first, then prune": a dense SFT run's
-    # LLM under an earlier pruning run's predictor
+    # LLM under an earlier pruning run's predictor. "base": the base model's own weights (a new LoRA or full
+    # change from zero), keeping init_from's head: distillation then starts from the dense model's behaviour
+    # rather than from what an earlier stage's fine-tuning taught it
     init_llm_from: str | None = None
     output_dir: str = "runs/train"
     resume: bool = True

@@ -304,7 +304,9 @@ class Trainer:
         self.teacher = None
         self.carried_llm = None
         llm_init = init
-        if cfg.init_llm_from:
+        if cfg.init_llm_from == "base":
+            llm_init = None
+        elif cfg.init_llm_from:
             llm_init = self._init_artifact("init_llm_from", cfg.init_llm_from)
         if cfg.distill and (cfg.teacher_from or cfg.llm == "full"):
             # a frozen dense copy, taken before LoRA wraps, or a full change alters, the base modules: the
