@@ -7,7 +7,7 @@ Rows, interleaved in every repeat so background load hits each alike (medians of
   GRIFFIN's of the prompt (speed does not depend on which channels are kept).
 - answer: `generate()` end to end (selection, plan load, prefill, decode, re-selection), 128 tokens: the shipped
   default (trained predictor, keep 3/4, re-selection every 32 with a dense prefill) and the dense model, in the
-  torch runtime (float32) and the llama.cpp runtime (Q8_0).
+  torch runtime (float32, and int8 with --torch-weights float32 int8) and the llama.cpp runtime (Q8_0).
 Each row records bytes of weights read per token and the implied GB/s against this machine's measured memory
 bandwidth (a read of a 1 GiB tensor, 1 and 2 threads).
 
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cpu_decode import PASSAGE  # noqa: E402
 
 from ifprune.core.loading import default_gguf_path, load_model  # noqa: E402
+from ifprune.core.plan import Plan  # noqa: E402
 from ifprune.core.paths import write_json, write_text  # noqa: E402
 from ifprune.runtime.generation import RuntimeConfig, SamplingConfig, generate  # noqa: E402
 from ifprune.runtime.llamacpp import Engine, LlamaCppCompact, run_segment  # noqa: E402
@@ -102,8 +103,8 @@ def torch_row(model, ids: list[int], new: int) -> dict:
 
 def weight_bytes_torch(model) -> int:
     seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
+    for p in [*model.parameters(), *model.buffers()]:
+        if id(p) not in seen and p.dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
             seen.add(id(p))
             total += p.numel() * p.element_size()
     return total
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--keeps", type=float, nargs="+", default=[3 / 4, 1 / 2, 1 / 3])
     ap.add_argument("--weights", nargs="+", default=["q8_0", "q4_1"])
+    ap.add_argument("--torch-weights", nargs="+", choices=("float32", "int8"), default=["float32"],
+                    help="the torch runtime's weight types (int8: --quant int8, core.quantized)")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch runtime's rows (slow)")
     ap.add_argument("--answers-only", action="store_true", help="only the generate() rows")
     ap.add_argument("--default-prefills", nargs="+", default=["default"],
@@ -170,11 +173,20 @@ def main(argv=None) -> int:
         if args.answers_only:
             rows = []
         elif not args.no_torch:
-            torch_models = [("ifprune torch dense", lm.model, lm.d_ffn, None)]
-            c = lm.compact(widths[1] if len(widths) > 1 else widths[0])
-            torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load))
+            for tw in args.torch_weights:
+                lm.set_quant(None if tw == "float32" else tw)
+                dense = lm.model
+                if lm.quant is not None:  # every channel of a full-width compact model at that type
+                    full = lm.compact(lm.d_ffn)
+                    full.load(Plan.dense(lm.num_layers, lm.d_ffn))
+                    dense = full.model
+                torch_models.append(("ifprune torch dense", dense, lm.d_ffn, None, tw))
+                c = lm.compact(widths[1] if len(widths) > 1 else widths[0])
+                torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load, tw))
+            lm.set_quant(None)
         defaults = ["default" if p == "default" else f"default prefill={p}" for p in args.default_prefills]
-        answers = [*((d, "torch", None) for d in defaults), ("dense", "torch", None),
+        tws = [None if tw == "float32" else tw for tw in args.torch_weights]
+        answers = [*((d, "torch", tw) for tw in tws for d in defaults), *(("dense", "torch", tw) for tw in tws),
                    *((d, "llamacpp", "q8_0") for d in defaults if prefill_of(d) != "kept"),  # (torch only)
                    ("dense", "llamacpp", "q8_0")]
         if args.no_torch:
@@ -183,7 +195,7 @@ def main(argv=None) -> int:
         for what, engine, wt in answers:  # warm-up, not timed: builds each runtime's models once
             generate(tuned if what != "dense" else lm, "Hello.", selector=shipped if what != "dense" else "dense",
                      width=shipped_width if what != "dense" else None, prefill=prefill_of(what),
-                     runtime=RuntimeConfig(engine, wt or "q8_0", threads=threads, n_ctx=1024),
+                     runtime=RuntimeConfig(engine, wt, threads=threads, n_ctx=1024),
                      sampling=SamplingConfig(max_new_tokens=2))
         for r in range(args.repeats):
             for n in args.prompts:
@@ -193,24 +205,24 @@ def main(argv=None) -> int:
                         load(plans[(n, w)])
                     m = decode_row(eng, ids, args.new_tokens)
                     samples.setdefault((name, wt, w, n, nbytes, "llama.cpp"), []).append(m)
-                for name, model, w, load in torch_models:
+                for name, model, w, load, tw in torch_models:
                     if load is not None:
                         load(plans[(n, w)])
                     m = torch_row(model, ids, args.new_tokens)
-                    samples.setdefault((name, "float32", w, n, weight_bytes_torch(model), "torch"), []).append(m)
+                    samples.setdefault((name, tw, w, n, weight_bytes_torch(model), "torch"), []).append(m)
                 text = tok.decode(ids)  # as a user's message: the chat template adds its tokens
                 for what, engine, wt in answers:
                     shipped.forget()  # each answer selects afresh, as a new prompt would
-                    rt = RuntimeConfig(engine, wt or "q8_0", threads=threads, n_ctx=1024)
+                    rt = RuntimeConfig(engine, wt, threads=threads, n_ctx=1024)
                     t = time.perf_counter()
                     out = generate(tuned if what != "dense" else lm, text, selector=shipped if what != "dense"
                                    else "dense", width=shipped_width if what != "dense" else None, runtime=rt,
                                    prefill=prefill_of(what),
                                    sampling=SamplingConfig(max_new_tokens=args.new_tokens, ignore_eos=True))
                     wall = time.perf_counter() - t
-                    key = (f"answer {what}", wt or "float32", out.ffn_width, out.prompt_tokens, None, engine)
+                    key = (f"answer {what}", rt.weights or "float32", out.ffn_width, out.prompt_tokens, None, engine)
                     samples.setdefault(key, []).append({"answer_s": wall, **{k: v for k, v in out.timings.items()},
-                                                        "refreshes": (out.refresh or {}).get("count", 0),
+                                                        "reselections": (out.refresh or {}).get("count", 0),
                                                         "prefill": out.prefill, "selector": out.selector})
             print(f"threads {threads}: repeat {r + 1}/{args.repeats} done", file=sys.stderr)
         bw = res["bandwidth_gb_s"][str(threads)]
@@ -269,7 +281,7 @@ def answer_ratios(res: dict) -> list[str]:
         if not r["row"].startswith("answer default"):
             continue
         dense = next((d for d in res["rows"] if d["row"] == "answer dense" and d["engine"] == r["engine"]
-                      and d["threads"] == r["threads"] and d["prompt_tokens"] == r["prompt_tokens"]), None)
+                      and d["weights"] == r["weights"] and d["threads"] == r["threads"] and d["prompt_tokens"] == r["prompt_tokens"]), None)
         if dense is None:
             continue
         ratio = statistics.median(d["answer_s"] / x["answer_s"] for d, x in zip(dense["runs"], r["runs"]))

@@ -147,7 +147,9 @@ def test_cli_refuses_quant_without_the_llama_cpp_runtime(capsys):
     from ifprune.cli import main
 
     assert main(["generate", "hi", "--quant", "q4_0"]) != 0
-    assert "--quant sets llama.cpp's weight type" in capsys.readouterr().err
+    assert "--quant q4_0 is a weight type of the llama.cpp runtime" in capsys.readouterr().err
+    assert main(["generate", "hi", "--runtime", "llamacpp", "--quant", "int8"]) != 0
+    assert "--quant int8 is a weight type of the torch runtime" in capsys.readouterr().err
 
 
 def test_export_type_choices_are_the_writers():

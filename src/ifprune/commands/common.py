@@ -29,8 +29,17 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runtime", choices=("torch", "llamacpp"), default="torch",
                    help="torch: the model in --dtype (default); llamacpp: the compact (or dense) model as a quantised GGUF "
                         "in llama.cpp, each plan written into it in place (needs the llamacpp extra)")
-    g.add_argument("--quant", choices=("q8_0", "q4_0", "q4_1"), default=None,
-                   help="llama.cpp's weight type with --runtime llamacpp (default q8_0; q4_*: 4-bit, LM head at Q8_0)")
+    g.add_argument("--quant", choices=("int8", "q8_0", "q4_0", "q4_1"), default=None,
+                   help="the weight type that decodes: int8 with --runtime torch (the compact model's linears, LM head "
+                        "included, at int8 per row; default: the loaded weights); q8_0 (default), q4_0 or q4_1 with "
+                        "--runtime llamacpp (q4_*: 4-bit, LM head at Q8_0)")
+
+
+def add_quant_arg(p: argparse.ArgumentParser) -> None:
+    """--quant for commands that run the torch runtime only (generate's runtime group has its own)."""
+    p.add_argument("--quant", choices=("int8",), default=None,
+                   help="int8: the compact model's linears, LM head included, at int8 per row (default: the loaded "
+                        "weights); the selector's passes, a dense prefill and the dense model read the loaded weights")
 
 
 def runtime_from_args(args):
@@ -39,9 +48,12 @@ def runtime_from_args(args):
 
     from ..runtime.generation import RuntimeConfig
 
-    if args.quant is not None and args.runtime != "llamacpp":
-        raise IfpruneError("--quant sets llama.cpp's weight type: give it with --runtime llamacpp")
-    return RuntimeConfig(args.runtime, args.quant or "q8_0", args.threads or torch.get_num_threads())
+    torch_types = ("int8",)
+    if args.quant is not None and (args.quant in torch_types) != (args.runtime == "torch"):
+        raise IfpruneError(f"--quant {args.quant} is a weight type of the "
+                           f"{'torch' if args.quant in torch_types else 'llama.cpp'} runtime; --runtime {args.runtime} "
+                           f"runs {'int8' if args.runtime == 'torch' else 'q8_0, q4_0 or q4_1'}")
+    return RuntimeConfig(args.runtime, args.quant, args.threads or torch.get_num_threads())
 
 
 def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
@@ -179,7 +191,10 @@ def load(args):
         width_from_keep(keep, None, 1)
     set_threads(getattr(args, "threads", None))
 
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    if getattr(args, "quant", None) is not None and getattr(args, "runtime", "torch") == "torch":
+        lm.set_quant(args.quant)
+    return lm
 
 
 def refuse_plan_conflicts(args, also: tuple[str, ...] = ()) -> None:

@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from .common import (
-    add_model_args, add_reselection_args, add_selector_args, compensation_config, load, print_json, reselection_args,
+    add_model_args, add_quant_arg, add_reselection_args, add_selector_args, compensation_config, load, print_json, reselection_args,
     resolve_width,
     selector_from_args,
 )
@@ -33,6 +33,7 @@ def register(sub) -> None:
                        + "; or `ifprune eval compare` for a table over suites x selectors x keep ratios.")
     p.add_argument("suite", help=f"one of {', '.join(SUITE_CHOICES)}, or 'compare'")
     add_model_args(p)
+    add_quant_arg(p)
     add_selector_args(p)
     p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
     p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")
@@ -93,6 +94,7 @@ def run(args) -> int:
           f"compensation {res.options.get('compensation', {}).get('mode', 'none')}, "
           f"re-selection {('every %d tok' if res.options.get('refresh_every') else 'after %d tok') % res.options['refresh'] if res.options.get('refresh') else 'off'}, "
           f"{'dense prefill, ' if res.options.get('prefill') == 'dense' else ''}"
+          f"{res.options['quant'] + ' weights, ' if res.options.get('quant') else ''}"
           f"active params {res.active_params / 1e6:.1f}M of {res.total_params / 1e6:.1f}M, "
           f"{res.examples} examples ({res.cached} from cache, {res.skipped_rows} malformed rows skipped), {res.wall_s:.1f} s")
     for name, m in res.metrics.items():

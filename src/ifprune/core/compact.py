@@ -33,7 +33,11 @@ def _write_down(down: nn.Module, W_s: torch.Tensor | None, b_s: torch.Tensor | N
     parameter of its own."""
     from .ffn import Conv1D
 
-    if W_s is not None:
+    from .quantized import Int8Linear
+
+    if W_s is not None and isinstance(down, Int8Linear):  # only what the refit rewrote is quantized again
+        down.set_weight(W_s)
+    elif W_s is not None:
         down.weight.copy_(W_s.T if isinstance(down, Conv1D) else W_s)
     if b_s is None:
         return
@@ -55,8 +59,12 @@ def _share_meta_attrs(compact: nn.Module, full: nn.Module) -> None:
 class CompactModel:
     """Holds the k-wide model built from `full`; `load(plan)` gathers a plan's channels into it."""
 
-    def __init__(self, full: nn.Module, width: int, layout: FFNLayout | None = None, compensator=None):
+    def __init__(self, full: nn.Module, width: int, layout: FFNLayout | None = None, compensator=None,
+                 quantized=None):
+        """`quantized`: the full model's quantized.QuantizedWeights; the compact model then runs int8 linears
+        whose FFN rows and columns each plan gathers from it (None: the full model's own tensors)."""
         self.full = full
+        self.quant = "int8" if quantized is not None else None
         self.layout = layout or discover(full)
         self.width = check_width(width, self.layout.d_ffn)
         self.plan: Plan | None = None
@@ -74,10 +82,10 @@ class CompactModel:
             owner, attr = name.rsplit(".", 1)
             mod = model.get_submodule(owner)
             src = full_params[name]
-            if name in ffn_names:
+            if name in ffn_names:  # (int8: a placeholder of the shape, never allocated, replaced below)
                 mod._parameters[attr] = nn.Parameter(
-                    torch.empty(p.shape, dtype=src.dtype, device=src.device), requires_grad=False
-                )
+                    torch.empty(p.shape, dtype=src.dtype, device="meta" if quantized is not None else src.device),
+                    requires_grad=False)
             else:
                 if p.shape != src.shape:
                     raise IfpruneError(f"compact model tensor {name} has shape {tuple(p.shape)}, full {tuple(src.shape)}")
@@ -105,6 +113,12 @@ class CompactModel:
                     )
                 pairs.append((fct, cct.tensor))
             self._pairs.append(pairs)
+        if quantized is not None:
+            from .quantized import int8_compact
+
+            self._pairs = int8_compact(model, clayout, self.layout, quantized, self.width)
+            self._down_scales = [q["down"][1] for q in quantized.ffn]
+            clayout = discover(model)
         self.compact_layout = clayout
 
     def load(self, plan: Plan, prompt=None, reuse: bool = False) -> float:
@@ -136,6 +150,9 @@ class CompactModel:
                     for fct, buf in layer_pairs:
                         torch.index_select(fct.tensor, fct.dim, fct.rows_for(rows, d), out=buf)
                 self._slots = idx.clone()
+            if comp is not None and self.quant is not None:  # a refit of the last plan may have rewritten them
+                for cl, scale in zip(self.compact_layout.layers, self._down_scales):
+                    cl.down.scale.copy_(scale)
             if comp is not None and not plan.is_dense:
                 self._write_refit(comp.refit(plan, prompt))
             else:

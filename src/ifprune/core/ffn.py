@@ -82,6 +82,8 @@ class FFNLayer:
 
 
 def _in_features(mod: nn.Module) -> int:
+    if not hasattr(mod, "weight"):  # quantized.Int8Linear
+        return mod.in_features
     return mod.weight.shape[0] if isinstance(mod, Conv1D) else mod.weight.shape[1]
 
 

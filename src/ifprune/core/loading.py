@@ -108,6 +108,9 @@ class LoadedModel:
     source_dtype: torch.dtype | None = field(default=None, repr=False)
     hub_id: str | None = field(default=None, repr=False)
     consumed_by: object = field(default=None, init=False, repr=False)  # the Plan compact.shrink turned it into
+    # the weight type compact models decode with (quantized.QUANTS; None: the loaded weights), and its store
+    quant: str | None = field(default=None, init=False, repr=False)
+    _quantized: object = field(default=None, init=False, repr=False)
 
     def check_whole(self) -> None:
         """A clear error for anything but the one plan after `compact.shrink` consumed the full model."""
@@ -155,12 +158,42 @@ class LoadedModel:
         from .compact import CompactModel
 
         self.check_whole()
-        if width not in self._compact:
+        key = (width, self.quant)
+        if key not in self._compact:
             # never inference tensors (were it first built inside inference_mode, as the server's worker
             # does, a later load outside it could not write into its buffers)
             with torch.inference_mode(False):
-                self._compact[width] = CompactModel(self.model, width, self.layout, self.compensator)
-        return self._compact[width]
+                self._compact[key] = CompactModel(self.model, width, self.layout, self.compensator,
+                                                  quantized=self.quantized_weights())
+        return self._compact[key]
+
+    def weights_changed(self) -> None:
+        """Forget what was derived from the weights: their fingerprint, compact models and quantized copy."""
+        self._fingerprint, self._quantized = None, None
+        self._compact.clear()
+
+    def set_quant(self, quant: str | None) -> None:
+        """Decode compact models with int8 weights ("int8") or the loaded ones (None). The selector's passes and
+        a dense prefill still read the loaded weights: only what decodes is quantized."""
+        from .quantized import check_quant
+
+        quant = check_quant(quant)
+        if quant is not None and self.device.type != "cpu":
+            from .errors import IfpruneError
+
+            raise IfpruneError(f"--quant {quant} runs on the CPU; this model is on {self.device}")
+        self.quant = quant  # (compact models of each type are kept: switching back rebuilds nothing)
+
+    def quantized_weights(self):
+        """The full model quantized once (None: the weights as loaded)."""
+        if self.quant is None:
+            return None
+        if self._quantized is None:
+            from .quantized import QuantizedWeights
+
+            with torch.inference_mode(False):
+                self._quantized = QuantizedWeights(self.model, self.layout)
+        return self._quantized
 
     def set_compensator(self, compensator) -> None:
         """Refit every compact model's down projection with `compensator` (None: plain gathering).

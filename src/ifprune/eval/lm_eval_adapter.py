@@ -11,7 +11,8 @@ seed, calibration, task (per-task mode), dtype, device, chat (apply the chat tem
 generate_until), checkpoint (a trained artifact: selector predictor, its width unless keep/width),
 compensate (none | calibration | prompt; default as the CLI's: none on an artifact's tuned weights), calibration_tokens, ridge,
 reselect (off | once | every) and reselect_tokens (N), as the CLI's --reselect and --reselect-tokens (default as
-the CLI's: the artifact's own, every 32 for the shipped ones), prefill (as the CLI's --prefill); refresh /
+the CLI's: the artifact's own, every 32 for the shipped ones), prefill (as the CLI's --prefill), quant (int8: as
+the CLI's --quant int8); refresh /
 refresh_every, their earlier spelling, still work for one release with a FutureWarning.
 Per-prompt selectors pick a plan from each request's context; static ones use one plan for the run.
 """
@@ -60,7 +61,7 @@ class IfpruneLM(LM):
                  task: str | None = None, dtype: str = "float32", device: str = "cpu", chat: bool = False,
                  max_gen_toks: int = 256, checkpoint: str | None = None, compensate: str | None = None,
                  calibration_tokens: int | None = None, ridge: float | None = None, reselect: str | None = None,
-                 reselect_tokens: int | None = None, prefill: str | None = None, lm=None,
+                 reselect_tokens: int | None = None, prefill: str | None = None, quant: str | None = None, lm=None,
                  refresh: int | None = None, refresh_every: bool | str | None = None, **_ignored):
         super().__init__()
         from .scorer import Scorer
@@ -93,6 +94,7 @@ class IfpruneLM(LM):
         turn_on(self.lm, CompensationConfig(mode=compensate or default_mode(self.lm), calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
+        self.lm.set_quant(quant)  # (int8: the compact model's linears; the full model reads the loaded weights)
         self.scorer = Scorer(self.lm, sel, w, task=task, reselect=reselect,
                              reselect_tokens=int(reselect_tokens) if reselect_tokens is not None else None,
                              refresh=int(refresh) if refresh is not None else None,

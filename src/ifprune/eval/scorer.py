@@ -62,6 +62,8 @@ class Scorer:
                "compensation": self.compensation()}
         if self.per_task:
             out["per_task"] = True
+        if self.lm.quant is not None and not self.dense:  # (the full model reads the loaded weights)
+            out["quant"] = self.lm.quant
         if self.refresh:
             out["refresh"] = self.refresh
             if self.refresh_every and not self.dense:

@@ -54,11 +54,12 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Which engine decodes: "torch" (the model in its loaded dtype) or "llamacpp" (runtime.llamacpp: the
-    compact model as a GGUF of `weights` type in llama.cpp, plans written into it in place)."""
+    """Which engine decodes and at which weight type: "torch" (the model in its loaded dtype, or with `weights`
+    "int8" the compact model's linears at int8: core.quantized) or "llamacpp" (runtime.llamacpp: the compact model
+    as a GGUF of `weights` type in llama.cpp, plans written into it in place; default q8_0)."""
 
     engine: str = "torch"
-    weights: str = "q8_0"  # llama.cpp's tensor type
+    weights: str | None = None  # torch: None (as loaded) or "int8"; llama.cpp: its tensor type (None: q8_0)
     threads: int = 1
     n_ctx: int = 4096
 
@@ -68,7 +69,11 @@ class RuntimeConfig:
         if self.engine == "llamacpp":
             from .llamacpp import check_weights
 
-            check_weights(self.weights)
+            object.__setattr__(self, "weights", check_weights(self.weights or "q8_0"))
+        else:
+            from ..core.quantized import check_quant
+
+            object.__setattr__(self, "weights", check_quant(self.weights))
 
     def compact(self, lm, width: int):
         from .llamacpp import compact_for
@@ -76,7 +81,7 @@ class RuntimeConfig:
         return compact_for(lm, width, weights=self.weights, threads=self.threads, n_ctx=self.n_ctx)
 
     def describe(self) -> dict:
-        return {"engine": self.engine, "weights": self.weights if self.engine == "llamacpp" else None}
+        return {"engine": self.engine, "weights": self.weights}
 
 
 ENGINES = ("torch", "llamacpp")
@@ -126,7 +131,9 @@ class GenerationResult:
         refreshed = (f", re-selected {every} ({self.refresh['count']}x, {t['refresh_s'] * 1e3:.0f} ms)"
                      if self.refresh else
                      f", re-selection ({every}) not reached" if self.refresh_after else "")
-        engine = "" if self.runtime.get("engine", "torch") == "torch" else f" llama.cpp {self.runtime['weights']}"
+        weights = self.runtime.get("weights")
+        engine = (f" llama.cpp {weights}" if self.runtime.get("engine", "torch") != "torch"
+                  else f" {weights}" if weights else "")
         return (
             f"[{self.selector}{engine}] active params {self.active_params / 1e6:.1f}M of {self.total_params / 1e6:.1f}M "
             f"({self.active_params / self.total_params:.0%}), FFN width {self.ffn_width}/{self.d_ffn}"
@@ -214,6 +221,8 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     model = lm.model
     compensation = {"mode": "none"}
     llamacpp = runtime.engine == "llamacpp"
+    if not llamacpp:
+        lm.set_quant(runtime.weights)
     compact_of = (lambda w: runtime.compact(lm, w)) if llamacpp else lm.compact
 
     def decoder(compact):  # what decodes a compact model: the torch module, or its llama.cpp engine
@@ -237,6 +246,9 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
             compensation = comp.describe()
         loading_s = compact.load(plan, prompt=prompt_stats)
         model = decoder(compact)
+    elif not llamacpp and lm.quant is not None:  # the dense model at the quantized type: every channel, in a full-width compact model
+        loading_s = lm.compact(lm.d_ffn).load(Plan.dense(lm.num_layers, lm.d_ffn))
+        model = lm.compact(lm.d_ffn).model
     width = plan.width if plan is not None else lm.d_ffn
 
     if sampling.seed is not None:

@@ -75,8 +75,7 @@ class Artifact:
             raise IfpruneError(f"artifact {self.path} is for {self.config['num_layers']} layers x {self.config['d_ffn']} channels")
         apply_llm_change(lm.model, self.path / "llm", self.config["llm"])
         lm._ifprune_artifact = str(self.path.resolve())
-        lm._fingerprint = None  # weights changed: plans cached under the base fingerprint must not be reused
-        lm._compact.clear()
+        lm.weights_changed()  # plans cached under the base fingerprint must not be reused
         lm.trained_compensation = recipe_compensate(self.config)
         if lm.trained_compensation != "none":  # weights trained under compensated plans run that way, also from
             from ..compensation.calibration import compensate  # the library (compensate(lm, "none") turns it off)

@@ -173,6 +173,7 @@ class IfpruneServer:
 
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
+                "quant": None if dense else self.lm.quant,  # (the dense model reads the loaded weights)
                 "compensation": described(self.lm, dense),
                 "reselection": self.reselection(dense),
                 "refresh": None if dense else self.engine.refresh,  # (the earlier fields, kept for one release)

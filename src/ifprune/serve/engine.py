@@ -134,15 +134,16 @@ class Engine:
         batch's plan often stays loaded for the next batch with it."""
         from ..core.compact import CompactModel
 
-        key = (width, self.lm.fingerprint())
+        key = (width, self.lm.fingerprint(), self.lm.quant)
         free = self._free.setdefault(key, [])
         if free:
             return free.pop()
         with torch.inference_mode(False):  # (its buffers are written outside inference mode too)
-            return CompactModel(self.lm.model, width, self.lm.layout, self.lm.compensator)
+            return CompactModel(self.lm.model, width, self.lm.layout, self.lm.compensator,
+                                quantized=self.lm.quantized_weights())
 
     def _release(self, compact) -> None:
-        self._free.setdefault((compact.width, self.lm.fingerprint()), []).append(compact)
+        self._free.setdefault((compact.width, self.lm.fingerprint(), compact.quant), []).append(compact)
 
     def _model(self, plan: Plan | None, compact):
         if compact is None or plan is None or plan.is_dense:
