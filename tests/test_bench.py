@@ -68,13 +68,14 @@ def test_run_bench_reports_breakdown_side_by_side():
 def test_bench_times_refresh_when_asked_and_counts_it_in_each_answer():
     lm = tiny_lm("llama", layers=2, d_ffn=48)
     plain = run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=6, samples=2, keep=0.25))
-    assert plain["refresh"] is None and plain["summary"]["compact"]["refresh_s"] == 0
+    assert plain["reselection"]["mode"] == "off" and plain["summary"]["compact"]["refresh_s"] == 0
     res = run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=6, samples=2, keep=0.25, refresh=3))
     c = res["summary"]["compact"]
-    assert res["refresh"] == 3 and c["refresh_s"] > 0 and c["refresh_prefill_s"] > 0
+    assert res["reselection"]["tokens"] == 3 and c["refresh_s"] > 0 and c["refresh_prefill_s"] > 0
     assert c["generation_s"] == pytest.approx(c["prefill_s"] + c["decode_s"] + c["refresh_s"] + c["refresh_prefill_s"])
     assert res["summary"]["dense"]["refresh_s"] == 0 and "re-selection after 3 new tokens" in to_markdown(res)
-    assert run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=3, samples=1, keep=0.25, refresh=3))["refresh"] is None
+    short = run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=3, samples=1, keep=0.25, refresh=3))
+    assert short["reselection"]["mode"] == "off"
     with pytest.raises(IfpruneError, match="refresh must be a whole number"):
         BenchConfig(refresh=-1).validate()
     with pytest.raises(IfpruneError, match="prefill must be one of"):
@@ -86,14 +87,14 @@ def test_bench_times_re_selection_every_r_tokens_with_a_dense_prefill():
     cfg = dict(prompt_tokens=24, new_tokens=10, samples=2, keep=0.25, refresh=3)
     once = run_bench(lm, BenchConfig(**cfg))
     every = run_bench(lm, BenchConfig(**cfg, refresh_every=True))
-    assert (once["refreshes"], once["prefill"]) == (1, "pruned")
-    assert (every["refreshes"], every["refresh_every"], every["prefill"]) == (3, True, "dense-answer")  # 3, 6, 9
+    assert once["reselection"] == {"mode": "once", "tokens": 3, "count": 1, "prefill": "pruned"}
+    assert every["reselection"] == {"mode": "every", "tokens": 3, "count": 3, "prefill": "dense-answer"}  # 3, 6, 9
     c = every["summary"]["compact"]
     assert c["generation_s"] == pytest.approx(c["prefill_s"] + c["decode_s"] + c["refresh_s"] + c["refresh_prefill_s"])
     md = to_markdown(every)
     assert "re-selection every 3 new tokens (3 per answer" in md and "dense prefill" in md
     carried = run_bench(lm, BenchConfig(**cfg, refresh_every=True, prefill="dense-answer"))
-    assert (carried["refreshes"], carried["prefill"]) == (3, "dense-answer")  # each re-selection's cache copied
+    assert (carried["reselection"]["count"], carried["reselection"]["prefill"]) == (3, "dense-answer")  # each re-selection's cache copied
     with pytest.raises(IfpruneError, match="turn re-selection on"):
         run_bench(lm, BenchConfig(prompt_tokens=24, new_tokens=10, keep=0.25, refresh_every=True))
 

@@ -49,11 +49,11 @@ def test_save_plan_after_a_re_selection_writes_both_plans(tiny_dir, tmp_path, ca
     assert main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
                  "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    second = tmp_path / f"plan.refresh{suffix}"
-    assert out["refresh"]["after"] == 3 and out["saved_plans"] == {"prompt": str(plan), "refresh": str(second)}
+    second = tmp_path / f"plan.reselected{suffix}"
+    assert out["reselection"]["tokens"] == 3 and out["saved_plans"] == {"prompt": str(plan), "reselected": str(second)}
     first, again = Plan.load(plan), Plan.load(second)
-    assert first.hash == out["plan_hash"] and again.hash == out["refresh"]["plan_hash"] != first.hash
-    assert again.meta["refresh_after"] == 3 and again.width == first.width == 24
+    assert first.hash == out["plan_hash"] and again.hash == out["reselection"]["plan_hash"] != first.hash
+    assert again.meta["reselected_after"] == 3 and again.width == first.width == 24
     assert main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
                  "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--no-stream"]) == 0
     assert f"the re-selected one to {second}" in capsys.readouterr().err
@@ -64,13 +64,13 @@ def test_generate_refresh_every_and_dense_prefill_are_recorded_and_refused_witho
             "--max-new-tokens", "9"]
     assert main(base + ["--refresh", "3", "--refresh-every", "--prefill", "dense", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["prefill"] == "dense" and out["refresh_every"] is True
-    assert out["refresh"] is None or out["refresh"]["every"] is True
+    assert (out["reselection"]["prefill"], out["reselection"]["mode"]) == ("dense", "every")
+    assert not {"refresh", "refresh_after", "refresh_every", "prefill"} & set(out)  # (one JSON shape)
     assert main(base + ["--refresh", "3", "--refresh-every", "--json"]) == 0  # every R: dense-answer by default
-    assert json.loads(capsys.readouterr().out)["prefill"] == "dense-answer"
+    assert json.loads(capsys.readouterr().out)["reselection"]["prefill"] == "dense-answer"
     assert main(base + ["--refresh", "3", "--json"]) == 0  # once: pruned, as before
     out = json.loads(capsys.readouterr().out)
-    assert (out["prefill"], out["refresh_every"]) == ("pruned", False)
+    assert (out["reselection"]["prefill"], out["reselection"]["mode"]) == ("pruned", "once")
     assert main(base + ["--refresh-every"]) == 2  # the tiny model's selector does not re-select by default
     assert "refresh_every re-selects after every R answer tokens" in capsys.readouterr().err
     assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", "p.json", "--refresh-every"]) == 2

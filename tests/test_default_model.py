@@ -77,14 +77,16 @@ def test_shipped_artifact_is_the_default_of_generate(capsys):
     assert out["selector"] == "predictor" and out["ffn_width"] == 1152
     assert "Paris" in out["text"], out["text"]  # the bar for the shipped default, no flags
     assert out["weights"]["tuned_by"] == str(Path(DEFAULT_MODEL_ARTIFACT).resolve())
-    assert out["refresh_after"] == 32  # trained under re-selection after 32 tokens, it runs that way by default
+    assert out["reselection"]["tokens"] == 32  # trained under re-selection after 32 tokens, it runs that way by default
     prompt = "Give three tips for staying healthy."
     assert main(["generate", prompt, "--max-new-tokens", "40", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["refresh"]["after"] == 32 and out["new_tokens"] == 40 and out["refresh"]["plan_hash"] != out["plan_hash"]
+    rs = out["reselection"]
+    assert rs["tokens"] == 32 and out["new_tokens"] == 40 and rs["plan_hash"] != out["plan_hash"]
     assert main(["generate", prompt, "--max-new-tokens", "40", "--json", "--refresh", "0"]) == 0
     off = json.loads(capsys.readouterr().out)
-    assert off["refresh"] is None and off["refresh_after"] is None and off["plan_hash"] == out["plan_hash"]
+    assert off["reselection"] == {"mode": "off", "tokens": None, "count": 0, "prefill": "pruned"}
+    assert off["plan_hash"] == out["plan_hash"]
     assert main(["generate", "What is the capital of France?", "--max-new-tokens", "12", "--json", "--keep", "0.5"]) == 0
     out = json.loads(capsys.readouterr().out)  # --keep 0.5 picks the artifact trained at keep 1/2
     assert out["ffn_width"] == 768 and out["weights"]["tuned_by"].endswith("smollm2-135m-keep50")

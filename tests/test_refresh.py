@@ -536,7 +536,8 @@ def test_reselect_flags_have_independent_defaults_and_the_old_ones_warn(capsys):
 def test_generation_reports_reselection_in_one_shape(lm):
     s = SamplingConfig(max_new_tokens=3 * R, ignore_eos=True)
     res = generate(lm, "count to ten", selector="griffin", width=16, sampling=s, refresh=R, refresh_every=True)
-    assert res.to_dict()["reselection"] == {"mode": "every", "tokens": R, "count": 2, "prefill": "dense-answer"}
+    assert res.to_dict()["reselection"] == {"mode": "every", "tokens": R, "count": 2, "prefill": "dense-answer",
+                                            "plan_hash": res.refresh_plan.hash}
     off = generate(lm, "count to ten", selector="griffin", width=16, sampling=s)
     assert off.to_dict()["reselection"] == {"mode": "off", "tokens": None, "count": 0, "prefill": "pruned"}
 

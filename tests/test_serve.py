@@ -93,7 +93,7 @@ def test_chat_and_completion_with_plans(srv):
     assert p1.object == "text_completion" and p1.usage.prompt_tokens == len("def add(a, b):")
     assert p1.model_extra["ifprune"]["plan_hash"] != p2.model_extra["ifprune"]["plan_hash"]
     d = c.completions.create(model="ifprune-dense", prompt="hello", max_tokens=3)
-    assert d.model_extra["ifprune"] == {"plan_hash": None, "ffn_width": 48, "refresh": None,
+    assert d.model_extra["ifprune"] == {"plan_hash": None, "ffn_width": 48,
                                         "reselection": {"mode": "off", "tokens": None, "prefill": "pruned", "count": 0}}
 
 
@@ -284,12 +284,14 @@ def test_served_refresh_is_reported_and_0_turns_it_off():
     try:
         c = _client(s)
         card = {m.id: m.model_dump() for m in c.models.list()}
-        assert card["ifprune"]["refresh"] == 3 and card["ifprune-dense"]["refresh"] is None
+        assert card["ifprune"]["reselection"]["tokens"] == 3 and card["ifprune-dense"]["reselection"]["mode"] == "off"
+        assert "refresh" not in card["ifprune"]  # (one JSON shape of re-selection)
         out = c.chat.completions.create(model="ifprune", messages=USER, max_tokens=8).model_extra["ifprune"]
-        if out["refresh"] is not None:  # (unless the tiny model's answer ended within 3 tokens)
-            assert out["refresh"]["after"] == 3 and len(out["refresh"]["plan_hash"]) == len(out["plan_hash"])
+        rs = out["reselection"]
+        if rs["count"]:  # (unless the tiny model's answer ended within 3 tokens)
+            assert rs["tokens"] == 3 and len(rs["plan_hash"]) == len(out["plan_hash"])
         dense = c.chat.completions.create(model="ifprune-dense", messages=USER, max_tokens=8).model_extra["ifprune"]
-        assert dense["refresh"] is None
+        assert dense["reselection"]["mode"] == "off" and "refresh" not in dense
     finally:
         s.close()
     s = _server(refresh=0)
@@ -307,12 +309,12 @@ def test_served_refresh_every_runs_dense_prefill_and_reports_it():
     s = _server(refresh=3, refresh_every=True)
     try:
         card = {m.id: m.model_dump() for m in _client(s).models.list()}
-        assert (card["ifprune"]["refresh_every"], card["ifprune"]["prefill"]) == (True, "dense-answer")
-        assert (card["ifprune-dense"]["refresh_every"], card["ifprune-dense"]["prefill"]) == (False, "pruned")
+        rs, dense = card["ifprune"]["reselection"], card["ifprune-dense"]["reselection"]
+        assert (rs["mode"], rs["prefill"]) == ("every", "dense-answer")
+        assert (dense["mode"], dense["prefill"]) == ("off", "pruned")
         out = _client(s).chat.completions.create(model="ifprune", messages=USER, max_tokens=10)
-        got = out.model_extra["ifprune"]["refresh"]
-        if got is not None:  # (unless the tiny model's answer ended within 3 tokens)
-            assert got["every"] and 1 <= got["count"] <= 3
+        got = out.model_extra["ifprune"]["reselection"]
+        assert got["mode"] == "every" and 0 <= got["count"] <= 3
     finally:
         s.close()
     with pytest.raises(Exception, match="turn re-selection on"):

@@ -233,7 +233,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
     """Measure dense and compact; returns a JSON-ready dict with per-sample raw timings and medians."""
     cfg.validate()
     from ..selection.prefill import reads_prompt_dense
-    from ..selection.refresh import resolve_reselection, segment_lengths
+    from ..selection.refresh import mode_of, resolve_reselection, segment_lengths
 
     select = PromptSelection(lm, cfg)
     width = select.width()
@@ -336,14 +336,16 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "config": asdict(cfg), "width": width, "d_ffn": lm.d_ffn, "num_layers": lm.num_layers,
         "total_params": lm.total_params(), "active_params": lm.active_params(width),
-        "selection": select.label, "refresh": refresh, "refresh_every": bool(starts) and every,
-        "refreshes": len(starts), "prefill": prefill, "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
+        "selection": select.label,
+        "reselection": {"mode": mode_of(refresh, bool(starts) and every), "tokens": refresh, "count": len(starts),
+                        "prefill": prefill},
+        "compiled": dense_dec.compiled, "summary": summary, "rows": rows,
         "compensation": described(lm),
     }
 
 
 def to_markdown(res: dict, command: str | None = None) -> str:
-    s, cfg = res["summary"], res["config"]
+    s, cfg, rs = res["summary"], res["config"], res["reselection"]
     ms = lambda v: f"{v * 1e3:.1f}"  # noqa: E731
     lines = [
         f"# Latency: {res['model']} on {res['device_name']} ({res['device']}, {res['dtype']})",
@@ -367,14 +369,14 @@ def to_markdown(res: dict, command: str | None = None) -> str:
               f"- selection + loading = {c['selection_loading_share_of_generation']:.1%} of one generation, "
               f"{c['selection_loading_share_of_query']:.1%} of the query ({cfg['samples']} samples); with a per-task plan "
               f"(selection cached) loading alone = {c['loading_share_of_generation']:.1%} of one generation",
-              *([f"- re-selection {'every' if res.get('refresh_every') else 'after'} {res['refresh']} new tokens "
-                 f"({res.get('refreshes', 1)} per answer; --refresh 0: off): each compact answer pays "
+              *([f"- re-selection {'every' if rs['mode'] == 'every' else 'after'} {rs['tokens']} new tokens "
+                 f"({rs['count']} per answer; --reselect off: none): each compact answer pays "
                  f"{ms(c['refresh_s'])} ms re-selecting and loading plus {ms(c['refresh_prefill_s'])} ms of prefill "
-                 f"({'the answer so far' if res.get('prefill') == 'dense' else 'prompt + the answer so far'}), counted "
-                 "in its generation and query times"] if res.get("refresh") else []),
+                 f"({'the answer so far' if rs['prefill'] == 'dense' else 'prompt + the answer so far'}), counted "
+                 "in its generation and query times"] if rs["mode"] != "off" else []),
               *(["- dense prefill: the compact model's prefill reads the full model's KV cache of the prompt but its "
                  "last token (copied from the selector's own pass when it keeps one, else one more pass of the full "
-                 "model, counted in the compact prefill)"] if res.get("prefill") in ("dense", "dense-answer") else []),
+                 "model, counted in the compact prefill)"] if rs["prefill"] in ("dense", "dense-answer") else []),
               f"- machine: {res['platform']}, torch {res['torch']}, threads {res['cpu_count']}, "
               f"1-min load average at the end {res.get('load_average_1m')}, {res['date']}"]
     if command:

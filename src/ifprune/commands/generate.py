@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--plan", default=None, help="use a saved plan file (.json or .safetensors) instead of a selector")
     p.add_argument("--save-plan", default=None,
                    help="write the plan used to this file (.json or .safetensors); when the answer was re-selected "
-                        "midway, the second plan goes next to it as NAME.refresh.SUFFIX")
+                        "midway, the last re-selected plan goes next to it as NAME.reselected.SUFFIX")
     add_reselection_args(p, "after R answer tokens, re-select from the selector's scores plus GRIFFIN's over the prompt "
                             "and those tokens, then go on under that plan (given alone: once; default: the artifact's "
                             "own, every 32 tokens for the shipped ones, which were trained under re-selection; "
@@ -78,8 +78,8 @@ def run(args) -> int:
         tuned = lm.weights()["tuned_by"]
         weights = f"weights tuned by {Path(tuned).name}" if tuned else "base weights"
         print(f"{result.summary()} | {weights}", file=sys.stderr)
-        if "refresh" in saved:
-            print(f"saved the prompt's plan to {saved['prompt']} and the re-selected one to {saved['refresh']}",
+        if "reselected" in saved:
+            print(f"saved the prompt's plan to {saved['prompt']} and the re-selected one to {saved['reselected']}",
                   file=sys.stderr)
     return 0
 
@@ -97,6 +97,6 @@ def save_plans(path: str, result) -> dict[str, str]:
     out = {"prompt": save(result.plan, path)}
     if result.refresh_plan is not None:
         p = Path(path)
-        out["refresh"] = save(result.refresh_plan, p.with_name(f"{p.stem}.refresh{p.suffix}"),
-                              refresh_after=result.refresh["after"])
+        out["reselected"] = save(result.refresh_plan, p.with_name(f"{p.stem}.reselected{p.suffix}"),
+                                 reselected_after=result.refresh["after"])
     return out

@@ -111,13 +111,16 @@ class GenerationResult:
     @property
     def reselection(self) -> dict:
         """What ran, in the one shape every command reports: mode off|once|every, tokens between re-selections,
-        how many ran, and the prefill. (`refresh`, `refresh_after`, `refresh_every`: the earlier fields, kept for
-        one release.)"""
-        return {"mode": mode_of(self.refresh_after, self.refresh_every), "tokens": self.refresh_after, "count": self.refresh["count"] if self.refresh else 0,
-                "prefill": self.prefill}
+        how many ran, the prefill, and (when one ran) the hash of the last re-selected plan."""
+        out = {"mode": mode_of(self.refresh_after, self.refresh_every), "tokens": self.refresh_after,
+               "count": self.refresh["count"] if self.refresh else 0, "prefill": self.prefill}
+        return {**out, "plan_hash": self.refresh["plan_hash"]} if self.refresh else out
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("plan", "refresh_plan")}
+        """The JSON of `generate --json`: re-selection only as `reselection` (the attributes `refresh`,
+        `refresh_after`, `refresh_every` and `prefill` are its parts)."""
+        skip = ("plan", "refresh_plan", "refresh", "refresh_after", "refresh_every", "prefill")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         out["timings"] = dict(self.timings)
         out["reselection"] = self.reselection
         return out

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import IfpruneError
+from ..core.plan import Plan
 from ..core.prompting import chat_ids
 from .engine import Engine, GenRequest
 from .metrics import CONTENT_TYPE_LATEST, Metrics
@@ -175,19 +176,19 @@ class IfpruneServer:
                 "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
                 "quant": None if dense else self.lm.quant,  # (the dense model reads the loaded weights)
                 "compensation": described(self.lm, dense),
-                "reselection": self.reselection(dense),
-                "refresh": None if dense else self.engine.refresh,  # (the earlier fields, kept for one release)
-                "refresh_every": False if dense else self.engine.every,
-                "prefill": "pruned" if dense else self.engine.prefill}
+                "reselection": self.reselection(dense)}
 
-    def reselection(self, dense: bool, count: int | None = None) -> dict:
-        """The one JSON shape of re-selection (as `generate --json`): mode, tokens, count (per response), prefill."""
+    def reselection(self, dense: bool, count: int | None = None, last: Plan | None = None) -> dict:
+        """The one JSON shape of re-selection (as `generate --json`): mode, tokens, count (per response), prefill,
+        and the last re-selected plan's hash when one ran."""
         from ..selection.refresh import mode_of
 
         e = self.engine
         mode = mode_of(None if dense else e.refresh, e.every)
         out = {"mode": mode, "tokens": None if mode == "off" else e.refresh, "prefill": "pruned" if dense else e.prefill}
-        return out if count is None else {**out, "count": count}
+        if count is not None:
+            out["count"] = count
+        return out if last is None else {**out, "plan_hash": last.hash}
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> "IfpruneServer":
@@ -489,10 +490,8 @@ def create_app(server: IfpruneServer) -> FastAPI:
                              "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
                              "ifprune": {"plan_hash": req.plan.hash if req.plan else None,
                                          "ffn_width": req.plan.width if req.plan else server.lm.d_ffn,
-                                         "reselection": server.reselection(req.plan is None, req.refreshes),
-                                         "refresh": ({"after": server.engine.refresh, "plan_hash": req.refreshed.hash,
-                                                      "count": req.refreshes, "every": server.engine.every}
-                                                     if req.refreshed is not None else None)}})
+                                         "reselection": server.reselection(req.plan is None, req.refreshes,
+                                                                           req.refreshed)}})
 
     async def _stream(request: Request, req: GenRequest, rid: str, model: str, chat: bool, usage_chunk: bool):
         created, t0, first, status, usage = int(time.time()), request.state.t0, None, 200, None
