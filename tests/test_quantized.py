@@ -165,3 +165,13 @@ def test_generate_runs_int8_and_says_so():
     dense = generate(lm, "hello there", selector="dense", runtime=RuntimeConfig("torch", "int8"),
                      sampling=SamplingConfig(max_new_tokens=4))
     assert dense.runtime["weights"] == "int8" and dense.ffn_width == lm.d_ffn
+
+
+def test_bench_times_both_models_at_int8():
+    from ifprune.bench.latency import BenchConfig, run_bench, to_markdown
+
+    lm = _lm("llama")
+    lm.set_quant("int8")
+    res = run_bench(lm, BenchConfig(prompt_tokens=16, new_tokens=3, samples=1, keep=0.5))
+    assert res["quant"] == "int8" and "int8 weights" in to_markdown(res)
+    assert res["summary"]["dense"]["decode_s"] > 0 and res["summary"]["compact"]["decode_s"] > 0

@@ -255,7 +255,12 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     max_len = cfg.prompt_tokens + cfg.new_tokens
     compact = lm.compact(width)
-    dense_dec = StaticDecoder(lm.model, max_len, compile=cfg.compile)
+    dense_model = lm.model
+    if lm.quant is not None:  # the dense model at the same weight type: every channel of a full-width compact model
+        full = lm.compact(lm.d_ffn)
+        full.load(Plan.dense(lm.num_layers, lm.d_ffn))
+        dense_model = full.model
+    dense_dec = StaticDecoder(dense_model, max_len, compile=cfg.compile)
     compact_dec = StaticDecoder(compact.model, max_len, compile=cfg.compile)
 
     # warm-up: compile / allocate once on a throwaway plan and prompt (not timed)
@@ -330,7 +335,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
     summary["query_speedup"] = summary["dense"]["query_s"] / summary["compact"]["query_s"]
     return {
         "model": lm.source, "device": str(device), "device_name": device_name(device),
-        "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""),
+        "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""), "quant": lm.quant,
         "platform": platform.platform(), "cpu_count": torch.get_num_threads() if device.type == "cpu" else None,
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -348,7 +353,8 @@ def to_markdown(res: dict, command: str | None = None) -> str:
     s, cfg, rs = res["summary"], res["config"], res["reselection"]
     ms = lambda v: f"{v * 1e3:.1f}"  # noqa: E731
     lines = [
-        f"# Latency: {res['model']} on {res['device_name']} ({res['device']}, {res['dtype']})",
+        f"# Latency: {res['model']} on {res['device_name']} ({res['device']}, {res['dtype']}"
+        f"{', ' + res['quant'] + ' weights' if res.get('quant') else ''})",
         "",
         f"Batch 1, {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new tokens, {cfg['samples']} samples "
         f"per query, {cfg['queries']} quer{'y' if cfg['queries'] == 1 else 'ies'}; compact FFN width "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_compensation_args, add_model_args, add_reselection_args
+from .common import add_compensation_args, add_model_args, add_quant_arg, add_reselection_args
 
 
 def register(sub) -> None:
@@ -10,6 +10,7 @@ def register(sub) -> None:
                        description="Batch-1 latency per the paper's protocol (GPU defaults: 4096-token prompt, 100 new "
                                    "tokens, 4 samples; CPU defaults: 512, 32, 4).")
     add_model_args(p)
+    add_quant_arg(p)
     from ..bench.latency import PRESETS
 
     p.add_argument("--config", default=None,
@@ -75,6 +76,7 @@ def run(args) -> int:
     if args.config:
         lm = random_model(args.config, dtype=_dtype("float32" if args.dtype == "auto" else args.dtype),
                           device=args.device)
+        lm.set_quant(args.quant)
     else:
         from .common import compensation_from_args, load
 
