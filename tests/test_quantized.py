@@ -175,3 +175,24 @@ def test_bench_times_both_models_at_int8():
     res = run_bench(lm, BenchConfig(prompt_tokens=16, new_tokens=3, samples=1, keep=0.5))
     assert res["quant"] == "int8" and "int8 weights" in to_markdown(res)
     assert res["summary"]["dense"]["decode_s"] > 0 and res["summary"]["compact"]["decode_s"] > 0
+
+
+def test_the_server_answers_with_int8_compact_models_and_says_so():
+    import openai
+
+    from ifprune.selection.selectors import make_selector
+    from ifprune.serve.app import IfpruneServer, ServeConfig
+
+    lm = _lm("llama")
+    lm.set_quant("int8")
+    srv = IfpruneServer(lm, make_selector("griffin"), ServeConfig(port=0, width=32)).start()
+    try:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        cards = {m.id: m.model_dump() for m in c.models.list()}
+        assert cards["ifprune"]["quant"] == "int8" and cards["ifprune-dense"]["quant"] is None
+        out = c.chat.completions.create(model="ifprune", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert out.model_extra["ifprune"]["ffn_width"] == 32 and out.usage.completion_tokens >= 1
+        engine_models = [m for models in srv.engine._free.values() for m in models]
+        assert engine_models and all(m.quant == "int8" for m in engine_models)
+    finally:
+        srv.close()
