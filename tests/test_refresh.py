@@ -566,3 +566,13 @@ def test_the_library_takes_the_cli_spelling_and_warns_on_the_old_one():
         assert (srv.engine.refresh, srv.engine.every, srv.engine.prefill) == (4, True, "dense-answer")
     finally:
         srv.close()
+
+
+def test_eval_results_report_reselection_in_the_one_shape(lm):
+    from ifprune.eval.scorer import Scorer
+
+    sel = make_selector("griffin")
+    every = Scorer(lm, sel, 16, reselect="every", reselect_tokens=R).described()
+    assert every["reselection"] == {"mode": "every", "tokens": R, "prefill": "dense-answer"}
+    assert not {"refresh", "refresh_every", "prefill"} & set(every)
+    assert Scorer(lm, sel, lm.d_ffn).described()["reselection"] == {"mode": "off", "tokens": None, "prefill": "pruned"}

@@ -13,7 +13,7 @@ require_artifacts "run results/training/v19/run.sh" $V19
 D=results/training/v19
 fidelity_sets
 ROWS=${ROWS:-"dense predictor:src/ifprune/artifacts/smollm2-135m-keep75 predictor:$V19 predictor:$V17"}
-L="ifpruning+refresh-every32+dense-answer-prefill"
+L="ifpruning+reselect-every32+dense-answer-prefill"
 for SET in fidelity vfidelity; do
   DATA=$FID; N=120; [ $SET = vfidelity ] && DATA=$VFID && N=200
   .venv/bin/ifprune eval compare --threads ${THREADS:-1} --suites nll --data "$DATA" --limits nll=$N --no-progress \

@@ -92,14 +92,20 @@ def run(args) -> int:
         return 0
     print(f"{res.suite}: {res.selector} keep {res.keep:.3f} ({res.width}/{res.d_ffn}), "
           f"compensation {res.options.get('compensation', {}).get('mode', 'none')}, "
-          f"re-selection {('every %d tok' if res.options.get('refresh_every') else 'after %d tok') % res.options['refresh'] if res.options.get('refresh') else 'off'}, "
-          f"{'dense prefill, ' if res.options.get('prefill') == 'dense' else ''}"
+          f"re-selection {_reselection_text(res.options.get('reselection') or {})}, "
           f"{res.options['quant'] + ' weights, ' if res.options.get('quant') else ''}"
           f"active params {res.active_params / 1e6:.1f}M of {res.total_params / 1e6:.1f}M, "
           f"{res.examples} examples ({res.cached} from cache, {res.skipped_rows} malformed rows skipped), {res.wall_s:.1f} s")
     for name, m in res.metrics.items():
         print(f"  {name:28s} {m['value']:.4f}  95% CI [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]  n={m['n']}")
     return 0
+
+
+def _reselection_text(rs: dict) -> str:
+    if rs.get("mode", "off") == "off":
+        return "off"
+    when = f"every {rs['tokens']} tok" if rs["mode"] == "every" else f"after {rs['tokens']} tok"
+    return when + (f", {rs['prefill']} prefill" if rs.get("prefill", "pruned") != "pruned" else "")
 
 
 def _limits(args) -> dict:

@@ -153,5 +153,5 @@ def run_suite(suite: Suite, scorer: Scorer, *, limit: int | None = None, cache_d
         examples=len(rows), cached=cached, skipped_rows=sum(r.skipped for r in suite.reports), wall_s=wall,
         timings=dict(scorer.timings), model=lm.source, model_hash=lm.fingerprint(), data_hash=data_hash,
         config_hash=chash, cache_file=str(cache_path) if cache_path else None,
-        options={**suite.options(), **scorer.config()}, machine=machine_info(),
+        options={**suite.options(), **scorer.described()}, machine=machine_info(),
     )

@@ -72,6 +72,17 @@ class Scorer:
             out["prefill"] = self.prefill
         return out
 
+    def described(self) -> dict:
+        """`config()` as results report it: re-selection in the one JSON shape every command has (config() keeps the
+        earlier keys, which are part of every cached result's key)."""
+        from ..selection.refresh import mode_of
+
+        out = {k: v for k, v in self.config().items() if k not in ("refresh", "refresh_every", "prefill")}
+        mode = "off" if self.dense else mode_of(self.refresh, self.refresh_every)  # (the full model never re-selects)
+        prefill = self.prefill if self.prefill != "pruned" and not self.dense else "pruned"
+        out["reselection"] = {"mode": mode, "tokens": self.refresh if mode != "off" else None, "prefill": prefill}
+        return out
+
     def compensation(self) -> dict:
         """What the compact model's down projections are (recorded with every result)."""
         comp = getattr(self.lm, "compensator", None)
