@@ -196,3 +196,21 @@ def test_the_server_answers_with_int8_compact_models_and_says_so():
         assert engine_models and all(m.quant == "int8" for m in engine_models)
     finally:
         srv.close()
+
+
+def test_the_scorer_runs_dense_and_pruned_rows_at_int8_and_records_it():
+    from ifprune.eval.scorer import Scorer
+    from ifprune.selection.selectors import make_selector
+
+    lm = _lm("llama")
+    prompt, answer = [5, 6, 7, 8, 9], [10, 11, 12, 13]
+    fp32 = Scorer(lm, make_selector("dense"), lm.d_ffn)
+    want = fp32.loglikelihoods(None, [(prompt, answer)])[0][0]
+    lm.set_quant("int8")
+    for width in (lm.d_ffn, 32):
+        sc = Scorer(lm, make_selector("griffin"), width)
+        assert sc.config()["quant"] == "int8" and sc.described()["quant"] == "int8"
+        model = sc.model_for(sc.plan_for("hello"))
+        assert type(model.get_output_embeddings()).__name__ == "Int8Linear"
+    got = Scorer(lm, make_selector("dense"), lm.d_ffn).loglikelihoods(None, [(prompt, answer)])[0][0]
+    assert got != want and abs(got - want) < 0.1 * abs(want)  # the int8 full-width model, near float32's

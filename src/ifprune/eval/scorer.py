@@ -62,7 +62,7 @@ class Scorer:
                "compensation": self.compensation()}
         if self.per_task:
             out["per_task"] = True
-        if self.lm.quant is not None and not self.dense:  # (the full model reads the loaded weights)
+        if self.lm.quant is not None:
             out["quant"] = self.lm.quant
         if self.refresh:
             out["refresh"] = self.refresh
@@ -108,8 +108,10 @@ class Scorer:
         return plan
 
     def model_for(self, plan: Plan | None):
-        if plan is None:
+        if plan is None and self.lm.quant is None:
             return self.lm.model
+        if plan is None:  # the dense model at the quantized type: every channel of a full-width compact model
+            plan = Plan.dense(self.lm.num_layers, self.lm.d_ffn)
         compact = self.lm.compact(plan.width)
         if compact.compensator is not None:
             compact.compensator.ensure_stats()  # one-off (cached on disk), not per-plan loading time
