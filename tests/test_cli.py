@@ -34,7 +34,7 @@ def test_generate_text_summary_and_plan_round_trip(tiny_dir, tmp_path, capsys):
     assert main(["generate", "hello", "--model", str(tiny_dir), "--width", "10", "--selector", "magnitude",
                  "--max-new-tokens", "4", "--save-plan", str(plan), "--no-stream"]) == 0
     err = capsys.readouterr().err
-    assert "[magnitude]" in err and "FFN width 10/48" in err and "decode" in err
+    assert "[magnitude int8]" in err and "FFN width 10/48" in err and "decode" in err  # (int8: the CPU default)
     assert main(["generate", "hello", "--model", str(tiny_dir), "--plan", str(plan), "--max-new-tokens", "4",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -296,3 +296,14 @@ def test_a_bad_keep_is_refused_before_the_model_loads(monkeypatch, capsys, flags
     monkeypatch.setattr(loading, "load_model", never)
     assert main(["generate", "hi", *flags]) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_generate_answers_at_int8_by_default_and_none_turns_it_off(tiny_dir, capsys):
+    base = ["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--max-new-tokens", "3", "--json"]
+    assert main(base) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"] == {"engine": "torch", "weights": "int8"}
+    assert main(base + ["--quant", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"] == {"engine": "torch", "weights": None}
+    assert main(base + ["--runtime", "llamacpp", "--quant", "none"]) == 2
+    assert "--quant none is a weight type of the torch runtime" in capsys.readouterr().err
+

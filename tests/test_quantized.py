@@ -214,3 +214,17 @@ def test_the_scorer_runs_dense_and_pruned_rows_at_int8_and_records_it():
         assert type(model.get_output_embeddings()).__name__ == "Int8Linear"
     got = Scorer(lm, make_selector("dense"), lm.d_ffn).loglikelihoods(None, [(prompt, answer)])[0][0]
     assert got != want and abs(got - want) < 0.1 * abs(want)  # the int8 full-width model, near float32's
+
+
+def test_eval_and_bench_measure_the_loaded_weights_unless_told():
+    import argparse
+
+    from ifprune.commands import bench, eval as eval_cmd, serve
+    from ifprune.commands.common import torch_quant
+
+    for module, want in ((eval_cmd, None), (bench, None), (serve, "int8")):
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.register(sub)
+        name = next(iter(sub.choices))
+        args = sub.choices[name].parse_args(["nll"] if name == "eval" else [])
+        assert torch_quant(args) == want, name

@@ -10,7 +10,7 @@ def register(sub) -> None:
                        description="Batch-1 latency per the paper's protocol (GPU defaults: 4096-token prompt, 100 new "
                                    "tokens, 4 samples; CPU defaults: 512, 32, 4).")
     add_model_args(p)
-    add_quant_arg(p)
+    add_quant_arg(p, "none")
     from ..bench.latency import PRESETS
 
     p.add_argument("--config", default=None,
@@ -76,7 +76,9 @@ def run(args) -> int:
     if args.config:
         lm = random_model(args.config, dtype=_dtype("float32" if args.dtype == "auto" else args.dtype),
                           device=args.device)
-        lm.set_quant(args.quant)
+        from .common import torch_quant
+
+        lm.set_quant(torch_quant(args))
     else:
         from .common import compensation_from_args, load
 

@@ -29,17 +29,32 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runtime", choices=("torch", "llamacpp"), default="torch",
                    help="torch: the model in --dtype (default); llamacpp: the compact (or dense) model as a quantised GGUF "
                         "in llama.cpp, each plan written into it in place (needs the llamacpp extra)")
-    g.add_argument("--quant", choices=("int8", "q8_0", "q4_0", "q4_1"), default=None,
-                   help="the weight type that decodes: int8 with --runtime torch (the compact model's linears, LM head "
-                        "included, at int8 per row; default: the loaded weights); q8_0 (default), q4_0 or q4_1 with "
-                        "--runtime llamacpp (q4_*: 4-bit, LM head at Q8_0)")
+    g.add_argument("--quant", choices=("none", "int8", "q8_0", "q4_0", "q4_1"), default=None,
+                   help="the weight type that decodes. --runtime torch: int8 (the default on the CPU: the model's linears, "
+                        "LM head included, at int8 per row; the selector's passes and a dense prefill read the loaded "
+                        "weights) or none (the loaded weights); --runtime llamacpp: q8_0 (default), q4_0 or q4_1 (4-bit, "
+                        "LM head at Q8_0)")
+    p.set_defaults(quant_default="int8")
 
 
-def add_quant_arg(p: argparse.ArgumentParser) -> None:
-    """--quant for commands that run the torch runtime only (generate's runtime group has its own)."""
-    p.add_argument("--quant", choices=("int8",), default=None,
-                   help="int8: the compact model's linears, LM head included, at int8 per row (default: the loaded "
-                        "weights); the selector's passes, a dense prefill and the dense model read the loaded weights")
+def add_quant_arg(p: argparse.ArgumentParser, default: str) -> None:
+    """--quant for commands that run the torch runtime only (generate's runtime group has its own). `default`: what
+    answers by default ("int8": generate and serve) or "none" (eval and bench measure the loaded weights unless told)."""
+    p.add_argument("--quant", choices=("none", "int8"), default=None,
+                   help="int8: the model's linears, LM head included, at int8 per row; the selector's passes and a dense "
+                        "prefill read the loaded weights. none: the loaded weights (default: "
+                        + ("int8 on the CPU" if default == "int8" else "none") + ")")
+    p.set_defaults(quant_default=default)
+
+
+def torch_quant(args) -> str | None:
+    """The torch runtime's weight type the flags ask for: --quant, else the command's default (int8 only where this
+    device and torch build run it)."""
+    from ..core.quantized import check_quant, default_quant
+
+    if args.quant is not None:
+        return check_quant(args.quant)
+    return default_quant(getattr(args, "device", "cpu")) if getattr(args, "quant_default", "none") == "int8" else None
 
 
 def runtime_from_args(args):
@@ -48,12 +63,13 @@ def runtime_from_args(args):
 
     from ..runtime.generation import RuntimeConfig
 
-    torch_types = ("int8",)
+    torch_types = ("int8", "none")
     if args.quant is not None and (args.quant in torch_types) != (args.runtime == "torch"):
         raise IfpruneError(f"--quant {args.quant} is a weight type of the "
                            f"{'torch' if args.quant in torch_types else 'llama.cpp'} runtime; --runtime {args.runtime} "
-                           f"runs {'int8' if args.runtime == 'torch' else 'q8_0, q4_0 or q4_1'}")
-    return RuntimeConfig(args.runtime, args.quant, args.threads or torch.get_num_threads())
+                           f"runs {'int8 or none' if args.runtime == 'torch' else 'q8_0, q4_0 or q4_1'}")
+    weights = torch_quant(args) if args.runtime == "torch" else args.quant
+    return RuntimeConfig(args.runtime, weights, args.threads or torch.get_num_threads())
 
 
 def add_reselection_args(p: argparse.ArgumentParser, refresh_help: str, every_note: str = "",
@@ -192,8 +208,8 @@ def load(args):
     set_threads(getattr(args, "threads", None))
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
-    if getattr(args, "quant", None) is not None and getattr(args, "runtime", "torch") == "torch":
-        lm.set_quant(args.quant)
+    if hasattr(args, "quant") and getattr(args, "runtime", "torch") == "torch":
+        lm.set_quant(torch_quant(args))
     return lm
 
 

@@ -33,7 +33,7 @@ def register(sub) -> None:
                        + "; or `ifprune eval compare` for a table over suites x selectors x keep ratios.")
     p.add_argument("suite", help=f"one of {', '.join(SUITE_CHOICES)}, or 'compare'")
     add_model_args(p)
-    add_quant_arg(p)
+    add_quant_arg(p, "none")
     add_selector_args(p)
     p.add_argument("--data", default=None, help="suite data file instead of the default (nll: JSONL of prompt/response/family)")
     p.add_argument("--task", default=None, help="per-task mode: select one plan from this description for all examples")

@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     add_model_args(p)
-    add_quant_arg(p)
+    add_quant_arg(p, "int8")
     add_selector_args(p)
     p.add_argument("--task-alias", action="append", default=None, metavar="NAME=DESCRIPTION",
                    help="serve model ifprune-NAME with a plan selected from DESCRIPTION (repeatable; "

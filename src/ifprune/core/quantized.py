@@ -14,6 +14,8 @@ is slower than a matrix product.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -36,6 +38,13 @@ def check_quant(quant: str | None) -> str | None:
     return quant
 
 
+def default_quant(device) -> str | None:
+    """What answers by default on `device`: int8 on the CPU where this torch build has the kernel, else the loaded
+    weights (None)."""
+    return "int8" if str(device).startswith("cpu") and int8_available() else None
+
+
+@functools.lru_cache(maxsize=None)
 def int8_available() -> bool:
     op = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
     if op is None:
