@@ -149,6 +149,8 @@ def test_attaching_new_weights_drops_the_quantized_copy():
     with torch.no_grad():
         for layer in lm.layout.layers:
             layer.down.weight.mul_(2)
+    with pytest.raises(IfpruneError, match="lm.weights_changed"):
+        lm.compact(32).refresh()  # (its quantized copy is of the old weights)
     lm.weights_changed()
     after = lm.compact(32)
     after.load(plan)

@@ -194,6 +194,9 @@ class CompactModel:
 
     def refresh(self) -> None:
         """Re-gather after the full model's FFN weights changed (e.g. a training step)."""
+        if self.quant is not None:  # its rows come from a quantized copy of the weights as they were
+            raise IfpruneError("an int8 compact model gathers from the weights quantized once: after changing them, "
+                               "call lm.weights_changed() and take a new lm.compact(width)")
         plan, self.plan, self._loaded_key = self.plan, None, None
         if plan is not None:
             self.load(plan)
