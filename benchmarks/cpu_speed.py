@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cpu_decode import PASSAGE  # noqa: E402
 
 from ifprune.core.loading import default_gguf_path, load_model  # noqa: E402
-from ifprune.core.plan import Plan  # noqa: E402
 from ifprune.core.paths import write_json, write_text  # noqa: E402
 from ifprune.runtime.generation import RuntimeConfig, SamplingConfig, generate  # noqa: E402
 from ifprune.runtime.llamacpp import Engine, LlamaCppCompact, run_segment  # noqa: E402
@@ -175,11 +174,7 @@ def main(argv=None) -> int:
         elif not args.no_torch:
             for tw in args.torch_weights:
                 lm.set_quant(None if tw == "float32" else tw)
-                dense = lm.model
-                if lm.quant is not None:  # every channel of a full-width compact model at that type
-                    full = lm.compact(lm.d_ffn)
-                    full.load(Plan.dense(lm.num_layers, lm.d_ffn))
-                    dense = full.model
+                dense, _ = lm.dense_decoder()
                 torch_models.append(("ifprune torch dense", dense, lm.d_ffn, None, tw))
                 c = lm.compact(widths[1] if len(widths) > 1 else widths[0])
                 torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load, tw))

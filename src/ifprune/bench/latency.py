@@ -255,11 +255,7 @@ def run_bench(lm, cfg: BenchConfig) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     max_len = cfg.prompt_tokens + cfg.new_tokens
     compact = lm.compact(width)
-    dense_model = lm.model
-    if lm.quant is not None:  # the dense model at the same weight type: every channel of a full-width compact model
-        full = lm.compact(lm.d_ffn)
-        full.load(Plan.dense(lm.num_layers, lm.d_ffn))
-        dense_model = full.model
+    dense_model, _ = lm.dense_decoder()  # (at --quant: the same weight type as the compact model)
     dense_dec = StaticDecoder(dense_model, max_len, compile=cfg.compile)
     compact_dec = StaticDecoder(compact.model, max_len, compile=cfg.compile)
 

@@ -184,6 +184,16 @@ class LoadedModel:
             raise IfpruneError(f"--quant {quant} runs on the CPU; this model is on {self.device}")
         self.quant = quant  # (compact models of each type are kept: switching back rebuilds nothing)
 
+    def dense_decoder(self):
+        """(model, seconds loading): what decodes with every channel at this model's weight type: the loaded model,
+        or at `quant` a full-width compact model holding every channel."""
+        if self.quant is None:
+            return self.model, 0.0
+        from .plan import Plan
+
+        full = self.compact(self.d_ffn)
+        return full.model, full.load(Plan.dense(self.num_layers, self.d_ffn))
+
     def quantized_weights(self):
         """The full model quantized once (None: the weights as loaded)."""
         if self.quant is None:

@@ -108,10 +108,10 @@ class Scorer:
         return plan
 
     def model_for(self, plan: Plan | None):
-        if plan is None and self.lm.quant is None:
-            return self.lm.model
-        if plan is None:  # the dense model at the quantized type: every channel of a full-width compact model
-            plan = Plan.dense(self.lm.num_layers, self.lm.d_ffn)
+        if plan is None:  # (at --quant: every channel of a full-width compact model of that type)
+            model, seconds = self.lm.dense_decoder()
+            self.timings["loading_s"] += seconds
+            return model
         compact = self.lm.compact(plan.width)
         if compact.compensator is not None:
             compact.compensator.ensure_stats()  # one-off (cached on disk), not per-plan loading time

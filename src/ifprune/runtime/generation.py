@@ -250,8 +250,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         loading_s = compact.load(plan, prompt=prompt_stats)
         model = decoder(compact)
     elif not llamacpp and lm.quant is not None:  # the dense model at the quantized type: every channel, in a full-width compact model
-        loading_s = lm.compact(lm.d_ffn).load(Plan.dense(lm.num_layers, lm.d_ffn))
-        model = lm.compact(lm.d_ffn).model
+        model, loading_s = lm.dense_decoder()
     width = plan.width if plan is not None else lm.d_ffn
 
     if sampling.seed is not None:
