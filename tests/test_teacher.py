@@ -49,6 +49,10 @@ def test_a_resumed_folder_must_match_and_may_grow(tmp_path):
         check_header(tmp_path, {**header, "config": {"per_family": 2, "max_new_tokens": 16}})
     with pytest.raises(IfpruneError, match="model_sha256"):
         check_header(tmp_path, {**header, "model_sha256": "def"})
+    # a header written before --split existed made training answers: it extends as split=train, never validation
+    check_header(tmp_path, {**header, "config": {"per_family": 2, "max_new_tokens": 8, "split": "train"}})
+    with pytest.raises(IfpruneError, match="config.split: 'train' there, 'validation' now"):
+        check_header(tmp_path, {**header, "config": {"per_family": 2, "max_new_tokens": 8, "split": "validation"}})
 
 
 def test_a_cut_last_line_is_dropped_not_trusted(tmp_path):

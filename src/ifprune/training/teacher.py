@@ -110,13 +110,14 @@ def check_header(out: Path, header: dict) -> None:
         write_json(path, header)
         return
     grow = ("per_family",)  # more prompts of the same order extend the same answers
+    added = {"config.split": "train"}  # keys newer than some headers: absent means the value they had then
 
     def flat(h: dict) -> dict:
         h = json.loads(json.dumps(h))  # as stored (tuples become lists)
         return {**{k: v for k, v in h.items() if k != "config"},
                 **{f"config.{k}": v for k, v in (h.get("config") or {}).items() if k not in grow}}
 
-    old_, new_ = flat(json.loads(path.read_text())), flat(header)
+    old_, new_ = {**added, **flat(json.loads(path.read_text()))}, flat(header)
     diff = {k: (old_.get(k), new_.get(k)) for k in new_ if old_.get(k) != new_.get(k)}
     if diff:
         what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
