@@ -3,8 +3,9 @@
 Rows, interleaved in every repeat so background load hits each alike (medians of --repeats):
 - decode: batch 1, a 64- and a 512-token prompt then 128 greedy tokens (end of turn ignored), per engine:
   llama.cpp on the packaged dense GGUF as users have it; ifprune's llama.cpp runtime (runtime.llamacpp) dense and
-  at keep 3/4, 1/2, 1/3 in Q8_0 and Q4_1; ifprune's torch runtime (float32) dense and keep 1/2. Plans are
-  GRIFFIN's of the prompt (speed does not depend on which channels are kept).
+  at keep 3/4, 1/2, 1/3 in Q8_0 and Q4_1; ifprune's torch runtime (float32) dense and keep 1/2, decoded by the
+  engine `generate()` uses (runtime.lean) and, with --torch-engines lean generate, by `transformers.generate`
+  too. Plans are GRIFFIN's of the prompt (speed does not depend on which channels are kept).
 - answer: `generate()` end to end (selection, plan load, prefill, decode, re-selection), 128 tokens: the shipped
   default (trained predictor, keep 3/4, re-selection every 32 with a dense prefill) and the dense model, in the
   torch runtime (float32, and int8 with --torch-weights float32 int8) and the llama.cpp runtime (Q8_0).
@@ -34,7 +35,9 @@ from cpu_decode import PASSAGE  # noqa: E402
 from ifprune.core.loading import default_gguf_path, load_model  # noqa: E402
 from ifprune.core.paths import write_json, write_text  # noqa: E402
 from ifprune.runtime.generation import RuntimeConfig, SamplingConfig, generate  # noqa: E402
-from ifprune.runtime.llamacpp import Engine, LlamaCppCompact, run_segment  # noqa: E402
+from ifprune.runtime.llamacpp import Engine, LlamaCppCompact  # noqa: E402
+from ifprune.runtime.lean import LeanDecoder  # noqa: E402
+from ifprune.runtime.segment import run_segment  # noqa: E402
 from ifprune.selection.selectors import make_selector  # noqa: E402
 
 QUESTION = "\n\nSummarise the passage above in three sentences."
@@ -86,7 +89,9 @@ def decode_row(engine: Engine, ids: list[int], new: int) -> dict:
     return {"prefill_s": prefill, "answer_s": t3 - t2, "decode_tok_s": (new - 1) / max(1e-9, (t3 - t2) - prefill)}
 
 
-def torch_row(model, ids: list[int], new: int) -> dict:
+def torch_row(model, ids: list[int], new: int, engine: str) -> dict:
+    if engine == "lean":  # what generate() decodes with (runtime.lean)
+        return decode_row(LeanDecoder(model, len(ids) + new), ids, new)
     x = torch.tensor([ids])
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -124,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", nargs="+", default=["q8_0", "q4_1"])
     ap.add_argument("--torch-weights", nargs="+", choices=("float32", "int8"), default=["float32"],
                     help="the torch runtime's weight types (int8: --quant int8, core.quantized)")
+    ap.add_argument("--torch-engines", nargs="+", choices=("lean", "generate"), default=["lean"],
+                    help="what decodes the torch rows: runtime.lean (as generate() does), transformers.generate")
     ap.add_argument("--no-torch", action="store_true", help="skip the torch runtime's rows (slow)")
     ap.add_argument("--answers-only", action="store_true", help="only the generate() rows")
     ap.add_argument("--default-prefills", nargs="+", default=["default"],
@@ -203,8 +210,10 @@ def main(argv=None) -> int:
                 for name, model, w, load, tw in torch_models:
                     if load is not None:
                         load(plans[(n, w)])
-                    m = torch_row(model, ids, args.new_tokens)
-                    samples.setdefault((name, tw, w, n, weight_bytes_torch(model), "torch"), []).append(m)
+                    for te in args.torch_engines:
+                        m = torch_row(model, ids, args.new_tokens, te)
+                        label = name if te == "lean" else f"{name} [transformers generate]"
+                        samples.setdefault((label, tw, w, n, weight_bytes_torch(model), "torch"), []).append(m)
                 text = tok.decode(ids)  # as a user's message: the chat template adds its tokens
                 for what, engine, wt in answers:
                     shipped.forget()  # each answer selects afresh, as a new prompt would

@@ -17,6 +17,9 @@ from ..selection.prefill import carried_cache, check_prefill, crop_to, prompt_ca
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
                                  mode_of, reselect_settings, resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
+from .lean import LeanDecoder
+from .lean import supports as lean_ok
+from .segment import run_segment
 
 
 @dataclass
@@ -213,6 +216,9 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     check_length(ids.shape[1], sampling.max_new_tokens, lm.context_length())
     ids = ids.to(lm.device)
 
+    llamacpp = runtime.engine == "llamacpp"
+    if not llamacpp:  # (before selecting: the selector's passes run at the decode's weight type, LoadedModel.reader)
+        lm.set_quant(runtime.weights)
     t0 = time.perf_counter()
     given_plan = plan is not None
     if plan is None:
@@ -223,9 +229,6 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     loading_s = 0.0
     model = lm.model
     compensation = {"mode": "none"}
-    llamacpp = runtime.engine == "llamacpp"
-    if not llamacpp:
-        lm.set_quant(runtime.weights)
     compact_of = (lambda w: runtime.compact(lm, w)) if llamacpp else lm.compact
 
     def decoder(compact):  # what decodes a compact model: the torch module, or its llama.cpp engine
@@ -267,9 +270,12 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
         keep = (cur.shape[1] if carry or kept else ids.shape[1]) - 1 if dense else 0
         if llamacpp:
-            from .llamacpp import run_segment
-
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
+        if lean_ok(model) and not kept:  # (kept's answer cache lives in transformers' cache across segments)
+            engine = LeanDecoder(model, cur.shape[1] + n)
+            if keep:
+                engine.set_prefix(cache, keep)
+            return run_segment(engine, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
         with torch.inference_mode(), (kept_state.record(compact.compact_layout, first=cur is ids) if kept
                                       else contextlib.nullcontext()):

@@ -366,29 +366,6 @@ def compact_for(lm, width: int, *, weights: str, threads: int, n_ctx: int) -> Ll
     return models[key]
 
 
-def pick(logits: np.ndarray, seq: list[int], sampling) -> int:
-    """The next token: argmax when greedy, else the same processors `transformers.generate` applies."""
-    if sampling.temperature == 0 and sampling.repetition_penalty == 1.0:
-        return int(logits.argmax())
-    seen = torch.tensor(seq)  # the tokens so far, which the processors read (built only when they run)
-    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
-
-    procs = LogitsProcessorList()
-    if sampling.repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
-    scores = procs(seen.view(1, -1), torch.from_numpy(np.array(logits, dtype=np.float32)).view(1, -1))
-    if sampling.temperature == 0:
-        return int(scores.argmax())
-    warp = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
-    if sampling.top_k:
-        warp.append(TopKLogitsWarper(sampling.top_k))
-    if sampling.top_p < 1.0:
-        warp.append(TopPLogitsWarper(sampling.top_p))
-    probs = torch.softmax(warp(seen.view(1, -1), scores), dim=-1)
-    return int(torch.multinomial(probs, 1))
-
-
 def dense_prefix(lm, cache, tokens: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A transformers KV cache of the full model (its first `tokens` positions; None: all) as Engine.set_prefix's
     (keys, values) per layer: heads side by side, keys' rotary halves interleaved where llama.cpp's rope is the
@@ -404,30 +381,3 @@ def dense_prefix(lm, cache, tokens: int | None = None) -> list[tuple[torch.Tenso
             k = torch.stack([k[..., :half], k[..., half:]], dim=-1).reshape(k.shape)
         out.append(tuple(x.transpose(0, 1).reshape(x.shape[1], -1).float() for x in (k, v)))
     return out
-
-
-def run_segment(engine: Engine, ids: torch.Tensor, n: int, sampling, eos: list[int], streamer=None,
-                keep: int = 0) -> torch.Tensor:
-    """`ids` [1, T] then up to `n` new tokens, as `transformers.generate` would return them; stops at an
-    end-of-turn token unless `sampling.ignore_eos`. The model reads `ids` after the first `keep` positions of
-    its KV cache (0: all of them, a pruned prefill; a dense prefill keeps the prompt set by set_prefix)."""
-    engine.truncate(keep)
-    if keep and engine.n != keep:
-        raise IfpruneError(f"internal: the KV cache holds {engine.n} positions, {keep} expected")
-    seq = ids[0].tolist()
-    if streamer is not None:
-        streamer.put(ids.cpu())
-    logits = engine.feed(seq[keep:])
-    stop = set() if sampling.ignore_eos else set(eos)
-    for i in range(n):
-        tok = pick(logits, seq, sampling)
-        seq.append(tok)
-        if streamer is not None:
-            streamer.put(torch.tensor([tok]))
-        if tok in stop or i == n - 1:
-            break
-        logits = engine.feed([tok])
-    if streamer is not None:
-        streamer.end()
-    return torch.tensor([seq])
-

@@ -132,7 +132,8 @@ def generate_teacher(out: Path, cfg: TeacherConfig, *, model_path: Path | None =
     from ..core.loading import default_gguf_path
     from ..core.prompting import encode_prompt
     from ..runtime.generation import SamplingConfig
-    from ..runtime.llamacpp import Engine, run_segment
+    from ..runtime.llamacpp import Engine
+    from ..runtime.segment import run_segment
     from .config import default_data_dir
 
     cfg.validate()
