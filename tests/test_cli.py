@@ -47,7 +47,8 @@ def test_save_plan_after_a_re_selection_writes_both_plans(tiny_dir, tmp_path, ca
 
     plan = tmp_path / f"plan{suffix}"
     assert main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
-                 "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--json"]) == 0
+                 "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--json",
+                 "--quant", "none"]) == 0  # (this random model's int8 answer ends before a re-selection)
     out = json.loads(capsys.readouterr().out)
     second = tmp_path / f"plan.reselected{suffix}"
     assert out["reselection"]["tokens"] == 3 and out["saved_plans"] == {"prompt": str(plan), "reselected": str(second)}
@@ -55,7 +56,8 @@ def test_save_plan_after_a_re_selection_writes_both_plans(tiny_dir, tmp_path, ca
     assert first.hash == out["plan_hash"] and again.hash == out["reselection"]["plan_hash"] != first.hash
     assert again.meta["reselected_after"] == 3 and again.width == first.width == 24
     assert main(["generate", "hello", "--model", str(tiny_dir), "--keep", "0.5", "--compensate", "none",
-                 "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--no-stream"]) == 0
+                 "--max-new-tokens", "6", "--refresh", "3", "--save-plan", str(plan), "--no-stream",
+                 "--quant", "none"]) == 0
     assert f"the re-selected one to {second}" in capsys.readouterr().err
 
 

@@ -230,3 +230,53 @@ def test_eval_and_bench_measure_the_loaded_weights_unless_told():
         name = next(iter(sub.choices))
         args = sub.choices[name].parse_args(["nll"] if name == "eval" else [])
         assert torch_quant(args) == want, name
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_every_channel_at_int8_reads_the_quantized_copy_in_place(arch):
+    """The full-width int8 model (dense at int8, and what the selectors' passes read) is every linear quantized
+    once, bit for bit, and holds no copy of the FFN weights: its modules are the store's tensors."""
+    import copy
+
+    from ifprune.core.quantized import is_linear
+
+    lm = _lm(arch)
+    want = copy.deepcopy(lm.model)
+    for name, mod in list(want.named_modules()):
+        if is_linear(mod):
+            owner, _, attr = name.rpartition(".")
+            setattr(want.get_submodule(owner) if owner else want, attr, Int8Linear.of(mod))
+    lm.set_quant("int8")
+    model, layout = lm.reader()
+    store = lm.quantized_weights()
+    assert layout.layers[0].down.qweight is store.ffn[0]["down"][0]
+    with torch.no_grad():
+        assert torch.equal(model(IDS).logits, want(IDS).logits)
+
+
+def test_the_selectors_passes_run_at_the_decodes_weight_type():
+    """At int8, GRIFFIN's scores come from the int8 model's FFN activations (what a dense prefill at int8 reads),
+    and plans made at one type are never served at the other."""
+    from ifprune.core.hooks import record_intermediates
+    from ifprune.core.prompt_pass import decoder_body
+    from ifprune.selection.selectors import GriffinSelector, griffin_columns, make_selector
+
+    lm = _lm("llama")
+    fp32 = GriffinSelector.scores_from_ids(lm, IDS)
+    lm.set_quant("int8")
+    got = GriffinSelector.scores_from_ids(lm, IDS)
+    model, layout = lm.reader()
+    want = torch.zeros_like(got)
+
+    def acc(i, x):
+        want[i] = griffin_columns(x, None)[0]
+
+    with torch.no_grad(), record_intermediates(layout, acc):
+        decoder_body(model)(input_ids=IDS, use_cache=False)
+    assert torch.equal(got, want) and not torch.equal(got, fp32)
+    torch.testing.assert_close(got, fp32, atol=0.05, rtol=0.05)
+    sel = make_selector("griffin")
+    at_int8 = sel.select(lm, "count to ten", 32)
+    lm.set_quant(None)
+    at_fp32 = sel.select(lm, "count to ten", 32)
+    assert len(sel._plans) == 2 and at_int8 is not at_fp32

@@ -139,7 +139,7 @@ class CompactModel:
         if self.plan is not None and self._loaded_key == key:
             return 0.0
         t0 = time.perf_counter()
-        device = self._pairs[0][0][1].device
+        device = next(self.model.parameters()).device
         idx = plan.indices.to(device, non_blocking=True)
         d = self.layout.d_ffn
         with torch.no_grad():

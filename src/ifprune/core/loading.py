@@ -173,8 +173,8 @@ class LoadedModel:
         self._compact.clear()
 
     def set_quant(self, quant: str | None) -> None:
-        """Decode compact models with int8 weights ("int8") or the loaded ones (None). The selector's passes and
-        a dense prefill still read the loaded weights: only what decodes is quantized."""
+        """Decode compact models with int8 weights ("int8") or the loaded ones (None); the selectors' passes and a
+        dense prefill run at the same type (`reader`)."""
         from .quantized import check_quant
 
         quant = check_quant(quant)
@@ -183,6 +183,15 @@ class LoadedModel:
 
             raise IfpruneError(f"--quant {quant} runs on the CPU; this model is on {self.device}")
         self.quant = quant  # (compact models of each type are kept: switching back rebuilds nothing)
+
+    def reader(self):
+        """(model, FFN layout) that the selectors' passes and a dense prefill run: the loaded model, or at `quant`
+        every channel of a full-width compact model at that type, so that a pass over the prompt (or the answer
+        so far) costs what dense decoding's prefill at that type costs and fills the KV cache it would."""
+        if self.quant is None:
+            return self.model, self.layout
+        model, _ = self.dense_decoder()
+        return model, self.compact(self.d_ffn).compact_layout
 
     def dense_decoder(self):
         """(model, seconds loading): what decodes with every channel at this model's weight type: the loaded model,

@@ -163,12 +163,20 @@ class QuantizedWeights:
 
 def int8_compact(model: nn.Module, clayout, layout, store: QuantizedWeights, width: int) -> list:
     """Swap `model`'s linears (a compact model of `width`) for int8 ones: the FFN projections get buffers of the
-    compact width, every other linear is the store's shared module. Returns, per layer, the (source, buffer) pairs
+    compact width (at the full width, the store's own tensors: a dense plan is the identity), every other linear is
+    the store's shared module. Returns, per layer, the (source, buffer) pairs
     a plan's load gathers, in the order `CompactModel` gathers float tensors."""
     fam = layout.family
+    full = width == layout.d_ffn  # every channel: the store's own tensors, read in place (nothing to gather)
     pairs = []
     for fl, cl, q in zip(layout.layers, clayout.layers, store.ffn):
         layer_pairs = []
+        if full:
+            for name, (qw, s, b) in zip(fam.up, q["up"]):
+                setattr(cl.mlp, name, Int8Linear(qw, s, b))
+            setattr(cl.mlp, fam.down, Int8Linear(*q["down"]))
+            pairs.append(layer_pairs)
+            continue
         for name, (qw, s, b) in zip(fam.up, q["up"]):
             rows = width * (2 if fam.fused else 1)
             mod = Int8Linear(torch.empty(rows, qw.shape[1], dtype=torch.int8), torch.empty(rows, dtype=s.dtype),

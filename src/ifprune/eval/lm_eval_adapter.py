@@ -94,7 +94,7 @@ class IfpruneLM(LM):
         turn_on(self.lm, CompensationConfig(mode=compensate or default_mode(self.lm), calibration=calibration,
                                             max_tokens=int(calibration_tokens or d.max_tokens),
                                             ridge=float(ridge if ridge is not None else d.ridge)))
-        self.lm.set_quant(quant)  # (int8: the compact model's linears; the full model reads the loaded weights)
+        self.lm.set_quant(quant)  # (int8: the compact models and the selector passes: LoadedModel.reader)
         self.scorer = Scorer(self.lm, sel, w, task=task, reselect=reselect,
                              reselect_tokens=int(reselect_tokens) if reselect_tokens is not None else None,
                              refresh=int(refresh) if refresh is not None else None,

@@ -64,6 +64,8 @@ class Scorer:
             out["per_task"] = True
         if self.lm.quant is not None:
             out["quant"] = self.lm.quant
+            if not self.dense:  # the selector's passes read that type too (LoadedModel.reader)
+                out["selection_weights"] = self.lm.quant
         if self.refresh:
             out["refresh"] = self.refresh
             if self.refresh_every and not self.dense:

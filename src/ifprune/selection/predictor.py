@@ -62,7 +62,7 @@ class PredictorSelector(Selector):
         ids, att = ids.to(lm.device), att.to(lm.device)
         if self.keeps_prompt_state:
             scores, state = self.scores_with_state(lm, ids, att)
-            self._state = ((lm.fingerprint(), text), state)  # the last prompt's only (its KV cache is large)
+            self._state = ((lm.fingerprint(), lm.quant, text), state)  # the last prompt's only (its KV cache is large)
             return scores
         return self.scores_from_ids(lm, ids, att)[0]
 
@@ -86,14 +86,14 @@ class PredictorSelector(Selector):
 
     def prompt_state(self, lm, text):
         """The PromptState of `text` when the last prompt pass was over it (see selection.refresh)."""
-        if self._state is not None and self._state[0] == (lm.fingerprint(), text):
+        if self._state is not None and self._state[0] == (lm.fingerprint(), lm.quant, text):
             return self._state[1]
         return None
 
     def scores_from_ids(self, lm, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, layers, d_ffn] for already-encoded prompts (the latency benchmark's path)."""
         self.artifact.attach(lm)
-        return head_scores(self.artifact.head, lm.model, ids, attention_mask, self.artifact.backbone_layers)
+        return head_scores(self.artifact.head, lm.reader()[0], ids, attention_mask, self.artifact.backbone_layers)
 
 
 def head_scores(head: PredictorHead, backbone: nn.Module, ids: torch.Tensor,

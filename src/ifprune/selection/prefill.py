@@ -71,11 +71,12 @@ def dense_prefix_cache(lm, ids: torch.Tensor):
     """The full model's KV cache of `ids` [1, tokens] (no LM head)."""
     from transformers import DynamicCache
 
+    model, _ = lm.reader()
     if pacing(ids):
-        return paced_pass(lm.model, ids)[1]
-    cache = DynamicCache(config=lm.model.config)
+        return paced_pass(model, ids)[1]
+    cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        decoder_body(lm.model)(input_ids=ids, cache=cache, use_cache=True)
+        decoder_body(model)(input_ids=ids, cache=cache, use_cache=True)
     return cache
 
 

@@ -200,13 +200,14 @@ def _recorded_pass(lm, **inputs):
         squares[i] += griffin_squares(x)[0].cpu()
 
     ids = inputs["input_ids"]
+    model, layout = lm.reader()
     if "cache" not in inputs and pacing(ids, inputs.get("attention_mask")):
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
-        hidden, cache = paced_pass(lm.model, ids, hooks=lambda: record_intermediates(lm.layout, acc))
+        hidden, cache = paced_pass(model, ids, hooks=lambda: record_intermediates(layout, acc))
         return squares, BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
-    with torch.no_grad(), record_intermediates(lm.layout, acc):
-        res = decoder_body(lm.model)(**inputs)
+    with torch.no_grad(), record_intermediates(layout, acc):
+        res = decoder_body(model)(**inputs)
     return squares, res
 
 

@@ -38,7 +38,7 @@ class Selector:
     def cached_scores(self, lm, text: str | None) -> torch.Tensor:
         """`scores`, reusing those of a recent `select` of the same text (a re-selection needs the first
         selection's scores again: no second prompt pass)."""
-        key = (lm.fingerprint(), text if self.per_prompt else None)
+        key = (lm.fingerprint(), lm.quant, text if self.per_prompt else None)
         s = self._recent.get(key)
         if s is None:
             s = self._remember(key, self.scores(lm, text))
@@ -73,12 +73,12 @@ class Selector:
 
     def select(self, lm, text: str | None, width: int) -> Plan:
         check_width(width, lm.d_ffn)
-        key = (lm.fingerprint(), text if self.per_prompt else None, width)
+        key = (lm.fingerprint(), lm.quant, text if self.per_prompt else None, width)
         plan = self._plans.get(key)
         if plan is None:
             if self.per_prompt and text is not None and not text.strip():
                 raise IfpruneError("the prompt is empty: give some text to select channels from")
-            scores = self._remember((lm.fingerprint(), text if self.per_prompt else None), self.scores(lm, text))
+            scores = self._remember((lm.fingerprint(), lm.quant, text if self.per_prompt else None), self.scores(lm, text))
             plan = Plan.from_scores(scores, width, {"selector": self.name, **self.options(), "model": lm.fingerprint()})
             self._plans[key] = plan
             if len(self._plans) > self._cache_size:
@@ -234,14 +234,15 @@ class GriffinSelector(Selector):
         def acc(i, x):
             out[:, i] = griffin_columns(x, keep).cpu()
 
+        model, layout = lm.reader()
         if not hidden_states and pacing(ids, attention_mask):  # (the server: a chunk at a time, summing squares)
             def add(i, x):
                 out[:, i] += griffin_squares(x).cpu()
 
-            paced_pass(lm.model, ids, hooks=lambda: record_intermediates(lm.layout, add))
+            paced_pass(model, ids, hooks=lambda: record_intermediates(layout, add))
             return out[0].sqrt() if attention_mask is None else out.sqrt()
-        with torch.no_grad(), record_intermediates(lm.layout, acc):  # no LM head, no cache: prompt_pass
-            res = decoder_body(lm.model)(input_ids=ids, attention_mask=attention_mask,
+        with torch.no_grad(), record_intermediates(layout, acc):  # no LM head, no cache: prompt_pass
+            res = decoder_body(model)(input_ids=ids, attention_mask=attention_mask,
                                          output_hidden_states=hidden_states, use_cache=False)
         scores = out[0] if batch == 1 and attention_mask is None else out
         return (scores, res.hidden_states) if hidden_states else scores
