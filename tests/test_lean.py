@@ -86,3 +86,24 @@ def test_generation_answers_as_generate_did(monkeypatch):
         monkeypatch.undo()
         assert lean.text == slow.text and lean.new_tokens == slow.new_tokens == 14
         assert lean.reselection == slow.reselection and lean.reselection["count"] == 3
+
+
+@pytest.mark.parametrize("prefill", ["pruned", "dense", "dense-answer"])
+def test_the_scorer_decodes_as_before_stop_strings_included(monkeypatch, prefill):
+    """eval's generation (the scorer) runs the same engine: the same text as with transformers.generate, stop
+    strings cut where they did."""
+    import ifprune.runtime.lean as lean
+    from ifprune.eval.scorer import Scorer
+    from ifprune.selection.selectors import make_selector
+
+    lm = tiny_lm("llama", layers=3)
+    sc = Scorer(lm, make_selector("griffin"), lm.d_ffn // 2, refresh=3, refresh_every=True, prefill=prefill)
+    prompt = "count to ten"
+    plan = sc.plan_for(prompt)
+    ids = sc.encode(prompt, chat=True)
+    free = sc.generate(plan, ids, max_new_tokens=12)
+    stop = [free[4:6]]  # a string the free answer holds
+    got = [free, sc.generate(plan, ids, max_new_tokens=12, stop=stop)]
+    monkeypatch.setattr(lean, "supports", lambda model: False)
+    want = [sc.generate(plan, ids, max_new_tokens=12), sc.generate(plan, ids, max_new_tokens=12, stop=stop)]
+    assert got == want and len(got[1]) < len(got[0])

@@ -307,6 +307,11 @@ class Scorer:
     def generate(self, plan: Plan | None, prompt_ids: list[int], *, max_new_tokens: int,
                  stop: list[str] | None = None) -> str:
         """Greedy continuation, cut at the first stop string; segments and prefill as `generate` runs them."""
+        from ..core.prompting import eos_ids
+        from ..runtime.generation import SamplingConfig
+        from ..runtime.lean import LeanDecoder
+        from ..runtime.lean import supports as lean_ok
+        from ..runtime.segment import run_segment
         from ..selection.prefill import crop_to, prompt_cache
 
         model = self.model_for(plan)
@@ -355,10 +360,18 @@ class Scorer:
                     if cache is None:
                         cache = self._dense_prefix(out[:, :-1])
             keep = (out.shape[1] if self.prefill in ("dense-answer", "kept") else ids.shape[1]) - 1
-            with (kept_state.record(self.lm.compact(plan.width).compact_layout, first=not i) if kept
-                  else contextlib.nullcontext()):
-                start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
-                                                 cache=crop_to(cache, keep), **kw)
+            if lean_ok(model) and not kept:  # (runtime.lean, as generate() decodes; kept's cache lives in
+                engine = LeanDecoder(model, out.shape[1] + n)  # transformers' across segments)
+                if cache is not None and keep:
+                    engine.set_prefix(cache, keep)
+                start, out = out, run_segment(engine, out, n, SamplingConfig(max_new_tokens=n), eos_ids(self.lm),
+                                              keep=keep if cache is not None else 0, stop=stop, tokenizer=tok)
+                out = out.to(ids.device)
+            else:
+                with (kept_state.record(self.lm.compact(plan.width).compact_layout, first=not i) if kept
+                      else contextlib.nullcontext()):
+                    start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
+                                                     cache=crop_to(cache, keep), **kw)
             self.timings["model_s"] += time.perf_counter() - t0
         return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
 

@@ -39,11 +39,15 @@ def pick(logits, seq: list[int], sampling) -> int:
     return int(torch.multinomial(probs, 1))
 
 
-def run_segment(engine, ids: torch.Tensor, n: int, sampling, eos: list[int], streamer=None,
-                keep: int = 0) -> torch.Tensor:
+def run_segment(engine, ids: torch.Tensor, n: int, sampling, eos: list[int], streamer=None, keep: int = 0,
+                stop: list[str] | None = None, tokenizer=None) -> torch.Tensor:
     """`ids` [1, T] then up to `n` new tokens, as `transformers.generate` would return them; stops at an
-    end-of-turn token unless `sampling.ignore_eos` (then, as `min_new_tokens` does, they are never picked). The model reads `ids` after the first `keep` positions of
-    its KV cache (0: all of them, a pruned prefill; a dense prefill keeps the prompt the caller put there)."""
+    end-of-turn token unless `sampling.ignore_eos` (then, as `min_new_tokens` does, they are never picked), and
+    once the new tokens' text holds one of the `stop` strings (`tokenizer` decodes them; the caller cuts there).
+    The model reads `ids` after the first `keep` positions of its KV cache (0: all of them, a pruned prefill; a
+    dense prefill keeps the prompt the caller put there)."""
+    if stop and tokenizer is None:
+        raise IfpruneError("internal: stop strings need the tokenizer that decodes the new tokens")
     engine.truncate(keep)
     if keep and engine.n != keep:
         raise IfpruneError(f"internal: the KV cache holds {engine.n} positions, {keep} expected")
@@ -51,7 +55,7 @@ def run_segment(engine, ids: torch.Tensor, n: int, sampling, eos: list[int], str
     if streamer is not None:
         streamer.put(ids.cpu())
     logits = engine.feed(seq[keep:])
-    stop = set() if sampling.ignore_eos else set(eos)
+    ends = set() if sampling.ignore_eos else set(eos)
     banned = list(eos) if sampling.ignore_eos else []
     for i in range(n):
         if banned:
@@ -60,9 +64,15 @@ def run_segment(engine, ids: torch.Tensor, n: int, sampling, eos: list[int], str
         seq.append(tok)
         if streamer is not None:
             streamer.put(torch.tensor([tok]))
-        if tok in stop or i == n - 1:
+        if tok in ends or i == n - 1 or (stop and _holds(tokenizer, seq[len(seq) - i - 1:], stop)):
             break
         logits = engine.feed([tok])
     if streamer is not None:
         streamer.end()
     return torch.tensor([seq])
+
+
+def _holds(tokenizer, new: list[int], stop: list[str]) -> bool:
+    """Whether the text of `new` holds a stop string (only its last tokens can have completed one)."""
+    tail = tokenizer.decode(new[-(max(map(len, stop)) + 8):], skip_special_tokens=True)
+    return any(s in tail for s in stop)
