@@ -175,6 +175,7 @@ def test_gguf_export_reads_back_with_the_compact_models_logits(tmp_path, arch, q
     r = gguf.GGUFReader(tmp_path / "m.gguf")
     assert r.fields[f"{GGUF_ARCH[arch]}.feed_forward_length"].contents() == 40
     assert r.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert r.fields["general.name"].contents().endswith("ifprune FFN 40/96")  # (not the file's name)
     down = next(t for t in r.tensors if t.name == "blk.0.ffn_down.weight")
     assert list(down.shape) == [40, 64]  # GGUF lists dims innermost first: k input channels, hidden outputs
     if arch == "phi3":  # llama.cpp's fused gate/up: both halves in ffn_up, no ffn_gate

@@ -417,16 +417,26 @@ def export_gguf(lm, plan: Plan, out: str | Path, *, qtype: str = "f16", task: st
                  "free space there or write --out to a disk with room")
     info: ExportInfo = describe(lm, plan, out, task)
     model = plan_model(lm, plan, consume)
+    name = gguf_name(info)
     with atomic_path(out) as tmp:
         if qtype in K_QUANTS:
             f16 = tmp.with_name(tmp.name + ".f16")
-            info.gguf = write_gguf(model, lm, f16, qtype="f16", name=f"{Path(out).stem}")
+            info.gguf = write_gguf(model, lm, f16, qtype="f16", name=name)
             info.gguf.update(llama_quantize(f16, tmp, qtype))
             f16.unlink()
         else:
-            info.gguf = write_gguf(model, lm, tmp, qtype=qtype, name=f"{Path(out).stem}")
+            info.gguf = write_gguf(model, lm, tmp, qtype=qtype, name=name)
         info.gguf["file_bytes"] = tmp.stat().st_size
     return info
+
+
+def gguf_name(info) -> str:
+    """general.name, what llama.cpp and Ollama show: the base model and the width it was pruned to (not the file's
+    name, which the user picked for themselves)."""
+    base = info.hub_id or Path(str(info.base_model)).name
+    for suffix in (".gguf", ".GGUF"):
+        base = base.removesuffix(suffix)
+    return f"{base} ifprune FFN {info.width}/{info.d_ffn}"
 
 
 def llama_quantize(src: Path, out: Path, qtype: str, threads: int | None = None) -> dict:
