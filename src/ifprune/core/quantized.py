@@ -81,6 +81,9 @@ def is_linear(mod: nn.Module) -> bool:
     return isinstance(mod, nn.Linear) or (isinstance(Conv1D, type) and isinstance(mod, Conv1D))
 
 
+PRODUCT_VERSION = 2  # how Int8Linear computes (2: row scales after the many-token product); in eval cache keys
+
+
 class Int8Linear(nn.Module):
     """y = x W^T + b with W stored as int8 rows times one bfloat16 scale per row; the output is in x's dtype."""
 
@@ -107,17 +110,14 @@ class Int8Linear(nn.Module):
         self.qweight.copy_(q)
         self.scale.copy_(s)
 
-    def dequantized(self) -> torch.Tensor:
-        return self.qweight.to(torch.bfloat16) * self.scale[:, None]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         xb = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if self.packed and xb.shape[0] <= _PACKED_MAX_TOKENS:
-            y = torch.ops.aten._weight_int8pack_mm(xb, self.qweight, self.scale)
-        else:
-            y = F.linear(xb, self.dequantized())
-        y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+            y = torch.ops.aten._weight_int8pack_mm(xb, self.qweight, self.scale).to(x.dtype)
+        else:  # the row scales multiply the product, not the weights: one pass over the weights, not two
+            y = F.linear(xb, self.qweight.to(torch.bfloat16)).to(x.dtype) * self.scale.to(x.dtype)
+        y = y.reshape(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:

@@ -63,7 +63,10 @@ class Scorer:
         if self.per_task:
             out["per_task"] = True
         if self.lm.quant is not None:
+            from ..core.quantized import PRODUCT_VERSION
+
             out["quant"] = self.lm.quant
+            out["quant_product"] = PRODUCT_VERSION  # (results made by an earlier int8 product are not reused)
             if not self.dense:  # the selector's passes read that type too (LoadedModel.reader)
                 out["selection_weights"] = self.lm.quant
         if self.refresh:
