@@ -265,13 +265,15 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     kept = rs.prefill == "kept" and pruned and len(lengths) > 1  # the answer's cache as decoded (selection.decoded)
     text = task if task is not None else prompt
     cache = state = kept_state = None
+    # runtime.lean decodes (kept's answer cache lives in transformers' cache across segments, so it does not)
+    lean = not llamacpp and not kept and lean_ok(model)
 
     def segment(model, cur, n, streamer):
         # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
         keep = (cur.shape[1] if carry or kept else ids.shape[1]) - 1 if dense else 0
         if llamacpp:
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
-        if lean_ok(model) and not kept:  # (kept's answer cache lives in transformers' cache across segments)
+        if lean:
             engine = LeanDecoder(model, cur.shape[1] + n)
             if keep:
                 engine.set_prefix(cache, keep)
@@ -288,7 +290,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
         source = text if task is None else None
         if len(lengths) > 1:  # re-selection continues this pass
-            cache, state = prompt_cache_state(lm, sel, source, ids)
+            cache, state = prompt_cache_state(lm, sel, source, ids, copied=not lean)
             if kept:
                 from ..selection.decoded import KeptReselection
 
@@ -322,7 +324,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
 
                 decoder(compact).set_prefix(dense_prefix(lm, state.cache, out.shape[1] - 1))
             else:
-                cache = carried_cache(state, out)
+                cache = state.cache if lean else carried_cache(state, out)  # (lean reads, never writes, it)
         parts["select"] += t_l - t_r
         parts["load"] += time.perf_counter() - t_l
         streamer = _TimingStreamer(lm.tokenizer, stream)

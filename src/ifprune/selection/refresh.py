@@ -211,14 +211,15 @@ def _recorded_pass(lm, **inputs):
     return squares, res
 
 
-def prompt_cache_state(lm, selector, text: str | None, ids: torch.Tensor):
+def prompt_cache_state(lm, selector, text: str | None, ids: torch.Tensor, *, copied: bool = True):
     """(prefill.prompt_cache, the PromptState a re-selection continues): the selector's own when its pass read these
     ids, else that of the one full-model pass the dense prefill then needs (a prompt longer than the selector reads,
-    or a task's), so no re-selection reads the prompt again."""
+    or a task's), so no re-selection reads the prompt again. `copied=False`: the state's own cache (a decoder that
+    only reads its first positions, runtime.lean, needs no copy)."""
     state = own_prompt_state(lm, selector, text, ids)
     if state is None:
         _, state = prompt_pass(lm, ids)
-    return crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1), state
+    return (crop_to(copy.deepcopy(state.cache), ids.shape[1] - 1) if copied else state.cache), state
 
 
 def prompt_squares(lm, state: PromptState | None, ids: torch.Tensor) -> torch.Tensor:
