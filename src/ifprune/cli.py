@@ -12,7 +12,7 @@ import sys
 from . import __version__
 from .core.errors import IfpruneError
 
-COMMANDS = ["generate", "export", "train", "serve", "bench", "bench_kernels", "compress", "eval", "cache"]  # module names under ifprune.commands, in --help order
+COMMANDS = ["generate", "export", "train", "serve", "bench", "bench_kernels", "compress", "eval", "compare", "cache"]  # module names under ifprune.commands, in --help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -125,7 +125,8 @@ def run_compare(args) -> int:
     from ..eval.compare import CompareConfig, run_compare as compare, write_report
 
     if not (args.suites and args.selectors and args.keeps and args.out):
-        raise IfpruneError("eval compare needs --suites, --selectors, --keeps and --out")
+        raise IfpruneError("compare needs suites, rows (--selectors), keeps and --out: give them in a grid file "
+                           "(`ifprune compare GRID.yaml`) or as flags")
     for s in args.suites:
         if s not in SUITE_CHOICES:
             raise IfpruneError(f"unknown suite {s!r}; choose from {', '.join(SUITE_CHOICES)}")
