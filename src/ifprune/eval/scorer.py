@@ -312,9 +312,8 @@ class Scorer:
         """Greedy continuation, cut at the first stop string; segments and prefill as `generate` runs them."""
         from ..core.prompting import eos_ids
         from ..runtime.generation import SamplingConfig
-        from ..runtime.lean import LeanDecoder
+        from ..runtime.lean import decode_segment
         from ..runtime.lean import supports as lean_ok
-        from ..runtime.segment import run_segment
         from ..selection.prefill import crop_to, prompt_cache
 
         model = self.model_for(plan)
@@ -364,12 +363,9 @@ class Scorer:
                         cache = self._dense_prefix(out[:, :-1])
             keep = (out.shape[1] if self.prefill in ("dense-answer", "kept") else ids.shape[1]) - 1
             if lean_ok(model) and not kept:  # (runtime.lean, as generate() decodes; kept's cache lives in
-                engine = LeanDecoder(model, out.shape[1] + n)  # transformers' across segments)
-                if cache is not None and keep:
-                    engine.set_prefix(cache, keep)
-                start, out = out, run_segment(engine, out, n, SamplingConfig(max_new_tokens=n), eos_ids(self.lm),
-                                              keep=keep if cache is not None else 0, stop=stop, tokenizer=tok)
-                out = out.to(ids.device)
+                # transformers' across segments)
+                start, out = out, decode_segment(model, out, n, SamplingConfig(max_new_tokens=n), eos_ids(self.lm),
+                                                 cache=cache, keep=keep, stop=stop, tokenizer=tok).to(ids.device)
             else:
                 with (kept_state.record(self.lm.compact(plan.width).compact_layout, first=not i) if kept
                       else contextlib.nullcontext()):

@@ -17,7 +17,7 @@ from ..selection.prefill import carried_cache, check_prefill, crop_to, prompt_ca
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
                                  mode_of, reselect_settings, resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
-from .lean import LeanDecoder
+from .lean import decode_segment
 from .lean import supports as lean_ok
 from .segment import run_segment
 
@@ -274,10 +274,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         if llamacpp:
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
         if lean:
-            engine = LeanDecoder(model, cur.shape[1] + n)
-            if keep:
-                engine.set_prefix(cache, keep)
-            return run_segment(engine, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
+            return decode_segment(model, cur, n, sampling, eos_ids(lm), cache=cache, keep=keep, streamer=streamer)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
         with torch.inference_mode(), (kept_state.record(compact.compact_layout, first=cur is ids) if kept
                                       else contextlib.nullcontext()):

@@ -107,3 +107,16 @@ class LeanDecoder:
             x = x + layer.mlp(self._norm(layer.post_attention_layernorm, x))
         self.n = end
         return self.head(self._norm(self.norm, x[-1:]))[0].float().cpu()
+
+
+def decode_segment(model, ids: torch.Tensor, n: int, sampling, eos: list[int], *, cache=None, keep: int = 0,
+                   streamer=None, stop: list[str] | None = None, tokenizer=None) -> torch.Tensor:
+    """One segment (runtime.segment.run_segment) of `model` on a fresh engine: `ids` [1, T] then up to `n` new
+    tokens; `cache` (a transformers KV cache of at least `keep` positions, the full model's) fills the first `keep`."""
+    from .segment import run_segment
+
+    engine = LeanDecoder(model, ids.shape[1] + n)
+    if cache is not None and keep:
+        engine.set_prefix(cache, keep)
+    return run_segment(engine, ids, n, sampling, eos, streamer, keep=keep if cache is not None else 0, stop=stop,
+                       tokenizer=tokenizer)
