@@ -51,6 +51,9 @@ def bpe_lm(arch="llama", pre="gpt-2", **kw):
                                    pad_token="<|endoftext|>")
     fast.chat_template = lm.tokenizer.chat_template
     lm.tokenizer = fast
+    # (general.name carries the source's name, and llama.cpp treats a model named "phi3" as Phi-3, looking up its
+    # special tokens, which this vocabulary lacks; a real Phi-3 export has them)
+    lm.source = f"tiny-bpe-{arch.replace('phi3', 'p3')}"
     return lm
 
 
@@ -104,6 +107,9 @@ def sentencepiece_lm(arch="llama", prefix=True, **kw):
                                    pad_token="<unk>")
     fast.chat_template = lm.tokenizer.chat_template
     lm.tokenizer = fast
+    # (general.name carries the source's name, and llama.cpp treats a model named "phi3" as Phi-3, looking up its
+    # special tokens, which this vocabulary lacks; a real Phi-3 export has them)
+    lm.source = f"tiny-bpe-{arch.replace('phi3', 'p3')}"
     return lm
 
 
