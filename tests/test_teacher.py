@@ -9,7 +9,8 @@ import pytest
 
 from ifprune.core.errors import IfpruneError
 from ifprune.training.data_sft import SFTExample
-from ifprune.training.teacher import FORMAT, check_header, read_rows, with_teacher
+from ifprune.training.config import TrainConfig
+from ifprune.training.teacher import FORMAT, check_header, read_rows, repeats_itself, with_teacher
 
 
 def folder(tmp_path, rows, **header):
@@ -26,6 +27,21 @@ def test_examples_take_the_teachers_finished_greedy_answers(tmp_path):
     ex = [SFTExample("general", "p1", "ref1"), SFTExample("general", "p2", "ref2"), SFTExample("code", "p1", "r")]
     out = with_teacher(ex, folder(tmp_path, rows))
     assert out == [SFTExample("general", "p1", "T1")]
+
+
+def test_answers_that_repeat_themselves_are_dropped_only_when_asked(tmp_path):
+    loop = "def is_abundant(num):\n    return num % 10 == 1\n\n" * 3
+    rows = [{"id": "a", "family": "mbpp", "prompt": "p1", "kind": "greedy", "response": loop, "finished": True},
+            {"id": "b", "family": "mbpp", "prompt": "p2", "kind": "greedy", "response": "ok. ok. ok.", "finished": True}]
+    ex = [SFTExample("mbpp", "p1", "r1"), SFTExample("mbpp", "p2", "r2")]
+    f = folder(tmp_path, rows)
+    assert repeats_itself(loop) and not repeats_itself("ok. ok. ok.")  # (short sentences may repeat)
+    assert [e.prompt for e in with_teacher(ex, f)] == ["p1", "p2"]
+    assert [e.prompt for e in with_teacher(ex, f, drop_repeats=True)] == ["p2"]
+    cfg = TrainConfig(stage="sft")
+    cfg.data.teacher_drop_repeats = True
+    with pytest.raises(IfpruneError, match="give data.teacher"):
+        cfg.validate()
 
 
 def test_teacher_answers_of_another_model_or_without_provenance_are_refused(tmp_path):

@@ -56,6 +56,8 @@ class DataConfig:
     # each training prompt's response becomes the teacher's greedy answer (prompts without a finished one are
     # left out). Validation keeps the reference answers. None: the data set's answers
     teacher: str | None = None
+    # leave out teacher answers that repeat one sentence or line three times (training.teacher.repeats_itself)
+    teacher_drop_repeats: bool = False
 
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
@@ -178,6 +180,8 @@ class TrainConfig:
             bad("refresh is not combined with oracle_weight yet: use one of them")
         if self.data.teacher is not None and self.stage != "sft":
             bad("data.teacher replaces SFT answers: it needs stage: sft")
+        if self.data.teacher_drop_repeats and self.data.teacher is None:
+            bad("data.teacher_drop_repeats filters teacher answers: give data.teacher too (or drop it)")
         if self.teacher_from and not self.distill:
             bad("teacher_from names a distillation teacher: set distill: true too (or drop teacher_from)")
         if self.init_llm_from and not self.init_from:

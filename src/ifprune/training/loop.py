@@ -256,7 +256,8 @@ class Trainer:
                 from ..core.loading import default_gguf_path
                 from .teacher import with_teacher
 
-                sft_data = with_teacher(sft_data, cfg.data.teacher, default_gguf_path() if cfg.model is None else None)
+                sft_data = with_teacher(sft_data, cfg.data.teacher, default_gguf_path() if cfg.model is None else None,
+                                        drop_repeats=cfg.data.teacher_drop_repeats)
             if not sft_data:
                 raise IfpruneError("the SFT training set is empty: check data.families and data.max_per_family")
             self.train_set = sft_data

@@ -27,9 +27,11 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -194,10 +196,24 @@ def generate_teacher(out: Path, cfg: TeacherConfig, *, model_path: Path | None =
     return {"made": made, "had": len(done), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall if wall else 0.0}
 
 
-def with_teacher(examples: list, folder: str | Path, model_path: Path | None = None) -> list:
+REPEAT_MIN_CHARS = 20  # a sentence or line this long, said three times, is the answer repeating itself
+REPEAT_TIMES = 3
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether one sentence or line of at least REPEAT_MIN_CHARS characters occurs REPEAT_TIMES times in `text`:
+    a finished answer can still loop for a while ("def f(x): ..." five times, then the end of the turn), and a
+    student trained on such answers learns to loop."""
+    parts = [p.strip() for p in re.split(r"[.\n]", text) if len(p.strip()) >= REPEAT_MIN_CHARS]
+    return any(n >= REPEAT_TIMES for n in Counter(parts).values())
+
+
+def with_teacher(examples: list, folder: str | Path, model_path: Path | None = None, *,
+                 drop_repeats: bool = False) -> list:
     """`examples` (SFTExample) with each response replaced by the teacher's finished greedy answer to its prompt;
-    prompts the teacher has not answered (or whose answer was cut at max_new_tokens) are left out. Refuses a
-    folder without provenance or made by another model file than `model_path` (when given)."""
+    prompts the teacher has not answered (or whose answer was cut at max_new_tokens) are left out, and with
+    `drop_repeats` those whose answer `repeats_itself`. Refuses a folder without provenance or made by another
+    model file than `model_path` (when given)."""
     from dataclasses import replace
 
     folder = Path(folder)
@@ -215,7 +231,8 @@ def with_teacher(examples: list, folder: str | Path, model_path: Path | None = N
                            f"(sha256 {str(header.get('model_sha256'))[:12]}), not of {Path(model_path).name}, the "
                            "model being trained: make teacher answers with this model")
     answers = {(r["family"], r["prompt"]): r["response"] for r in read_rows(folder / "answers.jsonl").values()
-               if r.get("kind") == "greedy" and r.get("finished") and r.get("response", "").strip()}
+               if r.get("kind") == "greedy" and r.get("finished") and r.get("response", "").strip()
+               and not (drop_repeats and repeats_itself(r["response"]))}
     out = [replace(e, response=answers[(e.family, e.prompt)]) for e in examples if (e.family, e.prompt) in answers]
     if not out:
         raise IfpruneError(f"data.teacher {folder} answers none of these training prompts: generate them first "
