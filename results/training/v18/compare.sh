@@ -10,6 +10,7 @@ V18=runs/v18/keep75-onpolicy/artifact
 V17=results/training/artifacts/smollm2-135m-keep75-v17
 . benchmarks/heldout_slices.sh
 require_artifacts "run results/training/v18/run.sh" $V18
+require_artifacts "sh benchmarks/restore_artifacts.sh smollm2-135m-keep75-v17" $V17
 D=results/training/v18
 fidelity_sets
 ROWS="dense predictor:src/ifprune/artifacts/smollm2-135m-keep75 predictor:$V17 predictor:$V18"

@@ -8,6 +8,10 @@ if [ ! -f runs/teacher/header.json ]; then
   echo "runs/teacher is missing: restore it as results/training/teacher/README.md says" >&2
   exit 2
 fi
+if [ ! -f results/training/artifacts/smollm2-135m-keep75-v17/config.json ]; then
+  echo "v18 starts from v17: sh benchmarks/restore_artifacts.sh smollm2-135m-keep75-v17" >&2
+  exit 2
+fi
 if [ ! -f runs/v18/keep75-onpolicy/artifact/config.json ]; then
   .venv/bin/ifprune train configs/smollm2-keep75-v18-onpolicy-cpu.yaml --threads ${THREADS:-1}
 fi

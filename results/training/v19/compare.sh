@@ -10,6 +10,7 @@ V19=runs/v19/keep75-base/artifact
 V17=results/training/artifacts/smollm2-135m-keep75-v17
 . benchmarks/heldout_slices.sh
 require_artifacts "run results/training/v19/run.sh" $V19
+require_artifacts "sh benchmarks/restore_artifacts.sh smollm2-135m-keep75-v17" $V17
 D=results/training/v19
 fidelity_sets
 ROWS=${ROWS:-"dense predictor:src/ifprune/artifacts/smollm2-135m-keep75 predictor:$V19 predictor:$V17"}
