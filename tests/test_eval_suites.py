@@ -192,3 +192,30 @@ def test_cli_on_the_default_model(data_dir, tmp_path, capsys):
     assert main(["eval", "humaneval", "--limit", "1", "--max-new-tokens", "48", "--data-dir", str(data_dir),
                  "--cache-dir", str(tmp_path), "--no-progress"]) == 0
     assert "pass@1" in capsys.readouterr().out
+
+
+def test_paired_difference_matches_examples_by_id_and_says_when_rows_are_not_separated():
+    from ifprune.eval.statistics import paired
+
+    a = [{"id": str(i), "num": 1.0 + 0.1 * (i % 7), "den": 2} for i in range(60)]
+    same = paired(a, list(reversed(a)))  # (order does not matter: matched by id)
+    assert same["n"] == 60 and same["b_minus_a"] == 0 and not same["separated"]
+    worse = paired(a, [{**r, "num": r["num"] + 0.2 + 0.01 * (int(r["id"]) % 3)} for r in a])
+    assert worse["b_minus_a"] == pytest.approx(0.1, abs=0.01) and worse["separated"] and worse["ci95"][0] > 0
+    assert paired(a, [{**a[0], "den": 3}]) is None  # other tokens: not paired
+    assert paired(a, [{**a[0], "den": 3}, a[1]])["unpaired"] == 1
+    assert paired(a, [{"id": "x", "num": 0, "den": 1}]) is None
+
+
+def test_eval_names_the_model_and_weights_and_warns_when_n_is_small(tmp_path, data_dir, capsys):
+    from ifprune.cli import main
+    from ifprune.core.tiny import tiny_model, tiny_tokenizer
+
+    model = tmp_path / "m"
+    tiny_model("llama").save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    assert main(["eval", "nll", "--model", str(model), "--limit", "2", "--selector", "griffin", "--keep", "0.5",
+                 "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"model {model}, base weights\n") and "nll: griffin keep 0.500" in out
+    assert "note: 2 examples" in err and "ifprune compare" in err

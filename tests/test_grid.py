@@ -61,6 +61,9 @@ def test_compare_runs_a_grid_and_flags_override_it(tmp_path, data_dir, capsys):
                  "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"), "--keeps", "0.25"]) == 0
     rows = json.loads((out / "results.json").read_text())["results"]
     assert {(r["selector"], r["keep"]) for r in rows} == {("dense", 1.0), ("griffin+reselect-once4", 0.25)}
+    pruned = next(r for r in rows if r["selector"] != "dense")  # paired with the suite's first row on its examples
+    assert pruned["paired"]["reference"] == "dense" and pruned["paired"]["n"] >= 1, pruned["paired"]
+    assert "## Paired differences" in (out / "results.md").read_text()
     capsys.readouterr()
     assert main(["compare", "--model", str(model), "--out", str(out)]) == 2
     assert "give them in a grid file" in capsys.readouterr().err

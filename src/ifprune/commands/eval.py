@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from .common import (
     add_model_args, add_quant_arg, add_reselection_args, add_selector_args, compensation_config, load, print_json, reselection_args,
@@ -90,6 +91,8 @@ def run(args) -> int:
     if args.json:
         print_json(res.to_dict())
         return 0
+    tuned = lm.weights()["tuned_by"]
+    print(f"model {lm.source}, {f'weights tuned by {Path(tuned).name}' if tuned else 'base weights'}")
     print(f"{res.suite}: {res.selector} keep {res.keep:.3f} ({res.width}/{res.d_ffn}), "
           f"compensation {res.options.get('compensation', {}).get('mode', 'none')}, "
           f"re-selection {_reselection_text(res.options.get('reselection') or {})}, "
@@ -98,7 +101,13 @@ def run(args) -> int:
           f"{res.examples} examples ({res.cached} from cache, {res.skipped_rows} malformed rows skipped), {res.wall_s:.1f} s")
     for name, m in res.metrics.items():
         print(f"  {name:28s} {m['value']:.4f}  95% CI [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]  n={m['n']}")
+    if res.examples < FEW_EXAMPLES:
+        print(f"note: {res.examples} examples: intervals this wide separate only large differences; raise --limit, "
+              "and compare two rows with `ifprune compare` (it pairs them on the same examples)", file=sys.stderr)
     return 0
+
+
+FEW_EXAMPLES = 30  # below this, a suite's 95% interval is too wide to tell most pairs of rows apart
 
 
 def _reselection_text(rs: dict) -> str:

@@ -91,11 +91,13 @@ class SuiteResult:
     cache_file: str | None
     options: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list, repr=False)  # per example (in the cache file; not in to_dict)
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
+        import copy
+        from dataclasses import fields
 
-        return asdict(self)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "rows"}
 
 
 def machine_info() -> dict:
@@ -153,5 +155,5 @@ def run_suite(suite: Suite, scorer: Scorer, *, limit: int | None = None, cache_d
         examples=len(rows), cached=cached, skipped_rows=sum(r.skipped for r in suite.reports), wall_s=wall,
         timings=dict(scorer.timings), model=lm.source, model_hash=lm.fingerprint(), data_hash=data_hash,
         config_hash=chash, cache_file=str(cache_path) if cache_path else None,
-        options={**suite.options(), **scorer.described()}, machine=machine_info(),
+        options={**suite.options(), **scorer.described()}, machine=machine_info(), rows=rows,
     )

@@ -15,6 +15,7 @@ from ..selection.selectors import make_selector
 from . import make_suite
 from .base import machine_info, run_suite
 from .scorer import Scorer
+from .statistics import MIN_PAIRED, paired
 
 
 @dataclass
@@ -248,6 +249,7 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
     from ..compensation.calibration import compensate
 
     labels = row_labels([SelectorSpec.parse(x) for x in cfg.selectors])
+    reference: dict = {}  # suite -> (label, width, per-example rows) of its first row, which the others pair with
     for spec, width in configurations(cfg, lm.d_ffn):
         selector, model = build_selector(spec, lm, cfg, load_fresh)
         modes = ["none"] if width == lm.d_ffn else cfg.compensations  # dense: nothing to compensate
@@ -262,8 +264,13 @@ def run_compare(lm, cfg: CompareConfig, *, progress: bool = True, on_result=None
                                 if spec.refresh is not None or spec.refresh_every is not None else (None, None))
                 scorer = Scorer(model, selector, width, per_task=spec.per_task, label=label, reselect=mode,
                                 reselect_tokens=tokens, prefill=spec.prefill)
-                res = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
-                                progress=progress).to_dict()
+                result = run_suite(suite, scorer, limit=cfg.limits.get(suite_name), cache_dir=cfg.cache_dir,
+                                   progress=progress)
+                res = result.to_dict()
+                first = reference.setdefault(suite_name, (res["selector"], res["width"], result.rows))
+                if first[:2] != (res["selector"], res["width"]):
+                    res["paired"] = {"reference": first[0], "reference_width": first[1],
+                                     **(paired(first[2], result.rows) or {"n": 0})}
                 results.append(res)
                 if on_result:
                     on_result(res, report(False))
@@ -308,6 +315,7 @@ def markdown(report: dict) -> str:
             r = rows.get(s)
             cells.append(_fmt(r["metrics"][r["primary"]]["value"], r["metrics"][r["primary"]]) if r else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += paired_table(res)
     lines += ["", "## All metrics", "", "| suite | selector | keep | metric | value [95% CI] | n | wall s | data hash | config |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in res:
@@ -315,6 +323,31 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['suite']} | {r['selector']} | {r['keep']:.3f} | {name} | {_fmt(m['value'], m)} | {m['n']} | "
                          f"{r['wall_s']:.0f} | `{r['data_hash']}` | `{r['config_hash']}` |")
     return "\n".join(lines) + "\n"
+
+
+def paired_table(res: list[dict]) -> list[str]:
+    """Markdown lines: each row's primary metric minus its suite's first row's, on the examples both scored."""
+    rows = [r for r in res if "paired" in r]
+    if not rows:
+        return []
+    out = ["", "## Paired differences", "",
+           "Each row minus the first row of its suite, on the same examples (95% bootstrap interval of the per-example "
+           "differences). *not separated*: the interval holds 0, so these examples cannot tell the two rows apart.",
+           "", "| suite | row | keep | minus | difference [95% CI] | n | |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r["paired"]
+        if not p["n"]:
+            out.append(f"| {r['suite']} | {r['selector']} | {r['keep']:.3f} | {p['reference']} | - | 0 | "
+                       "not paired (no example scored over the same tokens) |")
+            continue
+        lo, hi = p["ci95"]
+        better = (p["b_minus_a"] > 0) == r["higher_is_better"]
+        verdict = (("better" if better else "worse") if p["separated"] else
+                   f"too few to tell (< {MIN_PAIRED})" if p["n"] < MIN_PAIRED else "not separated")
+        left = f" ({p['unpaired']} scored over other tokens, left out)" if p.get("unpaired") else ""
+        out.append(f"| {r['suite']} | {r['selector']} | {r['keep']:.3f} | {p['reference']} | "
+                   f"{p['b_minus_a']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {p['n']} | {verdict}{left} |")
+    return out
 
 
 def write_report(report: dict, out: str | Path) -> tuple[Path, Path]:

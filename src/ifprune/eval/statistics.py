@@ -33,3 +33,22 @@ def summarise(num, den=None, **kw) -> dict:
     den_ = [1.0] * len(num) if den is None else den
     lo, hi = bootstrap_ci(num, den_, **kw)
     return {"value": ratio(num, den_), "ci95": [lo, hi], "n": len(num)}
+
+
+def paired(a_rows: list[dict], b_rows: list[dict], **kw) -> dict | None:
+    """Row b's primary metric minus row a's over the examples both scored over the same denominator (matched by id;
+    an NLL row that cut an example elsewhere scored other tokens of it and is left out, counted in `unpaired`), with
+    a bootstrap interval of the per-example differences: the spread between examples, which each row's own interval
+    carries, cancels. `separated` (the interval excludes 0) needs MIN_PAIRED pairs. None when no example pairs."""
+    a = {r["id"]: r for r in a_rows}
+    shared = [(a[r["id"]], r) for r in b_rows if r["id"] in a]
+    both = [(x, y) for x, y in shared if x["den"] == y["den"]]
+    if not both:
+        return None
+    diff, den = [y["num"] - x["num"] for x, y in both], [x["den"] for x, _ in both]
+    lo, hi = bootstrap_ci(diff, den, **kw)
+    return {"n": len(both), "unpaired": len(shared) - len(both), "b_minus_a": ratio(diff, den), "ci95": [lo, hi],
+            "separated": len(both) >= MIN_PAIRED and not lo <= 0 <= hi}
+
+
+MIN_PAIRED = 10  # fewer pairs than this: a bootstrap interval is too unsure to call two rows apart
