@@ -11,6 +11,7 @@ import threading
 import time
 
 import openai
+import torch
 import pytest
 
 from ifprune.selection.selectors import make_selector
@@ -453,3 +454,29 @@ def test_prompt_length_is_bounded_by_a_flag():
 
     args = build_parser().parse_args(["serve", "--max-prompt-tokens", "0"])
     assert args.max_prompt_tokens == 0  # run() passes None: the model's context only
+
+
+def test_tuned_weights_at_full_width_are_ifprune_full_not_dense(tmp_path):
+    """"dense" is the base model's own weights everywhere: a server whose weights a trained artifact tuned serves
+    their full width as ifprune-full and answers ifprune-dense with a 404 that says why."""
+    from ifprune.selection.artifact import load_artifact, save_artifact
+    from ifprune.selection.heads import PredictorHead
+
+    lm = tiny_lm("llama", d_ffn=48)
+    torch.manual_seed(0)
+    head = PredictorHead(lm.model.config.hidden_size, lm.num_layers, lm.d_ffn, 8)
+    path = save_artifact(tmp_path / "art", lm=lm, kind="predictor", width=24, module=head, llm="none", recipe={},
+                         base_fingerprint=lm.fingerprint())
+    load_artifact(path).attach(lm)
+    s = IfpruneServer(lm, make_selector("predictor", checkpoint=str(path)), ServeConfig(port=0)).start()
+    try:
+        c = _client(s)
+        cards = {m.id: m.model_dump() for m in c.models.list()}
+        assert "ifprune-full" in cards and "ifprune-dense" not in cards
+        assert cards["ifprune-full"]["selector"] == "full" and cards["ifprune-full"]["weights"]["tuned_by"]
+        out = c.completions.create(model="ifprune-full", prompt="hello", max_tokens=3)
+        assert out.model_extra["ifprune"]["ffn_width"] == lm.d_ffn
+        with pytest.raises(openai.NotFoundError, match="their full width is ifprune-full"):
+            c.completions.create(model="ifprune-dense", prompt="hello", max_tokens=3)
+    finally:
+        s.close()

@@ -162,18 +162,23 @@ class IfpruneServer:
     def url(self) -> str:
         return f"http://{self.config.host}:{self.port}"
 
+    def full_id(self) -> str:
+        """The id of the full-width model: `ifprune-dense` when the weights are the base model's own, as "dense"
+        means everywhere, and `ifprune-full` when a trained artifact tuned them (every channel of the tuned model)."""
+        return f"{MODEL_PREFIX}-{'full' if self.lm.weights()['tuned_by'] else 'dense'}"
+
     def model_ids(self) -> list[str]:
-        return [MODEL_PREFIX, f"{MODEL_PREFIX}-dense"] + [f"{MODEL_PREFIX}-{t}" for t in self.engine.tasks]
+        return [MODEL_PREFIX, self.full_id()] + [f"{MODEL_PREFIX}-{t}" for t in self.engine.tasks]
 
     def model_card(self, model_id: str) -> dict:
         """What a served model id runs (extra fields of /v1/models; clients ignore them): which weights
-        (the base model's own, or tuned by a trained artifact: then ifprune-dense is NOT the base model),
+        (the base model's own, or tuned by a trained artifact: then the full width is ifprune-full),
         the FFN width and the output compensation."""
-        dense = model_id == f"{MODEL_PREFIX}-dense" or self.engine.width == self.lm.d_ffn
+        dense = model_id == self.full_id() or self.engine.width == self.lm.d_ffn
         from ..compensation.calibration import described
 
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
-                "d_ffn": self.lm.d_ffn, "selector": "dense" if dense else getattr(self.engine.selector, "name", "?"),
+                "d_ffn": self.lm.d_ffn, "selector": self.full_id()[len(MODEL_PREFIX) + 1:] if dense else getattr(self.engine.selector, "name", "?"),
                 "quant": None if dense else self.lm.quant,  # (the dense model reads the loaded weights)
                 "compensation": described(self.lm, dense),
                 "reselection": self.reselection(dense)}
@@ -249,10 +254,16 @@ class IfpruneServer:
                                 "describe the task in short (or register it with --task-alias)", param="task")
         if model in (MODEL_PREFIX, self.lm.source):
             mode = "task" if task else "input"
-        elif model == f"{MODEL_PREFIX}-dense":
+        elif model == self.full_id():
             if task:
-                raise ApiError(400, "model ifprune-dense does not prune: drop the 'task' field", param="task")
+                raise ApiError(400, f"model {model} does not prune: drop the 'task' field", param="task")
             mode = "dense"
+        elif model in (f"{MODEL_PREFIX}-dense", f"{MODEL_PREFIX}-full"):
+            tuned = self.lm.weights()["tuned_by"]
+            why = (f"this server's weights are tuned by {tuned}: their full width is {self.full_id()}, and the base "
+                   "model (ifprune-dense) is not loaded" if tuned else
+                   "ifprune-full is a tuned model at full width; this server runs the base weights: ifprune-dense")
+            raise ApiError(404, f"unknown model {model!r}: {why}", param="model", code="model_not_found")
         elif model.startswith(f"{MODEL_PREFIX}-") and model[len(MODEL_PREFIX) + 1:] in self.engine.tasks:
             if task:
                 raise ApiError(400, f"model {model} already names a task: drop the 'task' field", param="task")

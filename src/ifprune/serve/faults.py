@@ -29,7 +29,11 @@ from ..core.paths import write_json, write_text
 
 PROMPTS = ["Write a Python function that reverses a string.", "What is 12 times 7?", "Describe a sunset.",
            "What is the capital of France?", "List three prime numbers.", "abc"]
-MODELS = ["ifprune-code", "ifprune-math", "ifprune-dense", "ifprune"]
+
+
+def models(lm) -> list[str]:
+    """The served ids the requests rotate over (the full-width one is named by the weights: serve.app.full_id)."""
+    return ["ifprune-code", "ifprune-math", "ifprune-full" if lm.weights()["tuned_by"] else "ifprune-dense", "ifprune"]
 
 
 def request_stream(port: int, body: dict, *, read_delay_s: float = 0.0, drop_after: int | None = None,
@@ -133,7 +137,8 @@ def _scenario(name, srv_kw, lm, selector, fn) -> dict:
 
 
 def run_in_process(lm, selector, *, requests: int, max_tokens: int) -> list[dict]:
-    jobs = [{"model": MODELS[i % len(MODELS)], "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens}
+    ids = models(lm)
+    jobs = [{"model": ids[i % len(ids)], "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens}
             for i in range(requests)]
 
     def key(j):
