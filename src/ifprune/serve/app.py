@@ -40,6 +40,14 @@ from .transport import make_protocol
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ifprune.access")
 MODEL_PREFIX = "ifprune"
+
+
+def full_id(lm) -> str:
+    """The served id of `lm` at full width: `ifprune-dense` when its weights are the base model's own, as "dense" means
+    everywhere, and `ifprune-full` when a trained artifact tuned them (every channel of the tuned model)."""
+    return f"{MODEL_PREFIX}-{'full' if lm.weights()['tuned_by'] else 'dense'}"
+
+
 _DISCARD_LIMIT = 64 << 20  # oversized bodies up to this size are read away so the client sees the 413
 
 
@@ -163,9 +171,7 @@ class IfpruneServer:
         return f"http://{self.config.host}:{self.port}"
 
     def full_id(self) -> str:
-        """The id of the full-width model: `ifprune-dense` when the weights are the base model's own, as "dense"
-        means everywhere, and `ifprune-full` when a trained artifact tuned them (every channel of the tuned model)."""
-        return f"{MODEL_PREFIX}-{'full' if self.lm.weights()['tuned_by'] else 'dense'}"
+        return full_id(self.lm)
 
     def model_ids(self) -> list[str]:
         return [MODEL_PREFIX, self.full_id()] + [f"{MODEL_PREFIX}-{t}" for t in self.engine.tasks]
@@ -178,7 +184,8 @@ class IfpruneServer:
         from ..compensation.calibration import described
 
         return {"weights": self.lm.weights(), "ffn_width": self.lm.d_ffn if dense else self.engine.width,
-                "d_ffn": self.lm.d_ffn, "selector": self.full_id()[len(MODEL_PREFIX) + 1:] if dense else getattr(self.engine.selector, "name", "?"),
+                "d_ffn": self.lm.d_ffn,
+                "selector": self.full_id()[len(MODEL_PREFIX) + 1:] if dense else getattr(self.engine.selector, "name", "?"),
                 "quant": None if dense else self.lm.quant,  # (the dense model reads the loaded weights)
                 "compensation": described(self.lm, dense),
                 "reselection": self.reselection(dense)}

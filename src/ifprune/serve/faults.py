@@ -32,8 +32,10 @@ PROMPTS = ["Write a Python function that reverses a string.", "What is 12 times 
 
 
 def models(lm) -> list[str]:
-    """The served ids the requests rotate over (the full-width one is named by the weights: serve.app.full_id)."""
-    return ["ifprune-code", "ifprune-math", "ifprune-full" if lm.weights()["tuned_by"] else "ifprune-dense", "ifprune"]
+    """The served ids the requests rotate over."""
+    from .app import full_id
+
+    return ["ifprune-code", "ifprune-math", full_id(lm), "ifprune"]
 
 
 def request_stream(port: int, body: dict, *, read_delay_s: float = 0.0, drop_after: int | None = None,
