@@ -65,8 +65,10 @@ def main() -> int:
     from ifprune.selection.softtopk import hard_topk_indicator
     from ifprune.training.loop import Trainer, loss_logits, sft_batch, split_at_refresh
 
-    cfg = load_config(a.config, {"init_from": a.artifact, "output_dir": str(Path(a.out).with_suffix("")) + ".run",
-                                 "progress": False, "resume": False})
+    # the artifact's own head and LLM change (a recipe's init_llm_from would put a new LoRA on the base instead)
+    cfg = load_config(a.config, {"init_from": a.artifact, "init_llm_from": None,
+                                 "output_dir": str(Path(a.out).with_suffix("")) + ".run", "progress": False,
+                                 "resume": False})
     cfg.data.eval_per_family = a.per_family
     tr = Trainer(cfg)
     val = tr.eval_examples()
