@@ -2,8 +2,8 @@
 # Fidelity of a trained artifact against earlier ones and the dense model, each as it runs by default (re-selection
 # every 32, dense-answer prefill), on the dense model's answers to 120 unread chat prompts and to the 139 validation
 # prompts (benchmarks/heldout_slices.sh: fidelity_sets), paired new - each earlier one (benchmarks/paired_nll.py),
-# then the loops of 128 greedy tokens on the 120 unread prompts. Keep 3/4. One thread unless THREADS; resumable
-# (per-example cache). From the repository root:
+# then the loops of 128 greedy tokens on the 120 unread prompts. At KEEP (default 0.75: the artifacts' own keep).
+# One thread unless THREADS; resumable (per-example cache). From the repository root:
 #   sh benchmarks/fidelity_compare.sh OUT NEW=DIR OLD=DIR [OLD=DIR ...]
 # writes OUT/fidelity, OUT/vfidelity, OUT/paired_{fidelity,vfidelity}_OLD.json and OUT/loops/NEW.json.
 set -e
@@ -23,7 +23,7 @@ fidelity_sets
 for SET in fidelity vfidelity; do
   DATA=$FID; N=120; [ $SET = vfidelity ] && DATA=$VFID && N=200
   .venv/bin/ifprune eval compare --threads ${THREADS:-1} --suites nll --data "$DATA" --limits nll=$N --no-progress \
-    --no-plots --keeps 0.75 --compensations none --selectors $ROWS --out $D/$SET
+    --no-plots --keeps ${KEEP:-0.75} --compensations none --selectors $ROWS --out $D/$SET
   for P in "$@"; do
     .venv/bin/python benchmarks/paired_nll.py $D/$SET/results.json "$(label "${P#*=}")" "$(label "${NEW#*=}")" \
       --out $D/paired_${SET}_${P%%=*}.json
