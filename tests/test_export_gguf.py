@@ -33,6 +33,12 @@ def pre_tokenizer(scheme):
     return pt.Sequence([pt.Split(Regex(regex), behavior="isolated"), pt.ByteLevel(add_prefix_space=False, use_regex=False)])
 
 
+def tiny_name(tokenizer: str, arch: str) -> str:
+    """The source name a tiny test model exports under (GGUF general.name). Not the architecture's own name:
+    llama.cpp treats a model named "phi3" as Phi-3 and looks up special tokens these vocabularies lack."""
+    return f"tiny-{tokenizer}-{arch.replace('phi3', 'p3')}"
+
+
 def bpe_lm(arch="llama", pre="gpt-2", **kw):
     """A tiny random model with a real byte-level BPE tokenizer (what GGUF vocabularies describe)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -51,9 +57,7 @@ def bpe_lm(arch="llama", pre="gpt-2", **kw):
                                    pad_token="<|endoftext|>")
     fast.chat_template = lm.tokenizer.chat_template
     lm.tokenizer = fast
-    # (general.name carries the source's name, and llama.cpp treats a model named "phi3" as Phi-3, looking up its
-    # special tokens, which this vocabulary lacks; a real Phi-3 export has them)
-    lm.source = f"tiny-bpe-{arch.replace('phi3', 'p3')}"
+    lm.source = tiny_name("bpe", arch)
     return lm
 
 
@@ -107,9 +111,7 @@ def sentencepiece_lm(arch="llama", prefix=True, **kw):
                                    pad_token="<unk>")
     fast.chat_template = lm.tokenizer.chat_template
     lm.tokenizer = fast
-    # (general.name carries the source's name, and llama.cpp treats a model named "phi3" as Phi-3, looking up its
-    # special tokens, which this vocabulary lacks; a real Phi-3 export has them)
-    lm.source = f"tiny-bpe-{arch.replace('phi3', 'p3')}"
+    lm.source = tiny_name("sp", arch)
     return lm
 
 

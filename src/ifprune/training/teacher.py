@@ -204,7 +204,7 @@ def repeats_itself(text: str) -> bool:
     """Whether one sentence or line of at least REPEAT_MIN_CHARS characters occurs REPEAT_TIMES times in `text`:
     a finished answer can still loop for a while ("def f(x): ..." five times, then the end of the turn), and a
     student trained on such answers learns to loop."""
-    parts = [p.strip() for p in re.split(r"[.\n]", text) if len(p.strip()) >= REPEAT_MIN_CHARS]
+    parts = [p for p in map(str.strip, re.split(r"[.\n]", text)) if len(p) >= REPEAT_MIN_CHARS]
     return any(n >= REPEAT_TIMES for n in Counter(parts).values())
 
 
