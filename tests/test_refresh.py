@@ -576,3 +576,31 @@ def test_eval_results_report_reselection_in_the_one_shape(lm):
     assert every["reselection"] == {"mode": "every", "tokens": R, "prefill": "dense-answer"}
     assert not {"refresh", "refresh_every", "prefill"} & set(every)
     assert Scorer(lm, sel, lm.d_ffn).described()["reselection"] == {"mode": "off", "tokens": None, "prefill": "pruned"}
+
+
+@pytest.mark.parametrize("quant", [None, "int8"])
+def test_kept_squares_take_the_kept_channels_from_the_compact_model_and_compute_only_the_others(quant):
+    """What the compact model fed its down projection is the kept channels' share of the full FFN's activations:
+    with it, only the dropped channels run through gate and up, and the squares are those of the full FFN (in
+    whatever slot order a re-selected plan's in-place load left the buffers)."""
+    from ifprune.runtime.lean import LeanDecoder
+    from ifprune.selection.decoded import AnswerInputs, full_squares, kept_squares
+
+    lm = tiny_lm("llama", layers=3, seed=1)
+    lm.set_quant(quant)
+    g = torch.Generator().manual_seed(0)
+    plans = [Plan.from_scores(torch.rand(lm.num_layers, lm.d_ffn, generator=g), 24) for _ in range(2)]
+    compact = lm.compact(24)
+    compact.load(plans[0])
+    compact.load(plans[1], reuse=True)  # slots no longer in plan order
+    assert not torch.equal(compact.channels(), plans[1].indices)
+    assert torch.equal(compact.channels().sort(1).values, plans[1].indices.sort(1).values)
+    inputs = AnswerInputs(lm.num_layers)
+    engine = LeanDecoder(compact.model, 16)
+    with inputs.record(compact.compact_layout, engine=engine):
+        engine.feed([5, 6, 7, 8, 9])
+        engine.feed([10])
+    xs, acts = inputs.take()
+    assert xs[0].shape[0] == 6 and acts[0].shape == (6, 24)
+    torch.testing.assert_close(kept_squares(lm, xs, acts, compact.channels()), full_squares(lm, xs),
+                               atol=2e-2 if quant else 1e-5, rtol=2e-2 if quant else 1e-4)

@@ -260,7 +260,7 @@ class Scorer:
                 self.timings["selection_s"] += time.perf_counter() - t0
             model = self.model_for(seg)
             t0 = time.perf_counter()
-            with kept.record(self.lm.compact(plan.width).compact_layout, first=done == 0):
+            with kept.record(self.lm.compact(plan.width), first=done == 0):
                 logits = model(ids[:, start - 1 + done:start - 1 + done + k], cache=cache, use_cache=True).logits
             self.timings["model_s"] += time.perf_counter() - t0
             logp = torch.log_softmax(logits.float()[0], dim=-1)
@@ -367,7 +367,7 @@ class Scorer:
                 start, out = out, decode_segment(model, out, n, SamplingConfig(max_new_tokens=n), eos_ids(self.lm),
                                                  cache=cache, keep=keep, stop=stop, tokenizer=tok).to(ids.device)
             else:
-                with (kept_state.record(self.lm.compact(plan.width).compact_layout, first=not i) if kept
+                with (kept_state.record(self.lm.compact(plan.width), first=not i) if kept
                       else contextlib.nullcontext()):
                     start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
                                                      cache=crop_to(cache, keep), **kw)

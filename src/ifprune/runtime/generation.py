@@ -17,7 +17,7 @@ from ..selection.prefill import carried_cache, check_prefill, crop_to, prompt_ca
 from ..selection.refresh import (Reselection, answer_goes_on, check_refresh, prompt_cache_state, refresh_plan,
                                  mode_of, reselect_settings, resolve_reselection, segment_lengths)
 from ..selection.selectors import Selector, make_selector
-from .lean import decode_segment
+from .lean import LeanDecoder, decode_segment
 from .lean import supports as lean_ok
 from .segment import run_segment
 
@@ -265,18 +265,24 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     kept = rs.prefill == "kept" and pruned and len(lengths) > 1  # the answer's cache as decoded (selection.decoded)
     text = task if task is not None else prompt
     cache = state = kept_state = None
-    # runtime.lean decodes (kept's answer cache lives in transformers' cache across segments, so it does not)
-    lean = not llamacpp and not kept and lean_ok(model)
+    lean = not llamacpp and lean_ok(model)  # runtime.lean decodes
+    engine = []  # with "kept" under runtime.lean: one engine for the whole answer, its cache kept across plans
 
     def segment(model, cur, n, streamer):
         # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
         keep = (cur.shape[1] if carry or kept else ids.shape[1]) - 1 if dense else 0
         if llamacpp:
             return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
+        if lean and kept:  # (the compact model's modules stay the same objects as plans load into them)
+            if not engine:
+                engine.append(LeanDecoder(model, ids.shape[1] + sampling.max_new_tokens))
+                engine[0].set_prefix(cache, keep)
+            with kept_state.record(compact, first=cur is ids, engine=engine[0]):
+                return run_segment(engine[0], cur, n, sampling, eos_ids(lm), streamer, keep=keep)
         if lean:
             return decode_segment(model, cur, n, sampling, eos_ids(lm), cache=cache, keep=keep, streamer=streamer)
         kw = replace(sampling, max_new_tokens=n).generate_kwargs()
-        with torch.inference_mode(), (kept_state.record(compact.compact_layout, first=cur is ids) if kept
+        with torch.inference_mode(), (kept_state.record(compact, first=cur is ids) if kept
                                       else contextlib.nullcontext()):
             return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
                                   pad_token_id=lm.tokenizer.pad_token_id, cache=crop_to(cache, keep), **kw)

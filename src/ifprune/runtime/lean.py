@@ -2,11 +2,11 @@
 
 At batch one on a CPU, `transformers.generate` spends a large share of each token outside the matmuls (its
 cache grows by concatenation, masks and rotary tables are rebuilt every step, logits processors and stopping
-criteria run as objects). This engine calls the model's own modules (so int8 linears, compensation and the
-hooks of `--prefill kept` behave as they do under `generate`) in one plain loop over the layers: keys and
-values go into tensors sized once per answer, the rotary tables are computed once, and the attention is one
-`scaled_dot_product_attention` over the filled positions. Architectures outside `LEAN_TYPES` (or with sliding
-windows) decode through `generate`; `supports` says which.
+criteria run as objects). This engine calls the model's own modules (so int8 linears, compensation and module
+hooks behave as they do under `generate`; `--prefill kept` records through `record`, not hooks) in one plain loop
+over the layers: keys and values go into tensors sized once per answer, the rotary tables are computed once, and
+the attention is one `scaled_dot_product_attention` over the filled positions. Architectures outside `LEAN_TYPES`
+(or with sliding windows) decode through `generate`; `supports` says which.
 """
 
 from __future__ import annotations
@@ -70,6 +70,14 @@ class LeanDecoder:
             self.values[i, :, :n] = layer.values[0, :, :n]
         self.n = n
 
+    record = None  # callable(layer, FFN input, down-projection input) while "kept" re-selection records
+
+    def _recorded_mlp(self, i: int, mlp, h: torch.Tensor) -> torch.Tensor:
+        """The gated MLP these architectures share, its two inputs handed to `record` (no module hooks per token)."""
+        a = mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h)
+        self.record(i, h, a)
+        return mlp.down_proj(a)
+
     def _norm(self, norm, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:  # (the modules' own float32 arithmetic, fused)
             return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
@@ -104,7 +112,8 @@ class LeanDecoder:
             o = F.scaled_dot_product_attention(q[None], self.keys[i, None, :, :end], self.values[i, None, :, :end],
                                                attn_mask=mask, scale=attn.scaling, enable_gqa=H != KV)
             x = x + attn.o_proj(o[0].transpose(0, 1).reshape(T, H * D))
-            x = x + layer.mlp(self._norm(layer.post_attention_layernorm, x))
+            h = self._norm(layer.post_attention_layernorm, x)
+            x = x + (layer.mlp(h) if self.record is None else self._recorded_mlp(i, layer.mlp, h))
         self.n = end
         return self.head(self._norm(self.norm, x[-1:]))[0].float().cpu()
 
