@@ -116,7 +116,12 @@ def weight_bytes_torch(model) -> int:
 
 def prefill_of(what: str) -> str | None:
     """The prefill an answer row names ("default prefill=P"), None: as generate runs it."""
-    return what.split("prefill=", 1)[1] if "prefill=" in what else None
+    return what.split("prefill=", 1)[1].split()[0] if "prefill=" in what else None
+
+
+def reselect_of(what: str) -> str | None:
+    """The re-selection an answer row names ("default prefill=dense reselect=off"), None: as generate runs it."""
+    return what.split("reselect=", 1)[1].split()[0] if "reselect=" in what else None
 
 
 def main(argv=None) -> int:
@@ -134,7 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip the torch runtime's rows (slow)")
     ap.add_argument("--answers-only", action="store_true", help="only the generate() rows")
     ap.add_argument("--default-prefills", nargs="+", default=["default"],
-                    help="the default's answer rows, one per prefill (selection.prefill; default: as generate runs it)")
+                    help="the default's answer rows, one per prefill (selection.prefill; default: as generate runs it); "
+                         "'dense-off': a dense prefill and no re-selection")
     ap.add_argument("--out", default="results/speed")
     args = ap.parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -186,7 +192,8 @@ def main(argv=None) -> int:
                 c = lm.compact(widths[1] if len(widths) > 1 else widths[0])
                 torch_models.append((f"ifprune torch keep {c.width}/{lm.d_ffn}", c.model, c.width, c.load, tw))
             lm.set_quant(None)
-        defaults = ["default" if p == "default" else f"default prefill={p}" for p in args.default_prefills]
+        defaults = ["default" if p == "default" else "default prefill=dense reselect=off" if p == "dense-off"
+                    else f"default prefill={p}" for p in args.default_prefills]
         tws = [None if tw == "float32" else tw for tw in args.torch_weights]
         answers = [*((d, "torch", tw) for tw in tws for d in defaults), *(("dense", "torch", tw) for tw in tws),
                    *((d, "llamacpp", "q8_0") for d in defaults if prefill_of(d) != "kept"),  # (torch only)
@@ -197,6 +204,7 @@ def main(argv=None) -> int:
         for what, engine, wt in answers:  # warm-up, not timed: builds each runtime's models once
             generate(tuned if what != "dense" else lm, "Hello.", selector=shipped if what != "dense" else "dense",
                      width=shipped_width if what != "dense" else None, prefill=prefill_of(what),
+                     reselect=reselect_of(what) if what != "dense" else None,
                      runtime=RuntimeConfig(engine, wt, threads=threads, n_ctx=1024),
                      sampling=SamplingConfig(max_new_tokens=2))
         for r in range(args.repeats):
@@ -221,7 +229,7 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     out = generate(tuned if what != "dense" else lm, text, selector=shipped if what != "dense"
                                    else "dense", width=shipped_width if what != "dense" else None, runtime=rt,
-                                   prefill=prefill_of(what),
+                                   prefill=prefill_of(what), reselect=reselect_of(what) if what != "dense" else None,
                                    sampling=SamplingConfig(max_new_tokens=args.new_tokens, ignore_eos=True))
                     wall = time.perf_counter() - t
                     key = (f"answer {what}", rt.weights or "float32", out.ffn_width, out.prompt_tokens, None, engine)
