@@ -9,12 +9,13 @@ import torch
 
 from ifprune.cli import main
 from ifprune.compress.pipeline import (
-    EXTRA, MANIFEST, CompressConfig, compress, load_compressed, mc_accuracy, nll_per_token, save_compressed,
+    EXTRA, MANIFEST, CompressConfig, compress, load_compressed, save_compressed,
 )
 from ifprune.core.errors import IfpruneError
 from ifprune.core.plan import Plan
 from ifprune.compress.sparsity import is_2_4
 from ifprune.core.tiny import tiny_lm
+from ifprune.eval.scorer import text_nll
 
 IDS = torch.randint(10, 100, (1, 12), generator=torch.Generator().manual_seed(0))
 
@@ -126,13 +127,20 @@ def test_corrupted_and_mismatched_files_are_refused(calib, tmp_path):
         load_compressed(out2)
 
 
-def test_scorers_on_a_tiny_model():
+def test_text_nll_is_the_models_own_mean_token_nll():
+    """Compressed models are scored by eval's scorer (eval.scorer.text_nll): the model's own NLL per token."""
     lm = tiny_lm("llama")
-    r = nll_per_token(lm.model, lm.tokenizer, ["hello world, this is text", "more text here"])
-    assert r["tokens"] > 10 and r["nll"] > 0
-    items = [{"query": "Q: 1+1?", "choices": ["2", "3", "4"], "gold": 0}] * 3
-    m = mc_accuracy(lm.model, lm.tokenizer, items)
-    assert m["n"] == 3 and m["acc"] in (0.0, 1.0)
+    texts = ["hello world, this is text", "more text here", "x"]
+    total = count = 0
+    for t in texts[:2]:
+        ids = lm.tokenizer(t, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = lm.model(ids).logits[0, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        count += ids.shape[1] - 1
+    assert text_nll(lm, texts) == pytest.approx(total / count, rel=1e-5)
+    with pytest.raises(IfpruneError, match="no text to score"):
+        text_nll(lm, ["x"])
 
 
 def test_cli_compress_and_errors(calib, tmp_path, capsys):
@@ -170,14 +178,20 @@ def test_cli_compress_and_errors(calib, tmp_path, capsys):
 def test_default_model_2_4_int4_keeps_it_usable(default_lm, data_dir, tmp_path):
     """Real model: Wanda 2:4 + int4 on a small calibration slice; pattern everywhere, NLL finite and
     worse than dense but not destroyed (bounded run: 256 calibration tokens, 2 texts)."""
-    from ifprune.compress.pipeline import heldout_texts
     from ifprune.core.loading import load_model
+    from ifprune.eval import make_suite, run_suite
+    from ifprune.eval.scorer import Scorer
+    from ifprune.selection.selectors import make_selector
 
-    texts = heldout_texts(data_dir, 1)
-    dense = nll_per_token(default_lm.model, default_lm.tokenizer, texts)["nll"]
+    def suite_nll(lm):  # eval's own held-out NLL suite, on 2 examples
+        res = run_suite(make_suite("nll", data_dir=data_dir), Scorer(lm, make_selector("dense"), lm.d_ffn), limit=2,
+                        progress=False)
+        return res.metrics["nll_per_token"]["value"]
+
+    dense = suite_nll(default_lm)
     lm = load_model()
     comp = compress(lm, CompressConfig(method="wanda", quant="int4", group_size=64, calib_tokens=256, seq_len=128,
                                        calibration=str(data_dir / "pretrain" / "llamafactory" / "c4_demo.jsonl")))
     assert comp.pattern(lm.model)["all_2_4"] and len(comp.linears) == 7 * 30
-    nll = nll_per_token(lm.model, lm.tokenizer, texts)["nll"]
+    nll = suite_nll(lm)
     assert dense < nll < dense + 3.0

@@ -153,7 +153,7 @@ def test_semi_structured_refuses_cpu_and_wrong_dtype():
 
 @pytest.mark.parametrize("mode", ["masked", "peft"])
 def test_recovery_fine_tuning_keeps_positions_and_lowers_loss(calib, mode):
-    from ifprune.compress.pipeline import nll_per_token
+    from ifprune.eval.scorer import text_nll
     from ifprune.compress.sparsity import calibration_chunks
 
     lm = small_lm(seed=4)
@@ -162,13 +162,13 @@ def test_recovery_fine_tuning_keeps_positions_and_lowers_loss(calib, mode):
     before = {n: lm.model.get_submodule(n).weight.detach().clone() for n in comp.linears}
     grads = {n: p.requires_grad for n, p in lm.model.named_parameters()}
     text = [lm.tokenizer.decode(c[0]) for c in calibration_chunks(lm.tokenizer, calib, 512, 64)]
-    nll0 = nll_per_token(lm.model, lm.tokenizer, text)["nll"]
+    nll0 = text_nll(lm, text)
     from ifprune.compress.recovery import RecoveryConfig, recover
 
     rec = recover(lm, comp, RecoveryConfig(data=calib, steps=12, lr=1e-2, rank=4, alpha=8, batch_size=2, seq_len=64,
                                            warmup_steps=2, mode=mode))
     assert rec["steps"] == 12 and rec["tokens"] == 12 * 2 * 64 and rec["loss_last"] < rec["loss_first"]
-    assert nll_per_token(lm.model, lm.tokenizer, text)["nll"] < nll0
+    assert text_nll(lm, text) < nll0
     changed = 0
     for n in comp.linears:
         w = lm.model.get_submodule(n).weight

@@ -907,3 +907,39 @@ def test_on_policy_batches_train_the_models_own_samples_by_the_kl_alone(tmp_path
         base_cfg(tmp_path, on_policy=0.5)
     with pytest.raises(IfpruneError, match="on_policy is a fraction"):
         base_cfg(tmp_path, on_policy=1.5, distill=True)
+
+
+def test_family_nll_is_eval_scorers_and_the_masked_models_response_nll():
+    """The training report scores with eval's scorer: per family, the summed response-token NLL of the masked full
+    model (every dropped channel zero; no plan: the full model) over each example as training tokenises it."""
+    import contextlib
+
+    from ifprune.core.hooks import MaskedFFN
+    from ifprune.core.plan import Plan
+    from ifprune.core.tiny import tiny_lm
+    from ifprune.training.evaluate import family_nll
+
+    lm = tiny_lm("llama", layers=2)
+    examples = [SFTExample("a", "say hi", "hi there"), SFTExample("b", "count", "one two three"),
+                SFTExample("a", "name a colour", "red")]
+    plans = {e.prompt: Plan.from_scores(torch.rand(lm.num_layers, lm.d_ffn, generator=torch.Generator().manual_seed(i)),
+                                        24) for i, e in enumerate(examples)}
+    kw = dict(max_seq_len=64, max_prompt_tokens=48)
+
+    def reference(plan_for):
+        sums, counts = {}, {}
+        for e in examples:
+            t = tokenize_sft(lm.tokenizer, e, **kw)
+            plan = plan_for(e)
+            with torch.no_grad(), (MaskedFFN(lm.layout).apply(plan.to_mask()) if plan is not None
+                                   else contextlib.nullcontext()):
+                logits = lm.model(t.input_ids[None]).logits[0, :-1].float()
+            keep = t.labels[1:] != -100
+            nll = torch.nn.functional.cross_entropy(logits[keep], t.labels[1:][keep], reduction="sum")
+            sums[e.family] = sums.get(e.family, 0.0) + float(nll)
+            counts[e.family] = counts.get(e.family, 0) + int(keep.sum())
+        return {**{f: sums[f] / counts[f] for f in sums}, "all": sum(sums.values()) / sum(counts.values())}
+
+    for plan_for in (lambda e: plans[e.prompt], lambda e: None):
+        got, want = family_nll(lm, examples, plan_for, **kw), reference(plan_for)
+        assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], rel=1e-4) for k in want)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ifprune.compress.pipeline import (CompressConfig, compress, heldout_texts, mc_accuracy, mc_items, nll_per_token,
-                              packed_bytes)
+from ifprune.compress.pipeline import CompressConfig, compress, packed_bytes
+from ifprune.core.errors import IfpruneError
 from ifprune.core.loading import load_model
 from ifprune.core.paths import write_json, write_text
 from ifprune.core.plan import width_from_keep
@@ -44,6 +45,70 @@ VARIANTS = [  # name, recipe (None = dense)
     ("2:4 sparsegpt + recovery + int4 g64", dict(sparsity="2:4", method="sparsegpt", recover_mode="masked",
                                                  quant="int4", group_size=64)),
 ]
+
+
+# The scorer these results were measured with, kept here (its only user) so that they re-run to the same numbers;
+# the package itself scores with eval's scorer (eval.scorer.text_nll, the nll and mc suites).
+@torch.no_grad()
+def nll_per_token(model, tokenizer, texts: list[str], max_len: int = 512) -> dict:
+    """Mean negative log-likelihood per predicted token over `texts` (one sequence each)."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for t in texts:
+        ids = tokenizer(t, return_tensors="pt")["input_ids"][:, :max_len].to(device)
+        if ids.shape[1] < 2:
+            continue
+        logits = model(ids).logits[0, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        count += ids.shape[1] - 1
+    if count == 0:
+        raise IfpruneError("no text to score: every text encodes to fewer than 2 tokens")
+    return {"nll": total / count, "ppl": math.exp(total / count), "tokens": count, "texts": len(texts)}
+
+
+@torch.no_grad()
+def mc_accuracy(model, tokenizer, items: list[dict]) -> dict:
+    """Multiple choice by log-likelihood of each choice after the query ("acc": summed log-prob,
+    "acc_norm": per character). Items: {"query", "choices", "gold"} (llm-foundry icl_eval format)."""
+    device = next(model.parameters()).device
+    right = right_norm = 0
+    for it in items:
+        ctx = tokenizer(it["query"] + "\nAnswer:", return_tensors="pt")["input_ids"][0]
+        scores, norms = [], []
+        for ch in it["choices"]:
+            cont = tokenizer(" " + ch, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+            ids = torch.cat([ctx, cont]).unsqueeze(0).to(device)
+            logp = model(ids).logits[0, len(ctx) - 1:-1].float().log_softmax(-1)
+            s = float(logp.gather(1, cont.to(device).unsqueeze(1)).sum())
+            scores.append(s)
+            norms.append(s / max(len(ch), 1))
+        right += int(max(range(len(scores)), key=scores.__getitem__) == it["gold"])
+        right_norm += int(max(range(len(norms)), key=norms.__getitem__) == it["gold"])
+    n = max(len(items), 1)
+    return {"acc": right / n, "acc_norm": right_norm / n, "n": len(items)}
+
+
+def heldout_texts(data_dir: str | Path, n_each: int = 50) -> list[str]:
+    """The last `n_each` GSM8K-train and Alpaca examples: training data, never test splits."""
+    data_dir = Path(data_dir)
+    gsm = data_dir / "gsm8k" / "train.jsonl"
+    alp = data_dir / "instruct" / "alpaca" / "alpaca_5000.json"
+    for f in (gsm, alp):
+        if not f.is_file():
+            raise IfpruneError(f"{f} not found: set IFPRUNE_DATA to the shared data folder")
+    rows = [json.loads(line) for line in gsm.read_text().splitlines() if line.strip()][-n_each:]
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
+    for r in json.loads(alp.read_text())[-n_each:]:
+        prompt = r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
+        texts.append(f"{prompt}\n\n{r['output']}")
+    return texts
+
+
+def mc_items(path: str | Path, limit: int = 100) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise IfpruneError(f"{path} not found: set IFPRUNE_DATA to the shared data folder")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:limit]
 
 
 def evaluate(model, tok, texts, items):

@@ -1,5 +1,5 @@
-"""Compression pipeline (2:4 pruning, then weight-only quantization), its on-disk format, plans on
-compressed models, and a minimal accuracy scorer (NLL per token, multiple choice).
+"""Compression pipeline (2:4 pruning, then weight-only quantization), its on-disk format, and plans on
+compressed models (scored by eval's scorer, like every other model: eval.scorer.text_nll, the suites).
 
 On disk (`save_compressed`), a directory in the compressed-tensors format that llm-compressor writes
 and transformers (with the `compressed-tensors` package) and vLLM read, without ifprune:
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -355,72 +354,3 @@ def packed_bytes(comp: Compressed, model, value_bits: int = 16) -> dict:
         packed += (kept * bits + meta + scales) / 8
     return {"linear_bytes_dense_fp16": int(dense), "linear_bytes_packed": int(packed),
             "ratio": packed / dense if dense else math.nan}
-
-
-# --- a minimal scorer ---------------------------------------------------------------------------
-@torch.no_grad()
-def nll_per_token(model, tokenizer, texts: list[str], max_len: int = 512) -> dict:
-    """Mean negative log-likelihood per predicted token over `texts` (one sequence each)."""
-    total, count = 0.0, 0
-    device = next(model.parameters()).device
-    for t in texts:
-        ids = tokenizer(t, return_tensors="pt")["input_ids"][:, :max_len].to(device)
-        if ids.shape[1] < 2:
-            continue
-        logits = model(ids).logits[0, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
-        count += ids.shape[1] - 1
-    if count == 0:
-        raise IfpruneError("no text to score: every text encodes to fewer than 2 tokens")
-    return {"nll": total / count, "ppl": math.exp(total / count), "tokens": count, "texts": len(texts)}
-
-
-@torch.no_grad()
-def mc_accuracy(model, tokenizer, items: list[dict]) -> dict:
-    """Multiple choice by log-likelihood of each choice after the query ("acc": summed log-prob,
-    "acc_norm": per character). Items: {"query", "choices", "gold"} (llm-foundry icl_eval format)."""
-    device = next(model.parameters()).device
-    right = right_norm = 0
-    for it in items:
-        ctx = tokenizer(it["query"] + "\nAnswer:", return_tensors="pt")["input_ids"][0]
-        scores, norms = [], []
-        for ch in it["choices"]:
-            cont = tokenizer(" " + ch, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-            ids = torch.cat([ctx, cont]).unsqueeze(0).to(device)
-            logp = model(ids).logits[0, len(ctx) - 1:-1].float().log_softmax(-1)
-            s = float(logp.gather(1, cont.to(device).unsqueeze(1)).sum())
-            scores.append(s)
-            norms.append(s / max(len(ch), 1))
-        right += int(max(range(len(scores)), key=scores.__getitem__) == it["gold"])
-        right_norm += int(max(range(len(norms)), key=norms.__getitem__) == it["gold"])
-    n = max(len(items), 1)
-    return {"acc": right / n, "acc_norm": right_norm / n, "n": len(items)}
-
-
-def heldout_texts(data_dir: str | Path, n_each: int = 50) -> list[str]:
-    """The last `n_each` GSM8K-train and Alpaca examples: training data, never test splits."""
-    data_dir = Path(data_dir)
-    gsm = data_dir / "gsm8k" / "train.jsonl"
-    alp = data_dir / "instruct" / "alpaca" / "alpaca_5000.json"
-    for f in (gsm, alp):
-        if not f.is_file():
-            raise IfpruneError(f"{f} not found: set IFPRUNE_DATA to the shared data folder")
-    rows = [json.loads(line) for line in gsm.read_text().splitlines() if line.strip()][-n_each:]
-    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
-    for r in json.loads(alp.read_text())[-n_each:]:
-        prompt = r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
-        texts.append(f"{prompt}\n\n{r['output']}")
-    return texts
-
-
-def mc_items(path: str | Path, limit: int = 100) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise IfpruneError(f"{path} not found: set IFPRUNE_DATA to the shared data folder")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:limit]
-
-
-def timed(fn, *a, **kw):
-    t0 = time.perf_counter()
-    out = fn(*a, **kw)
-    return out, time.perf_counter() - t0

@@ -375,6 +375,24 @@ class Scorer:
         return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
 
 
+def text_nll(lm, texts: list[str]) -> float:
+    """Mean NLL per predicted token of whole plain texts (each its own sequence, scored from its second token) under
+    `lm`'s full model, through the scorer every suite uses: how a model changed in place (compressed, recovered) is
+    checked on text that is not a prompt and an answer."""
+    from ..selection.selectors import make_selector
+
+    scorer = Scorer(lm, make_selector("dense"), lm.d_ffn)
+    total, count = 0.0, 0
+    for text in texts:
+        ids = lm.tokenizer(text)["input_ids"]
+        if len(ids) >= 2:
+            (lp, n, _), = scorer.loglikelihoods(None, [(ids[:1], ids[1:])])
+            total, count = total - lp, count + n
+    if not count:
+        raise IfpruneError("no text to score: every text encodes to fewer than 2 tokens")
+    return total / count
+
+
 def cut_at_stop(text: str, stop: list[str] | None) -> str:
     cut = len(text)
     for s in stop or []:

@@ -1,7 +1,7 @@
 """Validation NLL per task family under a selection method, and mask overlap within/across families.
 
-Masks are hard 0/1 plans applied through MaskedFFN, which computes exactly what the compact model
-computes (the dropped channels contribute zero), so NLL here is the pruned model's NLL.
+The NLL is eval's scorer's (eval.scorer.Scorer: the compact model of each plan, as `ifprune eval nll` runs it), so
+a training report and an eval run of the same plan give the same number.
 """
 
 from __future__ import annotations
@@ -10,41 +10,26 @@ import itertools
 
 import torch
 
-from ..core.hooks import MaskedFFN
 from ..eval.families import SFT_TASKS
 from .data_sft import SFTExample, tokenize_sft
-from .loop import _pad, token_losses
 
 
-def family_nll(lm, examples: list[SFTExample], plan_for, *, max_seq_len: int, max_prompt_tokens: int,
-               batch_size: int = 4) -> dict[str, float]:
-    """Mean response-token NLL per family. `plan_for(example)` -> Plan, or None for the dense model."""
-    masked = MaskedFFN(lm.layout)
+def family_nll(lm, examples: list[SFTExample], plan_for, *, max_seq_len: int,
+               max_prompt_tokens: int) -> dict[str, float]:
+    """Mean response-token NLL per family (and "all"), each example tokenised as training reads it.
+    `plan_for(example)` -> Plan, or None for the full model."""
+    from ..eval.scorer import Scorer
+    from ..selection.selectors import make_selector
+
+    scorer = Scorer(lm, make_selector("dense"), lm.d_ffn)  # (plans come from plan_for, not from its selector)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    pad = lm.tokenizer.pad_token_id or 0
-    try:
-        for i in range(0, len(examples), batch_size):
-            chunk = examples[i: i + batch_size]
-            toks = [tokenize_sft(lm.tokenizer, e, max_seq_len=max_seq_len, max_prompt_tokens=max_prompt_tokens)
-                    for e in chunk]
-            plans = [plan_for(e) for e in chunk]
-            ids = _pad([t.input_ids for t in toks], pad).to(lm.device)
-            att = _pad([torch.ones_like(t.input_ids) for t in toks], 0).to(lm.device)
-            labels = _pad([t.labels for t in toks], -100).to(lm.device)
-            with torch.no_grad():
-                if plans[0] is None:
-                    logits = lm.model(input_ids=ids, attention_mask=att).logits
-                else:
-                    masks = torch.stack([p.to_mask(device=lm.device) for p in plans])
-                    with masked.apply(masks):
-                        logits = lm.model(input_ids=ids, attention_mask=att).logits
-            s, c = token_losses(logits, labels)
-            for e, si, ci in zip(chunk, s.tolist(), c.tolist()):
-                sums[e.family] = sums.get(e.family, 0.0) + si
-                counts[e.family] = counts.get(e.family, 0) + int(ci)
-    finally:
-        masked.remove()
+    for e in examples:
+        t = tokenize_sft(lm.tokenizer, e, max_seq_len=max_seq_len, max_prompt_tokens=max_prompt_tokens)
+        ids, start = t.input_ids.tolist(), int((t.labels == -100).sum())
+        (lp, n, _), = scorer.loglikelihoods(plan_for(e), [(ids[:start], ids[start:])])
+        sums[e.family] = sums.get(e.family, 0.0) - lp
+        counts[e.family] = counts.get(e.family, 0) + n
     out = {f: sums[f] / max(counts[f], 1) for f in sorted(sums)}
     out["all"] = sum(sums.values()) / max(sum(counts.values()), 1)
     return out
