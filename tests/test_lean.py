@@ -90,9 +90,8 @@ def test_generation_answers_as_generate_did(monkeypatch):
 
 @pytest.mark.parametrize("prefill", ["pruned", "dense", "dense-answer"])
 def test_the_scorer_decodes_as_before_stop_strings_included(monkeypatch, prefill):
-    """eval's generation (the scorer) runs the same engine: the same text as with transformers.generate, stop
-    strings cut where they did."""
-    import ifprune.runtime.lean as lean
+    """eval's generation (the scorer) runs the same loop and engine as `generate` (runtime.generation.decode_answer):
+    the same text as with transformers.generate, stop strings cut where they did."""
     from ifprune.eval.scorer import Scorer
     from ifprune.selection.selectors import make_selector
 
@@ -104,6 +103,6 @@ def test_the_scorer_decodes_as_before_stop_strings_included(monkeypatch, prefill
     free = sc.generate(plan, ids, max_new_tokens=12)
     stop = [free[4:6]]  # a string the free answer holds
     got = [free, sc.generate(plan, ids, max_new_tokens=12, stop=stop)]
-    monkeypatch.setattr(lean, "supports", lambda model: False)
+    monkeypatch.setattr(generation, "lean_ok", lambda model: False)
     want = [sc.generate(plan, ids, max_new_tokens=12), sc.generate(plan, ids, max_new_tokens=12, stop=stop)]
     assert got == want and len(got[1]) < len(got[0])

@@ -7,7 +7,6 @@ the deployed model's; loading a plan is a gather into pre-allocated buffers, che
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +16,7 @@ from ..core.errors import IfpruneError
 from ..core.plan import Plan
 from ..core.prompting import encode_prompt
 from ..selection.prefill import reads_prompt_dense
-from ..selection.refresh import answer_goes_on, segment_lengths
+from ..selection.refresh import segment_lengths
 from ..selection.selectors import Selector
 
 
@@ -309,70 +308,27 @@ class Scorer:
     @torch.no_grad()
     def generate(self, plan: Plan | None, prompt_ids: list[int], *, max_new_tokens: int,
                  stop: list[str] | None = None) -> str:
-        """Greedy continuation, cut at the first stop string; segments and prefill as `generate` runs them."""
-        from ..core.prompting import eos_ids
-        from ..runtime.generation import SamplingConfig
-        from ..runtime.lean import decode_segment
-        from ..runtime.lean import supports as lean_ok
-        from ..selection.prefill import crop_to, prompt_cache
+        """Greedy continuation, cut at the first stop string: runtime.generation.decode_answer, the segment loop
+        `generate` runs, with this scorer's re-selection and prefill."""
+        from ..runtime.generation import SamplingConfig, decode_answer
+        from ..selection.refresh import Reselection
 
         model = self.model_for(plan)
         limit = self.lm.context_length()
         if limit is not None and len(prompt_ids) + max_new_tokens > limit:
             prompt_ids = prompt_ids[-(limit - max_new_tokens):]
         ids = torch.tensor([prompt_ids], device=self.lm.device)
-        tok = self.lm.tokenizer
-        kw = dict(do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-        if stop:
-            kw.update(stop_strings=stop, tokenizer=tok)
-        lengths = segment_lengths(max_new_tokens, self.refresh if plan is not None else None, self.refresh_every)
-        cache = None
         t0 = time.perf_counter()
-        kept = self.prefill == "kept" and plan is not None and len(lengths) > 1
-        if kept:  # the prompt's squares, then the FFN inputs each segment's compact model reads (selection.decoded)
-            from ..selection.decoded import KeptReselection
-            from ..selection.refresh import prompt_cache_state
-
-            cache, state = prompt_cache_state(self.lm, self.selector, self._source if self.task is None and not
-                                              self.per_task else None, ids)
-            kept_state = KeptReselection(self.lm, state.squares)
-        elif reads_prompt_dense(self.prefill) and plan is not None:
-            cache = prompt_cache(self.lm, self.selector, self._source if self.task is None and not self.per_task
-                                 else None, ids)
-        out = start = ids
-        for i, n in enumerate(lengths):
-            if i:
-                text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-                if not answer_goes_on(self.lm, out, start.shape[1], lengths[i - 1]) or cut_at_stop(text, stop) != text:
-                    break  # the last segment ended the answer
-                if kept:
-                    t0 = time.perf_counter()
-                    seg = kept_state.next_plan(self.selector, self._source, self.width, self.refresh, out.shape[1])
-                    self.timings["selection_s"] += time.perf_counter() - t0
-                    model = self.model_for(seg)
-                else:
-                    model = self.model_for(self.refreshed(plan, out[0].tolist()))
-                t0 = time.perf_counter()
-                if self.prefill == "dense-answer":  # the full model's cache of the answer so far too: the
-                    # re-selection's own pass when the selector kept it, else one pass
-                    from ..selection.prefill import carried_cache
-
-                    state = self.selector.prompt_state(self.lm, self._source) if self._source is not None else None
-                    cache = carried_cache(state, out)
-                    if cache is None:
-                        cache = self._dense_prefix(out[:, :-1])
-            keep = (out.shape[1] if self.prefill in ("dense-answer", "kept") else ids.shape[1]) - 1
-            if lean_ok(model) and not kept:  # (runtime.lean, as generate() decodes; kept's cache lives in
-                # transformers' across segments)
-                start, out = out, decode_segment(model, out, n, SamplingConfig(max_new_tokens=n), eos_ids(self.lm),
-                                                 cache=cache, keep=keep, stop=stop, tokenizer=tok).to(ids.device)
-            else:
-                with (kept_state.record(self.lm.compact(plan.width), first=not i) if kept
-                      else contextlib.nullcontext()):
-                    start, out = out, model.generate(out, attention_mask=torch.ones_like(out), max_new_tokens=n,
-                                                     cache=crop_to(cache, keep), **kw)
-            self.timings["model_s"] += time.perf_counter() - t0
-        return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
+        ans = decode_answer(self.lm, ids, plan, model, self.lm.compact(plan.width) if plan is not None else None,
+                            selector=self.selector, text=self._source,
+                            source=self._source if self.task is None and not self.per_task else None,
+                            rs=Reselection(self.refresh, bool(self.refresh_every), self.prefill),
+                            sampling=SamplingConfig(max_new_tokens=max_new_tokens), prompt_stats=self._prompt_stats,
+                            stop=stop)
+        self.timings["selection_s"] += ans.parts["select"]
+        self.timings["loading_s"] += ans.parts["load"]
+        self.timings["model_s"] += time.perf_counter() - t0 - ans.parts["select"] - ans.parts["load"]
+        return cut_at_stop(self.lm.tokenizer.decode(ans.out[0, ids.shape[1]:], skip_special_tokens=True), stop)
 
 
 def text_nll(lm, texts: list[str]) -> float:

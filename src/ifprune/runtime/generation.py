@@ -163,7 +163,12 @@ class _TimingStreamer(TextStreamer):
         if self._seen_prompt and self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self._seen_prompt = True
-        super().put(value)
+        if self.out is not None:  # (nothing to echo: no text to decode either)
+            super().put(value)
+
+    def end(self):
+        if self.out is not None:
+            super().end()
 
     def on_finalized_text(self, text: str, stream_end: bool = False):
         if self.out is not None:
@@ -178,6 +183,131 @@ def resolve_plan(lm, selector: Selector, width: int, prompt: str, task: str | No
     if width == lm.d_ffn:
         return None
     return selector.select(lm, task if task is not None else prompt, width)
+
+
+@dataclass
+class Decoded:
+    """What `decode_answer` produced: the sequence, the plans each re-selection picked, and where the time went."""
+
+    out: torch.Tensor  # [1, prompt + new tokens]
+    plans: list  # the re-selected plans, in order
+    prefill_s: float  # to the first new token
+    decode_s: float  # decoding only: each re-selection, its load and prefill are refresh_s
+    refresh_s: float
+    parts: dict  # of refresh_s: {"select": the re-selection passes, "load": the plans' loads}
+    dense: bool  # whether the full model read the prompt
+
+
+def decode_answer(lm, ids: torch.Tensor, plan: Plan | None, model, compact, *, selector: Selector, text: str | None,
+                  source: str | None, rs: Reselection, sampling: SamplingConfig, llamacpp: bool = False,
+                  prompt_stats=None, stream: TextIO | None = None, stop: list[str] | None = None) -> Decoded:
+    """The answer to `ids` [1, T] once its plan is chosen and loaded: the one segment loop `generate` and eval's
+    scorer share. `plan`: loaded into `compact` (a CompactModel, or a llama.cpp one with `llamacpp`), whose decoder
+    `model` is (None, with `model` the full model: no segments, no re-selection). Re-selection (`rs`) re-scores
+    `text` with `selector` plus GRIFFIN over the answer so far, from the selector's own pass over `source` (the
+    prompt's text; None: a task's plan) where it read these ids. `stop`: strings that end the answer (the caller
+    cuts at them)."""
+    tok = lm.tokenizer
+
+    def decoder(c):  # what decodes a compact model: the torch module, or its llama.cpp engine
+        return c.engine if llamacpp else c.model
+
+    pruned = plan is not None
+    refresh, refresh_every = rs.refresh, rs.every
+    lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
+    dense = reads_prompt_dense(rs.prefill) and pruned
+    carry = rs.prefill == "dense-answer" and pruned  # each re-selection's dense pass fills the answer's cache too
+    kept = rs.prefill == "kept" and pruned and len(lengths) > 1  # the answer's cache as decoded (selection.decoded)
+    cache = state = kept_state = None
+    lean = not llamacpp and lean_ok(model)  # runtime.lean decodes
+    engine = []  # with "kept" under runtime.lean: one engine for the whole answer, its cache kept across plans
+
+    def segment(model, cur, n, streamer):
+        # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
+        keep = (cur.shape[1] if carry or kept else ids.shape[1]) - 1 if dense else 0
+        if llamacpp:
+            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep, stop=stop, tokenizer=tok)
+        if lean and kept:  # (the compact model's modules stay the same objects as plans load into them)
+            if not engine:
+                engine.append(LeanDecoder(model, ids.shape[1] + sampling.max_new_tokens))
+                engine[0].set_prefix(cache, keep)
+            with kept_state.record(compact, first=cur is ids, engine=engine[0]):
+                return run_segment(engine[0], cur, n, sampling, eos_ids(lm), streamer, keep=keep, stop=stop,
+                                   tokenizer=tok)
+        if lean:
+            return decode_segment(model, cur, n, sampling, eos_ids(lm), cache=cache, keep=keep, streamer=streamer,
+                                  stop=stop, tokenizer=tok)
+        kw = replace(sampling, max_new_tokens=n).generate_kwargs()
+        if stop:
+            kw.update(stop_strings=stop, tokenizer=tok)
+        with torch.inference_mode(), (kept_state.record(compact, first=cur is ids) if kept
+                                      else contextlib.nullcontext()):
+            return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
+                                  pad_token_id=tok.pad_token_id, cache=crop_to(cache, keep), **kw)
+
+    def goes_on(out, start, after):
+        """Whether the last segment used all its tokens without ending the answer (end of turn or a stop string)."""
+        if not answer_goes_on(lm, out, start, after, ignore_eos=sampling.ignore_eos):
+            return False
+        return not stop or not _holds_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
+
+    streamer = _TimingStreamer(tok, stream)
+    streamer.continues = len(lengths) > 1
+    t1 = time.perf_counter()
+    if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
+        if len(lengths) > 1:  # re-selection continues this pass
+            cache, state = prompt_cache_state(lm, selector, source, ids, copied=not lean)
+            if kept:
+                from ..selection.decoded import KeptReselection
+
+                kept_state = KeptReselection(lm, state.squares)
+        else:
+            cache = prompt_cache(lm, selector, source, ids)
+        if llamacpp:
+            from .llamacpp import dense_prefix
+
+            model.set_prefix(dense_prefix(lm, cache))
+    start, out = ids.shape[1], segment(model, ids, lengths[0], streamer)
+    t2 = time.perf_counter()
+    first = streamer.first_token_at or t2
+    decode_s, refresh_s, plans = t2 - first, 0.0, []
+    parts = {"select": 0.0, "load": 0.0}  # of refresh_s: the re-selection pass and the plan's load (the rest: prefill)
+    for i, n in enumerate(lengths[1:], 1):
+        if not goes_on(out, start, lengths[i - 1]):
+            break  # the last segment ended the answer
+        t_r = time.perf_counter()
+        if kept:  # GRIFFIN over the answer from the FFN inputs the compact model read: no dense pass
+            plans.append(kept_state.next_plan(selector, text, plan.width, refresh, out.shape[1]))
+        else:
+            plans.append(refresh_plan(lm, selector, text, out[0], plan.width, refresh, state))
+        t_l = time.perf_counter()
+        compact.load(plans[-1], prompt=prompt_stats, **({} if llamacpp else {"reuse": True}))
+        if carry:  # the re-selection's pass read `out`: the next segment attends to its KV cache
+            if not read_all_of(state, out):
+                raise IfpruneError("internal: the re-selection pass did not read the answer so far")
+            if llamacpp:  # written into llama.cpp's cache straight from the pass's (no torch copy)
+                from .llamacpp import dense_prefix
+
+                decoder(compact).set_prefix(dense_prefix(lm, state.cache, out.shape[1] - 1))
+            else:
+                cache = state.cache if lean else carried_cache(state, out)  # (lean reads, never writes, it)
+        parts["select"] += t_l - t_r
+        parts["load"] += time.perf_counter() - t_l
+        streamer = _TimingStreamer(tok, stream)
+        streamer.continues = i < len(lengths) - 1
+        start, out = out.shape[1], segment(decoder(compact), out, n, streamer)
+        t3 = time.perf_counter()
+        r_s = (streamer.first_token_at or t3) - t_r
+        refresh_s += r_s
+        decode_s += t3 - t_r - r_s
+    if streamer.continues and stream is not None:
+        stream.write("\n")  # the answer ended before the segment planned after this one: end its line here
+        stream.flush()
+    return Decoded(out, plans, first - t1, decode_s, refresh_s, parts, dense)
+
+
+def _holds_stop(text: str, stop: list[str]) -> bool:
+    return any(s in text for s in stop)
 
 
 def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int | None = None,
@@ -227,7 +357,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     selection_s = time.perf_counter() - t0
 
     loading_s = 0.0
-    model = lm.model
+    model, compact, prompt_stats = lm.model, None, None
     compensation = {"mode": "none"}
     compact_of = (lambda w: runtime.compact(lm, w)) if llamacpp else lm.compact
 
@@ -239,7 +369,6 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     if plan is not None and not plan.is_dense:
         compact = compact_of(plan.width)
         comp = lm.compensator
-        prompt_stats = None
         if comp is not None:
             comp.ensure_stats()  # a one-off pass over calibration text (cached on disk), not loading time
             if comp.config.mode == "prompt":
@@ -259,87 +388,11 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     pruned = plan is not None and not plan.is_dense
-    lengths = segment_lengths(sampling.max_new_tokens, refresh if pruned else None, refresh_every)
-    dense = reads_prompt_dense(rs.prefill) and pruned
-    carry = rs.prefill == "dense-answer" and pruned  # each re-selection's dense pass fills the answer's cache too
-    kept = rs.prefill == "kept" and pruned and len(lengths) > 1  # the answer's cache as decoded (selection.decoded)
-    text = task if task is not None else prompt
-    cache = state = kept_state = None
-    lean = not llamacpp and lean_ok(model)  # runtime.lean decodes
-    engine = []  # with "kept" under runtime.lean: one engine for the whole answer, its cache kept across plans
-
-    def segment(model, cur, n, streamer):
-        # positions already in the cache: the full model's (a dense prefill), then with "kept" the answer's too
-        keep = (cur.shape[1] if carry or kept else ids.shape[1]) - 1 if dense else 0
-        if llamacpp:
-            return run_segment(model, cur, n, sampling, eos_ids(lm), streamer, keep=keep)
-        if lean and kept:  # (the compact model's modules stay the same objects as plans load into them)
-            if not engine:
-                engine.append(LeanDecoder(model, ids.shape[1] + sampling.max_new_tokens))
-                engine[0].set_prefix(cache, keep)
-            with kept_state.record(compact, first=cur is ids, engine=engine[0]):
-                return run_segment(engine[0], cur, n, sampling, eos_ids(lm), streamer, keep=keep)
-        if lean:
-            return decode_segment(model, cur, n, sampling, eos_ids(lm), cache=cache, keep=keep, streamer=streamer)
-        kw = replace(sampling, max_new_tokens=n).generate_kwargs()
-        with torch.inference_mode(), (kept_state.record(compact, first=cur is ids) if kept
-                                      else contextlib.nullcontext()):
-            return model.generate(cur, attention_mask=torch.ones_like(cur), streamer=streamer,
-                                  pad_token_id=lm.tokenizer.pad_token_id, cache=crop_to(cache, keep), **kw)
-
-    streamer = _TimingStreamer(lm.tokenizer, stream)
-    streamer.continues = len(lengths) > 1
-    t1 = time.perf_counter()
-    if dense:  # part of the prefill: it replaces the compact model's pass over the prompt
-        source = text if task is None else None
-        if len(lengths) > 1:  # re-selection continues this pass
-            cache, state = prompt_cache_state(lm, sel, source, ids, copied=not lean)
-            if kept:
-                from ..selection.decoded import KeptReselection
-
-                kept_state = KeptReselection(lm, state.squares)
-        else:
-            cache = prompt_cache(lm, sel, source, ids)
-        if llamacpp:
-            from .llamacpp import dense_prefix
-
-            model.set_prefix(dense_prefix(lm, cache))
-    start, out = ids.shape[1], segment(model, ids, lengths[0], streamer)
-    t2 = time.perf_counter()
-    first = streamer.first_token_at or t2
-    decode_s, refresh_s, plans = t2 - first, 0.0, []
-    parts = {"select": 0.0, "load": 0.0}  # of refresh_s: the re-selection pass and the plan's load (the rest: prefill)
-    for i, n in enumerate(lengths[1:], 1):
-        if not answer_goes_on(lm, out, start, lengths[i - 1], ignore_eos=sampling.ignore_eos):
-            break  # the last segment ended the answer
-        t_r = time.perf_counter()
-        if kept:  # GRIFFIN over the answer from the FFN inputs the compact model read: no dense pass
-            plans.append(kept_state.next_plan(sel, text, plan.width, refresh, out.shape[1]))
-        else:
-            plans.append(refresh_plan(lm, sel, text, out[0], plan.width, refresh, state))
-        t_l = time.perf_counter()
-        compact.load(plans[-1], prompt=prompt_stats, **({} if llamacpp else {"reuse": True}))
-        if carry:  # the re-selection's pass read `out`: the next segment attends to its KV cache
-            if not read_all_of(state, out):
-                raise IfpruneError("internal: the re-selection pass did not read the answer so far")
-            if llamacpp:  # written into llama.cpp's cache straight from the pass's (no torch copy)
-                from .llamacpp import dense_prefix
-
-                decoder(compact).set_prefix(dense_prefix(lm, state.cache, out.shape[1] - 1))
-            else:
-                cache = state.cache if lean else carried_cache(state, out)  # (lean reads, never writes, it)
-        parts["select"] += t_l - t_r
-        parts["load"] += time.perf_counter() - t_l
-        streamer = _TimingStreamer(lm.tokenizer, stream)
-        streamer.continues = i < len(lengths) - 1
-        start, out = out.shape[1], segment(decoder(compact), out, n, streamer)
-        t3 = time.perf_counter()
-        r_s = (streamer.first_token_at or t3) - t_r
-        refresh_s += r_s
-        decode_s += t3 - t_r - r_s  # decoding only: each re-selection, its load and prefill are refresh_s
-    if streamer.continues and stream is not None:
-        stream.write("\n")  # the answer ended before the segment planned after this one: end its line here
-        stream.flush()
+    ans = decode_answer(lm, ids, plan if pruned else None, model, compact if pruned else None, selector=sel,
+                        text=task if task is not None else prompt, source=prompt if task is None else None, rs=rs,
+                        sampling=sampling, llamacpp=llamacpp, prompt_stats=prompt_stats if pruned else None,
+                        stream=stream)
+    out, plans, refresh, refresh_every = ans.out, ans.plans, rs.refresh, rs.every
     refreshed = ({"after": refresh, "plan_hash": plans[-1].hash, "count": len(plans), "every": refresh_every}
                  if plans else None)
     new = out[0, ids.shape[1]:]
@@ -354,14 +407,15 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
         new_tokens=int(new.numel()),
         prompt_tokens=int(ids.shape[1]),
         plan_hash=plan.hash if plan is not None else None,
-        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": first - t1, "decode_s": decode_s,
-                 **({"refresh_s": refresh_s, "refresh_select_s": parts["select"], "refresh_load_s": parts["load"]}
-                    if refreshed else {})},
+        timings={"selection_s": selection_s, "loading_s": loading_s, "prefill_s": ans.prefill_s,
+                 "decode_s": ans.decode_s,
+                 **({"refresh_s": ans.refresh_s, "refresh_select_s": ans.parts["select"],
+                     "refresh_load_s": ans.parts["load"]} if refreshed else {})},
         compensation=compensation,
         refresh=refreshed,
         refresh_after=refresh if pruned else None,
         refresh_every=bool(refresh_every and refresh and pruned),
-        prefill=rs.prefill if dense else "pruned",
+        prefill=rs.prefill if ans.dense else "pruned",
         runtime=runtime.describe(),
         plan=plan,
         refresh_plan=plans[-1] if plans else None,
