@@ -392,7 +392,7 @@ def generate(lm, prompt: str, *, selector: str | Selector = "dense", width: int 
                         text=task if task is not None else prompt, source=prompt if task is None else None, rs=rs,
                         sampling=sampling, llamacpp=llamacpp, prompt_stats=prompt_stats if pruned else None,
                         stream=stream)
-    out, plans, refresh, refresh_every = ans.out, ans.plans, rs.refresh, rs.every
+    out, plans = ans.out, ans.plans
     refreshed = ({"after": refresh, "plan_hash": plans[-1].hash, "count": len(plans), "every": refresh_every}
                  if plans else None)
     new = out[0, ids.shape[1]:]
