@@ -84,6 +84,11 @@ def is_linear(mod: nn.Module) -> bool:
 PRODUCT_VERSION = 2  # how Int8Linear computes (2: row scales after the many-token product); in eval cache keys
 
 
+def _dequantized_product(xb: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, dtype) -> torch.Tensor:
+    """x W^T at bfloat16 with the row scales multiplying the product, not the weights: one pass over them, not two."""
+    return F.linear(xb, qweight.to(torch.bfloat16)).to(dtype) * scale.to(dtype)
+
+
 class Int8Linear(nn.Module):
     """y = x W^T + b with W stored as int8 rows times one bfloat16 scale per row; the output is in x's dtype."""
 
@@ -115,10 +120,17 @@ class Int8Linear(nn.Module):
         xb = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if self.packed and xb.shape[0] <= _PACKED_MAX_TOKENS:
             y = torch.ops.aten._weight_int8pack_mm(xb, self.qweight, self.scale).to(x.dtype)
-        else:  # the row scales multiply the product, not the weights: one pass over the weights, not two
-            y = F.linear(xb, self.qweight.to(torch.bfloat16)).to(x.dtype) * self.scale.to(x.dtype)
+        else:
+            y = _dequantized_product(xb, self.qweight, self.scale, x.dtype)
         y = y.reshape(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
+
+    def rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The outputs [tokens, len(rows)] at `x` [tokens, in] of output rows `rows` only, by the many-token product
+        (a re-selection's dropped channels: selection.decoded)."""
+        y = _dequantized_product(x.to(torch.bfloat16), self.qweight.index_select(0, rows),
+                                 self.scale.index_select(0, rows), x.dtype)
+        return y if self.bias is None else y + self.bias.index_select(0, rows)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per row"

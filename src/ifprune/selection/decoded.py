@@ -115,12 +115,10 @@ def full_squares(lm, inputs: list[torch.Tensor]) -> torch.Tensor:
 
 def _rows_of(mod, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """`mod`'s outputs [tokens, len(rows)] at `x` for its output rows `rows` only (a linear, or an int8 one)."""
-    if hasattr(mod, "qweight"):  # core.quantized.Int8Linear, by its many-token product
-        w = mod.qweight.index_select(0, rows).to(torch.bfloat16)
-        y = F.linear(x.to(torch.bfloat16), w).float() * mod.scale.index_select(0, rows).float()
-    else:
-        y = F.linear(x.to(mod.weight.dtype), mod.weight.index_select(0, rows)).float()
-    return y if getattr(mod, "bias", None) is None else y + mod.bias.index_select(0, rows).float()
+    if hasattr(mod, "rows"):  # core.quantized.Int8Linear
+        return mod.rows(x.float(), rows).float()
+    y = F.linear(x.to(mod.weight.dtype), mod.weight.index_select(0, rows)).float()
+    return y if mod.bias is None else y + mod.bias.index_select(0, rows).float()
 
 
 def kept_squares(lm, inputs: list[torch.Tensor], acts: list[torch.Tensor] | None,
