@@ -114,14 +114,9 @@ def weight_bytes_torch(model) -> int:
     return total
 
 
-def prefill_of(what: str) -> str | None:
-    """The prefill an answer row names ("default prefill=P"), None: as generate runs it."""
-    return what.split("prefill=", 1)[1].split()[0] if "prefill=" in what else None
-
-
-def reselect_of(what: str) -> str | None:
-    """The re-selection an answer row names ("default prefill=dense reselect=off"), None: as generate runs it."""
-    return what.split("reselect=", 1)[1].split()[0] if "reselect=" in what else None
+def setting_of(what: str, key: str) -> str | None:
+    """The `key` an answer row names ("default prefill=dense reselect=off"), None: as generate runs it."""
+    return what.split(f"{key}=", 1)[1].split()[0] if f"{key}=" in what else None
 
 
 def main(argv=None) -> int:
@@ -196,15 +191,15 @@ def main(argv=None) -> int:
                     else f"default prefill={p}" for p in args.default_prefills]
         tws = [None if tw == "float32" else tw for tw in args.torch_weights]
         answers = [*((d, "torch", tw) for tw in tws for d in defaults), *(("dense", "torch", tw) for tw in tws),
-                   *((d, "llamacpp", "q8_0") for d in defaults if prefill_of(d) != "kept"),  # (torch only)
+                   *((d, "llamacpp", "q8_0") for d in defaults if setting_of(d, "prefill") != "kept"),  # (torch only)
                    ("dense", "llamacpp", "q8_0")]
         if args.no_torch:
             answers = [a for a in answers if a[1] != "torch"]
         samples: dict = {}
         for what, engine, wt in answers:  # warm-up, not timed: builds each runtime's models once
             generate(tuned if what != "dense" else lm, "Hello.", selector=shipped if what != "dense" else "dense",
-                     width=shipped_width if what != "dense" else None, prefill=prefill_of(what),
-                     reselect=reselect_of(what) if what != "dense" else None,
+                     width=shipped_width if what != "dense" else None, prefill=setting_of(what, "prefill"),
+                     reselect=setting_of(what, "reselect") if what != "dense" else None,
                      runtime=RuntimeConfig(engine, wt, threads=threads, n_ctx=1024),
                      sampling=SamplingConfig(max_new_tokens=2))
         for r in range(args.repeats):
@@ -229,7 +224,7 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     out = generate(tuned if what != "dense" else lm, text, selector=shipped if what != "dense"
                                    else "dense", width=shipped_width if what != "dense" else None, runtime=rt,
-                                   prefill=prefill_of(what), reselect=reselect_of(what) if what != "dense" else None,
+                                   prefill=setting_of(what, "prefill"), reselect=setting_of(what, "reselect") if what != "dense" else None,
                                    sampling=SamplingConfig(max_new_tokens=args.new_tokens, ignore_eos=True))
                     wall = time.perf_counter() - t
                     key = (f"answer {what}", rt.weights or "float32", out.ffn_width, out.prompt_tokens, None, engine)
