@@ -63,3 +63,33 @@ def test_dense_prefill_is_recorded_and_named(lm, tmp_path):
     assert spec.prefill == "dense" and spec.label() == "griffin+dense-prefill"
     with pytest.raises(IfpruneError, match="dense runs every token"):
         SelectorSpec.parse("dense+dense-prefill")
+
+
+def test_training_reads_the_prompt_dense_as_inference_does(lm):
+    """Training's masked forward under `prefill: dense` (MaskedFFN with dense positions) scores an answer as
+    the dense-prefill Scorer does; under a re-selection's labels the answer's first tokens are dense too."""
+    from ifprune.core.hooks import MaskedFFN
+    from ifprune.training.loop import dense_before, split_at_refresh
+
+    g = torch.Generator().manual_seed(1)
+    plan = Plan.from_scores(torch.rand(lm.num_layers, lm.d_ffn, generator=g), 24)
+    ctx = torch.randint(3, 100, (7,), generator=g).tolist()
+    cont = torch.randint(3, 100, (6,), generator=g).tolist()
+    ids = torch.tensor([ctx + cont])
+    labels = torch.tensor([[-100] * len(ctx) + cont])
+    masked = MaskedFFN(lm.layout)
+    try:
+        with torch.no_grad(), masked.apply(plan.to_mask(), dense=dense_before(labels)):
+            lp = torch.log_softmax(lm.model(ids).logits.float(), -1)
+    finally:
+        masked.remove()
+    got = sum(float(lp[0, len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+    (want, _, _), = Scorer(lm, make_selector("griffin"), 24, prefill="dense").loglikelihoods(plan, [(ctx, cont)])
+    assert got == pytest.approx(want, abs=1e-4)
+    head, tail = split_at_refresh(labels, 2)
+    assert dense_before(head).tolist() == [[True] * (len(ctx) - 1) + [False] * (len(cont) + 1)]
+    assert dense_before(tail).tolist() == [[True] * (len(ctx) + 1) + [False] * (len(cont) - 1)]
+    assert dense_before(torch.full((1, 4), -100)).all()  # no label: nothing of that row is scored
+    with pytest.raises(IfpruneError, match="bool tensor"):
+        with masked.apply(plan.to_mask(), dense=torch.ones(1, 4)):
+            pass

@@ -752,9 +752,31 @@ def test_training_under_refresh_runs_and_scores_as_inference_does(tmp_path):
         g = GriffinSelector.scores_from_ids(tr.lm, b.input_ids[i:i + 1, :n])
         torch.testing.assert_close(got[i], standardise(z[i]) + standardise(g), atol=1e-4, rtol=1e-4)
     for bad, match in (({"refresh": -1}, "refresh must be >= 0"), ({"refresh": 4, "method": "static"}, "applies to method"),
-                       ({"refresh": 4, "oracle_weight": 1.0}, "not combined")):
+                       ({"refresh": 4, "oracle_weight": 1.0}, "not combined"),
+                       ({"prefill": "kept"}, "prefill must be pruned, dense or dense-answer"),
+                       ({"prefill": "dense", "method": "static"}, "applies to method")):
         with pytest.raises(IfpruneError, match=match):
             base_cfg(tmp_path, **bad)
+
+
+def test_dense_answer_prefill_trains_and_changes_only_what_the_compact_model_reads(tmp_path):
+    from ifprune.training.loop import sft_batch
+
+    data = [SFTExample("math", f"add {a} and {b}", f"the sum of {a} and {b} is {a + b}") for a in range(4) for b in range(3)]
+    t = Trainer(base_cfg(tmp_path, steps=2, refresh=4, prefill="dense-answer", eval_every=2), lm=tiny_lm(), sft_data=data)
+    t.val = data[::4]
+    t.run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
+    nll = {}
+    for prefill in ("pruned", "dense", "dense-answer"):
+        tr = Trainer(base_cfg(tmp_path / prefill, steps=1, refresh=4, prefill=prefill, bf16=False), lm=tiny_lm(), sft_data=data)
+        nll[prefill] = tr.validate(data[:4])["all"]
+        b = sft_batch(tr.lm.tokenizer, data[:2], tr.cfg)
+        loss, *_ = tr.forward(b)
+        loss.backward()  # the predictor still learns from the positions it masks
+        assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in tr.predictor.parameters())
+    assert len(set(nll.values())) == 3
 
 
 def test_ce_weight_scales_the_data_loss_and_0_is_pure_distillation(tmp_path):

@@ -30,6 +30,7 @@ class MaskedFFN:
         # down projection reads (training under compensated plans: compensation.refit.reconstruct)
         self.compensate = compensate
         self._masks: torch.Tensor | None = None
+        self._dense: torch.Tensor | None = None
         self._record: Callable[[int, torch.Tensor], None] | None = None
         self._handles = [layer.down.register_forward_pre_hook(self._hook(layer.index)) for layer in layout.layers]
 
@@ -50,29 +51,38 @@ class MaskedFFN:
                 if bool((on.sum(-1) != on[0].sum()).any()):
                     raise IfpruneError("compensated masks must keep the same number of channels in every row")
                 keep = on.nonzero()[:, 1].reshape(mi.shape[0], -1).expand(x.shape[0], -1)
+            full = x
             mi = mi.to(dtype=x.dtype).reshape(mi.shape[0], *([1] * (x.dim() - 2)), mi.shape[-1])
             x = x * mi
             if keep is not None:
                 with torch.autocast(x.device.type, enabled=False):
                     x = self.compensate(index, x, keep)
+            if self._dense is not None:
+                x = torch.where(self._dense.unsqueeze(-1), full, x.to(full.dtype))
             return (x, *args[1:])
 
         return pre_hook
 
     @contextlib.contextmanager
-    def apply(self, masks: torch.Tensor, record: Callable[[int, torch.Tensor], None] | None = None) -> Iterator[None]:
+    def apply(self, masks: torch.Tensor, record: Callable[[int, torch.Tensor], None] | None = None,
+              dense: torch.Tensor | None = None) -> Iterator[None]:
         """With `record`, also call `record(layer_index, activation)` with each layer's activation
-        before its mask (detached): what every channel, kept or not, would contribute here."""
+        before its mask (detached): what every channel, kept or not, would contribute here. `dense`
+        [batch, tokens] (bool): positions that keep every channel, as a dense prefill reads them."""
         L, d = self.layout.num_layers, self.layout.d_ffn
         if masks.shape[-2:] != (L, d) or masks.dim() not in (2, 3):
             raise IfpruneError(f"masks must be [batch, {L}, {d}] or [{L}, {d}], got {tuple(masks.shape)}")
+        if dense is not None and (dense.dim() != 2 or dense.dtype != torch.bool):
+            raise IfpruneError(f"dense positions must be a [batch, tokens] bool tensor, got {tuple(dense.shape)} {dense.dtype}")
         prev, self._masks = self._masks, masks
         prev_rec, self._record = self._record, record
+        prev_dense, self._dense = self._dense, dense
         try:
             yield
         finally:
             self._masks = prev
             self._record = prev_rec
+            self._dense = prev_dense
 
     def remove(self) -> None:
         for h in self._handles:

@@ -120,6 +120,11 @@ class TrainConfig:
     # masks, the rest under masks re-selected from the predictor's scores plus GRIFFIN's over the prompt
     # and those R tokens (selection.refresh; a second masked forward). 0: off
     refresh: int = 0
+    # predictor, SFT: which model reads what comes before each masked pass's first loss token, as
+    # `--prefill` runs it (selection.prefill): "pruned" masks every position; "dense" keeps every channel
+    # over the prompt; "dense-answer" also over the R response tokens re-selection read (so the second
+    # pass attends to the full model's keys and values of them, as inference's default does)
+    prefill: str = "pruned"
     # train under compensated plans: the down projection reads the full activation the refit of
     # compensation implies from the kept channels (compensation.refit.reconstruct), with moments of
     # the packaged calibration mix gathered once on the weights the run starts from; the artifact then
@@ -176,6 +181,12 @@ class TrainConfig:
             bad(f"refresh must be >= 0 (0: off), got {self.refresh}")
         if self.refresh and (self.method != "predictor" or self.stage != "sft"):
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
+        if self.prefill not in ("pruned", "dense", "dense-answer"):
+            bad(f"prefill must be pruned, dense or dense-answer (kept is not trained yet), got {self.prefill!r}")
+        if self.prefill != "pruned" and (self.method != "predictor" or self.stage != "sft"):
+            bad("prefill reads the prompt with every channel: it applies to method 'predictor' in stage 'sft'")
+        if self.prefill != "pruned" and self.oracle_weight:
+            bad("prefill is not combined with oracle_weight yet: use one of them")
         if self.refresh and self.oracle_weight:
             bad("refresh is not combined with oracle_weight yet: use one of them")
         if self.data.teacher is not None and self.stage != "sft":

@@ -134,6 +134,16 @@ def split_at_refresh(labels: torch.Tensor, after: int) -> tuple[torch.Tensor, to
     return labels.masked_fill(~early, -100), labels.masked_fill(early | ~resp, -100)
 
 
+def dense_before(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: the positions a dense prefill reads with every channel before a pass whose first loss
+    token is each row's first label: all but the last token before it, which the compact model reads
+    itself, as its first input (selection.prefill). A row with no label has every position dense."""
+    on = labels != -100
+    T = labels.shape[1]
+    first = torch.where(on.any(1), on.long().argmax(1), torch.full_like(on[:, 0], T + 1, dtype=torch.long))
+    return torch.arange(T, device=labels.device).unsqueeze(0) < (first - 1).unsqueeze(1)
+
+
 def loss_logits(model, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tensor) -> LossLogits:
     """Run the decoder, then the LM head only where a next-token loss is taken.
 
@@ -566,7 +576,7 @@ class Trainer:
             record = record_example
 
         head, tail = (labels, None) if not self.cfg.refresh else split_at_refresh(labels, self.cfg.refresh)
-        with self.autocast(), self.masked.apply(masks, record=record):
+        with self.autocast(), self.masked.apply(masks, record=record, dense=self.dense_positions(labels, None)):
             out = loss_logits(self.model, ids, att, head)
         sums, counts = out.losses()
         later = self.refreshed_logits(z, ids, att, labels, tail,
@@ -609,6 +619,13 @@ class Trainer:
             aux["kl"] = float(kl.detach())
         return loss, masks, sums.detach(), counts, aux
 
+    def dense_positions(self, labels: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor | None:
+        """The positions the full model reads under `prefill` before the first masked pass (`tail` None) or
+        the re-selected one (`tail`: its labels), or None when every position is masked."""
+        if self.cfg.prefill == "pruned":
+            return None
+        return dense_before(tail if tail is not None and self.cfg.prefill == "dense-answer" else labels)
+
     def refreshed_scores(self, z: torch.Tensor, ids: torch.Tensor, att: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The re-selected scores of `refresh`, as inference computes them (selection.refresh): `combine` of
         z and GRIFFIN's over the prompt and the first R response tokens, with every channel. The tokens
@@ -630,7 +647,7 @@ class Trainer:
         if tail is None or not bool((tail != -100).any()):
             return None
         masks = select(self.refreshed_scores(z, ids, att, labels))
-        with self.autocast(), self.masked.apply(masks):
+        with self.autocast(), self.masked.apply(masks, dense=self.dense_positions(labels, tail)):
             return loss_logits(self.model, ids, att, tail)
 
     def _sync_llm_grads(self) -> None:
@@ -685,7 +702,7 @@ class Trainer:
                 masks = hard_topk_indicator(z, self.width)
                 ids, att, labels = batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.labels.to(dev)
                 head, tail = (labels, None) if not self.cfg.refresh else split_at_refresh(labels, self.cfg.refresh)
-                with self.autocast(), self.masked.apply(masks):
+                with self.autocast(), self.masked.apply(masks, dense=self.dense_positions(labels, None)):
                     losses = loss_logits(self.model, ids, att, head).losses()
                 later = self.refreshed_logits(z, ids, att, labels, tail, lambda s: hard_topk_indicator(s, self.width))
                 if later is not None:
