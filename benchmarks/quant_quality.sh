@@ -2,7 +2,7 @@
 # Quality of the torch runtime's int8 weights (issue 42): the dense model and the shipped artifacts as they run by
 # default, float32 against --quant int8 (dense at int8: every channel of a full-width int8 compact model), on the
 # same examples: fidelity (NLL of the dense model's own greedy answers to 120 unread chat
-# prompts, results/quality/fidelity.sh's set) and held-out NLL of the SFT reference answers (slice a, 72 examples),
+# prompts, benchmarks/fidelity.sh's set) and held-out NLL of the SFT reference answers (slice a, 72 examples),
 # then paired differences int8 - float32. KEEPS="75 50" (default). One thread; resumable (per-example cache).
 #   sh benchmarks/quant_quality.sh            -> results/speed/int8_quality/
 set -e

@@ -1,4 +1,4 @@
-"""Summarise `eval compare --suites ifeval` reports (results/quality/ifeval.sh): prompt- and instruction-
+"""Summarise `eval compare --suites ifeval` reports (benchmarks/ifeval.sh): prompt- and instruction-
 level accuracy, strict and loose, per row with 95% bootstrap intervals; each pruned row's difference to
 dense on the same prompts (paired 95% bootstrap interval); and what the answers look like: mean length in
 tokens, how many reach the token budget, how many end in a greedy loop (benchmarks/greedy_loops.py's

@@ -2,7 +2,7 @@
 # The "dense-answer" prefill (selection.prefill; the default since 2026-12-07) against "dense" (the default before:
 # each re-selection re-runs the answer so far through the compact model) on the shipped artifacts, every 32 tokens as they run: held-out NLL
 # on both validation slices (144 examples) and fidelity (the dense model's own answers to 120 unread chat prompts,
-# results/quality/fidelity.sh's set). Then paired differences (dense-answer minus dense). One thread; resumable.
+# benchmarks/fidelity.sh's set). Then paired differences (dense-answer minus dense). One thread; resumable.
 set -e
 . benchmarks/heldout_slices.sh
 D=results/refresh/dense_answer

@@ -2,7 +2,7 @@
 # The "kept" prefill (selection.decoded: no full-model pass over the answer; re-selection from the FFN inputs the
 # compact model read, the answer's KV cache as decoded) against "dense-answer" (the default when this ran) on the
 # shipped artifacts, every 32 tokens as they run: held-out NLL on both validation slices (144 examples), fidelity
-# on 120 unread chat prompts (results/quality/fidelity.sh's set) and on the dense model's answers to the
+# on 120 unread chat prompts (benchmarks/fidelity.sh's set) and on the dense model's answers to the
 # validation prompts (per family; python -m ifprune.training.teacher --split validation). Then paired differences
 # (kept minus dense-answer). One thread; resumable. KEEPS="75 50" by default.
 set -e

@@ -1,7 +1,7 @@
 #!/bin/sh
 # v17 against the shipped artifact it continued and the dense model, as they run by default (re-selection every 32,
 # dense-answer prefill): fidelity (NLL of the dense model's own greedy answers to 120 unread chat prompts, general +
-# code, results/quality/fidelity.sh's set) and held-out NLL of the SFT reference answers (both validation slices,
+# code, benchmarks/fidelity.sh's set) and held-out NLL of the SFT reference answers (both validation slices,
 # 144 examples), then paired differences v17 - shipped. KEEP=75 (default) or 50. One thread; resumable (rows the
 # dense_answer compare scored are read back from the per-example cache).
 set -e

@@ -1,10 +1,10 @@
 #!/bin/sh
 # v18 (half on-policy) against v17 (what it continued), v10 (the shipped keep-3/4 artifact) and the dense model,
 # as they run by default (re-selection every 32, dense-answer): fidelity on the dense model's answers to 120 unread
-# chat prompts (results/quality/fidelity.sh's set) and to the 139 validation prompts (per family; python -m
+# chat prompts (benchmarks/fidelity.sh's set) and to the 139 validation prompts (per family; python -m
 # ifprune.training.teacher --split validation), paired differences v18 - v17 and v18 - v10, then the loops of 128
 # greedy tokens on the 120 unread prompts. One thread each; resumable (rows scored before come from the
-# per-example cache). IFEval: ROWS=art ART=runs/v18/keep75-onpolicy/artifact NAME=v18 sh results/quality/ifeval.sh
+# per-example cache). IFEval: ROWS=art ART=runs/v18/keep75-onpolicy/artifact NAME=v18 sh benchmarks/ifeval.sh
 set -e
 V18=runs/v18/keep75-onpolicy/artifact
 V17=results/training/artifacts/smollm2-135m-keep75-v17

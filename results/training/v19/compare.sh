@@ -4,7 +4,7 @@
 # dense-answer): fidelity on the dense model's answers to 120 unread chat prompts and to the 139 validation prompts
 # (per family), paired differences v19 - v10 and v19 - v17, then the loops of 128 greedy tokens on the 120 unread
 # prompts. One thread each; resumable (per-example cache). IFEval:
-#   ROWS=art ART=runs/v19/keep75-base/artifact NAME=v19 sh results/quality/ifeval.sh
+#   ROWS=art ART=runs/v19/keep75-base/artifact NAME=v19 sh benchmarks/ifeval.sh
 set -e
 V19=runs/v19/keep75-base/artifact
 V17=results/training/artifacts/smollm2-135m-keep75-v17

@@ -3,7 +3,7 @@
 # artifact) and the dense model, as they run by default: fidelity on the unread and validation prompts, paired
 # v21 - v19 and v21 - v10, and loops (benchmarks/fidelity_compare.sh); then v21 with the calibration refit at
 # inference, paired with v21 without. One thread each unless THREADS; resumable (per-example cache). IFEval:
-#   ROWS=art ART=runs/v21/keep75-no-repeats/artifact NAME=v21 sh results/quality/ifeval.sh
+#   ROWS=art ART=runs/v21/keep75-no-repeats/artifact NAME=v21 sh benchmarks/ifeval.sh
 set -e
 V21=runs/v21/keep75-no-repeats/artifact
 D=results/training/v21
