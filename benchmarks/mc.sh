@@ -25,7 +25,7 @@ for ROW in ${ROWS:-dense griffin predictor}; do
     default) $IFP --compensations none --selectors predictor:$ART --out $OUT/predictor_every_dense ;;
     static) $IFP --compensations none --selectors predictor:${STATIC:?set STATIC to a learned-static artifact} \
               --out $OUT/static ;;
-    # the dense model fine-tuned on IFPruning's data and budget (results/training/dense/run.sh): the fair dense
+    # the dense model fine-tuned on IFPruning's data and budget (the run.sh block of results/training/dense/README.md): the fair dense
     # reference; it runs at full width whatever KEEP is
     dense-sft) $IFP --compensations none --selectors predictor:${DENSE_SFT:-runs/dense/v5-sft/artifact} \
                  --out $OUT/dense_sft ;;

@@ -98,12 +98,12 @@ def test_every_package_says_what_it_owns(name):
 
 
 def test_scripts_outside_the_package_import_what_exists():
-    """benchmarks/ and results/ scripts are not imported by the suite; a moved module must not break them."""
+    """benchmarks/ scripts are not imported by the suite; a moved module must not break them."""
     import importlib
 
     root = SRC.parents[1]
     missing = []
-    for path in sorted([*root.glob("benchmarks/*.py"), *root.glob("results/**/*.py")]):
+    for path in sorted(root.glob("benchmarks/*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ifprune"):
                 try:
@@ -114,3 +114,11 @@ def test_scripts_outside_the_package_import_what_exists():
                 missing += [f"{path.relative_to(root)}: {node.module}.{a.name}" for a in node.names
                             if not hasattr(mod, a.name) and not importlib.util.find_spec(f"{node.module}.{a.name}")]
     assert not missing, missing
+
+
+def test_results_hold_outputs_not_code():
+    """Code that measures lives in benchmarks/ (one script per experiment family); a results folder holds what it
+    wrote and its README the commands, so a fix to a benchmark reaches every result it re-derives."""
+    root = SRC.parents[1]
+    code = sorted(str(p.relative_to(root)) for ext in ("py", "sh") for p in (root / "results").rglob(f"*.{ext}"))
+    assert not code, f"scripts under results/ belong in benchmarks/ (or as commands in the folder's README): {code}"

@@ -1,4 +1,4 @@
-# Sourced by results/training/static/run.sh and dense/run.sh, which re-run the IFPruning lineage's own configs
+# Sourced by the run.sh blocks of results/training/static/README.md and results/training/dense/README.md, which re-run the IFPruning lineage's own configs
 # with other methods. Defines `stage NAME CONFIG INIT_FROM [--set KEY=VALUE ...]`: one stage of
 # configs/smollm2-CONFIG-cpu.yaml with `method: static`, no max_minutes, output in $ROOT/NAME, continuing
 # INIT_FROM, $THREADS threads, plus the caller's $OVERRIDES; log appended to $ROOT/train.out and the per-step

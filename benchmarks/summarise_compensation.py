@@ -2,7 +2,7 @@
 plain vs compensated, overall and per family, the share of the gap to dense that compensation closes,
 and whether it is better on every family.
 
-    python results/compensation/summarise.py results/compensation/compare/results.json results/compensation/summary.md
+    python benchmarks/summarise_compensation.py results/compensation/compare/results.json results/compensation/summary.md
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 # (S1, S2 seconds; the restart's start-up, at most 30 s, counted); its learned-static twin trains the same number of steps, so both read the same batches.
 # Artifacts and logs go to $OUT as they finish (each stage-2 artifact split into <16 MB pieces).
 #   on the device, after the model and data are in place (docs/training.md, "GPU recipe"):
-#   OUT=$OUT IFPRUNE_DATA=/tmp/data bash results/training/gpu/run.sh
+#   OUT=$OUT IFPRUNE_DATA=/tmp/data bash benchmarks/gpu_training.sh
 # SMOKE=1 runs the same chain on this CPU with a tiny budget and batch (a check of the script, not a run).
 set -u
 OUT=${OUT:-runs/gpu/out}

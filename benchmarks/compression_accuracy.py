@@ -1,8 +1,8 @@
 """Accuracy of dense / 2:4 / int8 / int4 / 2:4+int4 / 2:4 + LoRA recovery, each also under a static plan
 (wanda or magnitude) at keep 1/2, on the default model. NLL on held-out *training* text (GSM8K-train and
-Alpaca tails), multiple choice on ARC-easy (icl_eval). Writes accuracy_<plan>.json/.md next to this file.
+Alpaca tails), multiple choice on ARC-easy (icl_eval). Writes accuracy_<plan>.json/.md to results/compression/.
 
-    IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python results/compression/run_accuracy.py --plan wanda
+    IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/compression_accuracy.py --plan wanda
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from ifprune.core.plan import width_from_keep
 from ifprune.selection.selectors import MagnitudeSelector, WandaSelector
 from ifprune.compress.sparsity import is_2_4
 
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("IFPRUNE_DATA", HERE.parents[2] / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "results" / "compression"  # where its results live
+DATA = Path(os.environ.get("IFPRUNE_DATA", ROOT.parent / "shared" / "data"))
 
 VARIANTS = [  # name, recipe (None = dense)
     ("dense", None),
@@ -195,7 +196,7 @@ def main(argv=None):
     meta = {
         "platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "threads": args.threads, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python results/compression/run_accuracy.py "
+        "command": "IFPRUNE_CACHE=/tmp/ifpc HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/compression_accuracy.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": dense_lm.source, "plan": {"selector": args.plan, "keep": args.keep, "width": width,
                                              "d_ffn": dense_lm.d_ffn, "hash": plan.hash},
