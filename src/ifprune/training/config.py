@@ -181,8 +181,11 @@ class TrainConfig:
             bad(f"refresh must be >= 0 (0: off), got {self.refresh}")
         if self.refresh and (self.method != "predictor" or self.stage != "sft"):
             bad("refresh re-selects after the first response tokens: it applies to method 'predictor' in stage 'sft'")
-        if self.prefill not in ("pruned", "dense", "dense-answer"):
-            bad(f"prefill must be pruned, dense or dense-answer (kept is not trained yet), got {self.prefill!r}")
+        from ..selection.prefill import PREFILLS
+
+        trained = [p for p in PREFILLS if p != "kept"]  # kept keeps each plan's own KV cache: not trained yet
+        if self.prefill not in trained:
+            bad(f"prefill must be {', '.join(trained[:-1])} or {trained[-1]} (kept is not trained yet), got {self.prefill!r}")
         if self.prefill != "pruned" and (self.method != "predictor" or self.stage != "sft"):
             bad("prefill reads the prompt with every channel: it applies to method 'predictor' in stage 'sft'")
         if self.prefill != "pruned" and self.oracle_weight:
